@@ -1,0 +1,92 @@
+//! The engine's settings: the dict the Python settings table hands over, checked once, typed.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::http::Limits;
+
+/// Bodies up to this size are read whole before the app runs, so a slow client
+/// never holds a Python thread; larger ones are read as the app asks for them.
+pub const BUFFERED_BODY_LIMIT: usize = 1 << 20;
+
+/// Output a response may hold back from a client that reads slowly before the
+/// app is paused until the client catches up (backpressure).
+pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+/// How long a blocked write (a client that stopped reading) may wait.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a graceful stop waits for requests in flight.
+pub const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The settings the engine reads, validated by Python's settings table first.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Python threads calling the app; 1 means the I/O thread calls it itself.
+    pub threads: usize,
+    /// Worker processes (only reported in `wsgi.multiprocess` here).
+    pub workers: usize,
+    /// SCRIPT_NAME: the mount point stripped from the front of PATH_INFO.
+    pub root_path: String,
+    pub access_logfile: Option<String>,
+    pub access_logformat: String,
+    pub error_logfile: String,
+    pub log_level: String,
+    /// Idle time allowed between keep-alive requests.
+    pub keep_alive: Duration,
+    /// Time allowed to receive a whole request head (slowloris bound).
+    pub header_timeout: Duration,
+    pub limits: Limits,
+    pub url_scheme: String,
+}
+
+macro_rules! item {
+    ($d:expr, $key:expr, $t:ty) => {
+        match $d.get_item($key)? {
+            Some(v) => v
+                .extract::<$t>()
+                .map_err(|e| PyValueError::new_err(format!("setting {}: {}", $key, PyErr::from(e)))),
+            None => Err(PyValueError::new_err(format!("missing setting {}", $key))),
+        }
+    };
+}
+
+fn seconds(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
+    let s = item!(d, key, f64)?;
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| PyValueError::new_err(format!("setting {key}: bad duration {s}")))
+}
+
+impl Settings {
+    pub fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Settings> {
+        let limit = |key: &str| -> PyResult<usize> { item!(d, key, usize) };
+        let threads = item!(d, "threads", usize)?;
+        if threads == 0 {
+            return Err(PyValueError::new_err("setting threads: must be at least 1"));
+        }
+        Ok(Settings {
+            threads,
+            workers: item!(d, "workers", usize)?,
+            root_path: item!(d, "root_path", String)?
+                .trim_end_matches('/')
+                .to_string(),
+            access_logfile: item!(d, "access_logfile", Option<String>)?,
+            access_logformat: item!(d, "access_logformat", String)?,
+            error_logfile: item!(d, "error_logfile", String)?,
+            log_level: item!(d, "log_level", String)?,
+            keep_alive: seconds(d, "keep_alive")?,
+            header_timeout: seconds(d, "header_timeout")?,
+            limits: Limits {
+                max_request_line: limit("limit_request_line")?,
+                max_headers: limit("limit_request_fields")?,
+                max_header_field_size: limit("limit_request_field_size")?,
+                max_body: item!(d, "max_request_body_size", u64)?,
+                ..Limits::default()
+            },
+            url_scheme: item!(d, "url_scheme", String)?,
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! `qiao._qiao.Engine`: the object Python drives: one app, one settings dict, the listening
+//! sockets; `serve_forever()`, `handle_request()`, `shutdown()` from another thread, `close()`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex};
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tokio::sync::watch;
+
+use crate::access_log::AccessLog;
+use crate::config::Settings;
+use crate::log::{ErrorLog, Level, Sink};
+use crate::server::{self, listener};
+use crate::wsgi::environ::Template;
+use crate::wsgi::errors::Errors;
+use crate::wsgi::file_wrapper::FileWrapper;
+use crate::wsgi::Context;
+
+#[pyclass(module = "qiao._qiao", frozen)]
+pub struct Engine {
+    ctx: Arc<Context>,
+    /// Our duplicates of the listening sockets; each run serves on duplicates of these.
+    fds: Mutex<Vec<OwnedFd>>,
+    /// Set to true to stop a run; reset when a run starts.
+    stop: Arc<watch::Sender<bool>>,
+    /// True while a run is in progress, so `shutdown()` can wait for its end.
+    serving: Arc<(Mutex<bool>, Condvar)>,
+}
+
+fn os_error(what: &str, e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("{what}: {e}"))
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        settings: &Bound<'_, PyDict>,
+        fds: Vec<i32>,
+    ) -> PyResult<Engine> {
+        let settings = Settings::from_dict(settings)?;
+        let level = Level::parse(&settings.log_level).ok_or_else(|| {
+            PyValueError::new_err(format!("setting log_level: unknown level {:?}", settings.log_level))
+        })?;
+        let sink = Sink::open(&settings.error_logfile, Sink::Stderr)
+            .map_err(|e| os_error(&format!("cannot open error log {}", settings.error_logfile), e))?;
+        let error_log = Arc::new(ErrorLog::new(level, sink));
+        let access_log = match &settings.access_logfile {
+            None => None,
+            Some(path) => {
+                let sink = Sink::open(path, Sink::Stdout)
+                    .map_err(|e| os_error(&format!("cannot open access log {path}"), e))?;
+                Some(
+                    AccessLog::new(&settings.access_logformat, sink)
+                        .map_err(|e| PyValueError::new_err(format!("setting access_logformat: {e}")))?,
+                )
+            }
+        };
+        let errors = Py::new(py, Errors { log: error_log.clone() })?;
+        let wrapper = py.get_type::<FileWrapper>();
+        let environ = Template::new(py, &settings, errors.into_any(), wrapper.into_any().unbind())?;
+        let fds = fds
+            .into_iter()
+            .map(listener::dup)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| os_error("bad listening socket", e))?;
+        let (stop, _) = watch::channel(false);
+        Ok(Engine {
+            ctx: Arc::new(Context {
+                app,
+                settings,
+                error_log,
+                access_log,
+                environ,
+                interrupt: Mutex::new(None),
+            }),
+            fds: Mutex::new(fds),
+            stop: Arc::new(stop),
+            serving: Arc::new((Mutex::new(false), Condvar::new())),
+        })
+    }
+
+    /// Serves until `shutdown()` or Ctrl-C; the GIL is released except to run the app.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, false)
+    }
+
+    /// Waits for one request, serves it, and returns.
+    fn handle_request(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, true)
+    }
+
+    /// Stops a run in progress (from another thread) and waits until it has returned.
+    fn shutdown(&self, py: Python<'_>) {
+        self.stop.send_replace(true);
+        let serving = self.serving.clone();
+        py.detach(move || {
+            let (lock, cvar) = &*serving;
+            let mut busy = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while *busy {
+                busy = cvar.wait(busy).unwrap_or_else(|e| e.into_inner());
+            }
+        });
+    }
+
+    /// Releases the engine's listening sockets.
+    fn close(&self) {
+        if let Ok(mut fds) = self.fds.lock() {
+            fds.clear();
+        }
+    }
+
+    /// Writes one line to the error log.
+    fn log(&self, level: &str, message: &str) -> PyResult<()> {
+        let level = Level::parse(level)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+        self.ctx.error_log.log(level, message);
+        Ok(())
+    }
+}
+
+impl Engine {
+    fn run(&self, py: Python<'_>, one_request: bool) -> PyResult<()> {
+        let fds = {
+            let fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
+            if fds.is_empty() {
+                return Err(PyOSError::new_err("the server is closed (no listening sockets)"));
+            }
+            fds.iter()
+                .map(|fd| listener::dup(fd.as_raw_fd()))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| os_error("cannot use a listening socket", e))?
+        };
+        {
+            let mut busy = self.serving.0.lock().unwrap_or_else(|e| e.into_inner());
+            *busy = true;
+        }
+        self.stop.send_replace(false);
+        let ctx = self.ctx.clone();
+        let stop = self.stop.clone();
+        let result = py.detach(move || server::run(ctx, fds, stop, one_request));
+        {
+            let (lock, cvar) = &*self.serving;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = false;
+            cvar.notify_all();
+        }
+        result.map_err(|e| os_error("server failed", e))?;
+        match self.ctx.take_interrupt() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}

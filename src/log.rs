@@ -1,0 +1,174 @@
+//! The error log and the access log: one writer each per process, shared by every thread.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Severity of an error-log line; ordered so that a filter is a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    pub fn parse(name: &str) -> Option<Level> {
+        match name.to_ascii_lowercase().as_str() {
+            "debug" => Some(Level::Debug),
+            "info" => Some(Level::Info),
+            "warning" | "warn" => Some(Level::Warning),
+            "error" => Some(Level::Error),
+            "critical" => Some(Level::Critical),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// Where log lines go: a standard stream or an append-only file.
+pub enum Sink {
+    Stdout,
+    Stderr,
+    File(File),
+}
+
+impl Sink {
+    /// `-` is the given standard stream; anything else is a path opened for appending.
+    pub fn open(target: &str, dash: Sink) -> io::Result<Sink> {
+        if target == "-" {
+            Ok(dash)
+        } else {
+            Ok(Sink::File(
+                OpenOptions::new().create(true).append(true).open(target)?,
+            ))
+        }
+    }
+
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) {
+        // A log that cannot be written must not take the server down: drop the line.
+        let _ = match self {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(bytes).and_then(|_| out.flush())
+            }
+            Sink::Stderr => io::stderr().lock().write_all(bytes),
+            Sink::File(f) => f.write_all(bytes),
+        };
+    }
+}
+
+/// The error log: `[date] [pid] [LEVEL] message` lines, as gunicorn writes them.
+pub struct ErrorLog {
+    /// Lines below this level are dropped before any formatting.
+    level: Level,
+    /// One writer for the process; the mutex keeps lines whole across threads.
+    sink: Mutex<Sink>,
+}
+
+impl ErrorLog {
+    pub fn new(level: Level, sink: Sink) -> ErrorLog {
+        ErrorLog {
+            level,
+            sink: Mutex::new(sink),
+        }
+    }
+
+    pub fn enabled(&self, level: Level) -> bool {
+        level >= self.level
+    }
+
+    pub fn log(&self, level: Level, message: &str) {
+        if !self.enabled(level) {
+            return;
+        }
+        let mut line = String::with_capacity(48 + message.len());
+        let _ = write!(
+            line,
+            "[{}] [{}] [{}] ",
+            local_timestamp(false),
+            std::process::id(),
+            level.label()
+        );
+        line.push_str(message.trim_end_matches('\n'));
+        line.push('\n');
+        self.write_raw(line.as_bytes());
+    }
+
+    /// Writes bytes as they are (for `wsgi.errors`, which is a file-like stream).
+    pub fn write_raw(&self, bytes: &[u8]) {
+        if let Ok(mut sink) = self.sink.lock() {
+            sink.write_all(bytes);
+        }
+    }
+
+    pub fn debug(&self, m: &str) {
+        self.log(Level::Debug, m)
+    }
+    pub fn info(&self, m: &str) {
+        self.log(Level::Info, m)
+    }
+    pub fn warning(&self, m: &str) {
+        self.log(Level::Warning, m)
+    }
+    pub fn error(&self, m: &str) {
+        self.log(Level::Error, m)
+    }
+}
+
+/// The local time as `2026-11-24 19:36:18 +0000` (error log) or
+/// `24/Nov/2026:19:36:18 +0000` (access log, Apache's `%t`).
+pub fn local_timestamp(apache: bool) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&now, &mut tm) };
+    let off = tm.tm_gmtoff / 60;
+    let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    if apache {
+        format!(
+            "{:02}/{}/{}:{:02}:{:02}:{:02} {}{:02}{:02}",
+            tm.tm_mday,
+            MONTHS[tm.tm_mon.clamp(0, 11) as usize],
+            tm.tm_year + 1900,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec,
+            sign,
+            off / 60,
+            off % 60
+        )
+    } else {
+        format!(
+            "{}-{:02}-{:02} {:02}:{:02}:{:02} {}{:02}{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec,
+            sign,
+            off / 60,
+            off % 60
+        )
+    }
+}

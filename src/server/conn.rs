@@ -1,0 +1,262 @@
+//! One client connection: read a request head, read or hand over its body, run the app,
+//! write the response, and again while the connection is kept alive (RFC 9112 §9).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::time::{timeout_at, Instant as TokioInstant};
+
+use crate::config::BUFFERED_BODY_LIMIT;
+use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
+use crate::server::listener::Conn;
+use crate::server::output::Output;
+use crate::server::Shared;
+use crate::wsgi::environ::Peer;
+use crate::wsgi::handler::{Body, Exchange};
+use crate::wsgi::input::{Framing, Stream};
+
+/// Output held back for pipelined requests before it is written anyway.
+const PIPELINE_FLUSH: usize = 64 * 1024;
+
+/// How a read for more request bytes ended, when it did not bring any.
+enum ReadEnd {
+    /// The client closed or the socket failed.
+    Closed,
+    /// The deadline passed.
+    TimedOut,
+    /// The server is stopping and the connection was idle.
+    Stopping,
+}
+
+struct Connection {
+    conn: Conn,
+    shared: Rc<Shared>,
+    peer: Arc<Peer>,
+    /// Bytes received and not yet parsed.
+    rbuf: BytesMut,
+    /// Response bytes not yet written (pipelined responses wait here together).
+    out: Vec<u8>,
+}
+
+pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
+    let mut c = Connection {
+        conn,
+        shared,
+        peer: Arc::new(peer),
+        rbuf: BytesMut::with_capacity(8 * 1024),
+        out: Vec::with_capacity(8 * 1024),
+    };
+    c.run().await;
+}
+
+impl Connection {
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ok = self.conn.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    /// Reads more bytes, first writing any pending output; `idle` reads may be cut short
+    /// by a graceful stop.
+    async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
+        if !self.flush().await {
+            return Err(ReadEnd::Closed);
+        }
+        let mut stop = self.shared.stop.clone();
+        if idle && *stop.borrow() {
+            return Err(ReadEnd::Stopping);
+        }
+        let read = timeout_at(TokioInstant::from_std(deadline), self.conn.read_buf(&mut self.rbuf));
+        let result = if idle {
+            tokio::select! {
+                r = read => r,
+                _ = stop.wait_for(|s| *s) => return Err(ReadEnd::Stopping),
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Err(_) => Err(ReadEnd::TimedOut),
+            Ok(Ok(0)) | Ok(Err(_)) => Err(ReadEnd::Closed),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    async fn run(&mut self) {
+        let shared = self.shared.clone();
+        let settings = &shared.ctx.settings;
+        let (keep_alive, header_timeout) = (settings.keep_alive, settings.header_timeout);
+        let limits = &settings.limits;
+        loop {
+            // The request head: the keep-alive timeout runs while nothing has arrived,
+            // the header timeout from the first byte of the request on.
+            let mut deadline = Instant::now() + keep_alive;
+            let mut idle = true;
+            let head = loop {
+                match parse_head(&mut self.rbuf, limits) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) => {}
+                    Err(e) => return self.reject(e).await,
+                }
+                if idle && !self.rbuf.is_empty() {
+                    idle = false;
+                    deadline = Instant::now() + header_timeout;
+                }
+                match self.read_more(deadline, idle).await {
+                    Ok(()) => {}
+                    Err(ReadEnd::TimedOut) if !idle => return self.timed_out().await,
+                    Err(_) => return,
+                }
+            };
+            let started = Instant::now();
+
+            let force_close = self.shared.one_request || *self.shared.stop.borrow();
+            let body = match self.read_body(&head.framing, head.expect_continue).await {
+                Ok(body) => body,
+                Err(Some(e)) => return self.reject(e).await,
+                Err(None) => return,
+            };
+            if matches!(body, Body::Stream { .. }) && !self.flush().await {
+                return;
+            }
+            let ex = Exchange {
+                head,
+                body,
+                out: Output::new(self.conn.fd(), std::mem::take(&mut self.out)),
+                peer: self.peer.clone(),
+                force_close,
+                started,
+            };
+            let Some(outcome) = self.shared.dispatch(ex).await else {
+                return;
+            };
+            self.out = outcome.out.buf;
+            if let Some(raw) = outcome.raw_back {
+                self.rbuf = raw;
+            }
+            if outcome.out.broken {
+                return;
+            }
+            if !outcome.keep_alive || force_close {
+                self.flush().await;
+                return self.linger().await;
+            }
+            if self.out.len() >= PIPELINE_FLUSH && !self.flush().await {
+                return;
+            }
+        }
+    }
+
+    /// Reads the body the app will see. Small bodies come whole; large ones, and those the
+    /// client sends only after `100 Continue`, stay on the socket for the app to pull.
+    /// `Err(None)`: the client went away or was too slow.
+    async fn read_body(
+        &mut self,
+        framing: &BodyFraming,
+        expect_continue: bool,
+    ) -> Result<Body, Option<HttpError>> {
+        let shared = self.shared.clone();
+        let settings = &shared.ctx.settings;
+        let deadline = Instant::now() + settings.header_timeout;
+        let max_body = settings.limits.max_body;
+        match *framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => Ok(Body::Empty),
+            BodyFraming::Length(n) if !expect_continue && n as usize <= BUFFERED_BODY_LIMIT => {
+                while (self.rbuf.len() as u64) < n {
+                    self.rbuf.reserve(n as usize - self.rbuf.len());
+                    self.read_more(deadline, false).await.map_err(|_| None)?;
+                }
+                Ok(Body::Buffered(self.rbuf.split_to(n as usize).freeze()))
+            }
+            BodyFraming::Length(n) => Ok(self.stream(Vec::new(), Framing::Length(n), expect_continue)),
+            BodyFraming::Chunked => {
+                let mut dec = ChunkedDecoder::new(
+                    crate::http::chunked::DEFAULT_MAX_CHUNK_EXT,
+                    crate::http::chunked::DEFAULT_MAX_TRAILER,
+                );
+                let mut decoded = Vec::new();
+                if expect_continue {
+                    return Ok(self.stream(decoded, Framing::Chunked(dec), true));
+                }
+                loop {
+                    let used = dec.decode(&self.rbuf, &mut decoded).map_err(Some)?;
+                    self.rbuf.advance(used);
+                    if max_body > 0 && decoded.len() as u64 > max_body {
+                        return Err(Some(HttpError::PayloadTooLarge));
+                    }
+                    if dec.is_done() {
+                        return Ok(Body::Buffered(decoded.into()));
+                    }
+                    if decoded.len() > BUFFERED_BODY_LIMIT {
+                        return Ok(self.stream(decoded, Framing::Chunked(dec), false));
+                    }
+                    self.read_more(deadline, false).await.map_err(|_| None)?;
+                }
+            }
+        }
+    }
+
+    fn stream(&mut self, already: Vec<u8>, framing: Framing, send_continue: bool) -> Body {
+        let shared = self.shared.clone();
+        let settings = &shared.ctx.settings;
+        let total = already.len() as u64;
+        Body::Stream {
+            already,
+            stream: Stream {
+                fd: self.conn.fd(),
+                raw: std::mem::take(&mut self.rbuf),
+                framing,
+                send_continue,
+                total,
+                max_body: settings.limits.max_body,
+                timeout: settings.header_timeout,
+                done: false,
+                failed: false,
+            },
+        }
+    }
+
+    /// RFC 9112 §2.2/§6: a request that cannot be framed gets its 4xx/5xx and the connection
+    /// closes, since what follows it can no longer be told apart from a new request.
+    async fn reject(&mut self, err: HttpError) {
+        self.shared.ctx.error_log.info(&format!(
+            "Invalid request from {}: {} {}",
+            if self.peer.remote_addr.is_empty() { "unix socket" } else { &self.peer.remote_addr },
+            err.status(),
+            err.detail()
+        ));
+        error_response(err, &mut self.out);
+        self.flush().await;
+        self.linger().await;
+    }
+
+    /// RFC 9110 §15.5.9: the head did not arrive in time.
+    async fn timed_out(&mut self) {
+        self.out.extend_from_slice(
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        self.flush().await;
+        self.linger().await;
+    }
+
+    /// Closes so that a response is not lost to a reset: shut our side, then read and drop
+    /// what the client still sends, for a short bounded time.
+    async fn linger(&mut self) {
+        self.conn.shutdown().await;
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        let mut drained = 0usize;
+        while drained < 1 << 20 {
+            self.rbuf.clear();
+            self.rbuf.reserve(16 * 1024);
+            match timeout_at(TokioInstant::from_std(deadline), self.conn.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Listening sockets handed over by Python (already bound), and the streams they accept.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::wsgi::environ::Peer;
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+fn family(fd: RawFd) -> io::Result<libc::sa_family_t> {
+    // SAFETY: getsockname writes at most `len` bytes into the zeroed storage.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(addr.ss_family)
+}
+
+/// A private duplicate of a descriptor Python keeps owning.
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+impl Listener {
+    /// Wraps a listening descriptor (takes ownership); must run inside the runtime.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        if family(fd.as_raw_fd())? == libc::AF_UNIX as libc::sa_family_t {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            Ok(Listener::Unix(UnixListener::from_std(std)?))
+        } else {
+            let std = std::net::TcpListener::from(fd);
+            std.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(std)?))
+        }
+    }
+
+    /// `http://127.0.0.1:8000` or `unix:/path`, for the banner.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(_) => "http://?".into(),
+            },
+            Listener::Unix(l) => match l.local_addr() {
+                Ok(a) => format!(
+                    "unix:{}",
+                    a.as_pathname().map(|p| p.display().to_string()).unwrap_or_default()
+                ),
+                Err(_) => "unix:?".into(),
+            },
+        }
+    }
+
+    pub async fn accept(&self) -> io::Result<(Conn, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, remote) = l.accept().await?;
+                s.set_nodelay(true)?;
+                let local = s.local_addr()?;
+                let (host, port) = split(local);
+                let (raddr, rport) = split(remote);
+                let peer = Peer {
+                    remote_addr: raddr,
+                    remote_port: rport,
+                    local_host: host,
+                    local_port: port,
+                };
+                Ok((Conn::Tcp(s), peer))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                let peer = Peer {
+                    remote_addr: String::new(),
+                    remote_port: String::new(),
+                    local_host: "localhost".into(),
+                    local_port: String::new(),
+                };
+                Ok((Conn::Unix(s), peer))
+            }
+        }
+    }
+}
+
+fn split(addr: SocketAddr) -> (String, String) {
+    (addr.ip().to_string(), addr.port().to_string())
+}
+
+impl Conn {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub async fn read_buf(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read_buf(buf).await,
+            Conn::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.write_all(bytes).await,
+            Conn::Unix(s) => s.write_all(bytes).await,
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown().await,
+            Conn::Unix(s) => s.shutdown().await,
+        };
+    }
+}

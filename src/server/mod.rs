@@ -1,0 +1,206 @@
+//! The server loop of one process: listeners, connections, the app threads, and a stop
+//! that lets requests in flight finish.
+
+pub mod conn;
+pub mod listener;
+pub mod output;
+pub mod pool;
+pub mod sockio;
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio::sync::{watch, Notify};
+use tokio::task::LocalSet;
+
+use crate::config::GRACEFUL_TIMEOUT;
+use crate::server::listener::Listener;
+use crate::server::pool::Pool;
+use crate::wsgi::handler::{handle, Exchange, Outcome};
+use crate::wsgi::Context;
+
+/// How often the loop looks at Python's pending signals (Ctrl-C) and app interrupts.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
+/// What every connection of one serving run shares; lives on the I/O thread.
+pub struct Shared {
+    pub ctx: Arc<Context>,
+    /// `None`: the I/O thread calls the app itself (one thread, no hand-off).
+    pool: Option<Pool>,
+    /// Turns true when the server is stopping.
+    pub stop: watch::Receiver<bool>,
+    /// `handle_request()`: serve one request, then close.
+    pub one_request: bool,
+}
+
+impl Shared {
+    pub async fn dispatch(&self, ex: Exchange) -> Option<Outcome> {
+        match &self.pool {
+            None => Some(Python::attach(|py| handle(py, &self.ctx, ex))),
+            Some(pool) => pool.run(ex).await,
+        }
+    }
+}
+
+/// Counts open connections so a stop can wait for them.
+#[derive(Default)]
+struct Tracker {
+    open: Cell<usize>,
+    closed: Notify,
+}
+
+/// Serves on `fds` until `stop` turns true (or, with `one_request`, one request).
+/// Runs with the GIL released; returns once connections are done or the grace period ends.
+pub fn run(
+    ctx: Arc<Context>,
+    fds: Vec<OwnedFd>,
+    stop: Arc<watch::Sender<bool>>,
+    one_request: bool,
+) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = LocalSet::new();
+    let pool_slot = local.block_on(&rt, serve(ctx, fds, stop, one_request))?;
+    drop(local);
+    drop(rt);
+    if let Some(pool) = pool_slot {
+        pool.stop();
+    }
+    Ok(())
+}
+
+async fn serve(
+    ctx: Arc<Context>,
+    fds: Vec<OwnedFd>,
+    stop: Arc<watch::Sender<bool>>,
+    one_request: bool,
+) -> io::Result<Option<Pool>> {
+    let listeners = fds
+        .into_iter()
+        .map(Listener::from_fd)
+        .collect::<io::Result<Vec<_>>>()?;
+    if !one_request {
+        for l in &listeners {
+            ctx.error_log
+                .info(&format!("Listening at: {} ({})", l.describe(), std::process::id()));
+        }
+        ctx.error_log.info(&format!(
+            "Serving with {} thread{}",
+            ctx.settings.threads,
+            if ctx.settings.threads == 1 { "" } else { "s" }
+        ));
+    }
+    let pool = (ctx.settings.threads > 1).then(|| Pool::start(ctx.clone(), ctx.settings.threads));
+    let shared = Rc::new(Shared {
+        ctx: ctx.clone(),
+        pool,
+        stop: stop.subscribe(),
+        one_request,
+    });
+    let tracker = Rc::new(Tracker::default());
+
+    // Python runs signal handlers only when asked: look every SIGNAL_POLL.
+    let ticker = {
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(SIGNAL_POLL).await;
+                if let Err(err) = Python::attach(|py| py.check_signals()) {
+                    ctx.set_interrupt(err);
+                }
+                if ctx.interrupted() {
+                    stop.send_replace(true);
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut stopped = stop.subscribe();
+    if one_request {
+        // handle_request(): the first connection on any listener, one request, done.
+        let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
+        let first = tokio::select! {
+            r = futures_select_ok(accepts.collect()) => Some(r),
+            _ = stopped.wait_for(|s| *s) => None,
+        };
+        if let Some(Ok((conn, peer))) = first {
+            conn::serve(shared.clone(), conn, peer).await;
+        }
+    } else {
+        for listener in listeners {
+            let shared = shared.clone();
+            let tracker = tracker.clone();
+            let mut stopped = stop.subscribe();
+            tokio::task::spawn_local(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = stopped.wait_for(|s| *s) => return,
+                    };
+                    match accepted {
+                        Ok((conn, peer)) => {
+                            tracker.open.set(tracker.open.get() + 1);
+                            let shared = shared.clone();
+                            let tracker = tracker.clone();
+                            tokio::task::spawn_local(async move {
+                                conn::serve(shared, conn, peer).await;
+                                tracker.open.set(tracker.open.get() - 1);
+                                tracker.closed.notify_waiters();
+                            });
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: wait a little rather than spin.
+                            shared.ctx.error_log.error(&format!("accept failed: {e}"));
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        let _ = stopped.wait_for(|s| *s).await;
+        ctx.error_log.info("Shutting down: waiting for requests in flight");
+        let drained = tokio::time::timeout(GRACEFUL_TIMEOUT, async {
+            while tracker.open.get() > 0 {
+                let closed = tracker.closed.notified();
+                if tracker.open.get() == 0 {
+                    break;
+                }
+                closed.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            ctx.error_log.warning(&format!(
+                "Graceful stop timed out with {} connection(s) open",
+                tracker.open.get()
+            ));
+        }
+    }
+    ticker.abort();
+    let shared = Rc::try_unwrap(shared).ok();
+    Ok(shared.and_then(|s| s.pool))
+}
+
+/// The first of several accepts to finish (a tiny `select_ok` without the futures crate).
+async fn futures_select_ok<F, T>(mut futs: Vec<std::pin::Pin<Box<F>>>) -> io::Result<T>
+where
+    F: std::future::Future<Output = io::Result<T>>,
+{
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,60 @@
+//! `--threads N` above 1: long-lived Python threads that run requests the I/O thread hands
+//! them. With one thread there is no pool: the I/O thread calls the app itself.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{unbounded, Sender};
+use pyo3::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::wsgi::handler::{handle, Exchange, Outcome};
+use crate::wsgi::Context;
+
+type Job = (Exchange, oneshot::Sender<Outcome>);
+
+pub struct Pool {
+    /// Dropping it ends every thread once the queue is empty.
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub fn start(ctx: Arc<Context>, n: usize) -> Pool {
+        let (tx, rx) = unbounded::<Job>();
+        let threads = (0..n)
+            .map(|i| {
+                let rx = rx.clone();
+                let ctx = ctx.clone();
+                std::thread::Builder::new()
+                    .name(format!("qiao-app-{i}"))
+                    .spawn(move || {
+                        while let Ok((ex, reply)) = rx.recv() {
+                            let outcome = Python::attach(|py| handle(py, &ctx, ex));
+                            let _ = reply.send(outcome);
+                        }
+                    })
+                    .expect("cannot start an application thread")
+            })
+            .collect();
+        Pool {
+            jobs: Some(tx),
+            threads,
+        }
+    }
+
+    /// Runs one request on a pool thread; `None` if the thread died.
+    pub async fn run(&self, ex: Exchange) -> Option<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.as_ref()?.send((ex, tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Lets the threads finish their queue and waits for them (call without the GIL).
+    pub fn stop(mut self) {
+        self.jobs.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

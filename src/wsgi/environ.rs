@@ -1,0 +1,294 @@
+//! Builds the environ dict: a copy of a per-server template plus the request's own keys
+//! (PEP 3333 "environ Variables"), with interned key strings and cached `HTTP_*` names.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::config::Settings;
+use crate::http::{percent_decode, RequestHead};
+
+/// Who is on each side of a connection, as the environ reports it.
+pub struct Peer {
+    pub remote_addr: String,
+    pub remote_port: String,
+    /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
+    pub local_host: String,
+    pub local_port: String,
+}
+
+/// Request headers common enough to keep their environ key as an interned string.
+const COMMON_HEADERS: [&str; 20] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "cookie",
+    "referer",
+    "cache-control",
+    "origin",
+    "upgrade-insecure-requests",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "authorization",
+    "if-none-match",
+    "if-modified-since",
+    "pragma",
+    "sec-fetch-mode",
+];
+
+/// Interned keys and the dict every environ starts as.
+pub struct Template {
+    base: Py<PyDict>,
+    k_method: Py<PyString>,
+    k_script_name: Py<PyString>,
+    k_path_info: Py<PyString>,
+    k_query: Py<PyString>,
+    k_protocol: Py<PyString>,
+    k_remote_addr: Py<PyString>,
+    k_remote_port: Py<PyString>,
+    k_server_name: Py<PyString>,
+    k_server_port: Py<PyString>,
+    k_content_type: Py<PyString>,
+    k_content_length: Py<PyString>,
+    k_input: Py<PyString>,
+    k_raw_uri: Py<PyString>,
+    k_request_uri: Py<PyString>,
+    common: Vec<Py<PyString>>,
+    /// Values seen on nearly every request, kept as shared str objects.
+    get: Py<PyString>,
+    post: Py<PyString>,
+    http11: Py<PyString>,
+    root_path: Vec<u8>,
+    /// `wsgi.url_scheme` is https: a Host without a port means 443.
+    https: bool,
+}
+
+fn interned(py: Python<'_>, s: &str) -> Py<PyString> {
+    PyString::intern(py, s).unbind()
+}
+
+/// A `str` whose code points are the bytes (PEP 3333 "Unicode Issues": latin-1 native strings).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return PyString::new(py, unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    // SAFETY: the pointer and length describe `bytes`; latin-1 decoding cannot fail, and
+    // the returned new reference is owned by the Bound.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+/// `Host` split into name and port (`[v6]:port` keeps its brackets off the port).
+fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let colon = if host.first() == Some(&b'[') {
+        host.iter()
+            .position(|&b| b == b']')
+            .and_then(|end| (host.get(end + 1) == Some(&b':')).then_some(end + 1))
+    } else {
+        host.iter().rposition(|&b| b == b':')
+    };
+    match colon {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
+        None => (host, None),
+    }
+}
+
+impl Template {
+    pub fn new(
+        py: Python<'_>,
+        settings: &Settings,
+        errors: Py<PyAny>,
+        file_wrapper: Py<PyAny>,
+    ) -> PyResult<Template> {
+        let base = PyDict::new(py);
+        base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+        base.set_item("wsgi.url_scheme", &settings.url_scheme)?;
+        base.set_item("wsgi.errors", errors)?;
+        base.set_item("wsgi.multithread", settings.threads > 1)?;
+        base.set_item("wsgi.multiprocess", settings.workers > 1)?;
+        base.set_item("wsgi.run_once", false)?;
+        base.set_item("wsgi.input_terminated", true)?;
+        base.set_item("wsgi.file_wrapper", file_wrapper)?;
+        base.set_item("SCRIPT_NAME", &settings.root_path)?;
+        base.set_item(
+            "SERVER_SOFTWARE",
+            concat!("qiao/", env!("CARGO_PKG_VERSION")),
+        )?;
+        base.set_item("GATEWAY_INTERFACE", "CGI/1.1")?;
+        let common = COMMON_HEADERS
+            .iter()
+            .map(|name| interned(py, &header_key(name.as_bytes()).unwrap_or_default()))
+            .collect();
+        Ok(Template {
+            base: base.unbind(),
+            k_method: interned(py, "REQUEST_METHOD"),
+            k_script_name: interned(py, "SCRIPT_NAME"),
+            k_path_info: interned(py, "PATH_INFO"),
+            k_query: interned(py, "QUERY_STRING"),
+            k_protocol: interned(py, "SERVER_PROTOCOL"),
+            k_remote_addr: interned(py, "REMOTE_ADDR"),
+            k_remote_port: interned(py, "REMOTE_PORT"),
+            k_server_name: interned(py, "SERVER_NAME"),
+            k_server_port: interned(py, "SERVER_PORT"),
+            k_content_type: interned(py, "CONTENT_TYPE"),
+            k_content_length: interned(py, "CONTENT_LENGTH"),
+            k_input: interned(py, "wsgi.input"),
+            k_raw_uri: interned(py, "RAW_URI"),
+            k_request_uri: interned(py, "REQUEST_URI"),
+            common,
+            get: interned(py, "GET"),
+            post: interned(py, "POST"),
+            http11: interned(py, "HTTP/1.1"),
+            root_path: settings.root_path.as_bytes().to_vec(),
+            https: settings.url_scheme == "https",
+        })
+    }
+
+    /// The environ of one request.
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        head: &RequestHead,
+        peer: &Peer,
+        input: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let env = self.base.bind(py).copy()?;
+        let method = head.method();
+        match method {
+            b"GET" => env.set_item(&self.k_method, &self.get)?,
+            b"POST" => env.set_item(&self.k_method, &self.post)?,
+            _ => env.set_item(&self.k_method, latin1(py, method))?,
+        }
+        // PEP 3333: PATH_INFO is the percent-decoded path, its bytes read as latin-1;
+        // SCRIPT_NAME (the root path) is taken off its front when the path is under it.
+        let decoded = percent_decode(head.path());
+        let mut path: &[u8] = &decoded;
+        if !self.root_path.is_empty() && path.starts_with(&self.root_path) {
+            let rest = &path[self.root_path.len()..];
+            if rest.is_empty() || rest[0] == b'/' {
+                path = rest;
+            }
+        } else if !self.root_path.is_empty() {
+            // Not under the mount point: the app sees the whole path and an empty SCRIPT_NAME.
+            env.set_item(&self.k_script_name, "")?;
+        }
+        env.set_item(&self.k_path_info, latin1(py, path))?;
+        env.set_item(&self.k_query, latin1(py, head.query()))?;
+        let target = latin1(py, head.target());
+        env.set_item(&self.k_raw_uri, &target)?;
+        env.set_item(&self.k_request_uri, target)?;
+        let version = head.version_raw();
+        if version == b"HTTP/1.1" {
+            env.set_item(&self.k_protocol, &self.http11)?;
+        } else {
+            env.set_item(&self.k_protocol, latin1(py, version))?;
+        }
+        env.set_item(&self.k_remote_addr, &peer.remote_addr)?;
+        env.set_item(&self.k_remote_port, &peer.remote_port)?;
+        env.set_item(&self.k_input, input)?;
+
+        let mut host_seen = false;
+        for i in 0..head.headers.len() {
+            let name = head.header_name(i);
+            let value = head.header_value(i);
+            if name.eq_ignore_ascii_case(b"content-type") {
+                self.set_joined(&env, self.k_content_type.bind(py), value)?;
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                env.set_item(&self.k_content_length, latin1(py, value))?;
+                continue;
+            }
+            if !host_seen && name.eq_ignore_ascii_case(b"host") {
+                host_seen = true;
+                let (host, port) = split_host(value);
+                env.set_item(&self.k_server_name, latin1(py, host))?;
+                let default_port: &[u8] = if self.https { b"443" } else { b"80" };
+                env.set_item(&self.k_server_port, latin1(py, port.unwrap_or(default_port)))?;
+            }
+            let common = COMMON_HEADERS
+                .iter()
+                .position(|c| c.len() == name.len() && c.as_bytes().eq_ignore_ascii_case(name));
+            match common {
+                Some(idx) => self.set_joined(&env, self.common[idx].bind(py), value)?,
+                None => {
+                    // Names with '_' could pose as a '-' name once mapped (HTTP_X_A from
+                    // "X_A" or "X-A"): drop them, as gunicorn does by default.
+                    let Some(key) = header_key(name) else { continue };
+                    self.set_joined(&env, &PyString::new(py, &key), value)?;
+                }
+            }
+        }
+        if !host_seen {
+            env.set_item(&self.k_server_name, &peer.local_host)?;
+            env.set_item(&self.k_server_port, &peer.local_port)?;
+        }
+        Ok(env)
+    }
+
+    /// Sets `key`, joining with "," onto a value a repeated header already set
+    /// (RFC 9110 §5.3: a repeated field is the comma-joined list).
+    fn set_joined(
+        &self,
+        env: &Bound<'_, PyDict>,
+        key: &Bound<'_, PyString>,
+        value: &[u8],
+    ) -> PyResult<()> {
+        let py = env.py();
+        match env.get_item(key)? {
+            Some(old) => {
+                let old: String = old.extract()?;
+                let mut joined: Vec<u8> = old.chars().map(|c| c as u32 as u8).collect();
+                joined.push(b',');
+                joined.extend_from_slice(value);
+                env.set_item(key, latin1(py, &joined))
+            }
+            None => env.set_item(key, latin1(py, value)),
+        }
+    }
+}
+
+/// `HTTP_` + the name upper-cased with '-' as '_'; `None` for names holding '_'.
+fn header_key(name: &[u8]) -> Option<String> {
+    if name.contains(&b'_') {
+        return None;
+    }
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    key.extend(name.iter().map(|&b| match b {
+        b'-' => '_',
+        _ => b.to_ascii_uppercase() as char,
+    }));
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_keys_follow_cgi() {
+        assert_eq!(header_key(b"User-Agent").as_deref(), Some("HTTP_USER_AGENT"));
+        assert_eq!(header_key(b"x_forwarded_for"), None);
+    }
+
+    #[test]
+    fn host_splits() {
+        assert_eq!(split_host(b"example.com:8080"), (&b"example.com"[..], Some(&b"8080"[..])));
+        assert_eq!(split_host(b"example.com"), (&b"example.com"[..], None));
+        assert_eq!(split_host(b"[::1]:9"), (&b"[::1]"[..], Some(&b"9"[..])));
+        assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));
+    }
+}

@@ -1,0 +1,325 @@
+//! Runs one request through the application: builds the environ, calls the app, sends what
+//! it returns, and calls the iterable's `close()` on every path (PEP 3333).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::access_log::AccessRecord;
+use crate::config::WRITE_TIMEOUT;
+use crate::http::{RequestHead, Version};
+use crate::server::output::Output;
+use crate::server::sockio;
+use crate::wsgi::environ::Peer;
+use crate::wsgi::file_wrapper::FileWrapper;
+use crate::wsgi::input::{Input, Stream};
+use crate::wsgi::response::{push, type_name, RequestFacts, Response, StartResponse};
+use crate::wsgi::Context;
+
+/// The request body as the connection hands it over.
+pub enum Body {
+    Empty,
+    /// Read whole before the app runs.
+    Buffered(Bytes),
+    /// `already` decoded; the rest still on the socket.
+    Stream { already: Vec<u8>, stream: Stream },
+}
+
+/// One request, handed from the connection to the thread that runs the app.
+pub struct Exchange {
+    pub head: RequestHead,
+    pub body: Body,
+    pub out: Output,
+    pub peer: Arc<Peer>,
+    /// The connection closes after this request (shutting down, or one-request mode).
+    pub force_close: bool,
+    pub started: Instant,
+}
+
+/// What the connection gets back.
+pub struct Outcome {
+    pub out: Output,
+    pub keep_alive: bool,
+    /// The read buffer a streamed body took with it: it may hold the next request.
+    pub raw_back: Option<BytesMut>,
+}
+
+/// Why sending the body stopped early.
+enum Failure {
+    /// The app (or its iterable) raised.
+    App(PyErr),
+    /// The client went away or stopped reading.
+    Client,
+}
+
+pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
+    let Exchange {
+        head,
+        body,
+        out,
+        peer,
+        force_close,
+        started,
+    } = ex;
+    let facts = RequestFacts {
+        head_request: head.method() == b"HEAD",
+        http11: head.version == Version::Http11,
+        keep_alive: head.keep_alive,
+    };
+    let input = match body {
+        Body::Empty => Input::buffered(Bytes::new()),
+        Body::Buffered(b) => Input::buffered(b),
+        Body::Stream { already, stream } => Input::streamed(already, stream),
+    };
+    let sr = StartResponse {
+        resp: Some(Response::new(out, facts, force_close)),
+    };
+    let (input, sr) = match (Bound::new(py, input), Bound::new(py, sr)) {
+        (Ok(i), Ok(s)) => (i, s),
+        (Err(e), _) | (_, Err(e)) => panic!("cannot allocate request objects: {e}"),
+    };
+
+    let result = ctx
+        .environ
+        .build(py, &head, &peer, input.as_any().clone())
+        .and_then(|environ| ctx.app.bind(py).call1((environ, &sr)));
+    match result {
+        Err(err) => fail(py, ctx, &sr, &head, Failure::App(err)),
+        Ok(iterable) => {
+            if let Err(f) = send_body(py, &sr, &iterable) {
+                fail(py, ctx, &sr, &head, f);
+            }
+            // PEP 3333: close() is called whether the iteration ended, failed or was cut.
+            if let Err(err) = iterable
+                .hasattr("close")
+                .and_then(|has| if has { iterable.call_method0("close").map(|_| ()) } else { Ok(()) })
+            {
+                log_exception(py, ctx, &head, "Error closing the response iterable", &err);
+            }
+        }
+    }
+
+    let mut resp = sr
+        .borrow_mut()
+        .resp
+        .take()
+        .expect("the response stays until the request ends");
+    let mut keep_alive = resp.keep_alive && !resp.out.broken;
+    let raw_back = input.borrow_mut().stream.take().map(|stream| {
+        // A body the app did not read to its end leaves the connection out of step.
+        if !stream.done || stream.failed {
+            keep_alive = false;
+        }
+        stream.raw
+    });
+    if let Some(log) = &ctx.access_log {
+        log.log(&AccessRecord {
+            remote_addr: &peer.remote_addr,
+            head: &head,
+            status: resp.status,
+            body_bytes: resp.body_bytes,
+            response_head: &resp.head,
+            started,
+        });
+    }
+    resp.head = Vec::new();
+    Outcome {
+        out: resp.out,
+        keep_alive,
+        raw_back,
+    }
+}
+
+fn with_resp<T>(sr: &Bound<'_, StartResponse>, f: impl FnOnce(&mut Response) -> T) -> T {
+    let mut guard = sr.borrow_mut();
+    f(guard.resp.as_mut().expect("the response stays until the request ends"))
+}
+
+fn client_gone(sr: &Bound<'_, StartResponse>, err: PyErr) -> Failure {
+    if with_resp(sr, |r| r.out.broken) {
+        Failure::Client
+    } else {
+        Failure::App(err)
+    }
+}
+
+fn send_body(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    iterable: &Bound<'_, PyAny>,
+) -> Result<(), Failure> {
+    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+        if let Some((fd, pos, size)) = wrapper.borrow().sendable(py) {
+            return send_file(py, sr, fd, pos, size);
+        }
+    }
+    // A list or tuple of bytes: the length is known, so Content-Length and one write.
+    let started = with_resp(sr, |r| r.started);
+    if started && (iterable.is_instance_of::<PyList>() || iterable.is_instance_of::<PyTuple>()) {
+        let items: Vec<Bound<'_, PyAny>> = iterable
+            .try_iter()
+            .and_then(|it| it.collect::<PyResult<Vec<_>>>())
+            .map_err(Failure::App)?;
+        let mut total = 0u64;
+        for item in &items {
+            total += as_bytes(item).map_err(Failure::App)?.as_bytes().len() as u64;
+        }
+        return with_resp(sr, |r| -> PyResult<()> {
+            r.send_headers(Some(total))?;
+            for item in &items {
+                r.body(item.cast::<PyBytes>().expect("checked above").as_bytes());
+            }
+            r.finish().map(|_| ())
+        })
+        .map_err(Failure::App);
+    }
+
+    let iter = iterable.try_iter().map_err(Failure::App)?;
+    for item in iter {
+        let item = item.map_err(|e| client_gone(sr, e))?;
+        let data = as_bytes(&item).map_err(Failure::App)?;
+        let data = data.as_bytes();
+        if data.is_empty() {
+            continue; // PEP 3333: headers go out with the first non-empty block.
+        }
+        let more = with_resp(sr, |r| -> PyResult<bool> {
+            r.send_headers(None)?;
+            r.body(data);
+            push(py, &mut r.out)?;
+            Ok(r.wants_body())
+        })
+        .map_err(|e| client_gone(sr, e))?;
+        if !more {
+            break; // HEAD, or the declared Content-Length is complete: the rest is cut.
+        }
+    }
+    finish(sr)
+}
+
+fn finish(sr: &Bound<'_, StartResponse>) -> Result<(), Failure> {
+    let complete = with_resp(sr, |r| r.finish()).map_err(Failure::App)?;
+    if !complete {
+        return Err(Failure::App(pyo3::exceptions::PyRuntimeError::new_err(
+            "the application sent fewer bytes than its Content-Length; closing the connection",
+        )));
+    }
+    Ok(())
+}
+
+fn as_bytes<'py>(item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().cloned().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {}",
+            type_name(item)
+        ))
+    })
+}
+
+/// `wsgi.file_wrapper` over a regular file: the head, then `sendfile(2)` from the file's
+/// current position, with the GIL released throughout.
+fn send_file(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    file_fd: i32,
+    pos: u64,
+    size: u64,
+) -> Result<(), Failure> {
+    let available = size.saturating_sub(pos);
+    let mut guard = sr.borrow_mut();
+    let r = guard.resp.as_mut().expect("the response stays until the request ends");
+    r.send_headers(Some(available)).map_err(Failure::App)?;
+    let count = r.length_left().unwrap_or(0).min(available);
+    let out = &mut r.out;
+    let sent = py.detach(|| -> io::Result<u64> {
+        out.flush_blocking()?;
+        if count == 0 {
+            return Ok(0);
+        }
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let mut offset = pos as libc::off_t;
+        let mut sent = 0u64;
+        while sent < count {
+            let chunk = (count - sent).min(1 << 30) as usize;
+            // SAFETY: both descriptors are open for the call; `offset` is a valid pointer.
+            let n = unsafe { libc::sendfile(out.fd, file_fd, &mut offset, chunk) };
+            if n > 0 {
+                sent += n as u64;
+            } else if n == 0 {
+                break; // The file shrank under us.
+            } else {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => sockio::wait(out.fd, true, deadline)?,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(err),
+                }
+            }
+        }
+        Ok(sent)
+    });
+    match sent {
+        Ok(n) => {
+            r.sent_directly(n);
+            drop(guard);
+            finish(sr)
+        }
+        Err(_) => {
+            r.out.broken = true;
+            Err(Failure::Client)
+        }
+    }
+}
+
+fn fail(
+    py: Python<'_>,
+    ctx: &Context,
+    sr: &Bound<'_, StartResponse>,
+    head: &RequestHead,
+    failure: Failure,
+) {
+    let err = match failure {
+        Failure::Client => {
+            ctx.error_log.debug("client went away before the response was complete");
+            with_resp(sr, |r| r.keep_alive = false);
+            return;
+        }
+        Failure::App(err) => err,
+    };
+    if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+        ctx.set_interrupt(err.clone_ref(py));
+    }
+    log_exception(py, ctx, head, "Error handling request", &err);
+    with_resp(sr, |r| {
+        if r.headers_sent {
+            // Too late for a 500: end the connection without a clean end of body, so the
+            // client sees the response is truncated.
+            r.abort();
+        } else {
+            r.internal_error();
+        }
+    });
+}
+
+fn log_exception(py: Python<'_>, ctx: &Context, head: &RequestHead, what: &str, err: &PyErr) {
+    let target = String::from_utf8_lossy(head.target());
+    let trace = format_traceback(py, err);
+    ctx.error_log.error(&format!("{what} {target}\n{trace}"));
+}
+
+pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = py.import("traceback").and_then(|tb| {
+        tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )
+    });
+    match formatted.and_then(|lines| lines.extract::<Vec<String>>()) {
+        Ok(lines) => lines.concat(),
+        Err(_) => err.to_string(),
+    }
+}

@@ -1,0 +1,403 @@
+//! One response: `start_response` and `write()` (PEP 3333 "The start_response() Callable"),
+//! the header checks, and the framing chosen when the headers go out (RFC 9112 §6).
+
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::http::{
+    body_allowed, encode_chunk_header, http_date, is_hop_by_hop, is_token, is_valid_field_value,
+    parse_status, LAST_CHUNK,
+};
+use crate::server::output::Output;
+
+/// How the body is framed once the headers are out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// Headers not sent yet.
+    Pending,
+    /// HEAD, 1xx, 204, 304: whatever the app yields is dropped (RFC 9110 §6.4.1).
+    NoBody,
+    /// Content-Length framing with this many bytes still owed.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients).
+    Chunked,
+    /// The end of the body is the end of the connection (HTTP/1.0 clients).
+    Close,
+}
+
+/// What the request says about how to answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts {
+    pub head_request: bool,
+    pub http11: bool,
+    /// The client allows another request on this connection (RFC 9112 §9.3).
+    pub keep_alive: bool,
+}
+
+pub struct Response {
+    pub out: Output,
+    facts: RequestFacts,
+    /// The server will close after this response whatever the app does.
+    force_close: bool,
+    /// `start_response` was called.
+    pub started: bool,
+    pub status: u16,
+    /// Status line and the app's headers; once sent, the whole head as written.
+    pub head: Vec<u8>,
+    app_length: Option<u64>,
+    has_date: bool,
+    has_server: bool,
+    pub headers_sent: bool,
+    mode: BodyMode,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+    /// Body bytes handed to the socket, for the access log.
+    pub body_bytes: u64,
+}
+
+fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let s = s
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(s))))?;
+    let text = s.to_str()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    text.chars()
+        .map(|c| u8::try_from(c as u32))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| PyValueError::new_err(format!("{what} is not latin-1: {text:?}")))
+}
+
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+impl Response {
+    pub fn new(out: Output, facts: RequestFacts, force_close: bool) -> Response {
+        Response {
+            out,
+            facts,
+            force_close,
+            started: false,
+            status: 0,
+            head: Vec::new(),
+            app_length: None,
+            has_date: false,
+            has_server: false,
+            headers_sent: false,
+            mode: BodyMode::Pending,
+            keep_alive: false,
+            body_bytes: 0,
+        }
+    }
+
+    /// `start_response(status, response_headers, exc_info=None)`.
+    pub fn start(
+        &mut self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        match exc_info {
+            // PEP 3333: with exc_info after the headers went out, re-raise it.
+            Some(info) if self.headers_sent => {
+                return Err(PyErr::from_value(info.get_item(1)?));
+            }
+            Some(_) => {}
+            None if self.started => {
+                return Err(PyAssertionError::new_err(
+                    "start_response() called again without exc_info",
+                ));
+            }
+            None => {}
+        }
+        let status_bytes = latin1_bytes(status, "status")?;
+        let code = parse_status(&status_bytes).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid status {:?}: expected three digits, a space and a reason",
+                String::from_utf8_lossy(&status_bytes)
+            ))
+        })?;
+        let list = headers.cast::<PyList>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "response_headers must be a list, not {}",
+                type_name(headers)
+            ))
+        })?;
+        let mut head = Vec::with_capacity(64 + 32 * list.len());
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(&status_bytes);
+        head.extend_from_slice(b"\r\n");
+        let (mut app_length, mut has_date, mut has_server) = (None, false, false);
+        for item in list.iter() {
+            let pair = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "each header must be a (name, value) tuple, not {}",
+                    type_name(&item)
+                ))
+            })?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err(format!(
+                    "each header must be a (name, value) tuple, got {} items",
+                    pair.len()
+                )));
+            }
+            let name = latin1_bytes(&pair.get_item(0)?, "header name")?;
+            let value = latin1_bytes(&pair.get_item(1)?, "header value")?;
+            if !is_token(&name) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid header name {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            if !is_valid_field_value(&value) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid value for header {}: control characters are not allowed",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            // PEP 3333 "Other HTTP Features": hop-by-hop headers are the server's business.
+            if is_hop_by_hop(&name) {
+                return Err(PyValueError::new_err(format!(
+                    "hop-by-hop header {} is not allowed from a WSGI application",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let text = std::str::from_utf8(&value).unwrap_or("");
+                let n = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| text.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!("invalid Content-Length {text:?}"))
+                    })?;
+                app_length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"date") {
+                has_date = true;
+            } else if name.eq_ignore_ascii_case(b"server") {
+                has_server = true;
+            }
+            head.extend_from_slice(&name);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(&value);
+            head.extend_from_slice(b"\r\n");
+        }
+        self.started = true;
+        self.status = code;
+        self.head = head;
+        self.app_length = app_length;
+        self.has_date = has_date;
+        self.has_server = has_server;
+        Ok(())
+    }
+
+    /// Writes the head into the output; `known` is the body's length when the server can
+    /// tell it (a list of bytes, or nothing at all).
+    pub fn send_headers(&mut self, known: Option<u64>) -> PyResult<()> {
+        if self.headers_sent {
+            return Ok(());
+        }
+        if !self.started {
+            return Err(PyAssertionError::new_err(
+                "the application returned a body before calling start_response()",
+            ));
+        }
+        let mut keep_alive = self.facts.keep_alive && !self.force_close;
+        let mut extra_length = None;
+        self.mode = if !body_allowed(self.status, false) {
+            BodyMode::NoBody
+        } else if self.facts.head_request {
+            // A HEAD response says what GET would have framed, when that is known.
+            if self.app_length.is_none() {
+                extra_length = known;
+            }
+            BodyMode::NoBody
+        } else if let Some(n) = self.app_length {
+            BodyMode::Length(n)
+        } else if let Some(n) = known {
+            extra_length = Some(n);
+            BodyMode::Length(n)
+        } else if self.facts.http11 {
+            BodyMode::Chunked
+        } else {
+            keep_alive = false;
+            BodyMode::Close
+        };
+        let head = &mut self.head;
+        if let Some(n) = extra_length {
+            head.extend_from_slice(b"Content-Length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if self.mode == BodyMode::Chunked {
+            head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        if !self.has_date {
+            head.extend_from_slice(b"Date: ");
+            head.extend_from_slice(&http_date());
+            head.extend_from_slice(b"\r\n");
+        }
+        if !self.has_server {
+            head.extend_from_slice(b"Server: qiao\r\n");
+        }
+        if !keep_alive {
+            head.extend_from_slice(b"Connection: close\r\n");
+        } else if !self.facts.http11 {
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        self.out.buf.extend_from_slice(head);
+        self.keep_alive = keep_alive;
+        self.headers_sent = true;
+        Ok(())
+    }
+
+    /// Frames one block of body into the output (after the headers).
+    pub fn body(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        match self.mode {
+            BodyMode::Pending | BodyMode::NoBody => {}
+            BodyMode::Length(left) => {
+                // More than the app declared is cut to the declared length.
+                let n = (data.len() as u64).min(left) as usize;
+                self.out.buf.extend_from_slice(&data[..n]);
+                self.mode = BodyMode::Length(left - n as u64);
+                self.body_bytes += n as u64;
+            }
+            BodyMode::Chunked => {
+                encode_chunk_header(data.len(), &mut self.out.buf);
+                self.out.buf.extend_from_slice(data);
+                self.out.buf.extend_from_slice(b"\r\n");
+                self.body_bytes += data.len() as u64;
+            }
+            BodyMode::Close => {
+                self.out.buf.extend_from_slice(data);
+                self.body_bytes += data.len() as u64;
+            }
+        }
+    }
+
+    /// Bytes a Content-Length response still owes, if that is how it is framed.
+    pub fn length_left(&self) -> Option<u64> {
+        match self.mode {
+            BodyMode::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether anything the app yields from now on would be sent.
+    pub fn wants_body(&self) -> bool {
+        !matches!(self.mode, BodyMode::NoBody | BodyMode::Length(0))
+    }
+
+    /// Ends the body. Returns false if a Content-Length response came up short, in which
+    /// case the connection must be closed so the client can tell.
+    pub fn finish(&mut self) -> PyResult<bool> {
+        self.send_headers(Some(0))?;
+        match self.mode {
+            BodyMode::Chunked => self.out.buf.extend_from_slice(LAST_CHUNK),
+            BodyMode::Length(left) if left > 0 => {
+                self.keep_alive = false;
+                return Ok(false);
+            }
+            BodyMode::Close => self.keep_alive = false,
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// Ends a response whose headers are out after an error: no clean end of body follows
+    /// and the connection closes, so the client can tell it was cut short.
+    pub fn abort(&mut self) {
+        self.keep_alive = false;
+        self.mode = BodyMode::NoBody;
+    }
+
+    /// Accounts for body bytes sent around the buffer (`sendfile`).
+    pub fn sent_directly(&mut self, n: u64) {
+        self.body_bytes += n;
+        if let BodyMode::Length(left) = self.mode {
+            self.mode = BodyMode::Length(left - n.min(left));
+        }
+    }
+
+    /// Replaces a response whose headers were not sent with a plain 500.
+    pub fn internal_error(&mut self) {
+        let body = b"Internal Server Error\n";
+        let head = &mut self.head;
+        head.clear();
+        head.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+        head.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        head.extend_from_slice(b"\r\nDate: ");
+        head.extend_from_slice(&http_date());
+        head.extend_from_slice(b"\r\nServer: qiao\r\nConnection: close\r\n\r\n");
+        self.out.buf.extend_from_slice(head);
+        if !self.facts.head_request {
+            self.out.buf.extend_from_slice(body);
+            self.body_bytes = body.len() as u64;
+        }
+        self.status = 500;
+        self.started = true;
+        self.headers_sent = true;
+        self.mode = BodyMode::Length(0);
+        self.keep_alive = false;
+    }
+}
+
+/// The `start_response` callable handed to the app; `write` is what it returns.
+#[pyclass(module = "qiao._qiao")]
+pub struct StartResponse {
+    pub resp: Option<Response>,
+}
+
+impl StartResponse {
+    fn resp(&mut self) -> PyResult<&mut Response> {
+        self.resp
+            .as_mut()
+            .ok_or_else(|| PyAssertionError::new_err("this response is already finished"))
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__(
+        slf: &Bound<'_, Self>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        slf.borrow_mut().resp()?.start(status, headers, exc_info)?;
+        Ok(slf.getattr("write")?.unbind())
+    }
+
+    /// PEP 3333 "The write() Callable": the data is on its way to the client on return.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
+        })?;
+        let resp = self.resp()?;
+        resp.send_headers(None)?;
+        resp.body(data.as_bytes());
+        push(py, &mut resp.out)
+    }
+}
+
+/// Hands the output to the socket; past the high-water mark, waits for the client with
+/// the GIL released (backpressure). A gone client is an `OSError` in the app.
+pub fn push(py: Python<'_>, out: &mut Output) -> PyResult<()> {
+    let result = if out.over_high_water() {
+        py.detach(|| out.flush_blocking())
+    } else {
+        out.push()
+    };
+    result.map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("client disconnected: {e}")))
+}
