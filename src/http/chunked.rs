@@ -438,8 +438,14 @@ mod tests {
     /// RFC 9112 §7.1: sizes are hex, upper or lower case, leading zeros allowed.
     #[test]
     fn size_forms() {
-        assert_eq!(whole(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap().0, b"0123456789");
-        assert_eq!(whole(b"a\r\n0123456789\r\n0\r\n\r\n").unwrap().0, b"0123456789");
+        assert_eq!(
+            whole(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap().0,
+            b"0123456789"
+        );
+        assert_eq!(
+            whole(b"a\r\n0123456789\r\n0\r\n\r\n").unwrap().0,
+            b"0123456789"
+        );
         assert_eq!(whole(b"0005\r\nhello\r\n0\r\n\r\n").unwrap().0, b"hello");
     }
 
@@ -476,38 +482,76 @@ mod tests {
     #[test]
     fn whitespace_after_size() {
         assert_eq!(err(b"0 \r\n\r\n"), bad("whitespace after chunk size"));
-        assert_eq!(whole(b"5 \t; a=b\r\nhello\r\n0\r\n\r\n").unwrap().0, b"hello");
+        assert_eq!(
+            whole(b"5 \t; a=b\r\nhello\r\n0\r\n\r\n").unwrap().0,
+            b"hello"
+        );
     }
 
     /// RFC 9112 §2.2 and §7.1: lines end in CRLF; bare LF or CR is an error.
     #[test]
     fn bare_line_endings_are_400() {
-        assert_eq!(err(b"5\nhello\r\n0\r\n\r\n"), bad("bare LF in chunk size line"));
-        assert_eq!(err(b"5\n;\r\nhello\r\n0\r\n\r\n"), bad("bare LF in chunk size line"));
+        assert_eq!(
+            err(b"5\nhello\r\n0\r\n\r\n"),
+            bad("bare LF in chunk size line")
+        );
+        assert_eq!(
+            err(b"5\n;\r\nhello\r\n0\r\n\r\n"),
+            bad("bare LF in chunk size line")
+        );
         assert_eq!(err(b"5\rhello\r\n"), bad("bare CR in chunk size line"));
-        assert_eq!(err(b"5;ext=val\rue\r\nhello\r\n"), bad("bare CR in chunk size line"));
+        assert_eq!(
+            err(b"5;ext=val\rue\r\nhello\r\n"),
+            bad("bare CR in chunk size line")
+        );
         assert_eq!(err(b"5;a\nb\r\n"), bad("bare LF in chunk extension"));
-        assert_eq!(err(b"5\r\nhello\n0\r\n\r\n"), bad("chunk data not followed by CRLF"));
-        assert_eq!(err(b"5\r\nhello\rx"), bad("chunk data not followed by CRLF"));
+        assert_eq!(
+            err(b"5\r\nhello\n0\r\n\r\n"),
+            bad("chunk data not followed by CRLF")
+        );
+        assert_eq!(
+            err(b"5\r\nhello\rx"),
+            bad("chunk data not followed by CRLF")
+        );
         assert_eq!(err(b"0\r\n\n"), bad("bare LF in trailer section"));
         assert_eq!(err(b"0\r\nA: b\n\r\n"), bad("bare LF in trailer section"));
-        assert_eq!(err(b"0\r\nA: b\rc\r\n\r\n"), bad("bare CR in trailer section"));
+        assert_eq!(
+            err(b"0\r\nA: b\rc\r\n\r\n"),
+            bad("bare CR in trailer section")
+        );
         assert_eq!(err(b"0\r\n\rx"), bad("bare CR at end of chunked body"));
     }
 
     /// RFC 9112 §7.1: the data of a chunk is exactly chunk-size bytes then CRLF.
     #[test]
     fn data_longer_than_size_is_400() {
-        assert_eq!(err(b"3\r\nhello\r\n0\r\n\r\n"), bad("chunk data not followed by CRLF"));
-        assert_eq!(err(b"5\r\nhello\r\n6\r\n world\r\n\r\n"), bad("invalid chunk size"));
+        assert_eq!(
+            err(b"3\r\nhello\r\n0\r\n\r\n"),
+            bad("chunk data not followed by CRLF")
+        );
+        assert_eq!(
+            err(b"5\r\nhello\r\n6\r\n world\r\n\r\n"),
+            bad("invalid chunk size")
+        );
     }
 
     /// RFC 9112 §7.1.1: extensions are skipped but bounded and CTL-free.
     #[test]
     fn chunk_extensions() {
-        assert_eq!(whole(b"5;a;b=c;d=\"e f\"\r\nhello\r\n0;x\r\n\r\n").unwrap().0, b"hello");
-        assert_eq!(err(b"5;a\x00b\r\nhello\r\n"), bad("control byte in chunk extension"));
-        assert_eq!(err(b"5;a\x7fb\r\nhello\r\n"), bad("control byte in chunk extension"));
+        assert_eq!(
+            whole(b"5;a;b=c;d=\"e f\"\r\nhello\r\n0;x\r\n\r\n")
+                .unwrap()
+                .0,
+            b"hello"
+        );
+        assert_eq!(
+            err(b"5;a\x00b\r\nhello\r\n"),
+            bad("control byte in chunk extension")
+        );
+        assert_eq!(
+            err(b"5;a\x7fb\r\nhello\r\n"),
+            bad("control byte in chunk extension")
+        );
         let mut d = ChunkedDecoder::new(8, 0);
         let mut out = Vec::new();
         assert!(d.decode(b"5;1234567\r\nhello\r\n", &mut out).is_ok());
@@ -526,16 +570,35 @@ mod tests {
             whole(b"5\r\nhello\r\n0\r\nVary: *\r\nContent-Type: text/plain\r\n\r\n").unwrap();
         assert_eq!(data, b"hello");
         assert!(done);
-        for name in ["Content-Length", "transfer-encoding", "HOST", "Trailer", "TE", "Authorization"]
-        {
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "HOST",
+            "Trailer",
+            "TE",
+            "Authorization",
+        ] {
             let body = format!("0\r\n{name}: 1\r\n\r\n");
-            assert_eq!(err(body.as_bytes()), bad("forbidden trailer field"), "{name}");
+            assert_eq!(
+                err(body.as_bytes()),
+                bad("forbidden trailer field"),
+                "{name}"
+            );
         }
         assert_eq!(err(b"0\r\nNoColon\r\n\r\n"), bad("malformed trailer field"));
-        assert_eq!(err(b"0\r\nA : b\r\n\r\n"), bad("invalid trailer field name"));
+        assert_eq!(
+            err(b"0\r\nA : b\r\n\r\n"),
+            bad("invalid trailer field name")
+        );
         assert_eq!(err(b"0\r\n: b\r\n\r\n"), bad("invalid trailer field name"));
-        assert_eq!(err(b"0\r\nA: b\r\n c\r\n\r\n"), bad("malformed trailer field"));
-        assert_eq!(err(b"0\r\nA: b\x01\r\n\r\n"), bad("invalid trailer field value"));
+        assert_eq!(
+            err(b"0\r\nA: b\r\n c\r\n\r\n"),
+            bad("malformed trailer field")
+        );
+        assert_eq!(
+            err(b"0\r\nA: b\x01\r\n\r\n"),
+            bad("invalid trailer field value")
+        );
     }
 
     /// The trailer section is bounded.
@@ -551,6 +614,47 @@ mod tests {
         let mut d = ChunkedDecoder::new(0, 12);
         assert!(d.decode(b"0\r\nA: 12345\r\n\r\n", &mut out).is_ok());
         assert!(d.is_done());
+    }
+
+    /// No input makes the decoder panic, and splitting never changes the outcome.
+    #[test]
+    fn never_panics_on_mutated_input() {
+        let seed: &[u8] = b"5;a=\"b c\"\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: v\r\n\r\n";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const BYTES: &[u8] = b"\r\n ;=\"\t\x00\x7f0aF:xX-+";
+        for _ in 0..20_000 {
+            let mut input = seed.to_vec();
+            for _ in 0..1 + rand() % 3 {
+                let at = (rand() as usize) % (input.len() + 1);
+                let byte = BYTES[(rand() as usize) % BYTES.len()];
+                match rand() % 3 {
+                    0 if at < input.len() => input[at] = byte,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, byte),
+                }
+            }
+            let one = whole(&input);
+            let cut = (rand() as usize) % (input.len() + 1);
+            let mut d = ChunkedDecoder::new(8, 16);
+            let mut out = Vec::new();
+            let _ = d
+                .decode(&input[..cut], &mut out)
+                .and_then(|_| d.decode(&input[cut..], &mut out));
+            assert_eq!(
+                one,
+                bytewise(&input),
+                "{:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
     }
 
     #[test]

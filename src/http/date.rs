@@ -91,8 +91,8 @@ fn civil_from_days(days: u64) -> (u32, u32, u32) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097; // 0..=146_096
-    // Year within the era: remove the leap days accumulated so far
-    // (one every 4 years, minus one every 100, plus one at 400).
+                                  // Year within the era: remove the leap days accumulated so far
+                                  // (one every 4 years, minus one every 100, plus one at 400).
     let year_of_era =
         (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
@@ -111,7 +111,10 @@ mod tests {
     /// RFC 9110 §5.6.7: the example IMF-fixdate.
     #[test]
     fn rfc_example_date() {
-        assert_eq!(&format_imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            &format_imf_fixdate(784_111_777),
+            b"Sun, 06 Nov 1994 08:49:37 GMT"
+        );
     }
 
     /// RFC 9110 §5.6.7: known dates, including the epoch and leap days.
@@ -139,7 +142,10 @@ mod tests {
     /// Years past 9999 cannot be written as IMF-fixdate; they are clamped.
     #[test]
     fn far_future_is_clamped() {
-        assert_eq!(&format_imf_fixdate(u64::MAX), b"Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(
+            &format_imf_fixdate(u64::MAX),
+            b"Fri, 31 Dec 9999 23:59:59 GMT"
+        );
     }
 
     /// Every day for 1000 years: the day counter only moves forward by one.

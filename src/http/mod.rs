@@ -14,3 +14,6 @@ pub use response::{
     body_allowed, error_response, is_hop_by_hop, is_token, is_valid_field_value, parse_status,
     reason_phrase,
 };
+
+#[cfg(test)]
+mod conformance;

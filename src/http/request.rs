@@ -1,6 +1,7 @@
 //! Parses an HTTP/1.x request head (request line and header section) from the front of a read buffer.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -182,8 +183,31 @@ fn limit(n: usize) -> usize {
     }
 }
 
+/// The index of the first LF, eight bytes at a time.
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        // A byte of `x` is zero where the input byte is LF; the classic
+        // "has a zero byte" test marks the first such byte exactly (the
+        // borrow can only create false marks above it).
+        let x = u64::from_le_bytes(le) ^ LFS;
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| base + i)
 }
 
 /// Where the head's lines are, found before any parsing.
@@ -224,6 +248,9 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Shape>, HttpError> {
         return Err(HttpError::BadRequest("bare LF in request line"));
     }
     let line_len = lf - 1;
+    // A request line that is whole but bad is refused now, not after waiting for a
+    // header section that cannot make it valid.
+    parse_version(&buf[..line_len])?;
 
     let mut pos = lf + 1;
     let mut fields = 0usize;
@@ -324,19 +351,38 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// The offset range of `part` inside `base` (`part` must be a sub-slice of `base`).
+/// The offset range of `part` inside `base`. httparse only returns
+/// sub-slices of the buffer it parsed (empty values point into it too); a
+/// slice from anywhere else would be a bug, caught in debug builds and made
+/// an empty range, never a panic, in release builds.
 fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    debug_assert!(start + part.len() <= base.len());
+    let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    if start > base.len() || part.len() > base.len() - start {
+        debug_assert!(part.is_empty(), "slice outside the parsed head");
+        return 0..0;
+    }
     start..start + part.len()
 }
 
 /// RFC 9110 §5.6.2 tchar.
 fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
-        | b'^' | b'_' | b'`' | b'|' | b'~')
-        || b.is_ascii_alphanumeric()
+    matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ) || b.is_ascii_alphanumeric()
 }
 
 /// A comma-separated list's elements, trimmed, empty ones skipped
@@ -473,7 +519,9 @@ fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> 
                 query: 1..1,
             });
         }
-        return Err(HttpError::BadRequest("asterisk-form target without OPTIONS"));
+        return Err(HttpError::BadRequest(
+            "asterisk-form target without OPTIONS",
+        ));
     }
     // RFC 9112 §3.2.2: absolute-form = absolute-URI; we serve the http and
     // https schemes (case-insensitive, RFC 9110 §4.2.3).
@@ -544,6 +592,13 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
         return Ok(None);
     }
 
+    // Bytes that cannot begin a method (a TLS ClientHello, binary noise) are refused at
+    // once rather than left to wait for a line end that may never come.
+    let method_end = buf.iter().position(|&b| b == b' ').unwrap_or(buf.len());
+    if !buf[..method_end].iter().all(|&b| is_tchar(b)) {
+        return Err(HttpError::BadRequest("invalid request method"));
+    }
+
     let Some(shape) = scan_head(buf, limits)? else {
         return Ok(None);
     };
@@ -562,16 +617,19 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
         &buf[..shape.head_len]
     };
 
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut heap;
-    let storage: &mut [httparse::Header<'_>] = if shape.fields <= STACK_HEADERS {
+    // Header storage sized by the scan: uninitialised, so nothing is zeroed
+    // per request; on the heap only for unusually many fields.
+    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let storage = if shape.fields <= STACK_HEADERS {
         &mut stack[..shape.fields]
     } else {
-        heap = vec![httparse::EMPTY_HEADER; shape.fields];
-        &mut heap
+        heap.resize_with(shape.fields, MaybeUninit::uninit);
+        &mut heap[..]
     };
-    let mut req = httparse::Request::new(storage);
-    match req.parse(head) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, storage) {
         Ok(httparse::Status::Complete(n)) if n == shape.head_len => {}
         // The scan found the blank line, so httparse must too; anything else
         // means the two disagree about line structure: refuse the request.
@@ -662,7 +720,9 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
         // message containing a Transfer-Encoding header field MUST treat the
         // message as if the framing is faulty".
         if version == Version::Http10 {
-            return Err(HttpError::BadRequest("Transfer-Encoding in HTTP/1.0 request"));
+            return Err(HttpError::BadRequest(
+                "Transfer-Encoding in HTTP/1.0 request",
+            ));
         }
         // RFC 9112 §6.1: a server "MAY reject a request that contains both
         // Content-Length and Transfer-Encoding"; we do, as the safe reading
@@ -684,7 +744,9 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
         // present in a request and the chunked transfer coding is not the
         // final encoding, ... the server MUST respond with the 400".
         if codings.chunked == 1 && !codings.last_is_chunked {
-            return Err(HttpError::BadRequest("chunked is not the final transfer coding"));
+            return Err(HttpError::BadRequest(
+                "chunked is not the final transfer coding",
+            ));
         }
         // RFC 9112 §6.1: "A server that receives a request message with a
         // transfer coding it does not understand SHOULD respond with 501".
@@ -701,7 +763,7 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
         match content_length {
             None | Some(0) => BodyFraming::Empty,
             Some(n) if limits.max_body != 0 && n > limits.max_body => {
-                return Err(HttpError::PayloadTooLarge)
+                return Err(HttpError::PayloadTooLarge);
             }
             Some(n) => BodyFraming::Length(n),
         }
@@ -716,7 +778,6 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
     let query = parts.query.start + t0..parts.query.end + t0;
     let version_raw = ver.start..ver.start + 8;
     let head_len = shape.head_len;
-    drop(req);
     let buf = buf.split_to(head_len).freeze();
     Ok(Some(RequestHead {
         buf,
@@ -752,12 +813,15 @@ pub fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut i = first;
     while i < raw.len() {
         let b = raw[i];
-        if b == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        let escape = if b == b'%' && i + 2 < raw.len() {
+            hex(raw[i + 1]).zip(hex(raw[i + 2]))
+        } else {
+            None
+        };
+        if let Some((high, low)) = escape {
+            out.push(high << 4 | low);
+            i += 3;
+            continue;
         }
         out.push(b);
         i += 1;
@@ -784,7 +848,10 @@ mod tests {
     fn err(bytes: &[u8]) -> HttpError {
         match parse_with(bytes, &Limits::default()) {
             Err(e) => e,
-            other => panic!("{:?}: expected an error, got {other:?}", String::from_utf8_lossy(bytes)),
+            other => panic!(
+                "{:?}: expected an error, got {other:?}",
+                String::from_utf8_lossy(bytes)
+            ),
         }
     }
 
@@ -827,7 +894,10 @@ mod tests {
         assert_eq!(h.framing, BodyFraming::Length(5));
         assert_eq!(h.content_length(), Some(5));
         assert_eq!(&buf[..], b"helloGET / HTTP/1.1\r\n");
-        assert_eq!(&h.buf[..], b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(
+            &h.buf[..],
+            b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
+        );
     }
 
     /// Incomplete heads are `Ok(None)` at every cut point, and the whole parses.
@@ -853,16 +923,42 @@ mod tests {
     /// RFC 9112 §2.2: a bare LF is not accepted as a line terminator here.
     #[test]
     fn bare_lf_is_rejected() {
-        assert_eq!(err(b"GET / HTTP/1.1\nHost: h\r\n\r\n"), BAD("bare LF in request line"));
-        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\n\r\n"), BAD("bare LF in header section"));
-        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\r\n\n"), BAD("bare LF in header section"));
-        assert_eq!(err(b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), BAD("bare LF in request line"));
+        assert_eq!(
+            err(b"GET / HTTP/1.1\nHost: h\r\n\r\n"),
+            BAD("bare LF in request line")
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\n\r\n"),
+            BAD("bare LF in header section")
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\r\n\n"),
+            BAD("bare LF in header section")
+        );
+        assert_eq!(
+            err(b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            BAD("invalid request method")
+        );
+    }
+
+    /// Bytes that cannot start a method fail at once, before any line end arrives.
+    #[test]
+    fn garbage_fails_before_a_line_end() {
+        let tls_hello: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+        assert_eq!(err(tls_hello), BAD("invalid request method"));
+        assert_eq!(
+            err(b"PROXY TCP4 192.168.0.1 192.16...\r\n"),
+            BAD("invalid HTTP version")
+        );
     }
 
     /// RFC 9112 §2.2: a bare CR outside a CRLF is invalid.
     #[test]
     fn bare_cr_is_rejected() {
-        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n").status(), 400);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n").status(),
+            400
+        );
         assert_eq!(err(b"GET /\r HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
     }
 
@@ -881,19 +977,30 @@ mod tests {
             b"GET /\r\n\r\n",
             b"GET\r\n\r\n",
         ] {
-            assert_eq!(err(line).status(), 400, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                err(line).status(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
     /// RFC 9110 §2.5 / §15.6.6: another major version is answered 505.
     #[test]
     fn http2_is_505() {
-        assert_eq!(err(b"GET / HTTP/2.0\r\n\r\n"), HttpError::VersionNotSupported);
+        assert_eq!(
+            err(b"GET / HTTP/2.0\r\n\r\n"),
+            HttpError::VersionNotSupported
+        );
         assert_eq!(
             err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
             HttpError::VersionNotSupported
         );
-        assert_eq!(err(b"GET / HTTP/3.0\r\n\r\n"), HttpError::VersionNotSupported);
+        assert_eq!(
+            err(b"GET / HTTP/3.0\r\n\r\n"),
+            HttpError::VersionNotSupported
+        );
     }
 
     /// RFC 9110 §2.5: a higher 1.x minor is served as HTTP/1.1.
@@ -904,7 +1011,10 @@ mod tests {
         assert_eq!(h.version_raw(), b"HTTP/1.2");
         assert_eq!(h.path(), b"/x");
         assert_eq!(h.host(), Some(&b"h"[..]));
-        assert_eq!(ok(b"GET / HTTP/1.9\r\nHost: h\r\n\r\n").version, Version::Http11);
+        assert_eq!(
+            ok(b"GET / HTTP/1.9\r\nHost: h\r\n\r\n").version,
+            Version::Http11
+        );
         // A 1.x request with a higher minor still follows the 1.1 rules.
         assert_eq!(err(b"GET / HTTP/1.5\r\n\r\n"), BAD("missing Host header"));
     }
@@ -921,12 +1031,24 @@ mod tests {
             err(b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"),
             BAD("multiple Host headers")
         );
-        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), BAD("invalid Host header"));
-        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), BAD("invalid Host header"));
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            BAD("invalid Host header")
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+            BAD("invalid Host header")
+        );
         let h = ok(b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!(h.host, None);
-        assert_eq!(ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host(), Some(&b""[..]));
-        assert_eq!(ok(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").host(), Some(&b"[::1]:80"[..]));
+        assert_eq!(
+            ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host(),
+            Some(&b""[..])
+        );
+        assert_eq!(
+            ok(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").host(),
+            Some(&b"[::1]:80"[..])
+        );
     }
 
     /// RFC 9112 §3.2.1: origin-form keeps the path raw and splits the query.
@@ -957,9 +1079,18 @@ mod tests {
         assert_eq!(h.query(), b"a=b");
         let h = ok(b"GET http://[::1]:8080/x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(h.path(), b"/x");
-        assert_eq!(err(b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
-        assert_eq!(err(b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
-        assert_eq!(err(b"PUT s://]ufd/: HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
+        assert_eq!(
+            err(b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n").status(),
+            400
+        );
+        assert_eq!(
+            err(b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n").status(),
+            400
+        );
+        assert_eq!(
+            err(b"PUT s://]ufd/: HTTP/1.1\r\nHost: h\r\n\r\n").status(),
+            400
+        );
     }
 
     /// RFC 9112 §3.2.3: authority-form only for CONNECT, and CONNECT only with it.
@@ -1003,7 +1134,10 @@ mod tests {
     /// RFC 9112 §3.2: relative references and fragments are not request-targets.
     #[test]
     fn other_targets_are_400() {
-        assert_eq!(err(b"GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n"), BAD("invalid request-target"));
+        assert_eq!(
+            err(b"GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n"),
+            BAD("invalid request-target")
+        );
         assert_eq!(
             err(b"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n"),
             BAD("fragment in request-target")
@@ -1030,10 +1164,18 @@ mod tests {
             b"GET\n/\nHTTP/1.1\r\n\r\n",
             b"GET /a\x7fb HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
-            assert_eq!(err(line).status(), 400, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                err(line).status(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
         // Any token is a method; case is kept.
-        assert_eq!(ok(b"-blargh /foo HTTP/1.1\r\nHost: h\r\n\r\n").method(), b"-blargh");
+        assert_eq!(
+            ok(b"-blargh /foo HTTP/1.1\r\nHost: h\r\n\r\n").method(),
+            b"-blargh"
+        );
     }
 
     /// RFC 9112 §5.1-§5.2, RFC 9110 §5.5: field-name is a token with no
@@ -1055,7 +1197,12 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: h\r\nC\xc3\x9f: 3\r\n\r\n",
             b"GET / HTTP/1.1\r\n Host: h\r\n\r\n",
         ] {
-            assert_eq!(err(head).status(), 400, "{:?}", String::from_utf8_lossy(head));
+            assert_eq!(
+                err(head).status(),
+                400,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
         }
     }
 
@@ -1068,9 +1215,13 @@ mod tests {
         assert_eq!(h.header(b"y"), Some(&b"caf\xc3\xa9"[..]));
         assert_eq!(h.header(b"e"), Some(&b""[..]));
         assert_eq!(h.header(b"z"), Some(&b"a\tb c"[..]));
-        let h = ok(b"GET / HTTP/1.1\r\nHost: h\r\nX.Custom|Pipe: ok\r\nTransfer_Encoding: x\r\n\r\n");
+        let h =
+            ok(b"GET / HTTP/1.1\r\nHost: h\r\nX.Custom|Pipe: ok\r\nTransfer_Encoding: x\r\n\r\n");
         let names: Vec<&[u8]> = h.headers().map(|(n, _)| n).collect();
-        assert_eq!(names, [&b"Host"[..], b"X.Custom|Pipe", b"Transfer_Encoding"]);
+        assert_eq!(
+            names,
+            [&b"Host"[..], b"X.Custom|Pipe", b"Transfer_Encoding"]
+        );
         assert_eq!(h.framing, BodyFraming::Empty);
     }
 
@@ -1123,7 +1274,10 @@ mod tests {
             ..Limits::default()
         };
         let head = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n";
-        assert_eq!(parse_with(head, &limits).unwrap_err(), HttpError::PayloadTooLarge);
+        assert_eq!(
+            parse_with(head, &limits).unwrap_err(),
+            HttpError::PayloadTooLarge
+        );
         let head = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n";
         assert!(parse_with(head, &limits).unwrap().is_some());
         let unlimited = Limits {
@@ -1148,7 +1302,10 @@ mod tests {
         };
         assert_eq!(te(b"Transfer-Encoding: chunked"), Ok(BodyFraming::Chunked));
         assert_eq!(te(b"transfer-encoding: CHUNKED"), Ok(BodyFraming::Chunked));
-        assert_eq!(te(b"Transfer-Encoding: \tchunked , "), Ok(BodyFraming::Chunked));
+        assert_eq!(
+            te(b"Transfer-Encoding: \tchunked , "),
+            Ok(BodyFraming::Chunked)
+        );
         // "chunked" more than once, in one line or several.
         assert_eq!(
             te(b"Transfer-Encoding: chunked, chunked"),
@@ -1175,13 +1332,25 @@ mod tests {
         let not_impl = Err(HttpError::NotImplemented("unsupported transfer coding"));
         assert_eq!(te(b"Transfer-Encoding: gzip, chunked"), not_impl);
         assert_eq!(te(b"Transfer-Encoding: identity, chunked"), not_impl);
-        assert_eq!(te(b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"), not_impl);
+        assert_eq!(
+            te(b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"),
+            not_impl
+        );
         assert_eq!(te(b"Transfer-Encoding: gzip"), not_impl);
         assert_eq!(te(b"Transfer-Encoding: identity"), not_impl);
         // Empty or malformed.
-        assert_eq!(te(b"Transfer-Encoding:"), Err(BAD("empty Transfer-Encoding")));
-        assert_eq!(te(b"Transfer-Encoding: ,"), Err(BAD("empty Transfer-Encoding")));
-        assert_eq!(te(b"Transfer-Encoding: chu\"nked"), Err(BAD("invalid Transfer-Encoding")));
+        assert_eq!(
+            te(b"Transfer-Encoding:"),
+            Err(BAD("empty Transfer-Encoding"))
+        );
+        assert_eq!(
+            te(b"Transfer-Encoding: ,"),
+            Err(BAD("empty Transfer-Encoding"))
+        );
+        assert_eq!(
+            te(b"Transfer-Encoding: chu\"nked"),
+            Err(BAD("invalid Transfer-Encoding"))
+        );
         // With Content-Length.
         assert_eq!(
             te(b"Content-Length: 3\r\nTransfer-Encoding: chunked"),
@@ -1216,21 +1385,37 @@ mod tests {
     fn keep_alive_rules() {
         let ka = |head: &[u8]| ok(head).keep_alive;
         assert!(ka(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x\r\nConnection: CLOSE\r\n\r\n"));
-        assert!(ka(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n"
+        ));
+        assert!(!ka(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x\r\nConnection: CLOSE\r\n\r\n"
+        ));
+        assert!(ka(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n"
+        ));
         assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
         assert!(ka(b"GET / HTTP/1.0\r\nConnection: TE, keep-alive\r\n\r\n"));
-        assert!(!ka(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
+        ));
     }
 
     /// RFC 9110 §10.1.1: 100-continue on 1.1 only, case-insensitive.
     #[test]
     fn expect_continue() {
-        assert!(ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
-        assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
+        assert!(
+            ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+                .expect_continue
+        );
+        assert!(
+            !ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+                .expect_continue
+        );
         assert!(!ok(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n").expect_continue);
     }
 
@@ -1245,17 +1430,19 @@ mod tests {
         let head = b"GET /234567 HTTP/1.0\r\n\r\n";
         assert!(parse_with(head, &limits).unwrap().is_some());
         let head = b"GET /2345678 HTTP/1.0\r\n\r\n";
-        assert_eq!(parse_with(head, &limits).unwrap_err(), HttpError::UriTooLong);
-        // Still incomplete but already too long.
-        assert!(parse_with(b"GET /234567 HTTP/1.0\r", &limits).unwrap().is_none());
         assert_eq!(
-            parse_with(b"GET /234567 HTTP/1.0x", &limits).unwrap_err(),
+            parse_with(head, &limits).unwrap_err(),
             HttpError::UriTooLong
         );
+        // Still incomplete but already too long.
+        assert!(parse_with(b"GET /234567 HTTP/1.0\r", &limits)
+            .unwrap()
+            .is_none());
         assert_eq!(
-            err(&[b'a'; 5000]),
-            HttpError::UriTooLong,
+            parse_with(b"GET /234567 HTTP/1.0xy", &limits).unwrap_err(),
+            HttpError::UriTooLong
         );
+        assert_eq!(err(&[b'a'; 5000]), HttpError::UriTooLong,);
     }
 
     /// gunicorn `limit_request_field_size`: one field line, CRLF included.
@@ -1269,13 +1456,18 @@ mod tests {
         let head = b"GET / HTTP/1.0\r\nX: 12345\r\n\r\n";
         assert!(parse_with(head, &limits).unwrap().is_some());
         let head = b"GET / HTTP/1.0\r\nX: 123456\r\n\r\n";
-        assert_eq!(parse_with(head, &limits).unwrap_err(), HttpError::HeaderFieldsTooLarge);
+        assert_eq!(
+            parse_with(head, &limits).unwrap_err(),
+            HttpError::HeaderFieldsTooLarge
+        );
         // Incomplete but already too long.
         assert_eq!(
             parse_with(b"GET / HTTP/1.0\r\nX: 1234567", &limits).unwrap_err(),
             HttpError::HeaderFieldsTooLarge
         );
-        assert!(parse_with(b"GET / HTTP/1.0\r\nX: 12345\r", &limits).unwrap().is_none());
+        assert!(parse_with(b"GET / HTTP/1.0\r\nX: 12345\r", &limits)
+            .unwrap()
+            .is_none());
     }
 
     /// gunicorn `limit_request_fields`: more field lines than allowed is 431.
@@ -1286,9 +1478,15 @@ mod tests {
             ..Limits::default()
         };
         let head = b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\n\r\n";
-        assert_eq!(parse_with(head, &limits).unwrap().unwrap().header_count(), 2);
+        assert_eq!(
+            parse_with(head, &limits).unwrap().unwrap().header_count(),
+            2
+        );
         let head = b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
-        assert_eq!(parse_with(head, &limits).unwrap_err(), HttpError::HeaderFieldsTooLarge);
+        assert_eq!(
+            parse_with(head, &limits).unwrap_err(),
+            HttpError::HeaderFieldsTooLarge
+        );
         let mut many = b"GET / HTTP/1.0\r\n".to_vec();
         for i in 0..101 {
             many.extend_from_slice(format!("h{i}: {i}\r\n").as_bytes());
@@ -1320,9 +1518,15 @@ mod tests {
         let head = b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\n\r\n";
         assert!(parse_with(head, &limits).unwrap().is_some());
         let head = b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\nC: 3333333\r\n\r\n";
-        assert_eq!(parse_with(head, &limits).unwrap_err(), HttpError::HeaderFieldsTooLarge);
+        assert_eq!(
+            parse_with(head, &limits).unwrap_err(),
+            HttpError::HeaderFieldsTooLarge
+        );
         let head = b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5";
-        assert_eq!(parse_with(head, &limits).unwrap_err(), HttpError::HeaderFieldsTooLarge);
+        assert_eq!(
+            parse_with(head, &limits).unwrap_err(),
+            HttpError::HeaderFieldsTooLarge
+        );
     }
 
     /// 0 means unlimited for every limit.
@@ -1359,9 +1563,84 @@ mod tests {
         assert_eq!(&buf[..], b"GET /th");
     }
 
+    /// No input makes the parser panic: mutated requests, any limits.
+    #[test]
+    fn never_panics_on_mutated_input() {
+        let seeds: [&[u8]; 3] = [
+            b"POST http://h/p?q HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            b"\r\nCONNECT h:1 HTTP/1.2\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+            b"OPTIONS * HTTP/1.0\r\nX: \t\xff\r\nContent-Type: a\r\n\r\n",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const BYTES: &[u8] = b"\r\n :,;?#/*%\t\x00\x7f\xffHTPchunked0123456789";
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + rand() % 4 {
+                let at = (rand() as usize) % (input.len() + 1);
+                let byte = BYTES[(rand() as usize) % BYTES.len()];
+                match rand() % 3 {
+                    0 if at < input.len() => input[at] = byte,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, byte),
+                }
+            }
+            let small = (rand() % 64) as usize;
+            let limits = Limits {
+                max_request_line: small,
+                max_headers: small % 5,
+                max_header_field_size: small,
+                max_header_block: small * 2,
+                max_body: rand() % 10,
+            };
+            for limits in [Limits::default(), limits] {
+                let mut buf = BytesMut::from(&input[..]);
+                while let Ok(Some(head)) = parse_head(&mut buf, &limits) {
+                    // Every accessor stays in bounds.
+                    let _ = (head.method(), head.target(), head.path(), head.query());
+                    let _ = (head.version_raw(), head.host(), head.headers().count());
+                    if let BodyFraming::Length(n) = head.framing {
+                        let n = (n as usize).min(buf.len());
+                        buf.advance(n);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn find_lf_matches_naive_search() {
+        let mut bytes = vec![b'a'; 40];
+        assert_eq!(find_lf(&bytes), None);
+        for i in 0..40 {
+            for j in i..40 {
+                bytes.fill(b'a');
+                bytes[j] = b'\n';
+                bytes[i] = b'\n';
+                // Neighbouring values that trip naive zero-byte tricks.
+                if i > 0 {
+                    bytes[i - 1] = 0x0b;
+                }
+                assert_eq!(find_lf(&bytes), Some(i));
+                assert_eq!(find_lf(&bytes[..i]), None);
+            }
+        }
+        assert_eq!(find_lf(b"\x8a\x0b\x09\xff\n"), Some(4));
+    }
+
     #[test]
     fn percent_decoding() {
-        assert!(matches!(percent_decode(b"/plain"), Cow::Borrowed(b"/plain")));
+        assert!(matches!(
+            percent_decode(b"/plain"),
+            Cow::Borrowed(b"/plain")
+        ));
         assert_eq!(&*percent_decode(b"/a%20b%2Fc%2f"), b"/a b/c/");
         assert_eq!(&*percent_decode(b"%"), b"%");
         assert_eq!(&*percent_decode(b"%4"), b"%4");

@@ -217,7 +217,16 @@ mod tests {
     fn tokens() {
         assert!(is_token(b"Content-Type"));
         assert!(is_token(b"X.Custom|Pipe~!#$%&'*+^_`"));
-        for bad in [&b""[..], b"A B", b"A:B", b"A\r", b"A(", b"\xc3\x9f", b"A\"", b"A/"] {
+        for bad in [
+            &b""[..],
+            b"A B",
+            b"A:B",
+            b"A\r",
+            b"A(",
+            b"\xc3\x9f",
+            b"A\"",
+            b"A/",
+        ] {
             assert!(!is_token(bad), "{bad:?}");
         }
     }
@@ -228,7 +237,14 @@ mod tests {
         assert!(is_valid_field_value(b"text/html; charset=utf-8"));
         assert!(is_valid_field_value(b""));
         assert!(is_valid_field_value(b"a\tb caf\xc3\xa9 \xff"));
-        for bad in [&b"a\rb"[..], b"a\nb", b"a\x00b", b"a\x7fb", b"\x01", b"x\r\nSet-Cookie: y"] {
+        for bad in [
+            &b"a\rb"[..],
+            b"a\nb",
+            b"a\x00b",
+            b"a\x7fb",
+            b"\x01",
+            b"x\r\nSet-Cookie: y",
+        ] {
             assert!(!is_valid_field_value(bad), "{bad:?}");
         }
     }
@@ -249,7 +265,14 @@ mod tests {
         ] {
             assert!(is_hop_by_hop(name.as_bytes()), "{name}");
         }
-        for name in ["Content-Length", "Content-Type", "Set-Cookie", "Te-X", "Date", "Server"] {
+        for name in [
+            "Content-Length",
+            "Content-Type",
+            "Set-Cookie",
+            "Te-X",
+            "Date",
+            "Server",
+        ] {
             assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
         }
     }
@@ -302,7 +325,11 @@ mod tests {
             error_response(e, &mut out);
             let text = String::from_utf8(out).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with(&format!("HTTP/1.1 {} {}\r\n", e.status(), reason_phrase(e.status()))));
+            assert!(head.starts_with(&format!(
+                "HTTP/1.1 {} {}\r\n",
+                e.status(),
+                reason_phrase(e.status())
+            )));
             assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
             assert!(body.contains(e.detail()));
         }
