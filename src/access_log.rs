@@ -94,7 +94,9 @@ fn parse_format(format: &str) -> Result<Vec<Atom>, String> {
             return Err(format!("stray '%' in access log format near {rest:?}"));
         };
         let Some(close) = after.find(")s") else {
-            return Err(format!("unterminated atom in access log format near {rest:?}"));
+            return Err(format!(
+                "unterminated atom in access log format near {rest:?}"
+            ));
         };
         let name = &after[..close];
         rest = &after[close + 2..];
@@ -201,9 +203,7 @@ fn render(atom: &Atom, rec: &AccessRecord<'_>, out: &mut String) {
         Atom::Protocol => push_latin1(out, head.version_raw()),
         Atom::Status => out.push_str(itoa::Buffer::new().format(rec.status)),
         Atom::BytesOrDash if rec.body_bytes == 0 => out.push('-'),
-        Atom::BytesOrDash | Atom::Bytes => {
-            out.push_str(itoa::Buffer::new().format(rec.body_bytes))
-        }
+        Atom::BytesOrDash | Atom::Bytes => out.push_str(itoa::Buffer::new().format(rec.body_bytes)),
         Atom::Referer => push_or_dash(out, request_header(head, "referer")),
         Atom::UserAgent => push_or_dash(out, request_header(head, "user-agent")),
         Atom::Seconds => out.push_str(itoa::Buffer::new().format(elapsed.as_secs())),
@@ -253,7 +253,10 @@ mod tests {
     fn finds_response_header() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A:  b \r\n\r\n";
         assert_eq!(response_header(head, "x-a"), Some(&b"b"[..]));
-        assert_eq!(response_header(head, "content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(
+            response_header(head, "content-type"),
+            Some(&b"text/plain"[..])
+        );
         assert_eq!(response_header(head, "nope"), None);
     }
 }

@@ -46,9 +46,9 @@ pub struct Settings {
 macro_rules! item {
     ($d:expr, $key:expr, $t:ty) => {
         match $d.get_item($key)? {
-            Some(v) => v
-                .extract::<$t>()
-                .map_err(|e| PyValueError::new_err(format!("setting {}: {}", $key, PyErr::from(e)))),
+            Some(v) => v.extract::<$t>().map_err(|e| {
+                PyValueError::new_err(format!("setting {}: {}", $key, PyErr::from(e)))
+            }),
             None => Err(PyValueError::new_err(format!("missing setting {}", $key))),
         }
     };

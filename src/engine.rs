@@ -44,10 +44,17 @@ impl Engine {
     ) -> PyResult<Engine> {
         let settings = Settings::from_dict(settings)?;
         let level = Level::parse(&settings.log_level).ok_or_else(|| {
-            PyValueError::new_err(format!("setting log_level: unknown level {:?}", settings.log_level))
+            PyValueError::new_err(format!(
+                "setting log_level: unknown level {:?}",
+                settings.log_level
+            ))
         })?;
-        let sink = Sink::open(&settings.error_logfile, Sink::Stderr)
-            .map_err(|e| os_error(&format!("cannot open error log {}", settings.error_logfile), e))?;
+        let sink = Sink::open(&settings.error_logfile, Sink::Stderr).map_err(|e| {
+            os_error(
+                &format!("cannot open error log {}", settings.error_logfile),
+                e,
+            )
+        })?;
         let error_log = Arc::new(ErrorLog::new(level, sink));
         let access_log = match &settings.access_logfile {
             None => None,
@@ -55,14 +62,25 @@ impl Engine {
                 let sink = Sink::open(path, Sink::Stdout)
                     .map_err(|e| os_error(&format!("cannot open access log {path}"), e))?;
                 Some(
-                    AccessLog::new(&settings.access_logformat, sink)
-                        .map_err(|e| PyValueError::new_err(format!("setting access_logformat: {e}")))?,
+                    AccessLog::new(&settings.access_logformat, sink).map_err(|e| {
+                        PyValueError::new_err(format!("setting access_logformat: {e}"))
+                    })?,
                 )
             }
         };
-        let errors = Py::new(py, Errors { log: error_log.clone() })?;
+        let errors = Py::new(
+            py,
+            Errors {
+                log: error_log.clone(),
+            },
+        )?;
         let wrapper = py.get_type::<FileWrapper>();
-        let environ = Template::new(py, &settings, errors.into_any(), wrapper.into_any().unbind())?;
+        let environ = Template::new(
+            py,
+            &settings,
+            errors.into_any(),
+            wrapper.into_any().unbind(),
+        )?;
         let fds = fds
             .into_iter()
             .map(listener::dup)
@@ -128,7 +146,9 @@ impl Engine {
         let fds = {
             let fds = self.fds.lock().unwrap_or_else(|e| e.into_inner());
             if fds.is_empty() {
-                return Err(PyOSError::new_err("the server is closed (no listening sockets)"));
+                return Err(PyOSError::new_err(
+                    "the server is closed (no listening sockets)",
+                ));
             }
             fds.iter()
                 .map(|fd| listener::dup(fd.as_raw_fd()))
@@ -139,11 +159,13 @@ impl Engine {
             let mut busy = self.serving.0.lock().unwrap_or_else(|e| e.into_inner());
             *busy = true;
         }
-        self.stop.send_replace(false);
         let ctx = self.ctx.clone();
         let stop = self.stop.clone();
         let result = py.detach(move || server::run(ctx, fds, stop, one_request));
         {
+            // Like socketserver: a shutdown() asked before or during this run ends it, and
+            // the request is used up once the run is over.
+            self.stop.send_replace(false);
             let (lock, cvar) = &*self.serving;
             *lock.lock().unwrap_or_else(|e| e.into_inner()) = false;
             cvar.notify_all();

@@ -71,7 +71,10 @@ impl Connection {
         if idle && *stop.borrow() {
             return Err(ReadEnd::Stopping);
         }
-        let read = timeout_at(TokioInstant::from_std(deadline), self.conn.read_buf(&mut self.rbuf));
+        let read = timeout_at(
+            TokioInstant::from_std(deadline),
+            self.conn.read_buf(&mut self.rbuf),
+        );
         let result = if idle {
             tokio::select! {
                 r = read => r,
@@ -115,7 +118,9 @@ impl Connection {
             };
             let started = Instant::now();
 
-            let force_close = self.shared.one_request || *self.shared.stop.borrow();
+            // `--keep-alive 0` turns persistence off: say so in the response (RFC 9112 §9.6).
+            let force_close =
+                self.shared.one_request || keep_alive.is_zero() || *self.shared.stop.borrow();
             let body = match self.read_body(&head.framing, head.expect_continue).await {
                 Ok(body) => body,
                 Err(Some(e)) => return self.reject(e).await,
@@ -173,7 +178,9 @@ impl Connection {
                 }
                 Ok(Body::Buffered(self.rbuf.split_to(n as usize).freeze()))
             }
-            BodyFraming::Length(n) => Ok(self.stream(Vec::new(), Framing::Length(n), expect_continue)),
+            BodyFraming::Length(n) => {
+                Ok(self.stream(Vec::new(), Framing::Length(n), expect_continue))
+            }
             BodyFraming::Chunked => {
                 let mut dec = ChunkedDecoder::new(
                     crate::http::chunked::DEFAULT_MAX_CHUNK_EXT,
@@ -226,7 +233,11 @@ impl Connection {
     async fn reject(&mut self, err: HttpError) {
         self.shared.ctx.error_log.info(&format!(
             "Invalid request from {}: {} {}",
-            if self.peer.remote_addr.is_empty() { "unix socket" } else { &self.peer.remote_addr },
+            if self.peer.remote_addr.is_empty() {
+                "unix socket"
+            } else {
+                &self.peer.remote_addr
+            },
             err.status(),
             err.detail()
         ));
@@ -253,7 +264,12 @@ impl Connection {
         while drained < 1 << 20 {
             self.rbuf.clear();
             self.rbuf.reserve(16 * 1024);
-            match timeout_at(TokioInstant::from_std(deadline), self.conn.read_buf(&mut self.rbuf)).await {
+            match timeout_at(
+                TokioInstant::from_std(deadline),
+                self.conn.read_buf(&mut self.rbuf),
+            )
+            .await
+            {
                 Ok(Ok(n)) if n > 0 => drained += n,
                 _ => return,
             }

@@ -23,7 +23,13 @@ fn family(fd: RawFd) -> io::Result<libc::sa_family_t> {
     // SAFETY: getsockname writes at most `len` bytes into the zeroed storage.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let rc = unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -65,7 +71,9 @@ impl Listener {
             Listener::Unix(l) => match l.local_addr() {
                 Ok(a) => format!(
                     "unix:{}",
-                    a.as_pathname().map(|p| p.display().to_string()).unwrap_or_default()
+                    a.as_pathname()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
                 ),
                 Err(_) => "unix:?".into(),
             },

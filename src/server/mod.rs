@@ -87,8 +87,11 @@ async fn serve(
         .collect::<io::Result<Vec<_>>>()?;
     if !one_request {
         for l in &listeners {
-            ctx.error_log
-                .info(&format!("Listening at: {} ({})", l.describe(), std::process::id()));
+            ctx.error_log.info(&format!(
+                "Listening at: {} ({})",
+                l.describe(),
+                std::process::id()
+            ));
         }
         ctx.error_log.info(&format!(
             "Serving with {} thread{}",
@@ -166,7 +169,8 @@ async fn serve(
             });
         }
         let _ = stopped.wait_for(|s| *s).await;
-        ctx.error_log.info("Shutting down: waiting for requests in flight");
+        ctx.error_log
+            .info("Shutting down: waiting for requests in flight");
         let drained = tokio::time::timeout(GRACEFUL_TIMEOUT, async {
             while tracker.open.get() > 0 {
                 let closed = tracker.closed.notified();

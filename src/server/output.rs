@@ -72,7 +72,10 @@ impl Output {
 
     fn check(&self) -> io::Result<()> {
         if self.broken {
-            Err(io::Error::new(io::ErrorKind::BrokenPipe, "client disconnected"))
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client disconnected",
+            ))
         } else {
             Ok(())
         }

@@ -213,10 +213,20 @@ impl Template {
             }
             if !host_seen && name.eq_ignore_ascii_case(b"host") {
                 host_seen = true;
+                // RFC 3875 §4.1.14-15: SERVER_NAME is the host the client addressed;
+                // SERVER_PORT the port the request came in on (the Host's port on a
+                // Unix socket, which has none).
                 let (host, port) = split_host(value);
                 env.set_item(&self.k_server_name, latin1(py, host))?;
-                let default_port: &[u8] = if self.https { b"443" } else { b"80" };
-                env.set_item(&self.k_server_port, latin1(py, port.unwrap_or(default_port)))?;
+                if peer.local_port.is_empty() {
+                    let default_port: &[u8] = if self.https { b"443" } else { b"80" };
+                    env.set_item(
+                        &self.k_server_port,
+                        latin1(py, port.unwrap_or(default_port)),
+                    )?;
+                } else {
+                    env.set_item(&self.k_server_port, &peer.local_port)?;
+                }
             }
             let common = COMMON_HEADERS
                 .iter()
@@ -226,7 +236,9 @@ impl Template {
                 None => {
                     // Names with '_' could pose as a '-' name once mapped (HTTP_X_A from
                     // "X_A" or "X-A"): drop them, as gunicorn does by default.
-                    let Some(key) = header_key(name) else { continue };
+                    let Some(key) = header_key(name) else {
+                        continue;
+                    };
                     self.set_joined(&env, &PyString::new(py, &key), value)?;
                 }
             }
@@ -280,13 +292,19 @@ mod tests {
 
     #[test]
     fn header_keys_follow_cgi() {
-        assert_eq!(header_key(b"User-Agent").as_deref(), Some("HTTP_USER_AGENT"));
+        assert_eq!(
+            header_key(b"User-Agent").as_deref(),
+            Some("HTTP_USER_AGENT")
+        );
         assert_eq!(header_key(b"x_forwarded_for"), None);
     }
 
     #[test]
     fn host_splits() {
-        assert_eq!(split_host(b"example.com:8080"), (&b"example.com"[..], Some(&b"8080"[..])));
+        assert_eq!(
+            split_host(b"example.com:8080"),
+            (&b"example.com"[..], Some(&b"8080"[..]))
+        );
         assert_eq!(split_host(b"example.com"), (&b"example.com"[..], None));
         assert_eq!(split_host(b"[::1]:9"), (&b"[::1]"[..], Some(&b"9"[..])));
         assert_eq!(split_host(b"[::1]"), (&b"[::1]"[..], None));

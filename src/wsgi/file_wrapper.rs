@@ -58,7 +58,8 @@ impl FileWrapper {
         let fd: i32 = f.call_method0("fileno").ok()?.extract().ok()?;
         // SAFETY: fstat only writes into `st`.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+        if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
+        {
             return None;
         }
         // The Python object's logical position (its own read buffer may sit ahead of the fd's).

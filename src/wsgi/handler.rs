@@ -27,7 +27,10 @@ pub enum Body {
     /// Read whole before the app runs.
     Buffered(Bytes),
     /// `already` decoded; the rest still on the socket.
-    Stream { already: Vec<u8>, stream: Stream },
+    Stream {
+        already: Vec<u8>,
+        stream: Stream,
+    },
 }
 
 /// One request, handed from the connection to the thread that runs the app.
@@ -55,6 +58,8 @@ enum Failure {
     App(PyErr),
     /// The client went away or stopped reading.
     Client,
+    /// The app yielded fewer bytes than its Content-Length; this many are missing.
+    Short(u64),
 }
 
 pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
@@ -95,10 +100,13 @@ pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
                 fail(py, ctx, &sr, &head, f);
             }
             // PEP 3333: close() is called whether the iteration ended, failed or was cut.
-            if let Err(err) = iterable
-                .hasattr("close")
-                .and_then(|has| if has { iterable.call_method0("close").map(|_| ()) } else { Ok(()) })
-            {
+            if let Err(err) = iterable.hasattr("close").and_then(|has| {
+                if has {
+                    iterable.call_method0("close").map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }) {
                 log_exception(py, ctx, &head, "Error closing the response iterable", &err);
             }
         }
@@ -137,7 +145,10 @@ pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
 
 fn with_resp<T>(sr: &Bound<'_, StartResponse>, f: impl FnOnce(&mut Response) -> T) -> T {
     let mut guard = sr.borrow_mut();
-    f(guard.resp.as_mut().expect("the response stays until the request ends"))
+    f(guard
+        .resp
+        .as_mut()
+        .expect("the response stays until the request ends"))
 }
 
 fn client_gone(sr: &Bound<'_, StartResponse>, err: PyErr) -> Failure {
@@ -167,22 +178,26 @@ fn send_body(
             .map_err(Failure::App)?;
         let mut total = 0u64;
         for item in &items {
-            total += as_bytes(item).map_err(Failure::App)?.as_bytes().len() as u64;
+            total += as_bytes(item, iterable)
+                .map_err(Failure::App)?
+                .as_bytes()
+                .len() as u64;
         }
-        return with_resp(sr, |r| -> PyResult<()> {
+        with_resp(sr, |r| -> PyResult<()> {
             r.send_headers(Some(total))?;
             for item in &items {
                 r.body(item.cast::<PyBytes>().expect("checked above").as_bytes());
             }
-            r.finish().map(|_| ())
+            Ok(())
         })
-        .map_err(Failure::App);
+        .map_err(Failure::App)?;
+        return finish(sr);
     }
 
     let iter = iterable.try_iter().map_err(Failure::App)?;
     for item in iter {
         let item = item.map_err(|e| client_gone(sr, e))?;
-        let data = as_bytes(&item).map_err(Failure::App)?;
+        let data = as_bytes(&item, iterable).map_err(Failure::App)?;
         let data = data.as_bytes();
         if data.is_empty() {
             continue; // PEP 3333: headers go out with the first non-empty block.
@@ -203,18 +218,24 @@ fn send_body(
 
 fn finish(sr: &Bound<'_, StartResponse>) -> Result<(), Failure> {
     let complete = with_resp(sr, |r| r.finish()).map_err(Failure::App)?;
-    if !complete {
-        return Err(Failure::App(pyo3::exceptions::PyRuntimeError::new_err(
-            "the application sent fewer bytes than its Content-Length; closing the connection",
-        )));
+    match with_resp(sr, |r| r.length_left()) {
+        Some(left) if !complete => Err(Failure::Short(left)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-fn as_bytes<'py>(item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+/// PEP 3333: the body is bytes; anything else is the app's error, named with its source.
+fn as_bytes<'py>(
+    item: &Bound<'py, PyAny>,
+    iterable: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
     item.cast::<PyBytes>().cloned().map_err(|_| {
+        let source = iterable
+            .repr()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| type_name(iterable));
         PyTypeError::new_err(format!(
-            "the response iterable must yield bytes, not {}",
+            "the response iterable {source} yielded {}, not bytes",
             type_name(item)
         ))
     })
@@ -231,7 +252,10 @@ fn send_file(
 ) -> Result<(), Failure> {
     let available = size.saturating_sub(pos);
     let mut guard = sr.borrow_mut();
-    let r = guard.resp.as_mut().expect("the response stays until the request ends");
+    let r = guard
+        .resp
+        .as_mut()
+        .expect("the response stays until the request ends");
     r.send_headers(Some(available)).map_err(Failure::App)?;
     let count = r.length_left().unwrap_or(0).min(available);
     let out = &mut r.out;
@@ -284,8 +308,17 @@ fn fail(
 ) {
     let err = match failure {
         Failure::Client => {
-            ctx.error_log.debug("client went away before the response was complete");
+            ctx.error_log
+                .debug("client went away before the response was complete");
             with_resp(sr, |r| r.keep_alive = false);
+            return;
+        }
+        Failure::Short(left) => {
+            ctx.error_log.error(&format!(
+                "Response to {} {} ended {left} bytes short of its Content-Length; connection closed",
+                String::from_utf8_lossy(head.method()),
+                String::from_utf8_lossy(head.target()),
+            ));
             return;
         }
         Failure::App(err) => err,

@@ -401,3 +401,182 @@ pub fn push(py: Python<'_>, out: &mut Output) -> PyResult<()> {
     };
     result.map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("client disconnected: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Byte-literal checks of the head and framing a response gets (no socket is touched:
+    //! nothing here pushes the output).
+    use super::*;
+    use pyo3::types::PyList;
+
+    /// The embedded interpreter (cargo test links libpython; nothing starts it for us).
+    fn py_run<T>(f: impl for<'py> FnOnce(Python<'py>) -> T) -> T {
+        Python::initialize();
+        Python::attach(f)
+    }
+
+    fn facts(head_request: bool, http11: bool, keep_alive: bool) -> RequestFacts {
+        RequestFacts {
+            head_request,
+            http11,
+            keep_alive,
+        }
+    }
+
+    /// Runs start_response with `headers`, sends `body` as the server would, returns the wire bytes.
+    fn respond(
+        f: RequestFacts,
+        status: &str,
+        headers: &[(&str, &str)],
+        body: &[&[u8]],
+        known: bool,
+    ) -> String {
+        py_run(|py| {
+            let mut r = Response::new(Output::new(-1, Vec::new()), f, false);
+            let list = PyList::empty(py);
+            for (k, v) in headers {
+                list.append((k, v)).unwrap();
+            }
+            r.start(&PyString::new(py, status), &list, None).unwrap();
+            let total = body.iter().map(|b| b.len() as u64).sum();
+            r.send_headers(known.then_some(total)).unwrap();
+            for b in body {
+                r.body(b);
+            }
+            r.finish().unwrap();
+            let text = String::from_utf8(r.out.buf.clone()).unwrap();
+            // The Date value changes every second: blank it out.
+            let start = text.find("Date: ").map(|i| i + 6).unwrap();
+            format!("{}<date>{}", &text[..start], &text[start + 29..])
+        })
+    }
+
+    #[test]
+    fn known_length_gets_content_length() {
+        // PEP 3333 "Handling the Content-Length Header": the server may compute it.
+        let wire = respond(
+            facts(false, true, true),
+            "200 OK",
+            &[("Content-Type", "text/plain")],
+            &[b"hello"],
+            true,
+        );
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nDate: <date>\r\nServer: qiao\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn unknown_length_is_chunked_on_http11() {
+        // RFC 9112 §7.1: chunked framing, ended by the last chunk.
+        let wire = respond(
+            facts(false, true, true),
+            "200 OK",
+            &[],
+            &[b"ab", b"cde"],
+            false,
+        );
+        assert!(wire.contains("Transfer-Encoding: chunked\r\n"));
+        assert!(wire.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"));
+    }
+
+    #[test]
+    fn unknown_length_closes_on_http10() {
+        // RFC 9112 §6.3 (8): without a length the body ends when the connection closes.
+        let wire = respond(facts(false, false, true), "200 OK", &[], &[b"ab"], false);
+        assert!(wire.contains("Connection: close\r\n"));
+        assert!(!wire.contains("chunked"));
+        assert!(wire.ends_with("\r\n\r\nab"));
+    }
+
+    #[test]
+    fn http10_keep_alive_is_announced() {
+        // RFC 9112 §9.3: a 1.0 client only keeps the connection if told so.
+        let wire = respond(facts(false, false, true), "200 OK", &[], &[b"ab"], true);
+        assert!(wire.contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn app_content_length_truncates_extra_bytes() {
+        // PEP 3333: the server must not send more than Content-Length.
+        let wire = respond(
+            facts(false, true, true),
+            "200 OK",
+            &[("Content-Length", "3")],
+            &[b"abcdef"],
+            false,
+        );
+        assert!(wire.ends_with("\r\n\r\nabc"));
+        assert!(!wire.contains("chunked"));
+    }
+
+    #[test]
+    fn head_and_no_content_carry_no_body() {
+        // RFC 9110 §6.4.1 / §9.3.2: HEAD, 204 and 304 responses have no content.
+        let wire = respond(facts(true, true, true), "200 OK", &[], &[b"hello"], true);
+        assert!(wire.ends_with("Content-Length: 5\r\nDate: <date>\r\nServer: qiao\r\n\r\n"));
+        let wire = respond(
+            facts(false, true, true),
+            "204 No Content",
+            &[],
+            &[b"x"],
+            false,
+        );
+        assert!(wire.ends_with("Server: qiao\r\n\r\n"));
+        assert!(!wire.contains("Content-Length") && !wire.contains("chunked"));
+        let wire = respond(facts(false, true, true), "304 Not Modified", &[], &[], true);
+        assert!(wire.ends_with("Server: qiao\r\n\r\n"));
+    }
+
+    #[test]
+    fn app_date_and_server_are_kept() {
+        let wire = respond(
+            facts(false, true, true),
+            "200 OK",
+            &[
+                ("Server", "mine"),
+                ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ],
+            &[],
+            true,
+        );
+        assert!(wire.contains("Server: mine\r\n") && !wire.contains("Server: qiao"));
+        assert_eq!(wire.matches("Date:").count(), 1);
+    }
+
+    #[test]
+    fn bad_statuses_and_headers_raise() {
+        // PEP 3333 "The start_response() Callable": status and headers are checked.
+        py_run(|py| {
+            let check = |status: &str, name: &str, value: &str| {
+                let mut r =
+                    Response::new(Output::new(-1, Vec::new()), facts(false, true, true), false);
+                let list = PyList::empty(py);
+                list.append((name, value)).unwrap();
+                r.start(&PyString::new(py, status), &list, None).is_err()
+            };
+            assert!(!check("200 OK", "X-A", "b"));
+            assert!(check("200", "X-A", "b"));
+            assert!(check("20 OK", "X-A", "b"));
+            assert!(check("200 OK", "X-A", "b\r\nInjected: 1"));
+            assert!(check("200 OK", "X A", "b"));
+            assert!(check("200 OK", "Connection", "close"));
+            assert!(check("200 OK", "Transfer-Encoding", "chunked"));
+            assert!(check("200 OK", "X-A", "\u{0100}"));
+            assert!(check("200 OK", "Content-Length", "-1"));
+        });
+    }
+
+    #[test]
+    fn second_call_needs_exc_info() {
+        py_run(|py| {
+            let mut r = Response::new(Output::new(-1, Vec::new()), facts(false, true, true), false);
+            let status = PyString::new(py, "200 OK");
+            let empty = PyList::empty(py);
+            r.start(&status, &empty, None).unwrap();
+            let err = r.start(&status, &empty, None).unwrap_err();
+            assert!(err.is_instance_of::<PyAssertionError>(py));
+        });
+    }
+}
