@@ -1,0 +1,229 @@
+"""Parse bind strings (HOST:PORT, [v6]:PORT, unix:/path, fd://N) and open listening sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Address",
+    "BindError",
+    "bind_all",
+    "close_listener",
+    "display",
+    "parse_bind",
+    "tcp_address",
+]
+
+DEFAULT_PORT = 8000
+
+
+class BindError(OSError):
+    """A listening socket could not be created; ``str()`` is one line naming the address."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(errno_ or 0, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Address:
+    """One parsed bind string: a TCP host and port, a Unix socket path, or an inherited fd."""
+
+    kind: str  # "tcp" | "unix" | "fd"
+    host: str = ""  # tcp: the host as written ("" = all IPv4 interfaces), brackets removed
+    port: int = 0  # tcp: 0 asks the kernel for an ephemeral port
+    path: str = ""  # unix: the socket file's path
+    fd: int = -1  # fd: the inherited descriptor
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        host = self.host or "0.0.0.0"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+
+def tcp_address(host: str, port: int) -> Address:
+    """The address for ``make_server(host, port)``: ``''`` means all IPv4 interfaces."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port: expected an integer from 0 to 65535, got {port!r}")
+    if not isinstance(host, str):
+        raise TypeError(f"host: expected a string, got {host!r}")
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return Address("tcp", host=host, port=port)
+
+
+def parse_bind(text: str) -> Address:
+    """Parse one bind string; raises ``ValueError`` with a short reason on a malformed one.
+
+    Forms: ``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT`` (all IPv4 interfaces), ``HOST``
+    (port 8000), ``unix:/path``, ``fd://N``; a ``tcp://`` prefix is allowed.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("expected an address such as 127.0.0.1:8000 or unix:/path")
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not path:
+            raise ValueError("expected a socket path after 'unix:'")
+        return Address("unix", path=path)
+    if text.startswith("fd://"):
+        number = text[len("fd://"):]
+        if not number.isdigit():
+            raise ValueError("expected a file descriptor number after 'fd://'")
+        return Address("fd", fd=int(number))
+    text = text.removeprefix("tcp://")
+    if "/" in text:
+        raise ValueError("expected HOST:PORT, [IPV6]:PORT, unix:/path or fd://N")
+
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError("expected ']' after an IPv6 address")
+        host, rest = text[1:close], text[close + 1:]
+        if not host:
+            raise ValueError("expected an IPv6 address inside '[]'")
+        if rest and not rest.startswith(":"):
+            raise ValueError("expected ':PORT' after ']'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        raise ValueError("an IPv6 address needs brackets, as in [::1]:8000")
+    elif ":" in text:
+        host, port_text = text.split(":", 1)
+    else:
+        host, port_text = text, None
+
+    if port_text is None:
+        port = DEFAULT_PORT
+    elif port_text.isdigit() and int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        raise ValueError("expected a port from 0 to 65535")
+    return Address("tcp", host=host, port=port)
+
+
+def bind_all(addresses: list[Address], backlog: int) -> list[socket.socket]:
+    """Open one listening socket per address; on a failure close those already opened."""
+    sockets: list[socket.socket] = []
+    try:
+        for address in addresses:
+            sockets.append(_bind(address, backlog))
+    except BaseException:
+        for sock in sockets:
+            close_listener(sock)
+        raise
+    return sockets
+
+
+def _bind(address: Address, backlog: int) -> socket.socket:
+    try:
+        if address.kind == "unix":
+            return _bind_unix(address.path, backlog)
+        if address.kind == "fd":
+            return _adopt_fd(address.fd, backlog)
+        return _bind_tcp(address.host, address.port, backlog)
+    except socket.gaierror as e:
+        raise BindError(f"cannot bind {address}: cannot resolve host {address.host!r}") from e
+    except BindError:
+        raise
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else str(e)
+        raise BindError(f"cannot bind {address}: {reason}", e.errno) from e
+
+
+def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+    family, type_, proto, _, sockaddr = socket.getaddrinfo(
+        host or "0.0.0.0", port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # An IPv6 socket serves only IPv6; bind 0.0.0.0 as well for IPv4.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(path: str, backlog: int) -> socket.socket:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise BindError(f"cannot bind unix:{path}: the path exists and is not a socket")
+        os.unlink(path)  # a stale socket left by an earlier run
+    sock = _UnixListener(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.owned_path = path
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _adopt_fd(fd: int, backlog: int) -> socket.socket:
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        raise BindError(f"cannot bind fd://{fd}: not an open file descriptor", e.errno) from e
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise BindError(f"cannot bind fd://{fd}: not a socket", e.errno) from e
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise BindError(f"cannot bind fd://{fd}: not a stream socket")
+    accepting = getattr(socket, "SO_ACCEPTCONN", None)
+    if accepting is None or not sock.getsockopt(socket.SOL_SOCKET, accepting):
+        sock.listen(backlog)
+    return sock
+
+
+class _UnixListener(socket.socket):
+    """A Unix socket that qiao bound itself, so its file is qiao's to remove on close."""
+
+    owned_path: str | None = None
+
+
+def close_listener(sock: socket.socket) -> None:
+    """Close a listening socket; remove the file of a Unix socket that qiao bound itself."""
+    path = getattr(sock, "owned_path", None) if sock.fileno() >= 0 else None
+    sock.close()
+    if path is not None:
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def display(sock: socket.socket) -> str:
+    """The address a socket listens on, for people: ``http://127.0.0.1:8000``, ``unix:/path``."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name if isinstance(name, str) else name.decode(errors='replace')}"
+    host, port = name[0], name[1]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+

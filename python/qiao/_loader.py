@@ -1,0 +1,147 @@
+"""Find the WSGI application named on the command line: ``module``, ``module:attr``,
+``module:factory()`` or ``module:factory(literal, args)``."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Any, Callable
+
+__all__ = ["AppLoadError", "load_app", "parse_app_spec"]
+
+_DEFAULT_NAMES = ("application", "app")
+
+
+class AppLoadError(Exception):
+    """The application could not be found; ``str()`` is one line saying why."""
+
+
+class _Spec:
+    """A parsed APP string: the module, the attribute path, and the factory call if any."""
+
+    def __init__(
+        self,
+        module: str,
+        attrs: list[str] | None,
+        call: tuple[list[Any], dict[str, Any]] | None,
+    ) -> None:
+        self.module = module  # dotted module name to import
+        self.attrs = attrs  # attribute path inside the module; None: try the default names
+        self.call = call  # (args, kwargs) when APP is written as a call
+
+
+def parse_app_spec(spec: str) -> _Spec:
+    """Split and check an APP string without importing anything."""
+    module, colon, expr = spec.strip().partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise AppLoadError(
+            f"invalid application {spec!r}: expected MODULE, MODULE:NAME or MODULE:FACTORY(ARGS)"
+        )
+    if not colon:
+        return _Spec(module, None, None)
+    try:
+        node = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(
+            f"invalid application {spec!r}: {expr!r} is not a name or a call"
+        ) from None
+    call = None
+    if isinstance(node, ast.Call):
+        if any(kw.arg is None for kw in node.keywords) or any(
+            isinstance(arg, ast.Starred) for arg in node.args
+        ):
+            raise AppLoadError(f"invalid application {spec!r}: * and ** are not allowed")
+        try:
+            args = [ast.literal_eval(arg) for arg in node.args]
+            kwargs = {str(kw.arg): ast.literal_eval(kw.value) for kw in node.keywords}
+        except ValueError:
+            raise AppLoadError(
+                f"invalid application {spec!r}: factory arguments must be Python literals"
+            ) from None
+        call = (args, kwargs)
+        node = node.func
+    attrs = _dotted(node)
+    if attrs is None:
+        raise AppLoadError(f"invalid application {spec!r}: {expr!r} is not a name or a call")
+    return _Spec(module, attrs, call)
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` as ['a', 'b', 'c']; None for anything else."""
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return None if head is None else [*head, node.attr]
+    return None
+
+
+def load_app(spec: str, *, factory: bool = False, cwd: str | None = None) -> Callable[..., Any]:
+    """Import and return the application named by ``spec``.
+
+    ``cwd`` (default: the current directory) goes to the front of ``sys.path`` first.
+    ``factory=True`` calls the named attribute with no arguments. A missing module,
+    attribute or a non-callable result is an ``AppLoadError``; anything the application's
+    own code raises while importing or in its factory propagates unchanged.
+    """
+    parsed = parse_app_spec(spec)
+    directory = os.getcwd() if cwd is None else cwd
+    if not sys.path or sys.path[0] != directory:
+        sys.path.insert(0, directory)
+    module = _import(parsed.module)
+
+    if parsed.attrs is None:
+        for name in _DEFAULT_NAMES:
+            if hasattr(module, name):
+                target, label = getattr(module, name), f"{parsed.module}:{name}"
+                break
+        else:
+            raise AppLoadError(
+                f"module {parsed.module!r} has no 'application' or 'app'; "
+                f"name the application: {parsed.module}:NAME"
+            )
+    else:
+        target = module
+        for depth, attr in enumerate(parsed.attrs):
+            if not hasattr(target, attr):
+                owner = ".".join([parsed.module, *parsed.attrs[:depth]])
+                kind = "module" if depth == 0 else "object"
+                raise AppLoadError(f"{kind} {owner!r} has no attribute {attr!r}")
+            target = getattr(target, attr)
+        label = f"{parsed.module}:{'.'.join(parsed.attrs)}"
+
+    call = parsed.call
+    if call is None and factory:
+        call = ([], {})
+    if call is not None:
+        if not callable(target):
+            raise AppLoadError(f"factory {label} is not callable (it is {_kind(target)})")
+        app = target(*call[0], **call[1])
+        if not callable(app):
+            raise AppLoadError(f"factory {label} returned {_kind(app)}, not a WSGI application")
+        return app  # type: ignore[no-any-return]
+    if not callable(target):
+        raise AppLoadError(f"application {label} is not callable (it is {_kind(target)})")
+    return target  # type: ignore[no-any-return]
+
+
+def _import(name: str) -> ModuleType:
+    """Import a module; only 'this module (or its package) does not exist' is ours to report."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if missing and (name == missing or name.startswith(missing + ".")):
+            raise AppLoadError(
+                f"no module named {missing!r} (looked in {sys.path[0]!r} and sys.path)"
+            ) from None
+        raise
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    return f"an object of type {type(value).__name__}"

@@ -1,0 +1,84 @@
+"""The Rust engine (built by maturin as ``qiao._qiao``)."""
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, final
+
+__all__ = ["Engine", "Errors", "FileWrapper", "Input", "StartResponse", "__version__"]
+
+__version__: str
+
+@final
+class Engine:
+    """Serves one WSGI application on listening sockets, in this process."""
+
+    def __new__(
+        cls, app: Callable[..., object], settings: dict[str, object], fds: list[int]
+    ) -> Engine:
+        """``fds``: listening sockets (bound, listening); the engine dup()s them and the
+        caller keeps and closes its own. ``settings``: every key of
+        ``qiao.config.Config.engine_settings()``, already validated:
+
+        - ``threads`` (int >= 1), ``workers`` (int, 1 in this version);
+        - ``root_path`` (str): SCRIPT_NAME, "" or "/prefix" without a trailing "/";
+        - ``access_logfile`` (str | None, "-" = stdout), ``access_logformat`` (str);
+        - ``error_logfile`` (str, "-" = stderr);
+        - ``log_level``: "debug" | "info" | "warning" | "error" | "critical";
+        - ``keep_alive`` (float seconds >= 0; 0 = close after each response);
+        - ``header_timeout`` (float seconds > 0);
+        - ``limit_request_line`` (int 1..8190);
+        - ``limit_request_fields`` (int 1..32768);
+        - ``limit_request_field_size`` (int >= 1; sys.maxsize = no limit);
+        - ``max_request_body_size`` (int bytes >= 1; sys.maxsize = no limit);
+
+        The limits are always concrete: Python maps a user's 0 ("no limit") to the cap.
+        - ``url_scheme`` (str, "http").
+        """
+    def serve_forever(self) -> None:
+        """Serve until ``shutdown()``; the GIL is released while waiting. Ctrl-C stops
+        cleanly, then KeyboardInterrupt propagates."""
+    def handle_request(self) -> None:
+        """Wait for exactly one request, serve it, and return."""
+    def shutdown(self) -> None:
+        """From another thread: make ``serve_forever()`` return, and wait until it has."""
+    def close(self) -> None:
+        """Release the engine's (duplicated) listening sockets."""
+    def log(self, level: str, message: str) -> None:
+        """Write one line to the engine's error log at ``level``."""
+
+# The PEP 3333 objects the engine hands to the application; created only by the engine.
+
+@final
+class Errors:
+    """``environ['wsgi.errors']``: text written here goes to the error log."""
+
+    def write(self, text: str) -> None: ...
+    def writelines(self, lines: Iterable[str]) -> None: ...
+    def flush(self) -> None: ...
+
+@final
+class Input:
+    """``environ['wsgi.input']``: the request body; never reads past its end."""
+
+    def read(self, size: int | None = None) -> bytes: ...
+    def readline(self, size: int | None = None) -> bytes: ...
+    def readlines(self, hint: int | None = None) -> list[bytes]: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+
+@final
+class FileWrapper:
+    """``environ['wsgi.file_wrapper']``: lets the engine send a real file with sendfile."""
+
+    def __new__(cls, filelike: Any, block_size: int = 8192) -> FileWrapper: ...
+    @property
+    def filelike(self) -> Any: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+    def close(self) -> None: ...
+
+@final
+class StartResponse:
+    """The ``start_response`` callable; returns the PEP 3333 ``write`` callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Callable[[bytes], None]: ...
+    def write(self, data: bytes) -> None: ...

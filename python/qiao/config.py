@@ -1,0 +1,528 @@
+"""The one table of qiao's settings, and the Config object built from CLI, env and kwargs."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from qiao._bind import Address, parse_bind
+
+__all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "add_arguments"]
+
+ENV_PREFIX = "QIAO_"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; ``str()`` is one line naming it."""
+
+
+class _Invalid(ValueError):
+    """Raised by a parser or validator: the reason, without the setting's name.
+
+    ``got`` is the offending part when it is not the whole raw value (one of several
+    addresses, say).
+    """
+
+    def __init__(self, reason: str, got: object = None) -> None:
+        super().__init__(reason)
+        self.got = got
+
+
+# -- parsers: turn a raw value (a string from the CLI or env, or a Python value from
+# -- kwargs or a config file) into the setting's type, or raise _Invalid(reason).
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
+    if maximum is not None:
+        expected = f"expected an integer from {minimum} to {maximum}"
+    elif minimum == 1:
+        expected = "expected a positive integer"
+    else:
+        expected = f"expected an integer >= {minimum}"
+
+    def parse(raw: object) -> int:
+        if isinstance(raw, bool):
+            raise _Invalid(expected)
+        if isinstance(raw, str):
+            text = raw.strip().replace("_", "")
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise _Invalid(expected)
+            raw = int(text)
+        if not isinstance(raw, int) or raw < minimum or (maximum is not None and raw > maximum):
+            raise _Invalid(expected)
+        return raw
+
+    return parse
+
+
+def _seconds(*, zero_ok: bool) -> Callable[[object], float]:
+    expected = "expected a number of seconds" + (" >= 0" if zero_ok else " > 0")
+
+    def parse(raw: object) -> float:
+        if isinstance(raw, bool):
+            raise _Invalid(expected)
+        if isinstance(raw, str):
+            try:
+                raw = float(raw.strip())
+            except ValueError:
+                raise _Invalid(expected) from None
+        if not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise _Invalid(expected)
+        if raw < 0 or (raw == 0 and not zero_ok):
+            raise _Invalid(expected)
+        return float(raw)
+
+    return parse
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size(raw: object) -> int:
+    """A byte count: an integer, or a string with an optional K/M/G/T (binary) suffix."""
+    expected = "expected a size in bytes >= 0, such as 1048576 or 1M"
+    if isinstance(raw, bool):
+        raise _Invalid(expected)
+    if isinstance(raw, str):
+        match = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", raw.strip().lower())
+        if match is None:
+            raise _Invalid(expected)
+        raw = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if not isinstance(raw, int) or raw < 0:
+        raise _Invalid(expected)
+    return raw
+
+
+def _string(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise _Invalid("expected a string")
+    return raw
+
+
+def _optional_string(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise _Invalid("expected a string or None")
+    return raw or None
+
+
+def _path(raw: object) -> str | None:
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    return _optional_string(raw)
+
+
+def _boolean(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+    raise _Invalid("expected true or false")
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    expected = "expected one of " + ", ".join(choices)
+
+    def parse(raw: object) -> str:
+        if not isinstance(raw, str) or raw.strip().lower() not in choices:
+            raise _Invalid(expected)
+        return raw.strip().lower()
+
+    return parse
+
+
+def _bind_list(raw: object) -> list[str]:
+    """One or more bind strings: a list (CLI, kwargs), or one string split on spaces/commas."""
+    if isinstance(raw, str):
+        items = [item for item in re.split(r"[\s,]+", raw) if item]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        items = [item.strip() for item in raw]
+    else:
+        raise _Invalid("expected an address string or a list of them")
+    if not items:
+        raise _Invalid("expected at least one address")
+    for item in items:
+        try:
+            parse_bind(item)
+        except ValueError as e:
+            raise _Invalid(str(e), got=item) from None
+    return items
+
+
+def _root_path(raw: object) -> str:
+    """SCRIPT_NAME: empty, or a path that starts with '/'; a trailing '/' is dropped."""
+    value = _string(raw).strip()
+    if value and not value.startswith("/"):
+        raise _Invalid("expected a path that starts with '/', or ''")
+    return value.rstrip("/")
+
+
+# -- validators: checks that need the parsed value.
+
+
+def _one_worker(workers: object) -> None:
+    if workers != 1:
+        raise _Invalid(
+            "expected 1 (this version runs one worker process; more arrive in the next "
+            "release, use --threads meanwhile)"
+        )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a setting's name, parser, default and documentation."""
+
+    name: str  # the keyword argument and config-file key; env var is QIAO_<NAME>
+    parse: Callable[[object], Any]  # raw value (str or Python value) -> typed value
+    default: Any  # the value when no source sets it (copied for lists)
+    doc: str  # one sentence for --help and docs/configuration.md
+    flags: tuple[str, ...] = ()  # CLI flags; the first long one names it in errors
+    validate: Callable[[Any], None] | None = None  # raises _Invalid on a bad typed value
+    metavar: str | None = None  # placeholder shown by --help
+    repeat: bool = False  # the CLI flag may be given more than once (values are collected)
+    switch: bool = False  # the CLI flag takes no value and sets True
+    engine: bool = False  # passed to the Rust engine by Config.engine_settings()
+    env_aliases: tuple[str, ...] = ()  # other environment variables, weaker than QIAO_<NAME>
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        """The flag used to name this setting in CLI error messages."""
+        longs = [f for f in self.flags if f.startswith("--")]
+        return (longs or list(self.flags) or ["--" + self.name.replace("_", "-")])[0]
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# gunicorn's default access log line: remote host, ident, user, time, request line,
+# status, response length, referer, user agent.
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "bind", _bind_list,
+        # Bounds who can connect: loopback only until the user opens it up.
+        ["127.0.0.1:8000"],
+        "Address to listen on: HOST:PORT, [IPV6]:PORT, :PORT, HOST, unix:PATH or fd://N; "
+        "repeat the flag to listen on several.",
+        ("-b", "--bind"), metavar="ADDRESS", repeat=True,
+    ),
+    Setting(
+        "workers", _integer(1),
+        # Bounds the worker processes; this version runs exactly one.
+        1,
+        "Number of worker processes (only 1 in this version).",
+        ("-w", "--workers"), validate=_one_worker, metavar="INT", engine=True,
+    ),
+    Setting(
+        "threads", _integer(1),
+        # Bounds how many requests one worker runs in the application at once.
+        1,
+        "Number of threads per worker that call the application.",
+        ("--threads",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "backlog", _integer(1),
+        # Bounds the kernel's queue of connections not yet accepted (listen(2)).
+        2048,
+        "Maximum number of pending connections in the listen queue.",
+        ("--backlog",), metavar="INT",
+    ),
+    Setting(
+        "root_path", _root_path,
+        # Bounds nothing: the SCRIPT_NAME prefix the application is mounted under.
+        "",
+        "SCRIPT_NAME for every request: the URL prefix the application is mounted at.",
+        ("--root-path",), metavar="PATH", engine=True, env_aliases=("SCRIPT_NAME",),
+    ),
+    Setting(
+        "access_logfile", _optional_string,
+        # Bounds log output: no access log unless asked for.
+        None,
+        "Access log file; '-' means stdout. Unset: no access log.",
+        ("--access-logfile",), metavar="FILE", engine=True,
+    ),
+    Setting(
+        "access_logformat", _string,
+        # Bounds nothing: the layout of one access log line (gunicorn's atoms).
+        DEFAULT_ACCESS_LOG_FORMAT,
+        "Format of an access log line, with gunicorn's %(x)s atoms.",
+        ("--access-logformat",), metavar="STRING", engine=True,
+    ),
+    Setting(
+        "error_logfile", _string,
+        # Bounds nothing: where the error log goes, stderr by default.
+        "-",
+        "Error log file; '-' means stderr.",
+        ("--error-logfile", "--log-file"), metavar="FILE", engine=True,
+    ),
+    Setting(
+        "log_level", _choice(*_LOG_LEVELS),
+        # Bounds the error log's volume: info and above.
+        "info",
+        "Least severe error log level written: " + ", ".join(_LOG_LEVELS) + ".",
+        ("--log-level",), metavar="LEVEL", engine=True,
+    ),
+    Setting(
+        "chdir", _path,
+        # Bounds nothing: the directory to change to before loading the app.
+        None,
+        "Change to this directory before loading the application.",
+        ("--chdir",), metavar="DIR",
+    ),
+    Setting(
+        "factory", _boolean,
+        # Bounds nothing: whether APP names a factory to call with no arguments.
+        False,
+        "Treat APP's attribute as a factory: call it with no arguments to get the app.",
+        ("--factory",), switch=True,
+    ),
+    Setting(
+        "keep_alive", _seconds(zero_ok=True),
+        # Bounds how long an idle keep-alive connection is held open (0: no keep-alive).
+        2.0,
+        "Seconds to wait for the next request on a keep-alive connection; 0 disables "
+        "keep-alive.",
+        ("--keep-alive",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "header_timeout", _seconds(zero_ok=False),
+        # Bounds how long a client may take to send a complete request head (slowloris).
+        10.0,
+        "Seconds a client has to send a complete request line and headers.",
+        ("--header-timeout",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "limit_request_line", _integer(0),
+        # Bounds the request line's length in bytes (0 or more than 8190: the 8190 cap).
+        4094,
+        "Maximum size of the request line in bytes; 0 or values over 8190 mean 8190.",
+        ("--limit-request-line",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "limit_request_fields", _integer(0),
+        # Bounds the number of header fields in one request (0 or over 32768: the cap).
+        100,
+        "Maximum number of header fields in a request; 0 or values over 32768 mean 32768.",
+        ("--limit-request-fields",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "limit_request_field_size", _integer(0),
+        # Bounds one header field's size in bytes, name and value (0: no limit).
+        8190,
+        "Maximum size of one header field in bytes; 0 means no limit.",
+        # gunicorn spells this flag with an underscore; both are accepted.
+        ("--limit-request-field-size", "--limit-request-field_size"), metavar="INT", engine=True,
+    ),
+    Setting(
+        "max_request_body_size", _size,
+        # Bounds a request body's size in bytes: 1 GiB (0: no limit).
+        1 << 30,
+        "Maximum size of a request body in bytes (K/M/G suffixes allowed); larger "
+        "requests get 413; 0 means no limit.",
+        ("--max-request-body-size",), metavar="BYTES", engine=True,
+    ),
+)
+
+# Limits where 0 means the cap and larger values are capped (as gunicorn does)...
+_CAPS = {"limit_request_line": 8190, "limit_request_fields": 32768}
+# ...and limits where 0 means no limit at all.
+_UNLIMITED_IF_ZERO = ("limit_request_field_size", "max_request_body_size")
+
+_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def _unknown(name: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    return ConfigError(f"unknown {where} {name!r}{hint}")
+
+
+class Config:
+    """qiao's settings, built once from the sources and validated once.
+
+    Precedence, strongest first: ``cli`` (parsed flags), the environment (``QIAO_<NAME>``,
+    and ``SCRIPT_NAME`` for ``root_path``), ``settings`` (keyword arguments or a config
+    file), then the table's defaults. Each setting is an attribute: ``config.threads``.
+    """
+
+    def __init__(
+        self,
+        settings: Mapping[str, object] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cli: Mapping[str, object] | None = None,
+        settings_label: str = "{name}",
+    ) -> None:
+        """Build and validate.
+
+        ``settings`` are keyword arguments (unknown names are errors); ``env`` defaults to
+        ``os.environ`` (pass ``{}`` to ignore it); ``cli`` maps setting names to the raw
+        values of the flags given. ``settings_label`` formats how a setting from
+        ``settings`` is named in errors (a config file may pass ``"qiao.toml: {name}"``).
+        """
+        env = os.environ if env is None else env
+        settings = dict(settings or {})
+        for name in settings:
+            if name not in _BY_NAME:
+                raise _unknown(name, "setting")
+        cli = dict(cli or {})
+        for name in cli:
+            if name not in _BY_NAME:
+                raise _unknown(name, "setting")
+
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for setting in SETTINGS:
+            raw, label = self._pick(setting, settings, env, cli, settings_label)
+            if label is None:
+                default = setting.default
+                values[setting.name] = list(default) if isinstance(default, list) else default
+                sources[setting.name] = "default"
+                continue
+            try:
+                value = setting.parse(raw)
+                if setting.validate is not None:
+                    setting.validate(value)
+            except _Invalid as e:
+                got = _show(raw) if e.got is None else repr(e.got)
+                raise ConfigError(f"{label}: {e}, got {got}") from None
+            values[setting.name] = value
+            sources[setting.name] = label
+        self._values = values
+        self._sources = sources
+
+    @staticmethod
+    def _pick(
+        setting: Setting,
+        settings: Mapping[str, object],
+        env: Mapping[str, str],
+        cli: Mapping[str, object],
+        settings_label: str,
+    ) -> tuple[object, str | None]:
+        """The raw value and the name of its source, by precedence; (None, None) if unset."""
+        if setting.name in cli:
+            return cli[setting.name], setting.flag
+        for var in (setting.env, *setting.env_aliases):
+            if var in env:
+                return env[var], var
+        if setting.name in settings:
+            return settings[setting.name], settings_label.format(name=setting.name)
+        return None, None
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get(self, name: str) -> Any:
+        """The value of one setting; an unknown name is a ``ConfigError``."""
+        if name not in _BY_NAME:
+            raise _unknown(name, "setting")
+        return self._values[name]
+
+    def source(self, name: str) -> str:
+        """Where a setting's value came from: a flag, an env var, a key, or "default"."""
+        if name not in _BY_NAME:
+            raise _unknown(name, "setting")
+        return self._sources[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting's value, by name (a copy)."""
+        return {name: (list(v) if isinstance(v, list) else v) for name, v in self._values.items()}
+
+    @property
+    def addresses(self) -> list[Address]:
+        """The parsed ``bind`` addresses."""
+        return [parse_bind(text) for text in self._values["bind"]]
+
+    def engine_settings(self) -> dict[str, object]:
+        """The settings dict that ``qiao._qiao.Engine`` takes (every key present)."""
+        settings: dict[str, object] = {
+            setting.name: self._values[setting.name] for setting in SETTINGS if setting.engine
+        }
+        # The engine always gets a concrete bound.
+        for name, cap in _CAPS.items():
+            value = self._values[name]
+            settings[name] = cap if value == 0 else min(value, cap)
+        for name in _UNLIMITED_IF_ZERO:
+            settings[name] = self._values[name] or sys.maxsize
+        settings["url_scheme"] = "http"
+        return settings
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._values == other._values
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        changed = ", ".join(
+            f"{name}={value!r}"
+            for name, value in self._values.items()
+            if self._sources[name] != "default"
+        )
+        return f"Config({changed})"
+
+
+def _show(raw: object) -> str:
+    if isinstance(raw, list) and len(raw) == 1:
+        raw = raw[0]
+    return repr(raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; values stay raw strings for ``Config(cli=...)``.
+
+    Flags not given are absent from the namespace (``default=SUPPRESS``), so the
+    environment and defaults can fill them in with the right precedence.
+    """
+    group = parser.add_argument_group("settings (each also read from QIAO_<NAME>)")
+    for setting in SETTINGS:
+        if not setting.flags:
+            continue
+        help_text = setting.doc
+        if not setting.switch:
+            help_text += f" [default: {_default_text(setting.default)}]"
+        help_text = help_text.replace("%", "%%")
+        if setting.switch:
+            group.add_argument(
+                *setting.flags, dest=setting.name, action="store_true",
+                default=argparse.SUPPRESS, help=help_text,
+            )
+        else:
+            group.add_argument(
+                *setting.flags, dest=setting.name,
+                action="append" if setting.repeat else "store",
+                default=argparse.SUPPRESS, metavar=setting.metavar, help=help_text,
+            )
+
+
+def _default_text(default: object) -> str:
+    if isinstance(default, list):
+        return " ".join(default)
+    if default is None:
+        return "unset"
+    if default == "":
+        return "''"
+    return str(default)
+
+
+def names() -> Iterable[str]:
+    """The setting names, in table order."""
+    return (setting.name for setting in SETTINGS)
