@@ -1,0 +1,1 @@
+"""Fixture WSGI applications that the integration tests run in a real server process."""

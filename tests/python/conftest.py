@@ -1,0 +1,225 @@
+"""pytest harness: start a real server process on a fixture app and hand its address to tests.
+
+QIAO_TEST_SERVER=qiao (default) runs `python -m qiao`; QIAO_TEST_SERVER=gunicorn runs
+gunicorn with the same app and equivalent flags, to check the tests themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+SERVER_KIND = os.environ.get("QIAO_TEST_SERVER", "qiao")
+# Server start-up includes importing Django or Flask on a loaded 2-core machine.
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+LISTENING_RE = re.compile(r"Listening at: (.+)")
+
+# qiao flags with no gunicorn equivalent: tests that need them skip under gunicorn.
+GUNICORN_UNSUPPORTED = {"--max-request-body-size", "--header-timeout"}
+# qiao flag -> gunicorn flag where the spelling differs.
+GUNICORN_RENAMED = {"--limit-request-field-size": "--limit-request-field_size"}
+
+
+def is_gunicorn() -> bool:
+    return SERVER_KIND == "gunicorn"
+
+
+class Server:
+    """A running server process; `addrs` lists what it listens on, in bind order."""
+
+    def __init__(self, proc: subprocess.Popen, addrs: list[str]):
+        self.proc = proc
+        self.addrs = addrs
+        self._log: list[str] = []
+        self._log_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        tcp = [a for a in addrs if a.startswith("http://")]
+        if tcp:
+            self.url = tcp[0].rstrip("/")
+            hostport = self.url[len("http://") :]
+            self.host, _, port = hostport.rpartition(":")
+            self.host = self.host.strip("[]")
+            self.port = int(port)
+        else:
+            self.url, self.host, self.port = None, None, None
+
+    def _append(self, line: str) -> None:
+        with self._log_lock:
+            self._log.append(line)
+
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        with self._log_lock:
+            return "".join(self._log)
+
+    def log_mark(self) -> int:
+        """A position in the log; pass it to `log_since` to see only later lines."""
+        with self._log_lock:
+            return len(self._log)
+
+    def log_since(self, mark: int) -> str:
+        with self._log_lock:
+            return "".join(self._log[mark:])
+
+    def wait_log(self, text: str, mark: int = 0, timeout: float = 5.0) -> str:
+        """Wait (bounded) until `text` appears in the log after `mark`; return that log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_since(mark)
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.02)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        if self._thread is not None:
+            # Let the drain thread collect the last lines written before exit.
+            self._thread.join(STOP_TIMEOUT)
+
+
+def server_command(app: str, binds: Sequence[str], flags: Sequence[str]) -> tuple:
+    """The argv and environment that start `app` ("module:attr" under apps/)."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if not is_gunicorn():
+        argv = [sys.executable, "-m", "qiao", f"apps.{app}"]
+        for b in binds:
+            argv += ["-b", b]
+        argv += ["--chdir", str(TESTS_DIR), *flags]
+        return argv, env
+    argv = [sys.executable, "-m", "gunicorn", f"apps.{app}", "-k", "gthread"]
+    for b in binds:
+        argv += ["-b", b]
+    argv += ["--chdir", str(TESTS_DIR)]
+    it = iter(flags)
+    for flag in it:
+        if flag in GUNICORN_UNSUPPORTED:
+            pytest.skip(f"gunicorn has no equivalent of {flag}")
+        if flag == "--root-path":
+            # gunicorn takes the mount point from the SCRIPT_NAME environment variable.
+            env["SCRIPT_NAME"] = next(it)
+            continue
+        argv.append(GUNICORN_RENAMED.get(flag, flag))
+    return argv, env
+
+
+def _parse_listening(line: str) -> list[str]:
+    m = LISTENING_RE.search(line)
+    if not m:
+        return []
+    text = re.sub(r"\s*\(\d+\)\s*$", "", m.group(1).strip())
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def start_server(
+    app: str,
+    *flags: str,
+    binds: Sequence[str] = ("127.0.0.1:0",),
+    extra_env: dict[str, str] | None = None,
+) -> Server:
+    """Start a server on `app` and wait (bounded) for its `Listening at:` banner(s)."""
+    argv, env = server_command(app, binds, flags)
+    if extra_env:
+        env.update(extra_env)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=str(TESTS_DIR),
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    addrs: list[str] = []
+    collected: list[str] = []
+    ready = threading.Event()
+    holder: dict[str, Server] = {}
+
+    def drain() -> None:
+        for line in proc.stderr:
+            server = holder.get("server")
+            if server is not None:
+                server._append(line)
+            else:
+                collected.append(line)
+                addrs.extend(_parse_listening(line))
+                if len(addrs) >= len(binds):
+                    # Hand over before anything else is read so no line is lost.
+                    server = Server(proc, list(addrs))
+                    server._log.extend(collected)
+                    holder["server"] = server
+                    ready.set()
+        ready.set()
+
+    thread = threading.Thread(target=drain, name=f"stderr-{app}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            break
+    if "server" not in holder:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(STOP_TIMEOUT)
+        thread.join(1)
+        pytest.fail(
+            f"server did not report 'Listening at:' for {len(binds)} bind(s) within "
+            f"{START_TIMEOUT}s\nargv: {argv}\nstderr:\n{''.join(collected)}"
+        )
+    server = holder["server"]
+    server._thread = thread
+    return server
+
+
+@contextlib.contextmanager
+def running_server(app: str, *flags: str, **kwargs) -> Iterator[Server]:
+    """Context manager around start_server; stops the process on exit (TERM, then KILL)."""
+    server = start_server(app, *flags, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def echo_server() -> Iterator[Server]:
+    """apps.echo_environ:app, one thread, shared by the whole session."""
+    with running_server("echo_environ:app") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def behaviour_server() -> Iterator[Server]:
+    """apps.behaviour:app, one thread, shared by the whole session."""
+    with running_server("behaviour:app") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def threaded_server() -> Iterator[Server]:
+    """apps.behaviour:app with --threads 4."""
+    with running_server("behaviour:app", "--threads", "4") as server:
+        yield server

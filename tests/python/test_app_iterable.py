@@ -1,0 +1,211 @@
+"""PEP 3333 application iterable: streaming, close() on every path, errors before and after
+headers, wsgi.file_wrapper, and Content-Length the app declares but does not keep."""
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+from httpclient import Conn, get
+
+FILE_DATA = bytes(range(256)) * 40  # apps/behaviour.py FILE_DATA
+
+
+def closed_keys(port):
+    with Conn(port) as c:
+        return json.loads(c.request(get("/closed")).body)
+
+
+def wait_closed(port, key, timeout=5.0):
+    """Poll GET /closed (bounded) until `key` is recorded; return how often it was."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = closed_keys(port).count(key)
+        if count or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+SHORT_BODY_LOG = re.compile(r"(?i)content.length|short|fewer|incomplete|truncat|mismatch")
+
+
+def wait_log_match(server, mark, pattern, timeout=3.0):
+    """Wait (bounded) until `pattern` matches the log after `mark`; return the match or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = pattern.search(server.log_since(mark))
+        if m or time.monotonic() > deadline:
+            return m
+        time.sleep(0.05)
+
+
+def assert_still_serving(server):
+    with Conn(server.port) as c:
+        resp = c.request(get("/single"))
+    assert resp.status == 200 and resp.body == b"one single block"
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+
+def test_each_block_sent_before_next_is_requested(threaded_server):
+    """PEP 3333, buffering and streaming: a block is transmitted before the server asks the
+    iterable for the next one (the app waits for the test to have received block one)."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        c.send(get(f"/stream?key={key}"))
+        c.read_until(b"block-one;", timeout=5)
+        with Conn(threaded_server.port) as other:
+            assert other.request(get(f"/release?key={key}")).status == 200
+        resp = c.read_response()
+    assert resp.body == b"block-one;block-two:gate-opened"
+
+
+# --- close() -----------------------------------------------------------------------------------
+
+
+def test_close_called_after_normal_end(threaded_server):
+    """PEP 3333, application iterable: close() is called when the response is complete."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        assert c.request(get(f"/close?mode=normal&key={key}")).body == b"ab"
+    assert wait_closed(threaded_server.port, key) == 1
+
+
+def test_close_called_after_error_mid_iteration(threaded_server):
+    """PEP 3333, application iterable: close() is called when iteration raises."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        c.send(get(f"/close?mode=error&key={key}"))
+        try:
+            c.read_response()
+        except EOFError:
+            pass
+    assert wait_closed(threaded_server.port, key) == 1
+
+
+def test_close_called_after_client_disconnect(threaded_server):
+    """PEP 3333, application iterable: close() is called when the client goes away
+    mid-response."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        c.send(get(f"/close?mode=disconnect&key={key}"))
+        c.read_until(b"xxxxxxxx")
+    assert wait_closed(threaded_server.port, key, timeout=8) == 1
+    assert_still_serving(threaded_server)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["before_start", "after_start", "str_chunk"])
+def test_error_before_headers_is_500(behaviour_server, mode):
+    """PEP 3333, error handling: an exception (or a str block) before headers are sent gives
+    a 500 and a traceback in the log; the server keeps serving. A str block has no Python
+    frame to show: the log names the iterable and what it yielded instead."""
+    mark = behaviour_server.log_mark()
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get(f"/error?mode={mode}"))
+    assert resp.status == 500
+    needle = "yielded str, not bytes" if mode == "str_chunk" else "Traceback"
+    assert needle in behaviour_server.wait_log(needle, mark)
+    assert_still_serving(behaviour_server)
+
+
+def test_error_after_headers_aborts_chunked(behaviour_server):
+    """PEP 3333, error handling: after headers were sent the server aborts the connection;
+    a chunked body gets no terminating 0-size chunk."""
+    mark = behaviour_server.log_mark()
+    with Conn(behaviour_server.port) as c:
+        c.send(get("/error?mode=after_headers_chunked"))
+        resp = c.read_response()
+        assert resp.status == 200 and resp.framing == "chunked"
+        assert resp.body == b"partial" and not resp.complete
+        assert c.closed_by_peer()
+    assert "Traceback" in behaviour_server.wait_log("Traceback", mark)
+    assert_still_serving(behaviour_server)
+
+
+def test_error_after_headers_aborts_content_length(behaviour_server):
+    """PEP 3333, error handling: with a declared Content-Length the client sees fewer bytes,
+    then the close."""
+    with Conn(behaviour_server.port) as c:
+        c.send(get("/error?mode=after_headers_length"))
+        resp = c.read_response()
+        assert resp.status == 200 and resp.header("Content-Length") == "100"
+        assert resp.body == b"partial" and not resp.complete
+    assert_still_serving(behaviour_server)
+
+
+# --- Content-Length the app declares -----------------------------------------------------------
+
+
+def test_declared_length_not_reached_closes(behaviour_server):
+    """PEP 3333, handling Content-Length / RFC 9112 §8: a body shorter than the app's
+    Content-Length ends with a close (the client sees it incomplete) and a log line."""
+    mark = behaviour_server.log_mark()
+    with Conn(behaviour_server.port) as c:
+        c.send(get("/cl-short"))
+        resp = c.read_response()
+        assert resp.body == b"0123456789" and not resp.complete
+    assert wait_log_match(behaviour_server, mark, SHORT_BODY_LOG), (
+        "nothing logged about the short body:\n" + behaviour_server.log_since(mark)
+    )
+    assert_still_serving(behaviour_server)
+
+
+def test_declared_length_exceeded_is_truncated(behaviour_server):
+    """PEP 3333, handling Content-Length: the server sends no more than the app declared."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/cl-long"))
+        assert resp.body == b"01234"
+        # Either the connection is closed or the next response is clean: no leaked bytes.
+        try:
+            nxt = c.request(get("/single"))
+        except (EOFError, ConnectionError):
+            return
+        assert nxt.status == 200 and nxt.body == b"one single block"
+    assert b"56789" not in c.buf
+
+
+# --- wsgi.file_wrapper -------------------------------------------------------------------------
+
+
+def test_file_wrapper_real_file_from_position_with_length(threaded_server):
+    """PEP 3333, optional platform-specific file handling: a real file is sent from its
+    current position, honouring the app's Content-Length, and its close() is called."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        resp = c.request(get(f"/file?kind=real&offset=10&length=1000&key={key}"))
+    assert resp.status == 200
+    assert resp.header("Content-Length") == "1000"
+    assert resp.body == FILE_DATA[10:1010]
+    assert wait_closed(threaded_server.port, key) == 1
+
+
+def test_file_wrapper_real_file_to_end(threaded_server):
+    """PEP 3333, file_wrapper: without a Content-Length the rest of the file is sent."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        resp = c.request(get(f"/file?kind=real&offset=10&key={key}"))
+    assert resp.body == FILE_DATA[10:]
+    assert wait_closed(threaded_server.port, key) == 1
+
+
+def test_file_wrapper_bytesio(threaded_server):
+    """PEP 3333, file_wrapper: a file-like object without fileno() works too."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        resp = c.request(get(f"/file?kind=bytesio&offset=10&block=100&key={key}"))
+    assert resp.body == FILE_DATA[10:]
+    assert wait_closed(threaded_server.port, key) == 1
+
+
+def test_file_wrapper_has_close(threaded_server):
+    """PEP 3333, file_wrapper: the returned iterable has a close() method."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        assert c.request(get(f"/file?kind=bytesio&key={key}")).status == 200
+        events = json.loads(c.request(get("/events")).body)
+    assert f"{key}:wrapper-has-close:True" in events

@@ -1,0 +1,180 @@
+"""PEP 3333 environ: every key the server must provide, as the app sees it (apps/echo_environ)."""
+
+import json
+
+import pytest
+from conftest import running_server
+from httpclient import Conn, get
+
+
+def fetch(port, request):
+    with Conn(port) as c:
+        resp = c.request(request)
+        assert resp.status == 200, resp
+        report = json.loads(resp.body)
+        report["client_port"] = c.sock.getsockname()[1]
+        return report
+
+
+def env_of(port, request):
+    return fetch(port, request)["environ"]
+
+
+@pytest.fixture(scope="module")
+def root_path_server():
+    with running_server("echo_environ:app", "--root-path", "/app") as server:
+        yield server
+
+
+def test_environ_is_plain_dict_with_str_keys(echo_server):
+    """PEP 3333, environ: 'must be a builtin Python dictionary' with native string keys."""
+    report = fetch(echo_server.port, get("/"))
+    assert report["environ_type"] == "dict"
+    assert report["key_types"] == ["str"]
+
+
+def test_cgi_values_are_latin1_str(echo_server):
+    """PEP 3333, native strings: every CGI value is a str of code points below 256."""
+    env = env_of(echo_server.port, get("/caf%C3%A9?x=%FF", headers=b"X-Latin: caf\xe9\r\n"))
+    cgi = {k: v for k, v in env.items() if "." not in k}
+    for key, value in cgi.items():
+        assert isinstance(value, str), (key, value)
+        assert all(ord(ch) < 256 for ch in value), (key, value)
+    assert env["HTTP_X_LATIN"] == "caf\xe9"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE", "PATCH", "PROPFIND"])
+def test_request_method(echo_server, method):
+    """PEP 3333, environ: REQUEST_METHOD is the request's method, any token allowed."""
+    req = f"{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
+    assert env_of(echo_server.port, req)["REQUEST_METHOD"] == method
+
+
+def test_script_name_empty_at_root(echo_server):
+    """PEP 3333, environ: SCRIPT_NAME may be empty when the app is at the root."""
+    env = env_of(echo_server.port, get("/a/b"))
+    assert env["SCRIPT_NAME"] == ""
+    assert env["PATH_INFO"] == "/a/b"
+
+
+def test_script_name_from_root_path(root_path_server):
+    """PEP 3333, environ: SCRIPT_NAME is the mount point (--root-path), stripped from the path;
+    PATH_INFO keeps the rest."""
+    env = env_of(root_path_server.port, get("/app/x/y?q=1"))
+    assert env["SCRIPT_NAME"] == "/app"
+    assert env["PATH_INFO"] == "/x/y"
+    assert env["QUERY_STRING"] == "q=1"
+
+
+def test_path_info_percent_decoded_as_latin1(echo_server):
+    """PEP 3333, environ / native strings: PATH_INFO is the percent-decoded bytes read as
+    latin-1 (UTF-8 bytes arrive as their latin-1 code points)."""
+    assert env_of(echo_server.port, get("/caf%C3%A9"))["PATH_INFO"] == "/caf\xc3\xa9"
+
+
+def test_path_info_not_normalised(echo_server):
+    """PEP 3333, environ: the server passes the path through; no '//' or '/../' folding."""
+    assert env_of(echo_server.port, get("//x/../y/./z"))["PATH_INFO"] == "//x/../y/./z"
+
+
+def test_query_string_raw(echo_server):
+    """PEP 3333, environ: QUERY_STRING is the raw query, not decoded."""
+    env = env_of(echo_server.port, get("/p?a=%20b&c=d+e&x=caf%C3%A9&&"))
+    assert env["QUERY_STRING"] == "a=%20b&c=d+e&x=caf%C3%A9&&"
+
+
+def test_query_string_empty(echo_server):
+    """PEP 3333, environ: QUERY_STRING may be empty or absent when there is no query."""
+    assert env_of(echo_server.port, get("/p")).get("QUERY_STRING", "") == ""
+
+
+def test_content_type_and_length(echo_server):
+    """PEP 3333, environ: CONTENT_TYPE / CONTENT_LENGTH from the headers, not as HTTP_*."""
+    req = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/x-test\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    report = fetch(echo_server.port, req)
+    env = report["environ"]
+    assert env["CONTENT_TYPE"] == "text/x-test"
+    assert env["CONTENT_LENGTH"] == "5"
+    assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
+    assert report["body"] == "hello"
+
+
+def test_content_length_absent_without_body_header(echo_server):
+    """PEP 3333, environ: CONTENT_LENGTH 'may be empty or absent'; qiao leaves it absent."""
+    env = env_of(echo_server.port, get("/"))
+    assert "CONTENT_LENGTH" not in env
+
+
+def test_server_name_and_port(echo_server):
+    """PEP 3333, environ: SERVER_NAME and SERVER_PORT (a str) are always present."""
+    env = env_of(echo_server.port, get("/"))
+    assert isinstance(env["SERVER_NAME"], str) and env["SERVER_NAME"]
+    assert env["SERVER_PORT"] == str(echo_server.port)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_server_protocol(echo_server, version):
+    """PEP 3333, environ: SERVER_PROTOCOL is the version the client used."""
+    env = env_of(echo_server.port, get("/", version=version))
+    assert env["SERVER_PROTOCOL"] == f"HTTP/{version}"
+
+
+def test_remote_addr_and_port(echo_server):
+    """CGI (RFC 3875 §4.1.8) via PEP 3333: REMOTE_ADDR, and REMOTE_PORT of the client socket."""
+    report = fetch(echo_server.port, get("/"))
+    assert report["environ"]["REMOTE_ADDR"] == "127.0.0.1"
+    assert report["environ"]["REMOTE_PORT"] == str(report["client_port"])
+
+
+def test_http_headers(echo_server):
+    """PEP 3333, environ: HTTP_* from request headers, '-' -> '_', upper-cased."""
+    env = env_of(
+        echo_server.port, get("/", host="example.org:8080", headers=b"X-Custom-Thing: v1\r\n")
+    )
+    assert env["HTTP_HOST"] == "example.org:8080"
+    assert env["HTTP_X_CUSTOM_THING"] == "v1"
+
+
+def test_repeated_headers_joined(echo_server):
+    """RFC 9110 §5.3 / PEP 3333: repeated field lines are combined with ','."""
+    env = env_of(echo_server.port, get("/", headers=b"X-Rep: a\r\nX-Rep: b\r\nX-Rep: c\r\n"))
+    assert env["HTTP_X_REP"].replace(" ", "") == "a,b,c"
+
+
+def test_underscore_header_names_dropped(echo_server):
+    """CGI header mapping: names with '_' are dropped so 'X_User' cannot pose as 'X-User'."""
+    env = env_of(echo_server.port, get("/", headers=b"X_User: evil\r\nX-User: good\r\n"))
+    assert env["HTTP_X_USER"] == "good"
+    env = env_of(echo_server.port, get("/", headers=b"X_Only: evil\r\n"))
+    assert "HTTP_X_ONLY" not in env
+
+
+def test_wsgi_keys(echo_server):
+    """PEP 3333, environ: the wsgi.* keys and their values for a one-process, one-thread server."""
+    env = env_of(echo_server.port, get("/"))
+    assert env["wsgi.version"] == {"type": "tuple", "value": [1, 0]}
+    assert env["wsgi.url_scheme"] == "http"
+    assert isinstance(env["wsgi.input"], dict)
+    assert isinstance(env["wsgi.errors"], dict)
+    assert env["wsgi.multithread"] == {"type": "bool", "value": False}
+    assert env["wsgi.multiprocess"] == {"type": "bool", "value": False}
+    assert env["wsgi.run_once"] == {"type": "bool", "value": False}
+    assert env["wsgi.input_terminated"] == {"type": "bool", "value": True}
+    assert "wsgi.file_wrapper" in env
+
+
+def test_multithread_true_with_threads(threaded_server):
+    """PEP 3333, environ: wsgi.multithread is True when --threads > 1."""
+    with Conn(threaded_server.port) as c:
+        resp = c.request(get("/slow?s=0"))
+    assert json.loads(resp.body)["multithread"] is True
+
+
+def test_wsgi_errors_goes_to_error_log(behaviour_server):
+    """PEP 3333, environ: wsgi.errors is a text stream the server logs."""
+    mark = behaviour_server.log_mark()
+    with Conn(behaviour_server.port) as c:
+        assert c.request(get("/log-error")).status == 200
+    assert "fixture wrote to wsgi.errors" in behaviour_server.wait_log("fixture wrote", mark)

@@ -1,0 +1,356 @@
+"""HTTP/1.1 connection handling, request framing, response framing and limits, over raw sockets."""
+
+import email.utils
+import json
+import time
+
+import pytest
+from conftest import running_server
+from httpclient import Conn, get, parse_responses, raw
+
+
+def probe_calls(port):
+    """The echo app's call counter, read with a fresh request (which itself counts one)."""
+    with Conn(port) as c:
+        resp = c.request(get("/probe"))
+        assert resp.status == 200
+        return int(resp.header("X-Calls"))
+
+
+def environ_of(resp):
+    assert resp.status == 200, resp
+    return json.loads(resp.body)["environ"]
+
+
+def assert_rejected(server, request, statuses):
+    """Send `request`; expect one of `statuses`, a closed connection, and no app call."""
+    before = probe_calls(server.port)
+    with Conn(server.port) as c:
+        c.send(request)
+        resp = c.read_response()
+        assert resp.status in statuses, (resp.status, resp.reason, resp.body)
+        assert c.closed_by_peer(), "connection left open after a framing error"
+    assert probe_calls(server.port) == before + 1, "the app was called for a rejected request"
+    return resp
+
+
+# --- persistence -------------------------------------------------------------------------------
+
+
+def test_keep_alive_is_default_on_http11(behaviour_server):
+    """RFC 9112 §9.3: HTTP/1.1 connections persist unless 'close' is signalled."""
+    with Conn(behaviour_server.port) as c:
+        for _ in range(3):
+            resp = c.request(get("/single"))
+            assert resp.status == 200 and resp.body == b"one single block"
+            assert "close" not in (resp.header("Connection") or "").lower()
+        assert not c.closed_by_peer(0.2)
+
+
+def test_http10_keep_alive_on_request(behaviour_server):
+    """RFC 9112 §9.3 / RFC 7230 §A.1.2: HTTP/1.0 with 'Connection: keep-alive' persists."""
+    with Conn(behaviour_server.port) as c:
+        for _ in range(2):
+            resp = c.request(get("/bare", version="1.0", headers=b"Connection: keep-alive\r\n"))
+            assert resp.status == 200 and resp.body == b"bare"
+        assert not c.closed_by_peer(0.2)
+
+
+def test_http10_closes_by_default(behaviour_server):
+    """RFC 9112 §9.3: an HTTP/1.0 request without keep-alive gets a closed connection."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/single", version="1.0"))
+        assert resp.status == 200 and resp.body == b"one single block"
+        assert c.closed_by_peer()
+
+
+def test_client_connection_close(behaviour_server):
+    """RFC 9112 §9.6: after 'Connection: close' from the client the server answers, says
+    'close' and closes."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/single", headers=b"Connection: close\r\n"))
+        assert resp.status == 200 and resp.body == b"one single block"
+        assert "close" in (resp.header("Connection") or "").lower()
+        assert c.closed_by_peer()
+
+
+def test_server_close_is_announced(behaviour_server):
+    """RFC 9112 §9.6: a server that closes after a response sends 'Connection: close' in it
+    (here: an error response to a malformed request)."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(b"GET /single HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        assert resp.status == 400
+        assert "close" in (resp.header("Connection") or "").lower()
+        assert c.closed_by_peer()
+
+
+def test_pipelined_requests_answered_in_order(behaviour_server):
+    """RFC 9112 §9.3.2: pipelined requests are answered in the order received."""
+    data = (
+        get("/generator?n=1")
+        + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        + get("/single")
+    )
+    with Conn(behaviour_server.port) as c:
+        c.send(data)
+        bodies = [c.read_response().body for _ in range(3)]
+    assert bodies == [b"block0;", b"hello", b"one single block"]
+
+
+def test_expect_100_continue_sent_when_app_reads(behaviour_server):
+    """RFC 9110 §10.1.1 / PEP 3333 (100 Continue): 100 goes out when the app reads the body."""
+    with Conn(behaviour_server.port) as c:
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        interim = c.read_response()
+        assert interim.status == 100
+        c.send(b"hello")
+        final = c.read_response()
+        assert final.status == 200 and final.body == b"hello"
+
+
+def test_expect_100_continue_not_sent_when_app_does_not_read(behaviour_server):
+    """PEP 3333 (100 Continue): an app that answers without reading wsgi.input gets no 100."""
+    with Conn(behaviour_server.port) as c:
+        c.send(
+            b"POST /no-read HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        first = c.read_response()
+        assert first.status == 200, "a 100 Continue was sent although the app never read"
+        assert first.body == b"not read"
+
+
+def test_absolute_form_target(echo_server):
+    """RFC 9112 §3.2.2: absolute-form target; PATH_INFO and QUERY_STRING come from its path."""
+    with Conn(echo_server.port) as c:
+        env = environ_of(
+            c.request(b"GET http://example.com/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        )
+    assert env["PATH_INFO"] == "/p"
+    assert env["QUERY_STRING"] == "q"
+
+
+# --- request framing ---------------------------------------------------------------------------
+
+
+def test_content_length_with_transfer_encoding_rejected(echo_server):
+    """RFC 9112 §6.1: Content-Length with Transfer-Encoding may be smuggling: 400 and close."""
+    assert_rejected(
+        echo_server,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        {400},
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Content-Length: 5\r\nContent-Length: 6",
+        b"Content-Length: 5\r\nContent-Length: 5",
+        b"Content-Length: 5, 5",
+        b"Content-Length: abc",
+        b"Content-Length: -1",
+        b"Content-Length: +5",
+        b"Content-Length: 0x5",
+    ],
+    ids=["duplicate-differ", "duplicate-same", "list", "letters", "negative", "plus", "hex"],
+)
+def test_invalid_content_length_rejected(echo_server, header):
+    """RFC 9112 §6.3 (5): a duplicate or invalid Content-Length is unrecoverable: 400."""
+    assert_rejected(
+        echo_server, b"POST / HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\nhello", {400}
+    )
+
+
+def test_unknown_transfer_coding_is_501(echo_server):
+    """RFC 9112 §6.1: a server receiving a transfer coding it does not understand answers 501."""
+    assert_rejected(
+        echo_server,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        {501},
+    )
+
+
+def test_chunked_request_body_decoded(echo_server):
+    """RFC 9112 §7.1 / PEP 3333 wsgi.input: the app reads the decoded chunked body."""
+    with Conn(echo_server.port) as c:
+        resp = c.request(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;name=value\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n"
+        )
+    report = json.loads(resp.body)
+    assert report["body"] == "hello 0123456789"
+    assert "HTTP_TRANSFER_ENCODING" in report["environ"]
+
+
+# --- response framing --------------------------------------------------------------------------
+
+
+def test_app_content_length_kept(behaviour_server):
+    """RFC 9112 §6.3: the app's Content-Length frames the response; no chunking on top."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/bare"))
+    assert resp.header("Content-Length") == "4" and not resp.has_header("Transfer-Encoding")
+    assert resp.body == b"bare"
+
+
+def test_single_item_list_gets_content_length(behaviour_server):
+    """PEP 3333 (handling Content-Length): a one-block list lets the server compute it."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/single"))
+    assert resp.header("Content-Length") == str(len(b"one single block"))
+    assert resp.framing == "length"
+
+
+def test_generator_is_chunked_on_http11(behaviour_server):
+    """RFC 9112 §7.1: without a length, an HTTP/1.1 response is sent chunked."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/generator?n=3"))
+        assert resp.framing == "chunked" and resp.complete
+        assert resp.body == b"block0;block1;block2;"
+        assert c.request(get("/single")).status == 200  # connection still usable
+
+
+def test_generator_is_close_delimited_on_http10(behaviour_server):
+    """RFC 9112 §6.3 (8) / §7.1: HTTP/1.0 has no chunked; the body ends with the connection."""
+    data = raw(behaviour_server.port, get("/generator?n=3", version="1.0"))
+    (resp,) = parse_responses(data)
+    assert not resp.has_header("Transfer-Encoding")
+    assert resp.body == b"block0;block1;block2;"
+
+
+@pytest.mark.parametrize("path", ["/single", "/generator?n=2"])
+def test_head_has_no_body(behaviour_server, path):
+    """RFC 9110 §9.3.2: the response to HEAD carries no body (the next response follows)."""
+    with Conn(behaviour_server.port) as c:
+        c.send(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() + get("/single"))
+        head = c.read_response("HEAD")
+        assert head.status == 200
+        nxt = c.read_response()
+        assert nxt.status == 200 and nxt.body == b"one single block"
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_body_statuses(behaviour_server, code):
+    """RFC 9110 §15.3.5 / §15.4.5: 204 and 304 never carry a body, even if the app gives one."""
+    with Conn(behaviour_server.port) as c:
+        c.send(get(f"/status?code={code}&body=1") + get("/single"))
+        resp = c.read_response()
+        assert resp.status == code
+        assert not resp.has_header("Transfer-Encoding")
+        nxt = c.read_response()
+        assert nxt.status == 200 and nxt.body == b"one single block", "body bytes leaked"
+
+
+def test_date_and_server_added(behaviour_server):
+    """RFC 9110 §6.6.1 (Date) and §10.2.4 (Server): added when the app leaves them out."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/bare"))
+    assert resp.has_header("Server")
+    date = email.utils.parsedate_to_datetime(resp.header("Date"))
+    assert abs(time.time() - date.timestamp()) < 60
+
+
+def test_app_date_and_server_kept(behaviour_server):
+    """RFC 9110 §6.6.1: the app's own Date and Server are sent once, not duplicated."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/own-date-server"))
+    assert resp.header_all("Date") == ["Thu, 01 Jan 1970 00:00:00 GMT"]
+    assert resp.header_all("Server") == ["fixture-app"]
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_server():
+    with running_server(
+        "echo_environ:app",
+        "--limit-request-line",
+        "100",
+        "--limit-request-fields",
+        "5",
+        "--limit-request-field-size",
+        "100",
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def body_limited_server():
+    with running_server("echo_environ:app", "--max-request-body-size", "1000") as server:
+        yield server
+
+
+def test_request_line_limit_414(limited_server):
+    """RFC 9112 §3: a request line over --limit-request-line gets 414."""
+    assert probe_calls(limited_server.port) >= 1
+    assert_rejected(limited_server, get("/" + "a" * 200), {414})
+
+
+def test_header_count_limit_431(limited_server):
+    """RFC 6585 §5: more header fields than --limit-request-fields gets 431."""
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(10))
+    assert_rejected(limited_server, get("/", headers=headers), {431})
+
+
+def test_header_size_limit_431(limited_server):
+    """RFC 6585 §5: a header field over --limit-request-field-size gets 431."""
+    assert_rejected(limited_server, get("/", headers=b"X-Big: " + b"v" * 200 + b"\r\n"), {431})
+
+
+def test_limits_allow_requests_within_them(limited_server):
+    """Limits reject only what exceeds them."""
+    with Conn(limited_server.port) as c:
+        assert c.request(get("/ok", headers=b"X-Small: " + b"v" * 50 + b"\r\n")).status == 200
+
+
+def test_body_size_limit_413_content_length(body_limited_server):
+    """RFC 9110 §15.5.14: a declared body over --max-request-body-size gets 413."""
+    assert_rejected(
+        body_limited_server,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000,
+        {413},
+    )
+
+
+def test_body_size_limit_413_chunked(body_limited_server):
+    """RFC 9110 §15.5.14: a chunked body growing over --max-request-body-size gets 413."""
+    with Conn(body_limited_server.port) as c:
+        c.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"7D0\r\n"
+            + b"x" * 2000
+            + b"\r\n0\r\n\r\n"
+        )
+        resp = c.read_response()
+    assert resp.status == 413
+
+
+def test_body_within_limit_accepted(body_limited_server):
+    with Conn(body_limited_server.port) as c:
+        resp = c.request(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+        )
+    assert json.loads(resp.body)["body"] == "x" * 1000
+
+
+def test_header_timeout():
+    """--header-timeout: a client sending half a head gets 408 or a close after about that
+    long, while other clients are served meanwhile."""
+    with running_server("behaviour:app", "--header-timeout", "1") as server:
+        with Conn(server.port, timeout=6) as slow:
+            slow.send(b"GET /single HTTP/1.1\r\nHost: x\r\n")
+            start = time.monotonic()
+            with Conn(server.port) as other:
+                assert other.request(get("/single")).status == 200
+            served_other = time.monotonic() - start
+            assert slow.closed_by_peer(6)
+            elapsed = time.monotonic() - start
+        leftover = slow.buf
+    assert served_other < 0.9
+    assert 0.8 <= elapsed <= 4.0, elapsed
+    if leftover:
+        assert leftover.startswith(b"HTTP/1.1 408"), leftover

@@ -1,0 +1,124 @@
+"""PEP 3333 wsgi.input: every read method, over Content-Length and chunked bodies, on a
+connection the client keeps open (so a read past the body would block and time out)."""
+
+import json
+
+import pytest
+from httpclient import Conn
+
+BODY = b"line1\nline2\nlast"
+LINES = ["line1\n", "line2\n", "last"]
+
+
+def request(path, framing, body=BODY):
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode()
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    # Chunk boundaries fall inside lines so the reader must join them.
+    chunks = [body[i : i + 4] for i in range(0, len(body), 4)]
+    data = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + data + b"0\r\n\r\n"
+
+
+def run(port, op, framing, extra="", body=BODY):
+    with Conn(port) as c:
+        resp = c.request(request(f"/input?op={op}{extra}", framing, body))
+        assert resp.status == 200, resp
+    report = json.loads(resp.body)
+    # PEP 3333: at the end of the body every read returns b"".
+    assert report["after"] == ["", "", ""], "read after the end of the body returned data"
+    assert report["types"] in ([], ["bytes"])
+    return report["pieces"]
+
+
+FRAMINGS = pytest.mark.parametrize("framing", ["length", "chunked"])
+
+
+@FRAMINGS
+def test_read_all(behaviour_server, framing):
+    """PEP 3333, input: read() returns the whole body and does not block past it."""
+    assert run(behaviour_server.port, "read", framing) == [BODY.decode()]
+
+
+@FRAMINGS
+def test_read_size(behaviour_server, framing):
+    """PEP 3333, input: read(size) returns at most size bytes, b'' at the end."""
+    pieces = run(behaviour_server.port, "read_n", framing, "&n=3")
+    assert "".join(pieces) == BODY.decode()
+    assert all(0 < len(p) <= 3 for p in pieces)
+
+
+@FRAMINGS
+def test_read_minus_one(behaviour_server, framing):
+    """PEP 3333, input / io.RawIOBase: read(-1) reads to the end."""
+    assert run(behaviour_server.port, "read_neg", framing) == [BODY.decode()]
+
+
+@FRAMINGS
+def test_read_none(behaviour_server, framing):
+    """PEP 3333, input / io.RawIOBase: read(None) reads to the end."""
+    assert run(behaviour_server.port, "read_none", framing) == [BODY.decode()]
+
+
+@FRAMINGS
+def test_readline(behaviour_server, framing):
+    """PEP 3333, input: readline() returns one line, the last one without a newline."""
+    assert run(behaviour_server.port, "readline", framing) == LINES
+
+
+@FRAMINGS
+def test_readline_size(behaviour_server, framing):
+    """PEP 3333, input: readline(size) returns at most size bytes of the line."""
+    assert run(behaviour_server.port, "readline_size", framing, "&size=3") == [
+        "lin",
+        "e1\n",
+        "lin",
+        "e2\n",
+        "las",
+        "t",
+    ]
+
+
+@FRAMINGS
+def test_readlines(behaviour_server, framing):
+    """PEP 3333, input: readlines() returns all lines."""
+    assert run(behaviour_server.port, "readlines", framing) == LINES
+
+
+@FRAMINGS
+def test_readlines_hint(behaviour_server, framing):
+    """PEP 3333, input: readlines(hint) returns whole lines (the hint may be ignored) and the
+    rest stays readable."""
+    pieces = run(behaviour_server.port, "readlines_hint", framing, "&hint=1")
+    sep = pieces.index("|")
+    lines, rest = pieces[:sep], pieces[sep + 1 :]
+    assert lines and lines == LINES[: len(lines)]
+    assert "".join(lines + rest) == BODY.decode()
+
+
+@FRAMINGS
+def test_iteration(behaviour_server, framing):
+    """PEP 3333, input: iterating wsgi.input yields lines."""
+    assert run(behaviour_server.port, "iter", framing) == LINES
+
+
+@FRAMINGS
+def test_empty_body(behaviour_server, framing):
+    """PEP 3333, input: an empty body reads as b'' at once."""
+    assert run(behaviour_server.port, "read", framing, body=b"") in ([], [""])
+
+
+@FRAMINGS
+def test_large_body(behaviour_server, framing):
+    """PEP 3333, input: a 1 MiB body arrives intact through read(size) loops."""
+    body = bytes(range(256)) * 4096
+    with Conn(behaviour_server.port, timeout=15) as c:
+        resp = c.request(request("/echo", framing, body))
+    assert resp.status == 200 and resp.body == body
+
+
+def test_no_body_reads_empty(behaviour_server):
+    """PEP 3333, input: a request without a body reads b'' without blocking."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(b"GET /input?op=read HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert json.loads(resp.body)["pieces"] == [""]

@@ -1,0 +1,100 @@
+"""PEP 3333 start_response and write(): argument checks, exc_info, when headers go out."""
+
+import json
+import uuid
+
+import pytest
+from httpclient import Conn, get
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "status_no_code",
+        "status_bytes",
+        "status_short",
+        "status_crlf",
+        "value_crlf",
+        "value_lf",
+        "name_crlf",
+        "name_colon",
+        "value_non_latin1",
+        "value_bytes",
+        "name_bytes",
+        "value_int",
+        "headers_not_list",
+        "header_not_pair",
+        "hop_connection",
+        "hop_transfer_encoding",
+        "hop_keep_alive",
+        "hop_upgrade",
+    ],
+)
+def test_invalid_arguments_raise_in_app(behaviour_server, case):
+    """PEP 3333, start_response: an invalid status or header list (CR/LF, non-latin-1 or
+    non-str values, hop-by-hop headers) raises inside the app; nothing invalid reaches the wire."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get(f"/start-response/invalid?case={case}"))
+    assert resp.status == 200
+    assert resp.body != b"NO_ERROR", f"start_response accepted invalid arguments ({case})"
+    assert resp.body.decode().isidentifier(), resp.body
+    assert not resp.has_header("X-Injected") and not resp.has_header("X-Bad")
+
+
+def test_second_call_without_exc_info_raises(behaviour_server):
+    """PEP 3333, start_response: calling it again without exc_info is an error."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/start-response/twice"))
+    assert resp.status == 200
+    assert resp.body != b"NO_ERROR"
+
+
+def test_exc_info_before_headers_sent_replaces_them(behaviour_server):
+    """PEP 3333, start_response: with exc_info before headers are sent, the new status and
+    headers replace the old ones."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/exc-info/before"))
+    assert resp.status == 503
+    assert resp.header("X-Second") == "1" and not resp.has_header("X-First")
+    assert resp.body == b"replaced"
+
+
+def test_exc_info_after_headers_sent_reraises(threaded_server):
+    """PEP 3333, start_response: with exc_info after headers were sent, start_response
+    re-raises the exception; the server then aborts the response."""
+    key = uuid.uuid4().hex
+    with Conn(threaded_server.port) as c:
+        c.send(get(f"/exc-info/after?key={key}"))
+        resp = c.read_response()
+        assert resp.status == 200
+        assert resp.body == b"first block" and not resp.complete
+        assert c.closed_by_peer()
+    with Conn(threaded_server.port) as c:
+        events = json.loads(c.request(get("/events")).body)
+    assert f"{key}:reraised:ValueError" in events
+
+
+def test_headers_not_sent_before_first_non_empty_block(behaviour_server):
+    """PEP 3333, start_response: headers go out with the first non-empty block; an app that
+    yields b'' and then fails still gets a 500, not its first status."""
+    mark = behaviour_server.log_mark()
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/empty-then-error"))
+    assert resp.status == 500
+    assert "Traceback" in behaviour_server.wait_log("Traceback", mark)
+
+
+def test_start_response_inside_generator(behaviour_server):
+    """PEP 3333, start_response: it may first be called in the iterable's first __next__."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/lazy-start"))
+    assert resp.status == 201 and resp.header("X-Lazy") == "yes"
+    assert resp.body == b"lazy body"
+
+
+def test_write_before_iterable(behaviour_server):
+    """PEP 3333, the write() callable: written data goes out before the iterable's data."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/write"))
+    assert resp.status == 200
+    assert resp.body == b"written-twice-iterated"
