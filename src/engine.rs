@@ -112,9 +112,14 @@ impl Engine {
         self.run(py, true)
     }
 
-    /// Stops a run in progress (from another thread) and waits until it has returned.
-    fn shutdown(&self, py: Python<'_>) {
+    /// Stops a run in progress and, with `wait`, blocks until it has returned (call that
+    /// from another thread; a signal handler on the serving thread passes `wait=False`).
+    #[pyo3(signature = (wait = true))]
+    fn shutdown(&self, py: Python<'_>, wait: bool) {
         self.stop.send_replace(true);
+        if !wait {
+            return;
+        }
         let serving = self.serving.clone();
         py.detach(move || {
             let (lock, cvar) = &*serving;

@@ -119,7 +119,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _error(str(e))
 
     # 5. the engine
-    from qiao.server import WSGIServer
+    from qiao.server import WSGIServer, graceful_sigterm
 
     server = WSGIServer(app, config, sockets)
     with server:
@@ -135,7 +135,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.app is None:
             server._log("info", "No APP given: serving the demo page (try: qiao module:app)")
         try:
-            server.serve_forever()
+            with graceful_sigterm(server):
+                server.serve_forever()
         except KeyboardInterrupt:
             pass
     return 0

@@ -38,8 +38,9 @@ class Engine:
         cleanly, then KeyboardInterrupt propagates."""
     def handle_request(self) -> None:
         """Wait for exactly one request, serve it, and return."""
-    def shutdown(self) -> None:
-        """From another thread: make ``serve_forever()`` return, and wait until it has."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Make ``serve_forever()`` return; with ``wait``, block until it has (from another
+        thread). ``wait=False`` only asks, and is safe from a signal handler."""
     def close(self) -> None:
         """Release the engine's (duplicated) listening sockets."""
     def log(self, level: str, message: str) -> None:

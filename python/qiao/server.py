@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 from qiao._bind import DEFAULT_PORT, bind_all, close_listener, display, tcp_address
@@ -143,6 +146,14 @@ class WSGIServer:
             engine.shutdown()
             self._stopped.wait(0.01)
 
+    def stop_soon(self) -> None:
+        """Begin a graceful stop without waiting: new connections are refused, requests in
+        flight finish, ``serve_forever()`` then returns. Safe from a signal handler."""
+        with self._lock:
+            engine = self._engine
+        if engine is not None:
+            engine.shutdown(wait=False)
+
     def server_close(self) -> None:
         """Stop serving if needed, close the engine and the sockets; safe to call twice."""
         with self._lock:
@@ -195,6 +206,20 @@ class WSGIServer:
     def _log(self, level: str, message: str) -> None:
         """Write one line to the engine's error log."""
         self._get_engine().log(level, message)
+
+
+@contextlib.contextmanager
+def graceful_sigterm(server: WSGIServer) -> Iterator[None]:
+    """While serving from the main thread, SIGTERM stops ``server`` gracefully (as
+    gunicorn, docker stop and Kubernetes expect); the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: server.stop_soon())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def make_server(
@@ -255,7 +280,7 @@ def serve(
     if config.chdir is not None:
         os.chdir(config.chdir)
     server = WSGIServer(app, config, bind_all(config.addresses, config.backlog))
-    with server:
+    with server, graceful_sigterm(server):
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -150,6 +150,10 @@ def input_route(environ, start_response):
         pieces.append(inp.read())
     elif op == "iter":
         pieces.extend(iter(inp))
+    elif op == "lines":
+        # Large bodies: report how many lines readline() gave and how many ended in "\n".
+        lines = list(iter(inp.readline, b""))
+        pieces += [b"%d" % len(lines), b"%d" % sum(line.endswith(b"\n") for line in lines)]
     else:
         raise ValueError(op)
     after = inp.read()
