@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::time::{timeout_at, Instant as TokioInstant};
 
-use crate::config::BUFFERED_BODY_LIMIT;
+use crate::config::{BUFFERED_BODY_LIMIT, WRITE_TIMEOUT};
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
 use crate::server::listener::Conn;
 use crate::server::output::Output;
@@ -56,7 +56,9 @@ impl Connection {
         if self.out.is_empty() {
             return true;
         }
-        let ok = self.conn.write_all(&self.out).await.is_ok();
+        // A client that stops reading is dropped after WRITE_TIMEOUT, not waited on forever.
+        let write = self.conn.write_all(&self.out);
+        let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())));
         self.out.clear();
         ok
     }

@@ -1,0 +1,143 @@
+"""The access log (gunicorn's --access-logformat atoms) and the error log settings."""
+
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TESTS_DIR, running_server
+from httpclient import Conn, get
+
+
+def wait_lines(path, n, timeout=5.0):
+    """The file's lines once it has at least `n` (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= n or time.monotonic() > deadline:
+            return lines
+
+
+def test_access_log_default_format(tmp_path):
+    """gunicorn's default access format: h l u t "r" s b "f" "a"."""
+    log = tmp_path / "access.log"
+    with running_server("behaviour:app", "--access-logfile", str(log)) as server:
+        with Conn(server.port) as c:
+            c.request(
+                b"GET /echo?x=1 HTTP/1.1\r\nHost: h\r\nReferer: http://r/\r\n"
+                b"User-Agent: probe/1\r\n\r\n"
+            )
+        lines = wait_lines(log, 1)
+    assert len(lines) == 1
+    assert re.fullmatch(
+        r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+        r'"GET /echo\?x=1 HTTP/1\.1" 200 - "http://r/" "probe/1"',
+        lines[0],
+    ), lines[0]
+
+
+def test_access_log_custom_atoms(tmp_path):
+    """Atoms m U q H s B, {header}i, {header}o and D render as gunicorn documents them."""
+    log = tmp_path / "access.log"
+    fmt = "%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%({x-id}i)s|%({content-type}o)s|%(D)s"
+    with running_server(
+        "behaviour:app", "--access-logfile", str(log), "--access-logformat", fmt
+    ) as server:
+        with Conn(server.port) as c:
+            c.request(b"POST /echo?a=b HTTP/1.0\r\nX-Id: 42\r\nContent-Length: 3\r\n\r\nabc")
+        lines = wait_lines(log, 1)
+    method, path, query, proto, status, size, xid, ctype, micros = lines[0].split("|")
+    assert (method, path, query, proto, status, size, xid) == (
+        "POST", "/echo", "a=b", "HTTP/1.0", "200", "3", "42",
+    )
+    assert ctype.startswith("text/plain")
+    assert int(micros) >= 0
+
+
+def test_bad_access_log_format_is_one_line(tmp_path):
+    """A bad --access-logformat is a one-line error and exit 2, not a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "qiao", "-b", "127.0.0.1:0", "--access-logfile", "-",
+         "--access-logformat", "%(nope)s"],
+        check=False, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "%(nope)s" in proc.stderr
+
+
+def test_error_logfile_gets_wsgi_errors(tmp_path):
+    """--error-logfile receives the error log, and wsgi.errors writes into it (PEP 3333)."""
+    log = tmp_path / "error.log"
+    with FileLoggedServer(log) as (port, path):
+        with Conn(port) as c:
+            c.request(get("/log-error"))
+        text = wait_for(path, "fixture wrote to wsgi.errors")
+    assert "fixture wrote to wsgi.errors" in text
+
+
+def wait_for(path, needle, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if needle in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
+
+
+class FileLoggedServer:
+    """qiao with its error log in a file: the port comes from the file's banner."""
+
+    def __init__(self, path, *flags):
+        self.path, self.flags = path, flags
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qiao", "apps.behaviour:app", "--chdir", str(TESTS_DIR),
+             "-b", "127.0.0.1:0", "--error-logfile", str(self.path), *self.flags],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        text = wait_for(self.path, "Listening at:", timeout=15)
+        m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+        assert m, text
+        return int(m.group(1)), self.path
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_log_level_warning_drops_info(tmp_path):
+    """--log-level warning: the banner (info) is not written, warnings would be."""
+    log = tmp_path / "error.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "-b", "127.0.0.1:0", "--error-logfile", str(log),
+         "--log-level", "warning"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "Listening at" not in (log.read_text() if log.exists() else "")
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 in this Python")
+def test_ipv6_bind():
+    """-b [::1]:0 serves over IPv6; REMOTE_ADDR is the v6 peer."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    with running_server("echo_environ:app", binds=("[::1]:0",)) as server, \
+            socket.create_connection(("::1", server.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b'"REMOTE_ADDR": "::1"' in data
