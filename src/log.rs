@@ -144,31 +144,20 @@ pub fn local_timestamp(apache: bool) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    let clock = format!(
+        "{:02}:{:02}:{:02} {}{:02}{:02}",
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        sign,
+        off / 60,
+        off % 60
+    );
+    let (year, day) = (tm.tm_year + 1900, tm.tm_mday);
     if apache {
-        format!(
-            "{:02}/{}/{}:{:02}:{:02}:{:02} {}{:02}{:02}",
-            tm.tm_mday,
-            MONTHS[tm.tm_mon.clamp(0, 11) as usize],
-            tm.tm_year + 1900,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec,
-            sign,
-            off / 60,
-            off % 60
-        )
+        let month = MONTHS[tm.tm_mon.clamp(0, 11) as usize];
+        format!("{day:02}/{month}/{year}:{clock}")
     } else {
-        format!(
-            "{}-{:02}-{:02} {:02}:{:02}:{:02} {}{:02}{:02}",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec,
-            sign,
-            off / 60,
-            off % 60
-        )
+        format!("{year}-{:02}-{day:02} {clock}", tm.tm_mon + 1)
     }
 }

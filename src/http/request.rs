@@ -7,6 +7,7 @@ use std::ops::Range;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::HttpError;
+use super::response::{is_tchar, is_token};
 
 /// Size limits applied while reading a request head; 0 in any field means "unlimited".
 ///
@@ -364,27 +365,6 @@ fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
-/// RFC 9110 §5.6.2 tchar.
-fn is_tchar(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ) || b.is_ascii_alphanumeric()
-}
-
 /// A comma-separated list's elements, trimmed, empty ones skipped
 /// (RFC 9110 §5.6.1: recipients ignore empty list elements).
 fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -559,7 +539,7 @@ impl Codings {
         for element in list_elements(value) {
             // transfer-coding = token *( OWS ";" OWS transfer-parameter )
             let name = trim_ows(element.split(|&b| b == b';').next().unwrap_or_default());
-            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            if name.is_empty() || !is_token(name) {
                 self.invalid = true;
             }
             if name.eq_ignore_ascii_case(b"chunked") {

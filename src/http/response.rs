@@ -18,7 +18,7 @@ pub fn parse_status(status: &[u8]) -> Option<u16> {
 
 /// RFC 9110 §5.6.2: token = 1*tchar.
 pub fn is_token(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|&b| TCHAR[b as usize])
+    !name.is_empty() && name.iter().all(|&b| is_tchar(b))
 }
 
 /// RFC 9110 §5.5: field values are HTAB, SP, VCHAR and obs-text; no CR, LF,
@@ -150,6 +150,11 @@ pub fn error_response(err: HttpError, out: &mut Vec<u8>) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(detail);
     out.push(b'\n');
+}
+
+/// RFC 9110 §5.6.2 tchar.
+pub fn is_tchar(b: u8) -> bool {
+    TCHAR[b as usize]
 }
 
 /// RFC 9110 §5.6.2 tchar, as a lookup table.
