@@ -59,6 +59,14 @@ impl AccessLog {
         })
     }
 
+    /// Reopens the log file (USR1 after rotation).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        match self.sink.lock() {
+            Ok(mut sink) => sink.reopen(),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Whether rendering needs the response head kept after it was sent.
     pub fn wants_response_headers(&self) -> bool {
         self.atoms

@@ -19,9 +19,6 @@ pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// How long a blocked write (a client that stopped reading) may wait.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a graceful stop waits for requests in flight.
-pub const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The settings the engine reads, validated by Python's settings table first.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -41,6 +38,12 @@ pub struct Settings {
     pub header_timeout: Duration,
     pub limits: Limits,
     pub url_scheme: String,
+    /// How long a graceful stop waits for requests in flight.
+    pub graceful_timeout: Duration,
+    /// Requests after which this worker stops gracefully to be replaced (0: never).
+    pub max_requests: u64,
+    /// The master's pid: when the parent is no longer it, the worker stops (0: no master).
+    pub parent_pid: i32,
 }
 
 macro_rules! item {
@@ -87,6 +90,9 @@ impl Settings {
                 ..Limits::default()
             },
             url_scheme: item!(d, "url_scheme", String)?,
+            graceful_timeout: seconds(d, "graceful_timeout")?,
+            max_requests: item!(d, "max_requests", u64)?,
+            parent_pid: item!(d, "parent_pid", i32)?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! sockets; `serve_forever()`, `handle_request()`, `shutdown()` from another thread, `close()`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::{ErrorLog, Level, Sink};
+use crate::scoreboard::Scoreboard;
 use crate::server::{self, listener};
 use crate::wsgi::environ::Template;
 use crate::wsgi::errors::Errors;
@@ -35,12 +37,16 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 
 #[pymethods]
 impl Engine {
+    /// `scoreboard` and `slot`: the master's table and this worker's row in it.
     #[new]
+    #[pyo3(signature = (app, settings, fds, scoreboard = None, slot = 0))]
     fn new(
         py: Python<'_>,
         app: Py<PyAny>,
         settings: &Bound<'_, PyDict>,
         fds: Vec<i32>,
+        scoreboard: Option<Py<Scoreboard>>,
+        slot: usize,
     ) -> PyResult<Engine> {
         let settings = Settings::from_dict(settings)?;
         let level = Level::parse(&settings.log_level).ok_or_else(|| {
@@ -95,6 +101,8 @@ impl Engine {
                 access_log,
                 environ,
                 interrupt: Mutex::new(None),
+                served: AtomicU64::new(0),
+                board: scoreboard.map(|b| (b, slot)),
             }),
             fds: Mutex::new(fds),
             stop: Arc::new(stop),
@@ -135,6 +143,26 @@ impl Engine {
         if let Ok(mut fds) = self.fds.lock() {
             fds.clear();
         }
+    }
+
+    /// Reopens the error and access log files (after log rotation; USR1).
+    fn reopen_logs(&self) -> PyResult<()> {
+        self.ctx
+            .error_log
+            .reopen()
+            .map_err(|e| os_error("cannot reopen the error log", e))?;
+        if let Some(access) = &self.ctx.access_log {
+            access
+                .reopen()
+                .map_err(|e| os_error("cannot reopen the access log", e))?;
+        }
+        Ok(())
+    }
+
+    /// Requests served so far.
+    #[getter]
+    fn requests_served(&self) -> u64 {
+        self.ctx.served.load(Ordering::Relaxed)
     }
 
     /// Writes one line to the error log.

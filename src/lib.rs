@@ -5,15 +5,29 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod log;
+pub mod scoreboard;
 pub mod server;
 pub mod wsgi;
 
 use pyo3::prelude::*;
 
+/// Names this process `title` for `ps -o comm`, `top` and the kernel (15 bytes at most).
+#[pyfunction]
+fn set_process_name(title: &str) {
+    let mut name = [0u8; 16];
+    let n = title.len().min(15);
+    name[..n].copy_from_slice(&title.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
 #[pymodule]
 fn _qiao(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<engine::Engine>()?;
+    m.add_class::<scoreboard::Scoreboard>()?;
+    m.add_class::<log::PyLogger>()?;
+    m.add_function(wrap_pyfunction!(set_process_name, m)?)?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add_class::<wsgi::errors::Errors>()?;
     m.add_class::<wsgi::input::Input>()?;

@@ -3,7 +3,11 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Severity of an error-log line; ordered so that a filter is a comparison.
@@ -43,7 +47,8 @@ impl Level {
 pub enum Sink {
     Stdout,
     Stderr,
-    File(File),
+    /// The file and the path it was opened from, to reopen it after rotation.
+    File(File, PathBuf),
 }
 
 impl Sink {
@@ -52,9 +57,7 @@ impl Sink {
         if target == "-" {
             Ok(dash)
         } else {
-            Ok(Sink::File(
-                OpenOptions::new().create(true).append(true).open(target)?,
-            ))
+            Ok(Sink::File(open_append(target)?, PathBuf::from(target)))
         }
     }
 
@@ -66,9 +69,21 @@ impl Sink {
                 out.write_all(bytes).and_then(|_| out.flush())
             }
             Sink::Stderr => io::stderr().lock().write_all(bytes),
-            Sink::File(f) => f.write_all(bytes),
+            Sink::File(f, _) => f.write_all(bytes),
         };
     }
+
+    /// Opens the file again by its path (after log rotation moved the old one away).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        if let Sink::File(file, path) = self {
+            *file = open_append(path)?;
+        }
+        Ok(())
+    }
+}
+
+fn open_append(path: impl AsRef<Path>) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// The error log: `[date] [pid] [LEVEL] message` lines, as gunicorn writes them.
@@ -106,6 +121,14 @@ impl ErrorLog {
         line.push_str(message.trim_end_matches('\n'));
         line.push('\n');
         self.write_raw(line.as_bytes());
+    }
+
+    /// Reopens a log file (USR1 after rotation).
+    pub fn reopen(&self) -> io::Result<()> {
+        match self.sink.lock() {
+            Ok(mut sink) => sink.reopen(),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Writes bytes as they are (for `wsgi.errors`, which is a file-like stream).
@@ -159,5 +182,39 @@ pub fn local_timestamp(apache: bool) -> String {
         format!("{day:02}/{month}/{year}:{clock}")
     } else {
         format!("{year}-{:02}-{day:02} {clock}", tm.tm_mon + 1)
+    }
+}
+
+/// The error log for Python code that runs without an engine (the master process).
+#[pyclass(module = "qiao._qiao", name = "Logger", frozen)]
+pub struct PyLogger {
+    log: Arc<ErrorLog>,
+}
+
+#[pymethods]
+impl PyLogger {
+    /// `target`: a path, or `-` for stderr; `level`: the least severe level written.
+    #[new]
+    fn new(target: &str, level: &str) -> PyResult<PyLogger> {
+        let level = Level::parse(level)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+        let sink = Sink::open(target, Sink::Stderr)
+            .map_err(|e| PyOSError::new_err(format!("cannot open error log {target}: {e}")))?;
+        Ok(PyLogger {
+            log: Arc::new(ErrorLog::new(level, sink)),
+        })
+    }
+
+    fn log(&self, level: &str, message: &str) -> PyResult<()> {
+        let level = Level::parse(level)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+        self.log.log(level, message);
+        Ok(())
+    }
+
+    fn reopen(&self) -> PyResult<()> {
+        self.log
+            .reopen()
+            .map_err(|e| PyOSError::new_err(format!("cannot reopen the error log: {e}")))
     }
 }

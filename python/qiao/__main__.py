@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from qiao._bind import BindError, bind_all
-from qiao._loader import AppLoadError, load_app
+from qiao._bind import BindError, bind_all, close_listener, inherited_sockets
+from qiao._configfile import read_config_file as _read_config_file
+from qiao._loader import AppLoadError, load_app, parse_app_spec, print_app_traceback
+from qiao._privileges import drop_privileges
 from qiao.config import Config, ConfigError, add_arguments
 
 __all__ = ["build_parser", "main"]
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the WSGI application, e.g. myproject.wsgi:application (default: a demo page)",
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", default=None,
+        help="a TOML file of settings (default: ./qiao.toml, else [tool.qiao] in "
+        "./pyproject.toml, when present)",
+    )
     add_arguments(parser)
     return parser
 
@@ -56,18 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _error(message: str, status: int = 2) -> int:
     print(f"qiao: error: {message}", file=sys.stderr)
     return status
-
-
-def _print_app_traceback(error: BaseException) -> None:
-    """Print an error raised by the application's code, without qiao's and importlib's
-    frames above it."""
-    import importlib
-
-    ours = (os.path.dirname(__file__), os.path.dirname(importlib.__file__ or ""), "<frozen ")
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
-        tb = tb.tb_next
-    traceback.print_exception(type(error), error, tb or error.__traceback__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,11 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    cli = {name: value for name, value in vars(args).items() if name != "app"}
-    sockets = None
+    cli = {name: value for name, value in vars(args).items() if name not in ("app", "config")}
+    sockets: list = []
     try:
-        # 1. settings
-        config = Config(cli=cli)
+        # 1. settings: flags > QIAO_* environment > config file > defaults
+        file_settings, label = _read_config_file(args.config)
+        config = Config(file_settings, cli=cli, settings_label=label)
+        os.umask(config.umask)
         if config.factory and args.app is None:
             raise ConfigError("--factory needs an APP to call")
 
@@ -98,48 +94,59 @@ def _main(argv: Sequence[str] | None) -> int:
                     f"{config.source('chdir')}: cannot change to {config.chdir!r}: {reason}"
                 ) from None
 
-        # 3. the application
-        if args.app is None:
+        # 3. the application: imported here only with --preload; otherwise each worker
+        #    imports it (so a reload brings new code) and the master checks the name only.
+        preload = config.preload and not config.reload
+        app = None
+        if args.app is not None:
+            parse_app_spec(args.app)
+            if preload:
+                try:
+                    app = load_app(args.app, factory=config.factory, cwd=os.getcwd())
+                except (AppLoadError, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # noqa: BLE001 - any error of the app's own code
+                    print_app_traceback(e)
+                    return 1
+        elif preload:
             from qiao._demo import demo_app
 
             app = demo_app
-        else:
-            try:
-                app = load_app(args.app, factory=config.factory, cwd=os.getcwd())
-            except (AppLoadError, KeyboardInterrupt):
-                raise
-            except Exception as e:  # noqa: BLE001 - any error of the app's own code
-                # The application's own import or factory failed: its traceback is the news.
-                _print_app_traceback(e)
-                return 1
 
-        # 4. the sockets
-        sockets = bind_all(config.addresses, config.backlog)
+        # 4. the sockets, then fewer privileges
+        sockets = inherited_sockets() or bind_all(config.addresses, config.backlog)
+        drop_privileges(config.user, config.group)
+
+        # 5. settings the engine checks itself (log files, access log format), checked
+        #    once here by an engine that never serves, so an error is one line, not N.
+        from qiao import _qiao
+
+        _qiao.Engine(_no_app, config.engine_settings(), [])
+        logger = _qiao.Logger(config.error_logfile, config.log_level)
     except (ConfigError, AppLoadError, BindError) as e:
         return _error(str(e))
+    except ImportError as e:
+        return _error(f"the engine qiao._qiao is not built ({e}); run `maturin develop`", 1)
+    except (OSError, ValueError) as e:
+        return _error(str(e))
 
-    # 5. the engine
-    from qiao.server import WSGIServer, graceful_sigterm
+    # 6. the master and its workers
+    from qiao.arbiter import Arbiter
 
-    server = WSGIServer(app, config, sockets)
-    with server:
-        try:
-            server._get_engine()
-        except ImportError as e:
-            return _error(f"the engine qiao._qiao is not built ({e}); run `maturin develop`", 1)
-        except (OSError, ValueError) as e:
-            return _error(str(e))
-        import qiao
+    def reread() -> Config:
+        settings, where = _read_config_file(args.config)
+        return Config(settings, cli=cli, settings_label=where)
 
-        server._log("info", f"Starting qiao {qiao.__version__}")
-        if args.app is None:
-            server._log("info", "No APP given: serving the demo page (try: qiao module:app)")
-        try:
-            with graceful_sigterm(server):
-                server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-    return 0
+    arbiter = Arbiter(config, args.app, sockets, logger, app=app, reload_config=reread)
+    try:
+        return arbiter.run()
+    finally:
+        for sock in sockets:
+            close_listener(sock)
+
+
+def _no_app(environ: object, start_response: object) -> list[bytes]:
+    return []
 
 
 if __name__ == "__main__":

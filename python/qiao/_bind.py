@@ -227,3 +227,18 @@ def display(sock: socket.socket) -> str:
         host = f"[{host}]"
     return f"http://{host}:{port}"
 
+
+
+def inherited_sockets() -> list[socket.socket]:
+    """Listening sockets passed by systemd socket activation (``LISTEN_FDS`` for this pid),
+    or none. Their descriptors start at 3; the variables are removed so that nothing the
+    app starts takes them for its own."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)
+    return [_adopt_fd(3 + i, 0) for i in range(count)]

@@ -7,10 +7,11 @@ import ast
 import importlib
 import os
 import sys
+import traceback
 from types import ModuleType
 from typing import Any, Callable
 
-__all__ = ["AppLoadError", "load_app", "parse_app_spec"]
+__all__ = ["AppLoadError", "load_app", "parse_app_spec", "print_app_traceback"]
 
 _DEFAULT_NAMES = ("application", "app")
 
@@ -145,3 +146,13 @@ def _kind(value: object) -> str:
     if value is None:
         return "None"
     return f"an object of type {type(value).__name__}"
+
+
+def print_app_traceback(error: BaseException) -> None:
+    """Print an error raised by the application's code, without qiao's and importlib's
+    frames above it."""
+    ours = (os.path.dirname(__file__), os.path.dirname(importlib.__file__ or ""), "<frozen ")
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb or error.__traceback__)

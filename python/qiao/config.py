@@ -169,15 +169,30 @@ def _root_path(raw: object) -> str:
     return value.rstrip("/")
 
 
-# -- validators: checks that need the parsed value.
+def _workers(raw: object) -> int:
+    """A worker count, or ``auto``: one per CPU the process may run on."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    try:
+        return _integer(1)(raw)
+    except _Invalid:
+        raise _Invalid("expected a positive integer or 'auto'") from None
 
 
-def _one_worker(workers: object) -> None:
-    if workers != 1:
-        raise _Invalid(
-            "expected 1 (this version runs one worker process; more arrive in the next "
-            "release, use --threads meanwhile)"
-        )
+def _umask(raw: object) -> int:
+    """A file mode creation mask: an int, or a string in octal (``022``, ``0o22``)."""
+    expected = "expected an octal mask such as 022 or 0o22"
+    if isinstance(raw, str):
+        text = raw.strip().lower().removeprefix("0o")
+        if not re.fullmatch(r"[0-7]{1,4}", text):
+            raise _Invalid(expected)
+        raw = int(text, 8)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 0o7777:
+        raise _Invalid(expected)
+    return raw
 
 
 @dataclass(frozen=True)
@@ -223,11 +238,11 @@ SETTINGS: tuple[Setting, ...] = (
         ("-b", "--bind"), metavar="ADDRESS", repeat=True,
     ),
     Setting(
-        "workers", _integer(1),
-        # Bounds the worker processes; this version runs exactly one.
+        "workers", _workers,
+        # Bounds the worker processes the master keeps running.
         1,
-        "Number of worker processes (only 1 in this version).",
-        ("-w", "--workers"), validate=_one_worker, metavar="INT", engine=True,
+        "Number of worker processes; 'auto' means one per CPU.",
+        ("-w", "--workers"), metavar="INT", engine=True,
     ),
     Setting(
         "threads", _integer(1),
@@ -336,6 +351,93 @@ SETTINGS: tuple[Setting, ...] = (
         "Maximum size of a request body in bytes (K/M/G suffixes allowed); larger "
         "requests get 413; 0 means no limit.",
         ("--max-request-body-size",), metavar="BYTES", engine=True,
+    ),
+    Setting(
+        "graceful_timeout", _seconds(zero_ok=True),
+        # Bounds how long a stopping worker may finish requests in flight.
+        30.0,
+        "Seconds a stopping worker has to finish requests in flight before it is killed.",
+        ("--graceful-timeout",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "timeout", _seconds(zero_ok=True),
+        # Bounds how long one request may run in the app before its worker is replaced.
+        30.0,
+        "A request running longer than this gets its worker's Python stacks logged and "
+        "the worker replaced; 0 disables.",
+        ("-t", "--timeout"), metavar="SECONDS",
+    ),
+    Setting(
+        "max_requests", _integer(0),
+        # Bounds how many requests a worker serves before it is replaced (0: no bound).
+        0,
+        "Replace a worker (gracefully) after it has served this many requests; 0 never.",
+        ("--max-requests",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "max_requests_jitter", _integer(0),
+        # Bounds the random extra added to max_requests, so workers do not all recycle at once.
+        0,
+        "Add a random 0..N to each worker's --max-requests.",
+        ("--max-requests-jitter",), metavar="INT",
+    ),
+    Setting(
+        "max_worker_lifetime", _seconds(zero_ok=True),
+        # Bounds a worker's age in seconds (0: no bound).
+        0.0,
+        "Replace a worker (gracefully) once it is this many seconds old; 0 never.",
+        ("--max-worker-lifetime",), metavar="SECONDS",
+    ),
+    Setting(
+        "max_worker_memory", _integer(0),
+        # Bounds a worker's resident memory in MiB (0: no bound).
+        0,
+        "Replace a worker (gracefully) once its resident memory passes this many MiB; "
+        "0 never.",
+        ("--max-worker-memory",), metavar="MB",
+    ),
+    Setting(
+        "preload", _boolean,
+        # Bounds nothing: import the app once in the master, before forking workers.
+        False,
+        "Load the application in the master before forking the workers (less memory, "
+        "faster worker start; a reload then keeps the old code).",
+        ("--preload",), switch=True,
+    ),
+    Setting(
+        "reload", _boolean,
+        # Bounds nothing: development mode, restart workers when a source file changes.
+        False,
+        "Restart workers when a Python source file of the app changes (development).",
+        ("--reload",), switch=True,
+    ),
+    Setting(
+        "pid", _path,
+        # Bounds nothing: where the master writes its process id.
+        None,
+        "Write the master's process id to this file.",
+        ("-p", "--pid"), metavar="FILE",
+    ),
+    Setting(
+        "user", _optional_string,
+        # Bounds privileges: the user to switch to once the sockets are bound.
+        None,
+        "Switch to this user (name or uid) after binding.",
+        ("-u", "--user"), metavar="USER",
+    ),
+    Setting(
+        "group", _optional_string,
+        # Bounds privileges: the group to switch to once the sockets are bound.
+        None,
+        "Switch to this group (name or gid) after binding.",
+        ("-g", "--group"), metavar="GROUP",
+    ),
+    Setting(
+        "umask", _umask,
+        # Bounds the permissions of files qiao creates (Unix sockets, logs, pid file).
+        0o022,
+        "File mode creation mask, in octal.",
+        ("-m", "--umask"), metavar="MASK",
     ),
 )
 
@@ -464,6 +566,8 @@ class Config:
         for name in _UNLIMITED_IF_ZERO:
             settings[name] = self._values[name] or sys.maxsize
         settings["url_scheme"] = "http"
+        # A worker of a master learns the master's pid (to stop when it is gone).
+        settings["parent_pid"] = 0
         return settings
 
     def __eq__(self, other: object) -> bool:

@@ -684,4 +684,113 @@ mod tests {
         assert_eq!(n, wire.len());
         assert!(done);
     }
+
+    /// A small xorshift64 generator: reproducible property tests without extra crates.
+    fn xorshift(mut state: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Decodes `wire` in reads of random sizes (from `rand`); returns (data, consumed, done).
+    fn in_random_reads(
+        wire: &[u8],
+        rand: &mut impl FnMut(usize) -> usize,
+    ) -> Result<(Vec<u8>, usize, bool), HttpError> {
+        let mut d = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < wire.len() && !d.is_done() {
+            let end = (pos + 1 + rand(300)).min(wire.len());
+            let n = d.decode(&wire[pos..end], &mut out)?;
+            assert!(n == end - pos || d.is_done(), "stopped early without finishing");
+            pos += n;
+        }
+        Ok((out, pos, d.is_done()))
+    }
+
+    /// RFC 9112 §7.1: encode_chunk_header + data + CRLF per chunk, then LAST_CHUNK,
+    /// decodes back to the payload for random payloads and chunk sizes, read whole, one
+    /// byte at a time, or in random pieces; the bytes after the body are not consumed.
+    #[test]
+    fn encode_decode_round_trips_for_random_payloads() {
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
+        for round in 0..2_000 {
+            let len = match round % 4 {
+                0 => rand(16),
+                1 => rand(1_000),
+                2 => rand(70_000),
+                _ => 0,
+            };
+            let payload: Vec<u8> = (0..len).map(|_| rand(256) as u8).collect();
+            let mut wire = Vec::new();
+            let mut rest = &payload[..];
+            while !rest.is_empty() {
+                // Sizes from 1 byte up to past the hex-digit boundaries (0xf, 0xff, 0xfff, ...).
+                let bits = 1 + rand(17);
+                let n = (1 + rand(1 << bits)).min(rest.len());
+                encode_chunk_header(n, &mut wire);
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            let framed = wire.len();
+            wire.extend_from_slice(b"GET / HTTP/1.1\r\n");
+
+            let expect = Ok((payload.clone(), framed, true));
+            assert_eq!(whole(&wire), expect, "round {round}");
+            assert_eq!(in_random_reads(&wire, &mut rand), expect, "round {round}");
+            if len < 2_000 {
+                assert_eq!(bytewise(&wire), expect, "round {round}");
+            }
+        }
+    }
+
+    /// RFC 9112 §7.1.1-§7.1.2: chunk extensions, leading zeros and trailers are skipped
+    /// the same whatever the read boundaries; mutated bodies fail with the same error
+    /// whole and in pieces.
+    #[test]
+    fn random_splits_match_whole_with_extensions_and_trailers() {
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
+        const EXTS: &[&[u8]] = &[b"", b";a", b" ;a=b", b";a=\"q s\";c", b"\t;x=1"];
+        const TRAILERS: &[&[u8]] = &[b"", b"X-T: 1\r\n", b"A: b\r\nC:\td \r\n"];
+        const NOISE: &[u8] = b"\r\n ;=\"\t\x00\x7f0aF:xX-+";
+        for _ in 0..3_000 {
+            let mut wire = Vec::new();
+            let mut payload = Vec::new();
+            for _ in 0..rand(5) {
+                let n = 1 + rand(40);
+                let data: Vec<u8> = (0..n).map(|_| rand(256) as u8).collect();
+                wire.extend(std::iter::repeat_n(b'0', rand(3)));
+                wire.extend_from_slice(format!("{n:X}").as_bytes());
+                wire.extend_from_slice(EXTS[rand(EXTS.len())]);
+                wire.extend_from_slice(b"\r\n");
+                wire.extend_from_slice(&data);
+                wire.extend_from_slice(b"\r\n");
+                payload.extend_from_slice(&data);
+            }
+            wire.extend_from_slice(b"0");
+            wire.extend_from_slice(EXTS[rand(EXTS.len())]);
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(TRAILERS[rand(TRAILERS.len())]);
+            wire.extend_from_slice(b"\r\n");
+            let good = whole(&wire);
+            assert_eq!(good, Ok((payload, wire.len(), true)));
+            assert_eq!(in_random_reads(&wire, &mut rand), good);
+            // One mutation: whichever way it fails or passes, pieces agree with whole.
+            let at = rand(wire.len());
+            wire[at] = NOISE[rand(NOISE.len())];
+            let one = whole(&wire);
+            assert_eq!(bytewise(&wire), one);
+            match in_random_reads(&wire, &mut rand) {
+                Ok((data, consumed, true)) => assert_eq!(one, Ok((data, consumed, true))),
+                Ok(partial) => assert_eq!(one, Ok(partial)),
+                Err(e) => assert_eq!(one, Err(e)),
+            }
+        }
+    }
 }

@@ -245,6 +245,12 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Shape>, HttpError> {
     // RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
     // terminator". We do not: a bare LF that an intermediary reads
     // differently is a request-smuggling vector.
+    //
+    // The size limit is checked first, as it is when the LF has not arrived yet, so that
+    // the answer does not depend on how the bytes were split into reads.
+    if lf >= block_limit {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
     if lf == 0 || buf[lf - 1] != b'\r' {
         return Err(HttpError::BadRequest("bare LF in request line"));
     }
@@ -266,13 +272,14 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Shape>, HttpError> {
             }
             return Ok(None);
         };
+        // The block limit before the line-ending check, as above.
+        if pos + i + 1 > block_limit {
+            return Err(HttpError::HeaderFieldsTooLarge);
+        }
         if i == 0 || rest[i - 1] != b'\r' {
             return Err(HttpError::BadRequest("bare LF in header section"));
         }
         pos += i + 1;
-        if pos > block_limit {
-            return Err(HttpError::HeaderFieldsTooLarge);
-        }
         if i == 1 {
             // RFC 9112 §2.1: the empty line ends the header section.
             return Ok(Some(Shape {
@@ -568,13 +575,23 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
         skip += 2;
     }
     buf.advance(skip);
-    if buf.is_empty() {
+    // A lone CR may be the first half of one more empty line; wait for the next byte.
+    if buf.is_empty() || &buf[..] == b"\r" {
         return Ok(None);
     }
 
     // Bytes that cannot begin a method (a TLS ClientHello, binary noise) are refused at
-    // once rather than left to wait for a line end that may never come.
-    let method_end = buf.iter().position(|&b| b == b' ').unwrap_or(buf.len());
+    // once rather than left to wait for a line end that may never come. Only the bytes a
+    // valid request line could hold are looked at, the same window `scan_head` searches,
+    // so the answer does not depend on how the bytes were split into reads (past that
+    // window it is 414 however the rest arrives).
+    let window = limit(limits.max_request_line)
+        .saturating_add(2)
+        .min(buf.len());
+    let method_end = buf[..window]
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(window);
     if !buf[..method_end].iter().all(|&b| is_tchar(b)) {
         return Err(HttpError::BadRequest("invalid request method"));
     }
@@ -1628,5 +1645,231 @@ mod tests {
         assert_eq!(&*percent_decode(b"a+b%2"), b"a+b%2");
         assert_eq!(&*percent_decode(b"%00%ff"), b"\x00\xff");
         assert_eq!(&*percent_decode(b"%%41"), b"%A");
+    }
+
+    /// A small xorshift64 generator: reproducible property tests without extra crates.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// What a connection reads off a stream: each head (as its Debug text, which holds
+    /// its bytes and every range), the error that stopped it, whether a chunked body
+    /// stopped it, and the bytes left over. Content-Length bodies are skipped across
+    /// reads the way the connection skips them.
+    fn read_stream<'a>(
+        reads: impl IntoIterator<Item = &'a [u8]>,
+        limits: &Limits,
+    ) -> (Vec<String>, Option<HttpError>, bool, Vec<u8>) {
+        let mut buf = BytesMut::new();
+        let mut skip = 0u64;
+        let mut heads = Vec::new();
+        let mut chunked = false;
+        for read in reads {
+            buf.extend_from_slice(read);
+            // After a chunked head the bytes belong to the chunked decoder.
+            while !chunked {
+                let n = skip.min(buf.len() as u64);
+                buf.advance(n as usize);
+                skip -= n;
+                if skip > 0 {
+                    break;
+                }
+                match parse_head(&mut buf, limits) {
+                    Ok(Some(head)) => {
+                        heads.push(format!("{head:?}"));
+                        match head.framing {
+                            BodyFraming::Length(n) => skip = n,
+                            BodyFraming::Chunked => chunked = true,
+                            BodyFraming::Empty => {}
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (heads, Some(e), false, Vec::new()),
+                }
+            }
+        }
+        (heads, None, chunked, buf.to_vec())
+    }
+
+    /// Asserts that `input` read in two pieces, at every cut, and one byte per read, gives
+    /// what it gives read whole; an error may come early, but it must be the same error.
+    fn assert_split_invariant(input: &[u8], limits: &Limits) {
+        let whole = read_stream([input], limits);
+        let shown = String::from_utf8_lossy(input);
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(read_stream([a, b], limits), whole, "cut {cut} of {shown:?}");
+        }
+        assert_eq!(
+            read_stream(input.chunks(1), limits),
+            whole,
+            "bytewise {shown:?}"
+        );
+    }
+
+    /// Requests, valid and not, that the split tests run: each rule's pass and fail side.
+    const SPLIT_CASES: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"\r\n\r\nPOST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhelloGET /n HTTP/1.0\r\n\r\n",
+        b"OPTIONS * HTTP/1.0\r\nX: \t\xff v \r\nEmpty:\r\n\r\n",
+        b"CONNECT h:443 HTTP/1.2\r\nHost: h:443\r\nExpect: 100-continue\r\n\r\n",
+        b"POST http://h/p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n: empty\r\n\r\n",
+        b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / http/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"GET /#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"\r\r\nGET / HTTP/1.0\r\n\r\n",
+        b"\r\n\rGET / HTTP/1.0\r\n\r\n",
+    ];
+
+    /// RFC 9112 §2.2 (a message is a stream of octets): how the bytes are split into
+    /// reads never changes what is parsed, nor which error is answered.
+    #[test]
+    fn split_at_every_boundary_parses_as_whole() {
+        let small = Limits {
+            max_request_line: 24,
+            max_headers: 3,
+            max_header_field_size: 24,
+            max_header_block: 96,
+            max_body: 4,
+        };
+        for case in SPLIT_CASES {
+            assert_split_invariant(case, &Limits::default());
+            assert_split_invariant(case, &small);
+        }
+        // Limits hit before the line ends, and lines far past them.
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 5000));
+        long.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_split_invariant(&long, &Limits::default());
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..120 {
+            many.extend_from_slice(format!("h{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_split_invariant(&many, &Limits::default());
+    }
+
+    /// Found by fuzzing: a request line longer than its limit whose first non-token
+    /// byte lies past the limit was 400 read whole but 414 read in two pieces; the
+    /// method check now looks only where a valid request line could be (414 both ways).
+    #[test]
+    fn method_check_stays_within_the_request_line_limit() {
+        let limits = Limits {
+            max_request_line: 64,
+            ..Limits::default()
+        };
+        let mut input = vec![b'1'; 75];
+        input.extend_from_slice(b".\r1C\nontent-Length: 7\r\n\r\n");
+        assert_eq!(parse_with(&input, &limits).unwrap_err(), HttpError::UriTooLong);
+        assert_eq!(parse_with(&input[..69], &limits).unwrap_err(), HttpError::UriTooLong);
+        assert_split_invariant(&input, &limits);
+        // Within the window a bad method byte is still refused at once.
+        assert_eq!(err(b"G\x01"), BAD("invalid request method"));
+    }
+
+    /// Found by fuzzing: RFC 9112 §2.2 says to ignore an empty line before the request
+    /// line, but one whose CR and LF arrived in separate reads was answered 400.
+    #[test]
+    fn empty_line_split_between_cr_and_lf_is_ignored() {
+        let mut buf = BytesMut::from(&b"\r"[..]);
+        assert!(parse_head(&mut buf, &Limits::default()).unwrap().is_none());
+        buf.extend_from_slice(b"\nGET / HTTP/1.0\r\n\r\n");
+        let head = parse_head(&mut buf, &Limits::default()).unwrap().unwrap();
+        assert_eq!(head.method(), b"GET");
+        // A CR not followed by LF is still refused.
+        assert_eq!(err(b"\rGET / HTTP/1.0\r\n\r\n"), BAD("invalid request method"));
+    }
+
+    /// Found by the split property test: a field line that ends in a bare LF past the
+    /// header-block limit was 400 read whole but 431 read in pieces; the limit is now
+    /// checked first either way.
+    #[test]
+    fn block_limit_is_checked_before_line_endings() {
+        let limits = Limits {
+            max_header_block: 30,
+            ..Limits::default()
+        };
+        let input = b"GET /a HTTP/1.1\r\nHost: h\r\nConnection:\nclose\r\n\r\n";
+        assert_eq!(
+            parse_with(input, &limits).unwrap_err(),
+            HttpError::HeaderFieldsTooLarge
+        );
+        assert_split_invariant(input, &limits);
+        let limits = Limits {
+            max_header_block: 10,
+            ..Limits::default()
+        };
+        assert_split_invariant(b"GET /abcdefgh\nHTTP/1.1\r\n\r\n", &limits);
+    }
+
+    /// The split property over mutations of valid requests, with random limits.
+    #[test]
+    fn mutated_requests_split_anywhere_parse_as_whole() {
+        let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+        const BYTES: &[u8] = b"\r\n :,;?#/*%\t\x00\x7f\xffHTPchunked0123456789";
+        for round in 0..6_000 {
+            let mut input = SPLIT_CASES[round % 6].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(input.len() + 1);
+                let byte = BYTES[rng.below(BYTES.len())];
+                match rng.below(3) {
+                    0 if at < input.len() => input[at] = byte,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, byte),
+                }
+            }
+            // Limits as the configuration makes them: the block holds at least a line.
+            let line = 8 + rng.below(64);
+            let limits = Limits {
+                max_request_line: line,
+                max_headers: rng.below(6),
+                max_header_field_size: 8 + rng.below(64),
+                max_header_block: line + 2 + rng.below(256),
+                max_body: rng.next() % 16,
+            };
+            let whole = read_stream([&input[..]], &limits);
+            let cut = rng.below(input.len() + 1);
+            let (a, b) = input.split_at(cut);
+            assert_eq!(
+                read_stream([a, b], &limits),
+                whole,
+                "cut {cut} of {:?} with {limits:?}",
+                String::from_utf8_lossy(&input)
+            );
+            let whole = read_stream([&input[..]], &Limits::default());
+            assert_eq!(read_stream([a, b], &Limits::default()), whole);
+        }
     }
 }

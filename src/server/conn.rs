@@ -17,6 +17,10 @@ use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{Body, Exchange};
 use crate::wsgi::input::{Framing, Stream};
 
+/// How long an idle keep-alive connection may still bring a request once a graceful stop
+/// began: enough for a request already on its way.
+const STOP_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Output held back for pipelined requests before it is written anyway.
 const PIPELINE_FLUSH: usize = 64 * 1024;
 
@@ -26,8 +30,6 @@ enum ReadEnd {
     Closed,
     /// The deadline passed.
     TimedOut,
-    /// The server is stopping and the connection was idle.
-    Stopping,
 }
 
 struct Connection {
@@ -63,27 +65,35 @@ impl Connection {
         ok
     }
 
-    /// Reads more bytes, first writing any pending output; `idle` reads may be cut short
-    /// by a graceful stop.
+    /// Reads more bytes, first writing any pending output.
+    ///
+    /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
+    /// cutting it: the client may be sending its next request right now, and closing
+    /// under it would lose that request. Such a request is answered with
+    /// `Connection: close`.
     async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
         if !self.flush().await {
             return Err(ReadEnd::Closed);
         }
         let mut stop = self.shared.stop.clone();
+        let mut deadline = deadline;
         if idle && *stop.borrow() {
-            return Err(ReadEnd::Stopping);
+            deadline = deadline.min(Instant::now() + STOP_LINGER);
         }
-        let read = timeout_at(
-            TokioInstant::from_std(deadline),
-            self.conn.read_buf(&mut self.rbuf),
-        );
-        let result = if idle {
-            tokio::select! {
-                r = read => r,
-                _ = stop.wait_for(|s| *s) => return Err(ReadEnd::Stopping),
+        let result = loop {
+            let read = timeout_at(
+                TokioInstant::from_std(deadline),
+                self.conn.read_buf(&mut self.rbuf),
+            );
+            if !idle || *stop.borrow() {
+                break read.await;
             }
-        } else {
-            read.await
+            tokio::select! {
+                r = read => break r,
+                _ = stop.wait_for(|s| *s) => {
+                    deadline = deadline.min(Instant::now() + STOP_LINGER);
+                }
+            }
         };
         match result {
             Err(_) => Err(ReadEnd::TimedOut),
@@ -143,6 +153,13 @@ impl Connection {
                 return;
             };
             self.out = outcome.out.buf;
+            if self.shared.ctx.count_request() && !*self.shared.stop.borrow() {
+                self.shared.ctx.error_log.info(&format!(
+                    "Served max_requests ({}): stopping to be replaced",
+                    self.shared.ctx.settings.max_requests
+                ));
+                self.shared.stopper.send_replace(true);
+            }
             if let Some(raw) = outcome.raw_back {
                 self.rbuf = raw;
             }

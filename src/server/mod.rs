@@ -18,7 +18,6 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify};
 use tokio::task::LocalSet;
 
-use crate::config::GRACEFUL_TIMEOUT;
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
 use crate::wsgi::handler::{handle, Exchange, Outcome};
@@ -34,6 +33,8 @@ pub struct Shared {
     pool: Option<Pool>,
     /// Turns true when the server is stopping.
     pub stop: watch::Receiver<bool>,
+    /// Stops the server (after `max_requests`).
+    pub stopper: Arc<watch::Sender<bool>>,
     /// `handle_request()`: serve one request, then close.
     pub one_request: bool,
 }
@@ -41,7 +42,7 @@ pub struct Shared {
 impl Shared {
     pub async fn dispatch(&self, ex: Exchange) -> Option<Outcome> {
         match &self.pool {
-            None => Some(Python::attach(|py| handle(py, &self.ctx, ex))),
+            None => Some(Python::attach(|py| handle(py, &self.ctx, ex, 0))),
             Some(pool) => pool.run(ex).await,
         }
     }
@@ -85,7 +86,11 @@ async fn serve(
         .into_iter()
         .map(Listener::from_fd)
         .collect::<io::Result<Vec<_>>>()?;
-    if !one_request {
+    if ctx.board.is_some() {
+        // A worker of a master, which announced the addresses itself.
+        ctx.error_log
+            .info(&format!("Booting worker with pid: {}", std::process::id()));
+    } else if !one_request {
         for l in &listeners {
             ctx.error_log.info(&format!(
                 "Listening at: {} ({})",
@@ -104,23 +109,32 @@ async fn serve(
         ctx: ctx.clone(),
         pool,
         stop: stop.subscribe(),
+        stopper: stop.clone(),
         one_request,
     });
     let tracker = Rc::new(Tracker::default());
 
-    // Python runs signal handlers only when asked: look every SIGNAL_POLL.
+    // Every SIGNAL_POLL: run Python's pending signal handlers (it runs them only when
+    // asked), tell the master the loop is alive, and stop if the master is gone.
     let ticker = {
         let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(SIGNAL_POLL).await;
+                ctx.beat();
                 if let Err(err) = Python::attach(|py| py.check_signals()) {
                     ctx.set_interrupt(err);
                 }
                 if ctx.interrupted() {
                     stop.send_replace(true);
                     return;
+                }
+                // SAFETY: getppid has no preconditions.
+                let parent = ctx.settings.parent_pid;
+                if parent != 0 && unsafe { libc::getppid() } != parent && !*stop.borrow() {
+                    ctx.error_log.warning("The master process is gone: stopping");
+                    stop.send_replace(true);
                 }
             }
         })
@@ -171,7 +185,7 @@ async fn serve(
         let _ = stopped.wait_for(|s| *s).await;
         ctx.error_log
             .info("Shutting down: waiting for requests in flight");
-        let drained = tokio::time::timeout(GRACEFUL_TIMEOUT, async {
+        let drained = tokio::time::timeout(ctx.settings.graceful_timeout, async {
             while tracker.open.get() > 0 {
                 let closed = tracker.closed.notified();
                 if tracker.open.get() == 0 {

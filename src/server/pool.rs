@@ -30,7 +30,7 @@ impl Pool {
                     .name(format!("qiao-app-{i}"))
                     .spawn(move || {
                         while let Ok((ex, reply)) = rx.recv() {
-                            let outcome = Python::attach(|py| handle(py, &ctx, ex));
+                            let outcome = Python::attach(|py| handle(py, &ctx, ex, i));
                             let _ = reply.send(outcome);
                         }
                     })

@@ -62,7 +62,15 @@ enum Failure {
     Short(u64),
 }
 
-pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
+/// Runs one request on app thread `thread` (0 for the I/O thread itself).
+pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
+    ctx.set_busy(thread, true);
+    let outcome = run(py, ctx, ex);
+    ctx.set_busy(thread, false);
+    outcome
+}
+
+fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
     let Exchange {
         head,
         body,

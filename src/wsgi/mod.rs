@@ -8,6 +8,7 @@ pub mod handler;
 pub mod input;
 pub mod response;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::ErrorLog;
+use crate::scoreboard::Scoreboard;
 
 /// Everything a request needs that lives as long as the server: built once, shared by threads.
 pub struct Context {
@@ -28,6 +30,10 @@ pub struct Context {
     pub environ: environ::Template,
     /// A KeyboardInterrupt or SystemExit raised inside the app: it stops the server.
     pub interrupt: Mutex<Option<PyErr>>,
+    /// Requests served, for `max_requests`.
+    pub served: AtomicU64,
+    /// The master's table and this worker's slot in it, when there is a master.
+    pub board: Option<(Py<Scoreboard>, usize)>,
 }
 
 impl Context {
@@ -40,6 +46,26 @@ impl Context {
 
     pub fn take_interrupt(&self) -> Option<PyErr> {
         self.interrupt.lock().ok().and_then(|mut s| s.take())
+    }
+
+    /// Counts a finished request; true once `max_requests` is reached.
+    pub fn count_request(&self) -> bool {
+        let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        self.settings.max_requests > 0 && n >= self.settings.max_requests
+    }
+
+    /// Marks app thread `thread` busy or idle in the master's table.
+    pub fn set_busy(&self, thread: usize, busy: bool) {
+        if let Some((board, slot)) = &self.board {
+            board.get().set_busy(*slot, thread, busy);
+        }
+    }
+
+    /// Tells the master the loop is alive.
+    pub fn beat(&self) {
+        if let Some((board, slot)) = &self.board {
+            board.get().beat(*slot);
+        }
     }
 
     pub fn interrupted(&self) -> bool {

@@ -83,9 +83,7 @@ def app_dir(tmp_path: Path) -> Path:
         (["--threads", "abc"], "--threads: expected a positive integer, got 'abc'"),
         (["--keep-alive", "soon"], "--keep-alive: expected a number of seconds >= 0, got 'soon'"),
         (["-b", "localhost:http"], "--bind: expected a port from 0 to 65535, got 'localhost:http'"),
-        (["-w", "2"],
-         ("--workers: expected 1 (this version runs one worker process; more arrive in the next "
-         "release, use --threads meanwhile), got '2'")),
+        (["-w", "many"], "--workers: expected a positive integer or 'auto', got 'many'"),
         (["no_such_module:app"],
          "no module named 'no_such_module' (looked in '{cwd}' and sys.path)"),
         (["hello:missing"], "module 'hello' has no attribute 'missing'"),

@@ -1,0 +1,450 @@
+"""The master process: binds once, forks the workers, keeps their number, and turns signals
+into graceful stops, reloads and recycling.
+
+Signals (as gunicorn documents them): TERM/INT graceful stop, QUIT fast stop, HUP graceful
+reload (new workers first, then the old ones drained), TTIN/TTOU one worker more/fewer,
+USR1 reopen the log files. Handlers only queue the signal; the loop acts on it.
+
+No thread and no async runtime exists in the master, so forking is safe: each worker builds
+its own engine (and its runtime) after the fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import os
+import random
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from qiao._loader import AppLoadError, load_app, print_app_traceback
+from qiao.config import Config
+
+__all__ = ["WORKER_APP_ERROR", "WORKER_BOOT_ERROR", "Arbiter"]
+
+# Worker exit statuses the master reads as "this app cannot start": stop, do not respawn.
+WORKER_BOOT_ERROR = 3  # the app's own import or factory raised (its traceback was printed)
+WORKER_APP_ERROR = 4  # the app could not be found (one line was printed)
+
+# A worker that dies sooner than this after its start counts as failing at boot.
+_BOOT_WINDOW = 2.0
+_MAX_BACKOFF = 10.0
+_TICK = 0.5  # the loop's pace when nothing happens (timeouts are checked this often)
+_KILL_AFTER_DUMP = 1.0  # time for a timed-out worker to write its stacks before SIGKILL
+_SLOTS = 1024  # scoreboard rows: the most workers alive at once, old and new
+
+_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD,
+)
+
+
+@dataclass
+class Worker:
+    pid: int
+    slot: int  # its row in the scoreboard
+    generation: int  # bumped by each reload; older generations are drained
+    started: float = field(default_factory=time.monotonic)
+    retiring: bool = False  # sent TERM: drains, then exits; a replacement is started
+    kill_at: float | None = None  # after a timeout: SIGKILL at this time
+
+
+class Arbiter:
+    def __init__(
+        self,
+        config: Config,
+        app_spec: str | None,
+        sockets: list,
+        logger,
+        *,
+        app: Callable | None = None,
+        reload_config: Callable[[], Config] | None = None,
+    ) -> None:
+        from qiao._qiao import Scoreboard
+
+        self.config = config
+        self.app_spec = app_spec  # imported by each worker unless `app` was preloaded
+        self.app = app
+        self.sockets = sockets
+        self.log = logger
+        self.reload_config = reload_config  # re-reads the config file on HUP
+        self.board = Scoreboard(_SLOTS, max(config.threads, 1))
+        self.workers: dict[int, Worker] = {}
+        self.target = config.workers
+        self.generation = 0
+        self.pending: list[int] = []
+        self.stopping: str | None = None  # "graceful" or "fast" once asked to stop
+        self.exit_status = 0
+        self.failures = 0  # consecutive workers that died at boot
+        self.next_spawn = 0.0  # back-off: no spawn before this time
+        self.booted = False  # some worker has served: the app did load once
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        for fd in (self.wakeup_r, self.wakeup_w):
+            os.set_blocking(fd, False)
+
+    # -- signals: the handler only queues, the loop acts.
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.pending.append(signum)
+        try:
+            os.write(self.wakeup_w, b"\0")
+        except OSError:
+            pass
+
+    def _install_signals(self) -> None:
+        for sig in _SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    # -- the loop
+
+    def run(self) -> int:
+        from qiao import _qiao
+
+        _qiao.set_process_name("qiao: master")
+        self._install_signals()
+        self._write_pid()
+        try:
+            while True:
+                self._handle_signals()
+                self._reap()
+                if self.stopping:
+                    break
+                self._check_workers()
+                self._spawn_missing()
+                self._sleep()
+            self._stop_all()
+        finally:
+            self._remove_pid()
+        return self.exit_status
+
+    def _sleep(self) -> None:
+        try:
+            ready, _, _ = select.select([self.wakeup_r], [], [], _TICK)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self.wakeup_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _handle_signals(self) -> None:
+        while self.pending:
+            sig = self.pending.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.log.log("info", f"Received {signal.Signals(sig).name}: graceful stop")
+                self.stopping = "graceful"
+            elif sig == signal.SIGQUIT:
+                self.log.log("info", "Received SIGQUIT: fast stop")
+                self.stopping = "fast"
+            elif sig == signal.SIGHUP:
+                self._reload()
+            elif sig == signal.SIGTTIN:
+                self.target += 1
+                self.log.log("info", f"Received SIGTTIN: {self.target} workers")
+            elif sig == signal.SIGTTOU:
+                if self.target > 1:
+                    self.target -= 1
+                    self.log.log("info", f"Received SIGTTOU: {self.target} workers")
+                    self._retire_extra()
+            elif sig == signal.SIGUSR1:
+                self.log.log("info", "Received SIGUSR1: reopening log files")
+                self.log.reopen()
+                self._signal_all(signal.SIGUSR1)
+            # SIGCHLD only wakes the loop; _reap does the work.
+
+    # -- workers
+
+    def _active(self) -> list[Worker]:
+        return [w for w in self.workers.values() if not w.retiring]
+
+    def _free_slot(self) -> int:
+        used = {w.slot for w in self.workers.values()}
+        return next(i for i in range(_SLOTS) if i not in used)
+
+    def _spawn_missing(self) -> None:
+        current = [w for w in self._active() if w.generation == self.generation]
+        missing = self.target - len(current)
+        now = time.monotonic()
+        while missing > 0 and now >= self.next_spawn:
+            self._spawn()
+            missing -= 1
+        # A new generation (after HUP) replaces the old one once it is serving.
+        if not missing and all(self.board.ready(w.slot) for w in current):
+            for worker in self._active():
+                if worker.generation != self.generation:
+                    self._retire(worker, "replaced by reload")
+
+    def _retire_extra(self) -> None:
+        current = sorted(self._active(), key=lambda w: w.started)
+        for worker in current[: max(0, len(current) - self.target)]:
+            self._retire(worker, "fewer workers wanted")
+
+    def _retire(self, worker: Worker, why: str) -> None:
+        """Graceful replacement: TERM drains the worker; the loop starts a new one."""
+        if worker.retiring:
+            return
+        self.log.log("info", f"Retiring worker {worker.pid}: {why}")
+        worker.retiring = True
+        self._kill(worker.pid, signal.SIGTERM)
+
+    def _spawn(self) -> None:
+        slot = self._free_slot()
+        self.board.reset(slot)
+        max_requests = self.config.max_requests
+        if max_requests and self.config.max_requests_jitter:
+            max_requests += random.randint(0, self.config.max_requests_jitter)
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                status = self._worker_main(slot, max_requests)
+            except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+        self.workers[pid] = Worker(pid, slot, self.generation)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            lived = time.monotonic() - worker.started
+            if code in (WORKER_BOOT_ERROR, WORKER_APP_ERROR) and not self.board.ready(worker.slot):
+                self._boot_failed(worker, code)
+                continue
+            if worker.retiring or self.stopping:
+                continue
+            if code == 0:
+                self.log.log("info", f"Worker {pid} exited; starting a new one")
+                self.failures = 0
+                continue
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+            self.log.log("error", f"Worker {pid} died ({how}) after {lived:.1f}s; replacing it")
+            if lived < _BOOT_WINDOW:
+                self.failures += 1
+                delay = min(_MAX_BACKOFF, 0.1 * 2 ** self.failures)
+                self.next_spawn = time.monotonic() + delay
+                self.log.log("warning", f"Workers are dying at boot: next start in {delay:.1f}s")
+            else:
+                self.failures = 0
+
+    def _boot_failed(self, worker: Worker, code: int) -> None:
+        """A worker could not load the app. With nothing serving, the app is broken: stop
+        (not an endless respawn loop). Within a reload, keep the old workers. Otherwise
+        (a respawn, or --reload after an edit) retry with a back-off."""
+        serving = [w for w in self._active() if self.board.ready(w.slot)]
+        older = [w.generation for w in serving if w.generation < worker.generation]
+        if older:
+            self.log.log("error", "Reload failed: the app does not load; keeping the old workers")
+            self.generation = max(older)
+        elif serving or (self.config.reload and self.booted):
+            self.failures += 1
+            delay = min(_MAX_BACKOFF, 0.1 * 2 ** self.failures)
+            self.next_spawn = time.monotonic() + delay
+            self.log.log("error", f"A worker could not load the app; next try in {delay:.1f}s")
+        else:
+            # The worker printed why; the terminal shows that alone.
+            self.log.log("debug", "The app failed to load in a worker: stopping")
+            self.exit_status = 1 if code == WORKER_BOOT_ERROR else 2
+            self.stopping = "fast"
+
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.timeout
+        lifetime = self.config.max_worker_lifetime
+        memory = self.config.max_worker_memory
+        for worker in list(self.workers.values()):
+            if worker.kill_at is not None:
+                if now >= worker.kill_at:
+                    self._kill(worker.pid, signal.SIGKILL)
+                continue
+            ready = self.board.ready(worker.slot)
+            if ready and not self.booted:
+                self.booted = True
+                self._announce()
+            if timeout and ready:
+                busy = self.board.busiest(worker.slot)
+                silent = self.board.silence(worker.slot)
+                if busy > timeout or silent > timeout:
+                    self._timed_out(worker, max(busy, silent))
+                    continue
+            if worker.retiring:
+                continue
+            if lifetime and now - worker.started > lifetime:
+                self._retire(worker, f"older than --max-worker-lifetime {lifetime:g}s")
+            elif memory and _rss_mib(worker.pid) > memory:
+                self._retire(worker, f"resident memory above --max-worker-memory {memory} MiB")
+
+    def _announce(self) -> None:
+        """The banner, once the first worker serves (so that an app which cannot load
+        leaves only its own error on the terminal)."""
+        from qiao import __version__
+        from qiao._bind import display
+
+        self.log.log("info", f"Starting qiao {__version__} (master pid {os.getpid()})")
+        for sock in self.sockets:
+            self.log.log("info", f"Listening at: {display(sock)} ({os.getpid()})")
+        workers = f"{self.target} worker{'s' if self.target != 1 else ''}"
+        threads = f"{self.config.threads} thread{'s' if self.config.threads != 1 else ''}"
+        self.log.log(
+            "info", f"Using {workers} with {threads} each; app: {self.app_spec or 'demo page'}"
+        )
+
+    def _timed_out(self, worker: Worker, seconds: float) -> None:
+        """Log, have the worker write every thread's Python stack (faulthandler on SIGABRT),
+        then kill it; the loop starts a replacement."""
+        self.log.log(
+            "critical",
+            f"WORKER TIMEOUT (pid:{worker.pid}): a request has run {seconds:.1f}s "
+            f"(--timeout {self.config.timeout:g}); its threads' stacks follow",
+        )
+        self._kill(worker.pid, signal.SIGABRT)
+        worker.kill_at = time.monotonic() + _KILL_AFTER_DUMP
+        worker.retiring = True
+
+    def _reload(self) -> None:
+        self.log.log("info", "Received SIGHUP: reloading (new workers first, then the old drained)")
+        if self.reload_config is not None:
+            try:
+                config = self.reload_config()
+            except Exception as e:  # noqa: BLE001 - a bad file must not kill the master
+                self.log.log("error", f"Reload: keeping the old settings: {e}")
+            else:
+                self.config = config
+                self.target = config.workers
+        self.generation += 1
+
+    # -- stopping
+
+    def _stop_all(self) -> None:
+        fast = self.stopping == "fast"
+        self._signal_all(signal.SIGQUIT if fast else signal.SIGTERM)
+        deadline = time.monotonic() + (1.0 if fast else self.config.graceful_timeout + 1.0)
+        while self.workers and time.monotonic() < deadline:
+            self._reap()
+            if self.workers:
+                self._sleep_briefly()
+        for worker in self.workers.values():
+            self.log.log("warning", f"Worker {worker.pid} did not stop in time: killing it")
+            self._kill(worker.pid, signal.SIGKILL)
+        while self.workers:
+            self._reap()
+            self._sleep_briefly()
+        self.log.log("info" if self.booted else "debug", "Shutting down: master exits")
+
+    @staticmethod
+    def _sleep_briefly() -> None:
+        time.sleep(0.05)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            self._kill(pid, sig)
+
+    def _kill(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                raise
+
+    def _write_pid(self) -> None:
+        if self.config.pid:
+            with open(self.config.pid, "w") as f:
+                f.write(f"{os.getpid()}\n")
+
+    def _remove_pid(self) -> None:
+        if self.config.pid:
+            try:
+                os.unlink(self.config.pid)
+            except OSError:
+                pass
+
+    # -- in the worker process
+
+    def _worker_main(self, slot: int, max_requests: int) -> int:
+        from qiao import _qiao
+
+        os.close(self.wakeup_r)
+        os.close(self.wakeup_w)
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        _qiao.set_process_name("qiao: worker")
+        # The master's SIGABRT after --timeout (and a crash): every thread's Python stack,
+        # even one stuck holding the GIL (faulthandler writes from the signal handler
+        # itself), then the worker dies.
+        log = self.config.error_logfile
+        self.dump_file = sys.stderr if log == "-" else open(log, "a")  # noqa: SIM115 - kept open
+        faulthandler.enable(file=self.dump_file, all_threads=True)
+
+        app = self.app
+        if app is None:
+            try:
+                app = self._load_app()
+            except AppLoadError as e:
+                print(f"qiao: error: {e}", file=sys.stderr)
+                return WORKER_APP_ERROR
+            except Exception as e:  # noqa: BLE001 - the app's own import failed: show why
+                print_app_traceback(e)
+                return WORKER_BOOT_ERROR
+        settings = self.config.engine_settings()
+        settings["max_requests"] = max_requests
+        settings["parent_pid"] = os.getppid()
+        engine = _qiao.Engine(app, settings, [s.fileno() for s in self.sockets], self.board, slot)
+        for s in self.sockets:
+            s.close()
+
+        def graceful(signum: int, frame: object) -> None:
+            engine.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, graceful)
+        signal.signal(signal.SIGINT, graceful)
+        signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(0))
+        signal.signal(signal.SIGUSR1, lambda signum, frame: engine.reopen_logs())
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master's business
+        if self.config.reload:
+            from qiao._reloader import watch_sources
+
+            watch_sources(engine)
+        try:
+            engine.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        engine.close()
+        return 0
+
+    def _load_app(self) -> Callable:
+        if self.app_spec is None:
+            from qiao._demo import demo_app
+
+            return demo_app
+        return load_app(self.app_spec, factory=self.config.factory, cwd=os.getcwd())
+
+
+def _rss_mib(pid: int) -> float:
+    """A process's resident memory in MiB (0 if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
