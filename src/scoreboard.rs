@@ -65,7 +65,9 @@ impl Scoreboard {
     #[new]
     fn new(slots: usize, threads: usize) -> PyResult<Scoreboard> {
         if slots == 0 || threads == 0 {
-            return Err(PyValueError::new_err("slots and threads must be at least 1"));
+            return Err(PyValueError::new_err(
+                "slots and threads must be at least 1",
+            ));
         }
         let bytes = slots * (1 + threads) * std::mem::size_of::<AtomicU64>();
         // SAFETY: an anonymous shared mapping; zero-filled by the kernel, which is a valid

@@ -3,7 +3,17 @@
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, final
 
-__all__ = ["Engine", "Errors", "FileWrapper", "Input", "StartResponse", "__version__"]
+__all__ = [
+    "Engine",
+    "Errors",
+    "FileWrapper",
+    "Input",
+    "Logger",
+    "Scoreboard",
+    "StartResponse",
+    "__version__",
+    "set_process_name",
+]
 
 __version__: str
 
@@ -12,13 +22,19 @@ class Engine:
     """Serves one WSGI application on listening sockets, in this process."""
 
     def __new__(
-        cls, app: Callable[..., object], settings: dict[str, object], fds: list[int]
+        cls,
+        app: Callable[..., object],
+        settings: dict[str, object],
+        fds: list[int],
+        scoreboard: Scoreboard | None = None,
+        slot: int = 0,
     ) -> Engine:
         """``fds``: listening sockets (bound, listening); the engine dup()s them and the
-        caller keeps and closes its own. ``settings``: every key of
+        caller keeps and closes its own. ``scoreboard``/``slot``: the master's table and
+        this worker's row (a worker of a master). ``settings``: every key of
         ``qiao.config.Config.engine_settings()``, already validated:
 
-        - ``threads`` (int >= 1), ``workers`` (int, 1 in this version);
+        - ``threads`` (int >= 1), ``workers`` (int >= 1, for ``wsgi.multiprocess``);
         - ``root_path`` (str): SCRIPT_NAME, "" or "/prefix" without a trailing "/";
         - ``access_logfile`` (str | None, "-" = stdout), ``access_logformat`` (str);
         - ``error_logfile`` (str, "-" = stderr);
@@ -31,7 +47,10 @@ class Engine:
         - ``max_request_body_size`` (int bytes >= 1; sys.maxsize = no limit);
 
         The limits are always concrete: Python maps a user's 0 ("no limit") to the cap.
-        - ``url_scheme`` (str, "http").
+        - ``url_scheme`` (str, "http");
+        - ``graceful_timeout`` (float seconds): how long a stop waits for requests;
+        - ``max_requests`` (int, 0 = never): stop gracefully after this many;
+        - ``parent_pid`` (int, 0 = none): stop when the parent is no longer this process.
         """
     def serve_forever(self) -> None:
         """Serve until ``shutdown()``; the GIL is released while waiting. Ctrl-C stops
@@ -45,6 +64,40 @@ class Engine:
         """Release the engine's (duplicated) listening sockets."""
     def log(self, level: str, message: str) -> None:
         """Write one line to the engine's error log at ``level``."""
+    def reopen_logs(self) -> None:
+        """Reopen the error and access log files (after log rotation)."""
+    @property
+    def requests_served(self) -> int:
+        """Requests served so far."""
+
+@final
+class Logger:
+    """The error log for code that runs without an engine (the master process)."""
+
+    def __new__(cls, target: str, level: str) -> Logger:
+        """``target``: a path, or "-" for stderr; ``level``: the least severe one written."""
+    def log(self, level: str, message: str) -> None: ...
+    def reopen(self) -> None: ...
+
+@final
+class Scoreboard:
+    """Memory shared by a master and its workers (mapped before forking): each worker's
+    heartbeat and, per app thread, when its current request began."""
+
+    def __new__(cls, slots: int, threads: int) -> Scoreboard: ...
+    @property
+    def slots(self) -> int: ...
+    def reset(self, slot: int) -> None:
+        """Clear a row for a new worker."""
+    def ready(self, slot: int) -> bool:
+        """Whether the worker has started serving."""
+    def silence(self, slot: int) -> float:
+        """Seconds since the worker's loop last beat."""
+    def busiest(self, slot: int) -> float:
+        """Seconds its longest-running request has run (0 when idle)."""
+
+def set_process_name(title: str) -> None:
+    """Name this process for ps/top (the first 15 bytes)."""
 
 # The PEP 3333 objects the engine hands to the application; created only by the engine.
 

@@ -65,12 +65,14 @@ class Arbiter:
         *,
         app: Callable | None = None,
         reload_config: Callable[[], Config] | None = None,
+        app_name: str | None = None,
     ) -> None:
         from qiao._qiao import Scoreboard
 
         self.config = config
         self.app_spec = app_spec  # imported by each worker unless `app` was preloaded
         self.app = app
+        self.app_name = app_name or app_spec or "the demo page"  # for the banner
         self.sockets = sockets
         self.log = logger
         self.reload_config = reload_config  # re-reads the config file on HUP
@@ -84,6 +86,7 @@ class Arbiter:
         self.failures = 0  # consecutive workers that died at boot
         self.next_spawn = 0.0  # back-off: no spawn before this time
         self.booted = False  # some worker has served: the app did load once
+        self.master_pid = os.getpid()
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -172,10 +175,16 @@ class Arbiter:
     def _spawn_missing(self) -> None:
         current = [w for w in self._active() if w.generation == self.generation]
         missing = self.target - len(current)
+        if not self.booted and self.workers:
+            # Until one worker has loaded the app, start no more: an app that cannot load
+            # then prints its error once, not once per worker.
+            missing = 0
         now = time.monotonic()
         while missing > 0 and now >= self.next_spawn:
             self._spawn()
             missing -= 1
+            if not self.booted:
+                break
         # A new generation (after HUP) replaces the old one once it is serving.
         if not missing and all(self.board.ready(w.slot) for w in current):
             for worker in self._active():
@@ -305,7 +314,7 @@ class Arbiter:
         workers = f"{self.target} worker{'s' if self.target != 1 else ''}"
         threads = f"{self.config.threads} thread{'s' if self.config.threads != 1 else ''}"
         self.log.log(
-            "info", f"Using {workers} with {threads} each; app: {self.app_spec or 'demo page'}"
+            "info", f"Using {workers} with {threads} each; app: {self.app_name}"
         )
 
     def _timed_out(self, worker: Worker, seconds: float) -> None:
@@ -406,7 +415,7 @@ class Arbiter:
                 return WORKER_BOOT_ERROR
         settings = self.config.engine_settings()
         settings["max_requests"] = max_requests
-        settings["parent_pid"] = os.getppid()
+        settings["parent_pid"] = self.master_pid  # not getppid(): the master may be gone
         engine = _qiao.Engine(app, settings, [s.fileno() for s in self.sockets], self.board, slot)
         for s in self.sockets:
             s.close()

@@ -279,6 +279,20 @@ def serve(
     config = Config(settings)
     if config.chdir is not None:
         os.chdir(config.chdir)
+    if config.workers > 1:
+        # Several processes: a master forks workers that inherit `app` (it is preloaded).
+        from qiao import _qiao
+        from qiao.arbiter import Arbiter
+
+        sockets = bind_all(config.addresses, config.backlog)
+        try:
+            logger = _qiao.Logger(config.error_logfile, config.log_level)
+            name = getattr(app, "__qualname__", type(app).__name__)
+            Arbiter(config, None, sockets, logger, app=app, app_name=name).run()
+        finally:
+            for sock in sockets:
+                close_listener(sock)
+        return
     server = WSGIServer(app, config, bind_all(config.addresses, config.backlog))
     with server, graceful_sigterm(server):
         try:

@@ -133,7 +133,8 @@ async fn serve(
                 // SAFETY: getppid has no preconditions.
                 let parent = ctx.settings.parent_pid;
                 if parent != 0 && unsafe { libc::getppid() } != parent && !*stop.borrow() {
-                    ctx.error_log.warning("The master process is gone: stopping");
+                    ctx.error_log
+                        .warning("The master process is gone: stopping");
                     stop.send_replace(true);
                 }
             }

@@ -492,7 +492,19 @@ def log_error(environ, start_response):
     return _text(start_response, "logged")
 
 
+def pid_route(environ, start_response):
+    """Which worker process answered (the process-model tests)."""
+    return _json(start_response, {"pid": os.getpid()})
+
+
+def flags(environ, start_response):
+    keys = ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once")
+    return _json(start_response, {key: environ[key] for key in keys})
+
+
 ROUTES = {
+    "/pid": pid_route,
+    "/flags": flags,
     "/input": input_route,
     "/no-read": no_read,
     "/start-response/invalid": start_response_invalid,

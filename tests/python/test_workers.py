@@ -1,0 +1,243 @@
+"""The process model: a master and its workers, signals, recycling, timeouts, under load.
+
+Every test runs real processes and real signals, bounded in time; loads go to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TESTS_DIR, running_server
+from httpclient import Conn, get
+from loadgen import Load, children, wait_for
+
+
+def worker_pids(server, count: int, timeout: float = 15.0) -> list[int]:
+    """The master's worker pids, once there are `count` of them and all serve."""
+    return wait_for(lambda: len(children(server.proc.pid)) == count and children(server.proc.pid),
+                    timeout) or []
+
+
+def serving_pid(port: int) -> int:
+    """The pid of the worker that answers a fresh connection."""
+    with Conn(port) as c:
+        return int(json.loads(c.request(get("/pid")).body)["pid"])
+
+
+def test_workers_serve_and_report_multiprocess():
+    """-w 2: two worker processes under one master; wsgi.multiprocess is true (PEP 3333)."""
+    with running_server("behaviour:app", "-w", "2") as server:
+        pids = worker_pids(server, 2)
+        assert len(pids) == 2
+        with Conn(server.port) as c:
+            env = json.loads(c.request(get("/flags")).body)
+        assert env["wsgi.multiprocess"] is True
+        assert "Using 2 workers" in server.wait_log("Using 2 workers")
+
+
+def test_killed_worker_is_replaced_while_others_serve():
+    """A worker killed with SIGKILL is replaced; requests keep succeeding meanwhile."""
+    with running_server("behaviour:app", "-w", "2") as server:
+        before = worker_pids(server, 2)
+        os.kill(before[0], signal.SIGKILL)
+        with Load(server.port, "/pid", clients=4, seconds=10) as load:
+            after = wait_for(
+                lambda: (k := children(server.proc.pid)) and len(k) == 2 and before[0] not in k
+                and k,
+            )
+            time.sleep(0.5)
+        tally = load.tally
+        assert after and before[1] in after, after
+        assert tally.ok > 0 and tally.failed == 0, tally.errors
+        assert "died (signal SIGKILL)" in server.wait_log("died (signal SIGKILL)")
+
+
+def test_hup_reload_under_load_loses_nothing():
+    """SIGHUP: new workers start, the old ones drain; a steady load sees no failed request."""
+    with running_server("behaviour:app", "-w", "2") as server:
+        before = set(worker_pids(server, 2))
+        with Load(server.port, "/pid", clients=8, seconds=20) as load:
+            time.sleep(1.0)
+            server.proc.send_signal(signal.SIGHUP)
+            replaced = wait_for(
+                lambda: (k := set(children(server.proc.pid))) and len(k) == 2
+                and not (k & before), timeout=15,
+            )
+            time.sleep(1.0)
+        tally = load.tally
+        assert replaced, "the old workers were not replaced"
+        assert tally.failed == 0 and tally.refused == 0, tally.errors
+        assert tally.ok > 100
+
+
+def test_ttin_ttou_change_the_worker_count_under_load():
+    """SIGTTIN adds a worker, SIGTTOU retires one (gracefully): no failed request."""
+    with running_server("behaviour:app", "-w", "1") as server:
+        worker_pids(server, 1)
+        with Load(server.port, "/pid", clients=4, seconds=20) as load:
+            server.proc.send_signal(signal.SIGTTIN)
+            assert len(worker_pids(server, 2)) == 2
+            server.proc.send_signal(signal.SIGTTOU)
+            assert len(worker_pids(server, 1)) == 1
+            time.sleep(0.5)
+        assert load.tally.failed == 0 and load.tally.ok > 0, load.tally.errors
+
+
+def test_term_under_load_finishes_requests_in_flight():
+    """SIGTERM: requests already in the app finish with their full response; the master
+    exits 0 after its workers."""
+    with running_server("behaviour:app", "-w", "2") as server:
+        worker_pids(server, 2)
+        conns = [Conn(server.port, timeout=15) for _ in range(4)]
+        for c in conns:
+            c.send(get("/slow?s=1"))
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        statuses = [c.read_response().status for c in conns]
+        for c in conns:
+            c.close()
+        assert statuses == [200] * 4
+        assert server.proc.wait(timeout=15) == 0
+
+
+def test_max_requests_recycles_workers():
+    """--max-requests 5: a worker leaves after 5 requests and a new one takes over; every
+    request is answered."""
+    with running_server("behaviour:app", "-w", "1", "--max-requests", "5") as server:
+        pids = [serving_pid(server.port) for _ in range(12)]
+        assert len(set(pids)) >= 3, pids
+        assert "Served max_requests (5)" in server.wait_log("Served max_requests (5)")
+
+
+def test_stuck_request_dumps_stacks_and_replaces_the_worker():
+    """--timeout: a request running past it gets every thread's Python stack in the error
+    log, then its worker is replaced."""
+    with running_server("behaviour:app", "--timeout", "1") as server:
+        first = worker_pids(server, 1)
+        with Conn(server.port, timeout=15) as c:
+            c.send(get("/slow?s=8"))
+            log = server.wait_log("in slow", timeout=10)
+        assert "WORKER TIMEOUT" in log
+        assert "thread 0x" in log.lower() and "in slow" in log, log[-2000:]
+        replaced = wait_for(lambda: (k := children(server.proc.pid)) and k != first and k)
+        assert replaced
+        assert serving_pid(server.port) in replaced
+
+
+def test_orphaned_workers_stop():
+    """A worker whose master died (SIGKILL) stops by itself."""
+    with running_server("behaviour:app", "-w", "2") as server:
+        pids = worker_pids(server, 2)
+        server.proc.kill()
+        server.proc.wait(5)
+        gone = wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids))
+        assert gone, "workers outlived their master"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_usr1_reopens_the_log_file(tmp_path):
+    """SIGUSR1: after log rotation moved the file away, new lines go to a new file."""
+    log = tmp_path / "access.log"
+    with running_server("behaviour:app", "--access-logfile", str(log)) as server:
+        worker_pids(server, 1)
+        with Conn(server.port) as c:
+            c.request(get("/pid?first"))
+        wait_for(log.exists)
+        log.rename(tmp_path / "access.log.1")
+        server.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "reopening" in server.log())
+        time.sleep(0.3)
+        with Conn(server.port) as c:
+            c.request(get("/pid?second"))
+        text = wait_for(lambda: log.exists() and log.read_text())
+        assert text and "second" in text and "first" not in text
+
+
+def test_pid_file_written_and_removed(tmp_path):
+    """--pid: the master's pid is written at start and the file removed at exit."""
+    pidfile = tmp_path / "qiao.pid"
+    with running_server("behaviour:app", "--pid", str(pidfile)) as server:
+        assert int(pidfile.read_text()) == server.proc.pid
+    assert not pidfile.exists()
+
+
+def qiao_run(*args, cwd, timeout=30):
+    return subprocess.run(
+        [sys.executable, "-m", "qiao", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def test_app_that_cannot_import_stops_the_master_once(tmp_path):
+    """With several workers, an app whose import raises: its traceback once, exit 1, no
+    respawn loop."""
+    (tmp_path / "broken.py").write_text("raise RuntimeError('cannot start')\n")
+    result = qiao_run("broken:app", "-w", "3", "-b", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("RuntimeError: cannot start") == 1, result.stderr
+
+
+def test_config_file_and_precedence(tmp_path):
+    """qiao.toml is read from the working directory; QIAO_* beats it and a flag beats both."""
+    (tmp_path / "qiao.toml").write_text('threads = 3\nworkers = 2\nkeep-alive = 7\n')
+    env = {**os.environ, "QIAO_WORKERS": "1", "PYTHONPATH": str(TESTS_DIR)}
+    env.pop("QIAO_THREADS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "apps.behaviour:app", "-b", "127.0.0.1:0",
+         "--keep-alive", "1"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if "Using" in line:
+                break
+        text = "".join(lines)
+        assert "Using 1 worker with 3 threads each" in text, text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_bad_config_file_value_is_one_line(tmp_path):
+    """A bad value in the config file: one line naming the file and the key, exit 2."""
+    (tmp_path / "qiao.toml").write_text("threads = 0\n")
+    result = qiao_run("-b", "127.0.0.1:0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "qiao: error: qiao.toml: threads: expected a positive integer, got 0\n"
+
+
+def test_unknown_config_key_names_key_and_file(tmp_path):
+    """An unknown key: one line naming it, the file, and the close match."""
+    (tmp_path / "conf.toml").write_text("worker = 2\n")
+    result = qiao_run("-c", str(tmp_path / "conf.toml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"qiao: error: {tmp_path / 'conf.toml'}: unknown setting")
+    assert "'worker'" in result.stderr and "'workers'" in result.stderr
+
+
+@pytest.mark.parametrize("table", ["[tool.qiao]\nthreads = 2\n", "[tool.other]\nx = 1\n"])
+def test_pyproject_table(tmp_path, table):
+    """[tool.qiao] in pyproject.toml is read when there is no qiao.toml; a pyproject.toml
+    without it is not an error."""
+    from qiao._configfile import read_config_file
+
+    (tmp_path / "pyproject.toml").write_text(table)
+    settings, _ = read_config_file(None, cwd=str(tmp_path))
+    assert settings == ({"threads": 2} if "qiao" in table else {})
