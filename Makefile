@@ -21,3 +21,5 @@ lint:
 format:
 	cargo fmt --all
 	ruff check --fix python tests
+
+bench: ; python bench/run.py

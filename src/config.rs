@@ -8,16 +8,9 @@ use pyo3::types::PyDict;
 
 use crate::http::Limits;
 
-/// Bodies up to this size are read whole before the app runs, so a slow client
-/// never holds a Python thread; larger ones are read as the app asks for them.
-pub const BUFFERED_BODY_LIMIT: usize = 1 << 20;
-
 /// Output a response may hold back from a client that reads slowly before the
 /// app is paused until the client catches up (backpressure).
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
-
-/// How long a blocked write (a client that stopped reading) may wait.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The settings the engine reads, validated by Python's settings table first.
 #[derive(Debug, Clone)]
@@ -36,6 +29,20 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// Time allowed to receive a whole request head (slowloris bound).
     pub header_timeout: Duration,
+    /// Time allowed between two reads of a request body (slow POST bound).
+    pub body_timeout: Duration,
+    /// Time a client that stopped reading the response may keep us waiting.
+    pub write_timeout: Duration,
+    /// Connections one worker holds open at most; more wait in the listen backlog.
+    pub worker_connections: usize,
+    /// Bodies up to this size are kept in memory; larger ones are spooled to a temporary
+    /// file. Either way the body is read whole before the app runs, so a slow client
+    /// never holds a Python thread.
+    pub body_buffer_size: usize,
+    /// Bound on one chunk extension of a chunked body.
+    pub limit_chunk_ext_size: usize,
+    /// Bound on the trailer section of a chunked body.
+    pub limit_trailer_size: usize,
     pub limits: Limits,
     pub url_scheme: String,
     /// How long a graceful stop waits for requests in flight.
@@ -82,12 +89,18 @@ impl Settings {
             log_level: item!(d, "log_level", String)?,
             keep_alive: seconds(d, "keep_alive")?,
             header_timeout: seconds(d, "header_timeout")?,
+            body_timeout: seconds(d, "body_timeout")?,
+            write_timeout: seconds(d, "write_timeout")?,
+            worker_connections: item!(d, "worker_connections", usize)?.max(1),
+            body_buffer_size: item!(d, "body_buffer_size", usize)?,
+            limit_chunk_ext_size: item!(d, "limit_chunk_ext_size", usize)?,
+            limit_trailer_size: item!(d, "limit_trailer_size", usize)?,
             limits: Limits {
                 max_request_line: limit("limit_request_line")?,
                 max_headers: limit("limit_request_fields")?,
                 max_header_field_size: limit("limit_request_field_size")?,
                 max_body: item!(d, "max_request_body_size", u64)?,
-                ..Limits::default()
+                max_header_block: limit("limit_request_head_size")?,
             },
             url_scheme: item!(d, "url_scheme", String)?,
             graceful_timeout: seconds(d, "graceful_timeout")?,

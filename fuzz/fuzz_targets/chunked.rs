@@ -3,8 +3,8 @@
 //! same data, the same bytes consumed and the same error.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use _qiao::http::{ChunkedDecoder, HttpError};
+use libfuzzer_sys::fuzz_target;
 
 /// (data, bytes consumed, done) or the error.
 type Outcome = Result<(Vec<u8>, usize, bool), HttpError>;

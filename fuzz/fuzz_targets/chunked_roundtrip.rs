@@ -3,8 +3,8 @@
 //! consumes exactly the framed bytes, however the wire is split.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use _qiao::http::{encode_chunk_header, ChunkedDecoder, LAST_CHUNK};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
     // The first bytes choose chunk sizes and read sizes, the rest is the payload.
@@ -12,7 +12,13 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let mut wire = Vec::new();
-    let mut sizes = [usize::from(a) + 1, usize::from(b), usize::from(a ^ b) * 3 + 1].into_iter().cycle();
+    let mut sizes = [
+        usize::from(a) + 1,
+        usize::from(b),
+        usize::from(a ^ b) * 3 + 1,
+    ]
+    .into_iter()
+    .cycle();
     let mut rest = payload;
     while !rest.is_empty() {
         // A zero size would end the body: skip it, as a sender must.

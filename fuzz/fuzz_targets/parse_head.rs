@@ -2,9 +2,9 @@
 //! two reads (split at a point chosen by the input) parses exactly as when it arrives whole.
 #![no_main]
 
+use _qiao::http::{parse_head, BodyFraming, HttpError, Limits, RequestHead};
 use bytes::{Buf, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use _qiao::http::{parse_head, BodyFraming, HttpError, Limits, RequestHead};
 
 /// Everything a parsed head tells the connection, in a comparable form.
 type Summary = (
@@ -97,15 +97,25 @@ fn check(data: &[u8], cut: usize, limits: &Limits) {
     if let Some(e) = split.error {
         // An error on a prefix must be the error the whole input gives, after the same heads.
         assert_eq!(whole.error, Some(e), "early error differs at cut {cut}");
-        assert_eq!(whole.heads, split.heads, "heads before an early error differ at cut {cut}");
+        assert_eq!(
+            whole.heads, split.heads,
+            "heads before an early error differ at cut {cut}"
+        );
         return;
     }
     split.feed(&data[cut..], limits);
     assert_eq!(whole.heads, split.heads, "heads differ at cut {cut}");
     assert_eq!(whole.error, split.error, "error differs at cut {cut}");
-    assert_eq!(whole.stopped, split.stopped, "chunked stop differs at cut {cut}");
+    assert_eq!(
+        whole.stopped, split.stopped,
+        "chunked stop differs at cut {cut}"
+    );
     if !whole.stopped && whole.error.is_none() {
-        assert_eq!(&whole.buf[..], &split.buf[..], "leftover differs at cut {cut}");
+        assert_eq!(
+            &whole.buf[..],
+            &split.buf[..],
+            "leftover differs at cut {cut}"
+        );
         assert_eq!(whole.skip, split.skip, "body left differs at cut {cut}");
     }
 }

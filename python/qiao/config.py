@@ -323,6 +323,35 @@ SETTINGS: tuple[Setting, ...] = (
         ("--header-timeout",), metavar="SECONDS", engine=True,
     ),
     Setting(
+        "body_timeout", _seconds(zero_ok=False),
+        # Bounds the pause between two pieces of a request body (slow POST).
+        30.0,
+        "Seconds a client may pause while sending a request body; then 408 and close.",
+        ("--body-timeout",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "write_timeout", _seconds(zero_ok=False),
+        # Bounds how long a client that stopped reading the response can hold the worker.
+        60.0,
+        "Seconds a client may stop reading the response before it is disconnected.",
+        ("--write-timeout",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "worker_connections", _integer(1),
+        # Bounds the connections one worker holds open; more wait in the listen backlog.
+        1000,
+        "Maximum open connections per worker; further clients wait in the listen backlog.",
+        ("--worker-connections",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "body_buffer_size", _size,
+        # Bounds the memory a request body may take: larger bodies go to a temporary file.
+        1 << 20,
+        "Request bodies up to this size (bytes) are kept in memory, larger ones spooled to "
+        "an unnamed temporary file; both are read whole before the app runs.",
+        ("--body-buffer-size",), metavar="BYTES", engine=True,
+    ),
+    Setting(
         "limit_request_line", _integer(0),
         # Bounds the request line's length in bytes (0 or more than 8190: the 8190 cap).
         4094,
@@ -351,6 +380,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Maximum size of a request body in bytes (K/M/G suffixes allowed); larger "
         "requests get 413; 0 means no limit.",
         ("--max-request-body-size",), metavar="BYTES", engine=True,
+    ),
+    Setting(
+        "limit_request_head_size", _size,
+        # Bounds the whole request head (request line and header fields) in bytes.
+        65536,
+        "Maximum size of the request line and header fields together, in bytes; larger "
+        "heads get 431.",
+        ("--limit-request-head-size",), metavar="BYTES", engine=True,
+    ),
+    Setting(
+        "limit_chunk_ext_size", _integer(1),
+        # Bounds one chunk extension (RFC 9112 §7.1.1) of a chunked request body.
+        4096,
+        "Maximum size of one chunk extension in a chunked request body, in bytes.",
+        ("--limit-chunk-ext-size",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "limit_trailer_size", _integer(1),
+        # Bounds the trailer section (RFC 9112 §7.1.2) of a chunked request body.
+        8192,
+        "Maximum size of the trailer section of a chunked request body, in bytes.",
+        ("--limit-trailer-size",), metavar="INT", engine=True,
     ),
     Setting(
         "graceful_timeout", _seconds(zero_ok=True),
@@ -444,7 +495,9 @@ SETTINGS: tuple[Setting, ...] = (
 # Limits where 0 means the cap and larger values are capped (as gunicorn does)...
 _CAPS = {"limit_request_line": 8190, "limit_request_fields": 32768}
 # ...and limits where 0 means no limit at all.
-_UNLIMITED_IF_ZERO = ("limit_request_field_size", "max_request_body_size")
+_UNLIMITED_IF_ZERO = (
+    "limit_request_field_size", "max_request_body_size", "limit_request_head_size",
+)
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 

@@ -99,6 +99,15 @@ impl ChunkedDecoder {
     }
 
     /// Whether the last chunk and the trailer section have been read.
+    /// Data bytes the chunk being read has declared and not yet delivered: lets the
+    /// caller refuse a body whose declared size already passes its limit.
+    pub fn pending(&self) -> u64 {
+        match self.state {
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -706,7 +715,10 @@ mod tests {
         while pos < wire.len() && !d.is_done() {
             let end = (pos + 1 + rand(300)).min(wire.len());
             let n = d.decode(&wire[pos..end], &mut out)?;
-            assert!(n == end - pos || d.is_done(), "stopped early without finishing");
+            assert!(
+                n == end - pos || d.is_done(),
+                "stopped early without finishing"
+            );
             pos += n;
         }
         Ok((out, pos, d.is_done()))

@@ -1790,8 +1790,14 @@ mod tests {
         };
         let mut input = vec![b'1'; 75];
         input.extend_from_slice(b".\r1C\nontent-Length: 7\r\n\r\n");
-        assert_eq!(parse_with(&input, &limits).unwrap_err(), HttpError::UriTooLong);
-        assert_eq!(parse_with(&input[..69], &limits).unwrap_err(), HttpError::UriTooLong);
+        assert_eq!(
+            parse_with(&input, &limits).unwrap_err(),
+            HttpError::UriTooLong
+        );
+        assert_eq!(
+            parse_with(&input[..69], &limits).unwrap_err(),
+            HttpError::UriTooLong
+        );
         assert_split_invariant(&input, &limits);
         // Within the window a bad method byte is still refused at once.
         assert_eq!(err(b"G\x01"), BAD("invalid request method"));
@@ -1807,7 +1813,10 @@ mod tests {
         let head = parse_head(&mut buf, &Limits::default()).unwrap().unwrap();
         assert_eq!(head.method(), b"GET");
         // A CR not followed by LF is still refused.
-        assert_eq!(err(b"\rGET / HTTP/1.0\r\n\r\n"), BAD("invalid request method"));
+        assert_eq!(
+            err(b"\rGET / HTTP/1.0\r\n\r\n"),
+            BAD("invalid request method")
+        );
     }
 
     /// Found by the split property test: a field line that ends in a bare LF past the

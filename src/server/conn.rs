@@ -8,10 +8,10 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::time::{timeout_at, Instant as TokioInstant};
 
-use crate::config::{BUFFERED_BODY_LIMIT, WRITE_TIMEOUT};
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
 use crate::server::listener::Conn;
 use crate::server::output::Output;
+use crate::server::spool::Spool;
 use crate::server::Shared;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{Body, Exchange};
@@ -23,6 +23,26 @@ const STOP_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Output held back for pipelined requests before it is written anyway.
 const PIPELINE_FLUSH: usize = 64 * 1024;
+
+/// Bytes read from the socket at a time while a large body is spooled.
+const SPOOL_READ: usize = 64 * 1024;
+
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const SPOOL_FAILED: &[u8] =
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Why a request body could not be read.
+enum BodyError {
+    /// Its framing is invalid or it is too large: this status, then close.
+    Refused(HttpError),
+    /// The client paused longer than `body_timeout`: 408, then close.
+    TimedOut,
+    /// The client went away.
+    Closed,
+    /// The spool file could not be written (disk full?): 500, then close.
+    Spool(std::io::Error),
+}
 
 /// How a read for more request bytes ended, when it did not bring any.
 enum ReadEnd {
@@ -58,9 +78,10 @@ impl Connection {
         if self.out.is_empty() {
             return true;
         }
-        // A client that stops reading is dropped after WRITE_TIMEOUT, not waited on forever.
+        // A client that stops reading is dropped after write_timeout, not waited on forever.
+        let limit = self.shared.ctx.settings.write_timeout;
         let write = self.conn.write_all(&self.out);
-        let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())));
+        let ok = matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())));
         self.out.clear();
         ok
     }
@@ -135,8 +156,15 @@ impl Connection {
                 self.shared.one_request || keep_alive.is_zero() || *self.shared.stop.borrow();
             let body = match self.read_body(&head.framing, head.expect_continue).await {
                 Ok(body) => body,
-                Err(Some(e)) => return self.reject(e).await,
-                Err(None) => return,
+                Err(BodyError::Refused(e)) => return self.reject(e).await,
+                Err(BodyError::TimedOut) => return self.timed_out().await,
+                Err(BodyError::Closed) => return,
+                Err(BodyError::Spool(e)) => {
+                    self.shared.ctx.error_log.error(&format!(
+                        "Cannot spool a request body to a temporary file: {e}"
+                    ));
+                    return self.close_with(SPOOL_FAILED).await;
+                }
             };
             if matches!(body, Body::Stream { .. }) && !self.flush().await {
                 return;
@@ -144,7 +172,11 @@ impl Connection {
             let ex = Exchange {
                 head,
                 body,
-                out: Output::new(self.conn.fd(), std::mem::take(&mut self.out)),
+                out: Output::new(
+                    self.conn.fd(),
+                    std::mem::take(&mut self.out),
+                    shared.ctx.settings.write_timeout,
+                ),
                 peer: self.peer.clone(),
                 force_close,
                 started,
@@ -176,55 +208,100 @@ impl Connection {
         }
     }
 
-    /// Reads the body the app will see. Small bodies come whole; large ones, and those the
-    /// client sends only after `100 Continue`, stay on the socket for the app to pull.
-    /// `Err(None)`: the client went away or was too slow.
+    /// Reads the body the app will see, whole, before the app runs (so a slow client
+    /// never holds a Python thread): in memory up to `body_buffer_size`, beyond that into
+    /// an unnamed temporary file. Only a body behind `Expect: 100-continue` stays on the
+    /// socket, for the app to pull when it reads (the 100 goes out then).
     async fn read_body(
         &mut self,
         framing: &BodyFraming,
         expect_continue: bool,
-    ) -> Result<Body, Option<HttpError>> {
+    ) -> Result<Body, BodyError> {
         let shared = self.shared.clone();
         let settings = &shared.ctx.settings;
-        let deadline = Instant::now() + settings.header_timeout;
         let max_body = settings.limits.max_body;
+        let keep = settings.body_buffer_size as u64;
+        let decoder =
+            || ChunkedDecoder::new(settings.limit_chunk_ext_size, settings.limit_trailer_size);
         match *framing {
             BodyFraming::Empty | BodyFraming::Length(0) => Ok(Body::Empty),
-            BodyFraming::Length(n) if !expect_continue && n as usize <= BUFFERED_BODY_LIMIT => {
+            BodyFraming::Length(n) if expect_continue => {
+                Ok(self.stream(Vec::new(), Framing::Length(n), true))
+            }
+            BodyFraming::Chunked if expect_continue => {
+                Ok(self.stream(Vec::new(), Framing::Chunked(decoder()), true))
+            }
+            BodyFraming::Length(n) if n <= keep => {
                 while (self.rbuf.len() as u64) < n {
                     self.rbuf.reserve(n as usize - self.rbuf.len());
-                    self.read_more(deadline, false).await.map_err(|_| None)?;
+                    self.read_body_bytes().await?;
                 }
                 Ok(Body::Buffered(self.rbuf.split_to(n as usize).freeze()))
             }
             BodyFraming::Length(n) => {
-                Ok(self.stream(Vec::new(), Framing::Length(n), expect_continue))
+                let mut spool = Spool::new().map_err(BodyError::Spool)?;
+                loop {
+                    let take = (n - spool.len).min(self.rbuf.len() as u64) as usize;
+                    spool.write(&self.rbuf[..take]).map_err(BodyError::Spool)?;
+                    self.rbuf.advance(take);
+                    if spool.len == n {
+                        return Ok(Body::Spooled {
+                            file: spool.file,
+                            len: n,
+                        });
+                    }
+                    self.rbuf.reserve(SPOOL_READ);
+                    self.read_body_bytes().await?;
+                }
             }
             BodyFraming::Chunked => {
-                let mut dec = ChunkedDecoder::new(
-                    crate::http::chunked::DEFAULT_MAX_CHUNK_EXT,
-                    crate::http::chunked::DEFAULT_MAX_TRAILER,
-                );
+                let mut dec = decoder();
                 let mut decoded = Vec::new();
-                if expect_continue {
-                    return Ok(self.stream(decoded, Framing::Chunked(dec), true));
-                }
+                let mut spool: Option<Spool> = None;
                 loop {
-                    let used = dec.decode(&self.rbuf, &mut decoded).map_err(Some)?;
+                    let used = dec
+                        .decode(&self.rbuf, &mut decoded)
+                        .map_err(BodyError::Refused)?;
                     self.rbuf.advance(used);
-                    if max_body > 0 && decoded.len() as u64 > max_body {
-                        return Err(Some(HttpError::PayloadTooLarge));
+                    // RFC 9110 §15.5.14: refuse as soon as the declared size passes the limit.
+                    let spooled = spool.as_ref().map_or(0, |s| s.len);
+                    let total = spooled + decoded.len() as u64 + dec.pending();
+                    if max_body > 0 && total > max_body {
+                        return Err(BodyError::Refused(HttpError::PayloadTooLarge));
+                    }
+                    if spool.is_some() || decoded.len() as u64 > keep {
+                        let file = match spool.as_mut() {
+                            Some(file) => file,
+                            None => spool.insert(Spool::new().map_err(BodyError::Spool)?),
+                        };
+                        file.write(&decoded).map_err(BodyError::Spool)?;
+                        decoded.clear();
                     }
                     if dec.is_done() {
-                        return Ok(Body::Buffered(decoded.into()));
+                        return Ok(match spool {
+                            Some(s) => Body::Spooled {
+                                file: s.file,
+                                len: s.len,
+                            },
+                            None => Body::Buffered(decoded.into()),
+                        });
                     }
-                    if decoded.len() > BUFFERED_BODY_LIMIT {
-                        return Ok(self.stream(decoded, Framing::Chunked(dec), false));
-                    }
-                    self.read_more(deadline, false).await.map_err(|_| None)?;
+                    self.rbuf.reserve(SPOOL_READ);
+                    self.read_body_bytes().await?;
                 }
             }
         }
+    }
+
+    /// Reads more of a body: the client may pause at most `body_timeout` between reads.
+    async fn read_body_bytes(&mut self) -> Result<(), BodyError> {
+        let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
+        self.read_more(deadline, false)
+            .await
+            .map_err(|end| match end {
+                ReadEnd::TimedOut => BodyError::TimedOut,
+                ReadEnd::Closed => BodyError::Closed,
+            })
     }
 
     fn stream(&mut self, already: Vec<u8>, framing: Framing, send_continue: bool) -> Body {
@@ -240,7 +317,7 @@ impl Connection {
                 send_continue,
                 total,
                 max_body: settings.limits.max_body,
-                timeout: settings.header_timeout,
+                timeout: settings.body_timeout,
                 done: false,
                 failed: false,
             },
@@ -265,11 +342,14 @@ impl Connection {
         self.linger().await;
     }
 
-    /// RFC 9110 §15.5.9: the head did not arrive in time.
+    /// RFC 9110 §15.5.9: the request did not arrive in time.
     async fn timed_out(&mut self) {
-        self.out.extend_from_slice(
-            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
+        self.close_with(REQUEST_TIMEOUT).await
+    }
+
+    /// Sends a complete canned response and closes.
+    async fn close_with(&mut self, response: &[u8]) {
+        self.out.extend_from_slice(response);
         self.flush().await;
         self.linger().await;
     }

@@ -6,6 +6,7 @@ pub mod listener;
 pub mod output;
 pub mod pool;
 pub mod sockio;
+pub mod spool;
 
 use std::cell::Cell;
 use std::io;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
 use crate::server::listener::Listener;
@@ -153,28 +154,36 @@ async fn serve(
             conn::serve(shared.clone(), conn, peer).await;
         }
     } else {
+        // `worker_connections`: past it, a worker stops accepting, and further clients
+        // wait in the kernel's listen backlog (not in this process's memory).
+        let permits = Arc::new(Semaphore::new(ctx.settings.worker_connections));
         for listener in listeners {
             let shared = shared.clone();
             let tracker = tracker.clone();
+            let permits = permits.clone();
             let mut stopped = stop.subscribe();
             tokio::task::spawn_local(async move {
                 loop {
                     let accepted = tokio::select! {
-                        r = listener.accept() => r,
+                        r = async {
+                            let permit = permits.clone().acquire_owned().await;
+                            (listener.accept().await, permit)
+                        } => r,
                         _ = stopped.wait_for(|s| *s) => return,
                     };
                     match accepted {
-                        Ok((conn, peer)) => {
+                        (Ok((conn, peer)), permit) => {
                             tracker.open.set(tracker.open.get() + 1);
                             let shared = shared.clone();
                             let tracker = tracker.clone();
                             tokio::task::spawn_local(async move {
                                 conn::serve(shared, conn, peer).await;
+                                drop(permit);
                                 tracker.open.set(tracker.open.get() - 1);
                                 tracker.closed.notify_waiters();
                             });
                         }
-                        Err(e) => {
+                        (Err(e), _) => {
                             // EMFILE and friends: wait a little rather than spin.
                             shared.ctx.error_log.error(&format!("accept failed: {e}"));
                             tokio::time::sleep(Duration::from_millis(50)).await;

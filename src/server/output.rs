@@ -5,7 +5,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use crate::config::{OUTPUT_HIGH_WATER, WRITE_TIMEOUT};
+use std::time::Duration;
+
+use crate::config::OUTPUT_HIGH_WATER;
 use crate::server::sockio;
 
 pub struct Output {
@@ -15,14 +17,17 @@ pub struct Output {
     pub buf: Vec<u8>,
     /// Set once a write failed: the client is gone and nothing more is sent.
     pub broken: bool,
+    /// How long a client that stopped reading may keep a blocked write waiting.
+    pub timeout: Duration,
 }
 
 impl Output {
-    pub fn new(fd: RawFd, buf: Vec<u8>) -> Output {
+    pub fn new(fd: RawFd, buf: Vec<u8>, timeout: Duration) -> Output {
         Output {
             fd,
             buf,
             broken: false,
+            timeout,
         }
     }
 
@@ -49,7 +54,7 @@ impl Output {
     /// Sends everything, waiting for the client; call with the GIL released.
     pub fn flush_blocking(&mut self) -> io::Result<()> {
         self.check()?;
-        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let deadline = Instant::now() + self.timeout;
         let mut sent = 0;
         while sent < self.buf.len() {
             match sockio::send_now(self.fd, &self.buf[sent..]) {

@@ -11,7 +11,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
-use crate::config::WRITE_TIMEOUT;
 use crate::http::{RequestHead, Version};
 use crate::server::output::Output;
 use crate::server::sockio;
@@ -26,7 +25,12 @@ pub enum Body {
     Empty,
     /// Read whole before the app runs.
     Buffered(Bytes),
-    /// `already` decoded; the rest still on the socket.
+    /// Read whole into an unnamed temporary file of `len` bytes (large bodies).
+    Spooled {
+        file: std::fs::File,
+        len: u64,
+    },
+    /// `already` decoded; the rest still on the socket (behind `Expect: 100-continue`).
     Stream {
         already: Vec<u8>,
         stream: Stream,
@@ -87,6 +91,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
     let input = match body {
         Body::Empty => Input::buffered(Bytes::new()),
         Body::Buffered(b) => Input::buffered(b),
+        Body::Spooled { file, len } => Input::spooled(file, len),
         Body::Stream { already, stream } => Input::streamed(already, stream),
     };
     let sr = StartResponse {
@@ -272,7 +277,7 @@ fn send_file(
         if count == 0 {
             return Ok(0);
         }
-        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let deadline = Instant::now() + out.timeout;
         let mut offset = pos as libc::off_t;
         let mut sent = 0u64;
         while sent < count {

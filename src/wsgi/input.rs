@@ -14,6 +14,17 @@ use pyo3::types::{PyBytes, PyList};
 use crate::http::{ChunkedDecoder, HttpError};
 use crate::server::sockio;
 
+/// A body written whole to an unnamed temporary file before the app ran.
+struct Spooled {
+    file: std::fs::File,
+    len: u64,
+    /// Bytes already read into the Input's buffer.
+    read: u64,
+}
+
+/// How much of a spooled body is read from its file at a time.
+const SPOOL_READ: usize = 64 * 1024;
+
 /// How the rest of a streamed body is framed on the wire.
 pub enum Framing {
     /// Bytes of a Content-Length body still to come.
@@ -123,6 +134,8 @@ pub struct Input {
     pos: usize,
     /// The part of the body still on the socket, if any.
     pub stream: Option<Box<Stream>>,
+    /// A spooled body, read from its file piece by piece.
+    spool: Option<Spooled>,
 }
 
 impl Input {
@@ -131,6 +144,7 @@ impl Input {
             data,
             pos: 0,
             stream: None,
+            spool: None,
         }
     }
 
@@ -139,15 +153,58 @@ impl Input {
             data: Bytes::from(already),
             pos: 0,
             stream: Some(Box::new(stream)),
+            spool: None,
         }
+    }
+
+    /// A body already written whole to `file` (`len` bytes from its start).
+    pub fn spooled(file: std::fs::File, len: u64) -> Input {
+        Input {
+            data: Bytes::new(),
+            pos: 0,
+            stream: None,
+            spool: Some(Spooled { file, len, read: 0 }),
+        }
+    }
+
+    /// Reads the next piece of a spooled body (GIL released); false at its end.
+    fn more_from_spool(&mut self, py: Python<'_>) -> PyResult<bool> {
+        use std::os::unix::fs::FileExt;
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(false);
+        };
+        let left = spool.len - spool.read;
+        if left == 0 {
+            return Ok(false);
+        }
+        let kept = self.data.len() - self.pos;
+        let want = left.min(SPOOL_READ as u64) as usize;
+        let mut next = vec![0u8; kept + want];
+        next[..kept].copy_from_slice(&self.data[self.pos..]);
+        let (file, offset) = (&spool.file, spool.read);
+        let got = py
+            .detach(|| file.read_at(&mut next[kept..], offset))
+            .map_err(|e| PyOSError::new_err(format!("cannot read the spooled body: {e}")))?;
+        if got == 0 {
+            spool.read = spool.len; // the file is shorter than written: end the body
+            return Ok(false);
+        }
+        next.truncate(kept + got);
+        spool.read += got as u64;
+        self.data = Bytes::from(next);
+        self.pos = 0;
+        Ok(true)
     }
 
     fn available(&self) -> &[u8] {
         &self.data[self.pos..]
     }
 
-    /// Reads more of a streamed body; false at its end.
+    /// Reads more of a spooled or streamed body; false at its end.
     fn more(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.spool.is_some() {
+            return self.more_from_spool(py);
+        }
         let Some(stream) = self.stream.as_mut() else {
             return Ok(false);
         };

@@ -408,6 +408,7 @@ mod tests {
     //! nothing here pushes the output).
     use super::*;
     use pyo3::types::PyList;
+    use std::time::Duration;
 
     /// The embedded interpreter (cargo test links libpython; nothing starts it for us).
     fn py_run<T>(f: impl for<'py> FnOnce(Python<'py>) -> T) -> T {
@@ -432,7 +433,11 @@ mod tests {
         known: bool,
     ) -> String {
         py_run(|py| {
-            let mut r = Response::new(Output::new(-1, Vec::new()), f, false);
+            let mut r = Response::new(
+                Output::new(-1, Vec::new(), Duration::from_secs(1)),
+                f,
+                false,
+            );
             let list = PyList::empty(py);
             for (k, v) in headers {
                 list.append((k, v)).unwrap();
@@ -550,8 +555,11 @@ mod tests {
         // PEP 3333 "The start_response() Callable": status and headers are checked.
         py_run(|py| {
             let check = |status: &str, name: &str, value: &str| {
-                let mut r =
-                    Response::new(Output::new(-1, Vec::new()), facts(false, true, true), false);
+                let mut r = Response::new(
+                    Output::new(-1, Vec::new(), Duration::from_secs(1)),
+                    facts(false, true, true),
+                    false,
+                );
                 let list = PyList::empty(py);
                 list.append((name, value)).unwrap();
                 r.start(&PyString::new(py, status), &list, None).is_err()
@@ -571,7 +579,11 @@ mod tests {
     #[test]
     fn second_call_needs_exc_info() {
         py_run(|py| {
-            let mut r = Response::new(Output::new(-1, Vec::new()), facts(false, true, true), false);
+            let mut r = Response::new(
+                Output::new(-1, Vec::new(), Duration::from_secs(1)),
+                facts(false, true, true),
+                false,
+            );
             let status = PyString::new(py, "200 OK");
             let empty = PyList::empty(py);
             r.start(&status, &empty, None).unwrap();

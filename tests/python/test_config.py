@@ -72,6 +72,13 @@ def test_engine_settings_has_exactly_the_engines_keys():
         "graceful_timeout": 30.0,
         "max_requests": 0,
         "parent_pid": 0,
+        "body_timeout": 30.0,
+        "write_timeout": 60.0,
+        "worker_connections": 1000,
+        "body_buffer_size": 1 << 20,
+        "limit_request_head_size": 65536,
+        "limit_chunk_ext_size": 4096,
+        "limit_trailer_size": 8192,
     }
     assert isinstance(settings["keep_alive"], float)
 
