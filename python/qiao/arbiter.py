@@ -107,9 +107,7 @@ class Arbiter:
     # -- the loop
 
     def run(self) -> int:
-        from qiao import _qiao
-
-        _qiao.set_process_name("qiao: master")
+        _set_title(f"qiao: master [{self.app_name}]")
         self._install_signals()
         self._write_pid()
         try:
@@ -395,7 +393,7 @@ class Arbiter:
         os.close(self.wakeup_w)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        _qiao.set_process_name("qiao: worker")
+        _set_title(f"qiao: worker [{self.app_name}]")
         # The master's SIGABRT after --timeout (and a crash): every thread's Python stack,
         # even one stuck holding the GIL (faulthandler writes from the signal handler
         # itself), then the worker dies.
@@ -457,3 +455,16 @@ def _rss_mib(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         pass
     return 0.0
+
+
+def _set_title(title: str) -> None:
+    """Names the process for ps and top: the kernel's short name always (``qiao: master``,
+    ``qiao: worker``), the whole title too when the ``setproctitle`` package is installed."""
+    from qiao import _qiao
+
+    _qiao.set_process_name(title.split(" [")[0])
+    try:
+        import setproctitle  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)

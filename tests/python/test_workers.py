@@ -241,3 +241,45 @@ def test_pyproject_table(tmp_path, table):
     (tmp_path / "pyproject.toml").write_text(table)
     settings, _ = read_config_file(None, cwd=str(tmp_path))
     assert settings == ({"threads": 2} if "qiao" in table else {})
+
+
+def _status_field(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip().split("\t")[0]
+    return ""
+
+
+def test_process_names():
+    """ps shows the master and its workers by role (the kernel's process name)."""
+    with running_server("behaviour:app", "-w", "2") as server:
+        workers = worker_pids(server, 2)
+        assert _status_field(server.proc.pid, "Name") == "qiao: master"
+        assert {_status_field(pid, "Name") for pid in workers} == {"qiao: worker"}
+
+
+def _world_can_reach(path: str) -> bool:
+    """Whether every directory above `path` lets other users through (o+x)."""
+    parts = os.path.abspath(path).split(os.sep)
+    return all(
+        os.stat(os.sep.join(parts[:i]) or os.sep).st_mode & 0o001 for i in range(1, len(parts))
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.skipif(
+    not (_world_can_reach(sys.base_prefix) and _world_can_reach(str(TESTS_DIR))),
+    reason="this Python or the tests are not readable by other users",
+)
+def test_user_and_group_are_dropped_after_binding():
+    """--user/--group: the sockets are bound first, then master and workers run as the
+    unprivileged user."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    with running_server("behaviour:app", "--user", "nobody", "--group", str(nobody.pw_gid)) as server:
+        pid = serving_pid(server.port)
+        assert int(_status_field(pid, "Uid")) == nobody.pw_uid
+        assert int(_status_field(pid, "Gid")) == nobody.pw_gid
+        assert int(_status_field(server.proc.pid, "Uid")) == nobody.pw_uid
