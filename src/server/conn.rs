@@ -10,6 +10,7 @@ use tokio::time::{timeout_at, Instant as TokioInstant};
 
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
 use crate::server::listener::Conn;
+use crate::server::outbuf::OutBuf;
 use crate::server::output::Output;
 use crate::server::spool::Spool;
 use crate::server::Shared;
@@ -59,7 +60,7 @@ struct Connection {
     /// Bytes received and not yet parsed.
     rbuf: BytesMut,
     /// Response bytes not yet written (pipelined responses wait here together).
-    out: Vec<u8>,
+    out: OutBuf,
 }
 
 pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
@@ -68,7 +69,7 @@ pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
         shared,
         peer: Arc::new(peer),
         rbuf: BytesMut::with_capacity(8 * 1024),
-        out: Vec::with_capacity(8 * 1024),
+        out: OutBuf::default(),
     };
     c.run().await;
 }
@@ -80,8 +81,17 @@ impl Connection {
         }
         // A client that stops reading is dropped after write_timeout, not waited on forever.
         let limit = self.shared.ctx.settings.write_timeout;
-        let write = self.conn.write_all(&self.out);
-        let ok = matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())));
+        let (conn, out) = (&mut self.conn, &mut self.out);
+        let write = async {
+            while !out.is_empty() {
+                match conn.write_vectored(&out.slices()).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => out.advance(n),
+                }
+            }
+            true
+        };
+        let ok = matches!(tokio::time::timeout(limit, write).await, Ok(true));
         self.out.clear();
         ok
     }
@@ -337,7 +347,7 @@ impl Connection {
             err.status(),
             err.detail()
         ));
-        error_response(err, &mut self.out);
+        self.out.write_with(|v| error_response(err, v));
         self.flush().await;
         self.linger().await;
     }
@@ -349,7 +359,7 @@ impl Connection {
 
     /// Sends a complete canned response and closes.
     async fn close_with(&mut self, response: &[u8]) {
-        self.out.extend_from_slice(response);
+        self.out.extend(response);
         self.flush().await;
         self.linger().await;
     }

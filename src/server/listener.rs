@@ -148,10 +148,10 @@ impl Conn {
         Ok(n)
     }
 
-    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub async fn write_vectored(&mut self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Conn::Tcp(s) => s.write_all(bytes).await,
-            Conn::Unix(s) => s.write_all(bytes).await,
+            Conn::Tcp(s) => s.write_vectored(slices).await,
+            Conn::Unix(s) => s.write_vectored(slices).await,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod outbuf;
 pub mod output;
 pub mod pool;
 pub mod sockio;

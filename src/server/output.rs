@@ -1,20 +1,20 @@
-//! The bytes on their way to one client: a buffer the response is built in, pushed to the
-//! socket without waiting where it can be, and flushed by the connection task otherwise.
+//! The bytes on their way to one client while the app runs: queued, pushed to the socket
+//! without waiting where it can be, waited for (GIL released) past a bound, and handed
+//! back to the connection task to finish writing.
 
 use std::io;
 use std::os::fd::RawFd;
-use std::time::Instant;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::OUTPUT_HIGH_WATER;
+use crate::server::outbuf::OutBuf;
 use crate::server::sockio;
 
 pub struct Output {
     /// The connection's socket; only the thread holding this `Output` writes to it.
     pub fd: RawFd,
     /// Bytes not yet handed to the kernel, oldest first; reused from request to request.
-    pub buf: Vec<u8>,
+    pub buf: OutBuf,
     /// Set once a write failed: the client is gone and nothing more is sent.
     pub broken: bool,
     /// How long a client that stopped reading may keep a blocked write waiting.
@@ -22,7 +22,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(fd: RawFd, buf: Vec<u8>, timeout: Duration) -> Output {
+    pub fn new(fd: RawFd, buf: OutBuf, timeout: Duration) -> Output {
         Output {
             fd,
             buf,
@@ -34,15 +34,13 @@ impl Output {
     /// Hands the kernel what it takes now, without waiting.
     pub fn push(&mut self) -> io::Result<()> {
         self.check()?;
-        let mut sent = 0;
-        while sent < self.buf.len() {
-            match sockio::send_now(self.fd, &self.buf[sent..]) {
+        while !self.buf.is_empty() {
+            match sockio::send_vectored_now(self.fd, &self.buf.slices()) {
                 Ok(0) => break,
-                Ok(n) => sent += n,
+                Ok(n) => self.buf.advance(n),
                 Err(e) => return Err(self.fail(e)),
             }
         }
-        self.buf.drain(..sent);
         Ok(())
     }
 
@@ -55,23 +53,17 @@ impl Output {
     pub fn flush_blocking(&mut self) -> io::Result<()> {
         self.check()?;
         let deadline = Instant::now() + self.timeout;
-        let mut sent = 0;
-        while sent < self.buf.len() {
-            match sockio::send_now(self.fd, &self.buf[sent..]) {
+        while !self.buf.is_empty() {
+            match sockio::send_vectored_now(self.fd, &self.buf.slices()) {
                 Ok(0) => {
                     if let Err(e) = sockio::wait(self.fd, true, deadline) {
-                        self.buf.drain(..sent);
                         return Err(self.fail(e));
                     }
                 }
-                Ok(n) => sent += n,
-                Err(e) => {
-                    self.buf.drain(..sent);
-                    return Err(self.fail(e));
-                }
+                Ok(n) => self.buf.advance(n),
+                Err(e) => return Err(self.fail(e)),
             }
         }
-        self.buf.clear();
         Ok(())
     }
 

@@ -32,6 +32,30 @@ pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Sends what the socket takes now of `slices`, in order; `Ok(0)` means it would block.
+pub fn send_vectored_now(fd: RawFd, slices: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call and
+        // the msghdr points only at them.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = slices.len() as _;
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Receives what has arrived; `Ok(None)` means nothing yet, `Ok(Some(0))` end of stream.
 pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {

@@ -199,7 +199,7 @@ fn send_body(
         with_resp(sr, |r| -> PyResult<()> {
             r.send_headers(Some(total))?;
             for item in &items {
-                r.body(item.cast::<PyBytes>().expect("checked above").as_bytes());
+                r.body(item.cast::<PyBytes>().expect("checked above"));
             }
             Ok(())
         })
@@ -211,13 +211,12 @@ fn send_body(
     for item in iter {
         let item = item.map_err(|e| client_gone(sr, e))?;
         let data = as_bytes(&item, iterable).map_err(Failure::App)?;
-        let data = data.as_bytes();
-        if data.is_empty() {
+        if data.as_bytes().is_empty() {
             continue; // PEP 3333: headers go out with the first non-empty block.
         }
         let more = with_resp(sr, |r| -> PyResult<bool> {
             r.send_headers(None)?;
-            r.body(data);
+            r.body(&data);
             push(py, &mut r.out)?;
             Ok(r.wants_body())
         })

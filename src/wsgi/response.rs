@@ -252,14 +252,16 @@ impl Response {
             head.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         head.extend_from_slice(b"\r\n");
-        self.out.buf.extend_from_slice(head);
+        self.out.buf.extend(head);
         self.keep_alive = keep_alive;
         self.headers_sent = true;
         Ok(())
     }
 
-    /// Frames one block of body into the output (after the headers).
-    pub fn body(&mut self, data: &[u8]) {
+    /// Frames one block of body into the output (after the headers); a large block is
+    /// queued by reference, not copied.
+    pub fn body(&mut self, block: &Bound<'_, PyBytes>) {
+        let data = block.as_bytes();
         if data.is_empty() {
             return;
         }
@@ -268,18 +270,24 @@ impl Response {
             BodyMode::Length(left) => {
                 // More than the app declared is cut to the declared length.
                 let n = (data.len() as u64).min(left) as usize;
-                self.out.buf.extend_from_slice(&data[..n]);
+                if n == data.len() {
+                    self.out.buf.push_bytes(block);
+                } else {
+                    self.out.buf.extend(&data[..n]);
+                }
                 self.mode = BodyMode::Length(left - n as u64);
                 self.body_bytes += n as u64;
             }
             BodyMode::Chunked => {
-                encode_chunk_header(data.len(), &mut self.out.buf);
-                self.out.buf.extend_from_slice(data);
-                self.out.buf.extend_from_slice(b"\r\n");
+                self.out
+                    .buf
+                    .write_with(|v| encode_chunk_header(data.len(), v));
+                self.out.buf.push_bytes(block);
+                self.out.buf.extend(b"\r\n");
                 self.body_bytes += data.len() as u64;
             }
             BodyMode::Close => {
-                self.out.buf.extend_from_slice(data);
+                self.out.buf.push_bytes(block);
                 self.body_bytes += data.len() as u64;
             }
         }
@@ -303,7 +311,7 @@ impl Response {
     pub fn finish(&mut self) -> PyResult<bool> {
         self.send_headers(Some(0))?;
         match self.mode {
-            BodyMode::Chunked => self.out.buf.extend_from_slice(LAST_CHUNK),
+            BodyMode::Chunked => self.out.buf.extend(LAST_CHUNK),
             BodyMode::Length(left) if left > 0 => {
                 self.keep_alive = false;
                 return Ok(false);
@@ -339,9 +347,9 @@ impl Response {
         head.extend_from_slice(b"\r\nDate: ");
         head.extend_from_slice(&http_date());
         head.extend_from_slice(b"\r\nServer: qiao\r\nConnection: close\r\n\r\n");
-        self.out.buf.extend_from_slice(head);
+        self.out.buf.extend(head);
         if !self.facts.head_request {
-            self.out.buf.extend_from_slice(body);
+            self.out.buf.extend(body);
             self.body_bytes = body.len() as u64;
         }
         self.status = 500;
@@ -386,7 +394,7 @@ impl StartResponse {
         })?;
         let resp = self.resp()?;
         resp.send_headers(None)?;
-        resp.body(data.as_bytes());
+        resp.body(data);
         push(py, &mut resp.out)
     }
 }
@@ -407,6 +415,7 @@ mod tests {
     //! Byte-literal checks of the head and framing a response gets (no socket is touched:
     //! nothing here pushes the output).
     use super::*;
+    use crate::server::outbuf::OutBuf;
     use pyo3::types::PyList;
     use std::time::Duration;
 
@@ -434,7 +443,7 @@ mod tests {
     ) -> String {
         py_run(|py| {
             let mut r = Response::new(
-                Output::new(-1, Vec::new(), Duration::from_secs(1)),
+                Output::new(-1, OutBuf::default(), Duration::from_secs(1)),
                 f,
                 false,
             );
@@ -446,10 +455,10 @@ mod tests {
             let total = body.iter().map(|b| b.len() as u64).sum();
             r.send_headers(known.then_some(total)).unwrap();
             for b in body {
-                r.body(b);
+                r.body(&PyBytes::new(py, b));
             }
             r.finish().unwrap();
-            let text = String::from_utf8(r.out.buf.clone()).unwrap();
+            let text = String::from_utf8(r.out.buf.to_vec()).unwrap();
             // The Date value changes every second: blank it out.
             let start = text.find("Date: ").map(|i| i + 6).unwrap();
             format!("{}<date>{}", &text[..start], &text[start + 29..])
@@ -556,7 +565,7 @@ mod tests {
         py_run(|py| {
             let check = |status: &str, name: &str, value: &str| {
                 let mut r = Response::new(
-                    Output::new(-1, Vec::new(), Duration::from_secs(1)),
+                    Output::new(-1, OutBuf::default(), Duration::from_secs(1)),
                     facts(false, true, true),
                     false,
                 );
@@ -580,7 +589,7 @@ mod tests {
     fn second_call_needs_exc_info() {
         py_run(|py| {
             let mut r = Response::new(
-                Output::new(-1, Vec::new(), Duration::from_secs(1)),
+                Output::new(-1, OutBuf::default(), Duration::from_secs(1)),
                 facts(false, true, true),
                 false,
             );
