@@ -360,6 +360,7 @@ pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::testing::xorshift;
 
     /// Decodes `body` in one call; returns (data, consumed, done).
     fn whole(body: &[u8]) -> Result<(Vec<u8>, usize, bool), HttpError> {
@@ -629,20 +630,14 @@ mod tests {
     #[test]
     fn never_panics_on_mutated_input() {
         let seed: &[u8] = b"5;a=\"b c\"\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: v\r\n\r\n";
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut rand = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
         const BYTES: &[u8] = b"\r\n ;=\"\t\x00\x7f0aF:xX-+";
         for _ in 0..20_000 {
             let mut input = seed.to_vec();
-            for _ in 0..1 + rand() % 3 {
-                let at = (rand() as usize) % (input.len() + 1);
-                let byte = BYTES[(rand() as usize) % BYTES.len()];
-                match rand() % 3 {
+            for _ in 0..1 + rand(3) {
+                let at = rand(input.len() + 1);
+                let byte = BYTES[rand(BYTES.len())];
+                match rand(3) {
                     0 if at < input.len() => input[at] = byte,
                     1 if at < input.len() => {
                         input.remove(at);
@@ -651,7 +646,7 @@ mod tests {
                 }
             }
             let one = whole(&input);
-            let cut = (rand() as usize) % (input.len() + 1);
+            let cut = rand(input.len() + 1);
             let mut d = ChunkedDecoder::new(8, 16);
             let mut out = Vec::new();
             let _ = d
@@ -692,16 +687,6 @@ mod tests {
         assert_eq!(data, parts.concat());
         assert_eq!(n, wire.len());
         assert!(done);
-    }
-
-    /// A small xorshift64 generator: reproducible property tests without extra crates.
-    fn xorshift(mut state: u64) -> impl FnMut(usize) -> usize {
-        move |n| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n.max(1) as u64) as usize
-        }
     }
 
     /// Decodes `wire` in reads of random sizes (from `rand`); returns (data, consumed, done).

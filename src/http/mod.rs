@@ -5,6 +5,8 @@ pub mod date;
 pub mod error;
 pub mod request;
 pub mod response;
+#[cfg(test)]
+pub mod testing;
 
 pub use chunked::{encode_chunk_header, ChunkedDecoder, LAST_CHUNK};
 pub use date::{format_imf_fixdate, http_date, write_http_date};

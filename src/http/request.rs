@@ -829,6 +829,7 @@ pub fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::testing::xorshift;
 
     fn parse_with(bytes: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpError> {
         let mut buf = BytesMut::from(bytes);
@@ -1568,20 +1569,14 @@ mod tests {
             b"\r\nCONNECT h:1 HTTP/1.2\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
             b"OPTIONS * HTTP/1.0\r\nX: \t\xff\r\nContent-Type: a\r\n\r\n",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut rand = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
         const BYTES: &[u8] = b"\r\n :,;?#/*%\t\x00\x7f\xffHTPchunked0123456789";
         for round in 0..20_000 {
             let mut input = seeds[round % seeds.len()].to_vec();
-            for _ in 0..1 + rand() % 4 {
-                let at = (rand() as usize) % (input.len() + 1);
-                let byte = BYTES[(rand() as usize) % BYTES.len()];
-                match rand() % 3 {
+            for _ in 0..1 + rand(4) {
+                let at = rand(input.len() + 1);
+                let byte = BYTES[rand(BYTES.len())];
+                match rand(3) {
                     0 if at < input.len() => input[at] = byte,
                     1 if at < input.len() => {
                         input.remove(at);
@@ -1589,13 +1584,13 @@ mod tests {
                     _ => input.insert(at, byte),
                 }
             }
-            let small = (rand() % 64) as usize;
+            let small = rand(64);
             let limits = Limits {
                 max_request_line: small,
                 max_headers: small % 5,
                 max_header_field_size: small,
                 max_header_block: small * 2,
-                max_body: rand() % 10,
+                max_body: rand(10) as u64,
             };
             for limits in [Limits::default(), limits] {
                 let mut buf = BytesMut::from(&input[..]);

@@ -10,26 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Sends what the socket takes now; `Ok(0)` means it would block.
 pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `bytes` is valid for `bytes.len()` reads for the duration of the call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(0),
-            _ => return Err(err),
-        }
-    }
+    send_vectored_now(fd, &[std::io::IoSlice::new(bytes)])
 }
 
 /// Sends what the socket takes now of `slices`, in order; `Ok(0)` means it would block.
