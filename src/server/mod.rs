@@ -2,6 +2,7 @@
 //! that lets requests in flight finish.
 
 pub mod conn;
+pub mod gil;
 pub mod listener;
 pub mod outbuf;
 pub mod output;
@@ -65,13 +66,26 @@ pub fn run(
     stop: Arc<watch::Sender<bool>>,
     one_request: bool,
 ) -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    let inline = ctx.settings.threads == 1;
+    if inline {
+        // Hold the GIL except while parked in epoll (see gil.rs).
+        builder
+            .on_thread_park(gil::let_go)
+            .on_thread_unpark(gil::hold);
+    }
+    let rt = builder.build()?;
     let local = LocalSet::new();
-    let pool_slot = local.block_on(&rt, serve(ctx, fds, stop, one_request))?;
+    if inline {
+        gil::hold();
+    }
+    let served = local.block_on(&rt, serve(ctx, fds, stop, one_request));
     drop(local);
     drop(rt);
+    // Last: the runtime's shutdown may have parked and unparked (taking the GIL again).
+    gil::let_go();
+    let pool_slot = served?;
     if let Some(pool) = pool_slot {
         pool.stop();
     }

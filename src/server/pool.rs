@@ -29,10 +29,15 @@ impl Pool {
                 std::thread::Builder::new()
                     .name(format!("qiao-app-{i}"))
                     .spawn(move || {
-                        while let Ok((ex, reply)) = rx.recv() {
-                            let outcome = Python::attach(|py| handle(py, &ctx, ex, i));
-                            let _ = reply.send(outcome);
-                        }
+                        // Attached once for the thread's life, detached only to wait: a
+                        // Python thread state made per request (attach on a bare thread)
+                        // would cost its creation and lose thread-locals every time.
+                        Python::attach(|py| {
+                            while let Ok((ex, reply)) = py.detach(|| rx.recv()) {
+                                let outcome = handle(py, &ctx, ex, i);
+                                let _ = reply.send(outcome);
+                            }
+                        })
                     })
                     .expect("cannot start an application thread")
             })

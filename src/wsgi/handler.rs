@@ -113,13 +113,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
                 fail(py, ctx, &sr, &head, f);
             }
             // PEP 3333: close() is called whether the iteration ended, failed or was cut.
-            if let Err(err) = iterable.hasattr("close").and_then(|has| {
-                if has {
-                    iterable.call_method0("close").map(|_| ())
-                } else {
-                    Ok(())
-                }
-            }) {
+            if let Err(err) = close_iterable(&iterable) {
                 log_exception(py, ctx, &head, "Error closing the response iterable", &err);
             }
         }
@@ -153,6 +147,18 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
         out: resp.out,
         keep_alive,
         raw_back,
+    }
+}
+
+/// Calls the iterable's `close()` if it has one. A plain list or tuple has none, and asking
+/// would cost an AttributeError per request.
+fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    match iterable.getattr_opt("close")? {
+        Some(close) => close.call0().map(drop),
+        None => Ok(()),
     }
 }
 

@@ -1,0 +1,1 @@
+-- A plain GET (the default request); only the report is added.

@@ -1,0 +1,763 @@
+"""Side-by-side load benchmark of qiao and its peers (see bench/README.md).
+
+One command sets up bench/.venv (the peers from PyPI, qiao built from this
+repository as a release wheel), compiles the C reference server, then runs
+every (workload, server) cell under the same conditions: one worker process,
+server pinned to core 0, `wrk -t1` pinned to core 1, 127.0.0.1 only, a
+discarded warm-up, then --runs measured runs. It writes results/results.json
+(every run), results/results.md (the table), results/results.png (the plot)
+and the "Latest results" section of bench/README.md.
+
+    python bench/run.py                       # everything, defaults below
+    python bench/run.py --quick               # 3 s x 1 run, short warm-up
+    python bench/run.py --servers qiao,granian --workloads hello,flask_json
+    python bench/run.py --smoke               # qiao, hello, 2 s, 1 run; asserts 0 errors
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+APPS = BENCH / "apps"
+LUA = BENCH / "lua"
+VENV = BENCH / ".venv"
+DATA = BENCH / ".data"
+RESULTS = BENCH / "results"
+README = BENCH / "README.md"
+QIAO_BUILD = VENV / "qiao-build.txt"  # the revision the venv's qiao wheel was built from
+
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# Peers installed into bench/.venv: distribution name -> why we need it.
+PEER_PACKAGES = {
+    "flask": "fixture apps",
+    "matplotlib": "results.png",
+    "gunicorn": "peer",
+    "granian": "peer",
+    "pyuwsgi": "peer (uWSGI as a wheel)",
+    "waitress": "peer",
+    "bjoern": "peer (needs libev-dev)",
+    "fastwsgi": "peer",
+    "pyruvate": "peer",
+}
+SERVER_PACKAGE = {
+    "qiao": "qiao",
+    "gunicorn-sync": "gunicorn",
+    "gunicorn-gthread": "gunicorn",
+    "granian": "granian",
+    "uwsgi": "pyuwsgi",
+    "waitress": "waitress",
+    "bjoern": "bjoern",
+    "fastwsgi": "fastwsgi",
+    "pyruvate": "pyruvate",
+    "epoll-c": None,
+}
+ALL_SERVERS = list(SERVER_PACKAGE)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    app: str  # module in bench/apps; its attribute `app`
+    title: str
+    script: str = "plain.lua"  # in bench/lua; report.lua is appended
+    headers: tuple[str, ...] = ()
+    connections: int = 64
+    threads: int = 1  # application threads per worker where the server has the knob
+    idle: bool = False  # no load: RSS 2 s after start
+
+
+WORKLOADS = [
+    Workload("hello", "hello", "hello, keep-alive"),
+    Workload("hello_close", "hello", "hello, Connection: close", headers=("Connection: close",)),
+    Workload("pipeline16", "hello", "hello, pipelined 16 deep", script="pipeline16.lua"),
+    Workload("flask_json", "flask_json", "Flask JSON route (20 fields)"),
+    Workload("flask_jinja", "flask_jinja", "Flask Jinja template"),
+    Workload("big_bytes", "big_bytes", "1 MiB body, one bytes object"),
+    Workload("big_stream", "big_stream", "1 MiB as 64 x 16 KiB generator chunks"),
+    Workload("post64k", "post_read", "64 KiB POST read from wsgi.input", script="post64k.lua"),
+    Workload("file_wrapper", "file_wrapper", "wsgi.file_wrapper over a 1 MiB file"),
+    Workload("sleep10", "sleep10", "app sleeps 10 ms, 256 conns, 32 threads", connections=256, threads=32),
+    Workload("idle_rss", "hello", "RSS of one idle worker, 2 s after start", idle=True),
+]
+WORKLOAD_BY_NAME = {w.name: w for w in WORKLOADS}
+# The C reference answers only GET heads with a canned hello.
+EPOLL_WORKLOADS = {"hello", "hello_close", "pipeline16", "idle_rss"}
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def run_quiet(cmd: list[str], logfile: Path, timeout: float, env: dict | None = None) -> int:
+    with open(logfile, "w") as out:
+        try:
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, env=env, check=False).returncode
+        except subprocess.TimeoutExpired:
+            out.write(f"\n[timed out after {timeout:.0f} s]\n")
+            return 124
+
+
+def setup_venv(servers: list[str], reinstall_qiao: bool) -> dict[str, str]:
+    """Creates bench/.venv and installs what `servers` need; returns {package: reason it is missing}."""
+    logs = DATA / "install-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    missing: dict[str, str] = {}
+    if not venv_python().exists():
+        log(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
+        run_quiet([str(venv_python()), "-m", "pip", "install", "-q", "--upgrade", "pip"], logs / "pip.log", 600)
+    if "bjoern" in servers and not Path("/usr/include/ev.h").exists():
+        log("installing libev-dev for bjoern (apt-get)")
+        if shutil.which("apt-get"):
+            run_quiet(["apt-get", "install", "-y", "libev-dev"], logs / "apt-libev.log", 600)
+    wanted = ["flask", "matplotlib"] + sorted({SERVER_PACKAGE[s] for s in servers if SERVER_PACKAGE[s] not in (None, "qiao")})
+    have = installed_versions(wanted)
+    for pkg in wanted:
+        if have.get(pkg):
+            continue
+        log(f"pip install {pkg}")
+        rc = run_quiet([str(venv_python()), "-m", "pip", "install", pkg], logs / f"{pkg}.log", 900)
+        if rc != 0:
+            missing[pkg] = last_error_line(logs / f"{pkg}.log")
+            log(f"  {pkg} did not install: {missing[pkg]}")
+    if "qiao" in servers and (reinstall_qiao or not installed_versions(["qiao"]).get("qiao")):
+        # A release wheel built from the working tree (the editable install of the
+        # project env may be a debug build). Its own cargo target dir so that it
+        # never waits on, or invalidates, the developers' builds.
+        log("pip install /work/main (qiao, release build)")
+        env = dict(os.environ, CARGO_TARGET_DIR=str(VENV / "cargo-target"))
+        rc = run_quiet(
+            [str(venv_python()), "-m", "pip", "install", "--force-reinstall", "--no-deps", str(REPO)],
+            logs / "qiao.log", 1800, env=env,
+        )
+        if rc != 0:
+            missing["qiao"] = last_error_line(logs / "qiao.log")
+            log(f"  qiao did not build: {missing['qiao']}")
+        else:  # what the wheel was built from, for the report (HEAD may move on meanwhile)
+            stamp = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
+            QIAO_BUILD.write_text(f"{qiao_revision()}, built {stamp}\n")
+    return missing
+
+
+def last_error_line(path: Path) -> str:
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "error" in ln.lower():
+            return ln[:200]
+    return lines[-1][:200] if lines else "no output"
+
+
+def installed_versions(packages: list[str], python: Path | None = None) -> dict[str, str | None]:
+    code = (
+        "import json,sys,importlib.metadata as m\n"
+        "out={}\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: out[p]=m.version(p)\n"
+        "    except Exception: out[p]=None\n"
+        "print(json.dumps(out))"
+    )
+    py = python or venv_python()
+    r = subprocess.run([str(py), "-c", code, *packages], capture_output=True, text=True, timeout=60, check=False)
+    return json.loads(r.stdout) if r.returncode == 0 else {p: None for p in packages}
+
+
+def build_epoll_server() -> Path:
+    out = DATA / "epoll_server"
+    src = BENCH / "ref" / "epoll_server.c"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(src)], check=True, timeout=120)
+    return out
+
+
+def prepare_data() -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    f = DATA / "1mib.bin"
+    if not f.exists() or f.stat().st_size != 1 << 20:
+        f.write_bytes(os.urandom(1 << 20))
+    lua = DATA / "lua"
+    lua.mkdir(exist_ok=True)
+    report = (LUA / "report.lua").read_text()
+    for script in LUA.glob("*.lua"):
+        if script.name != "report.lua":
+            (lua / script.name).write_text(script.read_text() + "\n" + report)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants (from the ppid field of every /proc/<pid>/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of every live process in the tree (all its threads included)."""
+    ticks = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return ticks / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU time of the whole machine, all cores (the first line of /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK  # user..steal; guest time is already in user
+
+
+def children_cpu_seconds() -> float:
+    """CPU of our waited-for children: between two reads around one wrk run, that wrk's."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def tree_rss_kib(root: int) -> tuple[int, int]:
+    """(sum of RSS over the tree, RSS of its largest process) in KiB, from /proc/<pid>/statm."""
+    total = largest = 0
+    for pid in process_tree(root):
+        try:
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+        except OSError:
+            continue
+        total += rss
+        largest = max(largest, rss)
+    return total, largest
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(server: str, wl: Workload, port: int, python: Path) -> list[str]:
+    bindir = python.parent
+    spec = f"{wl.app}:app"
+    t = wl.threads
+    if server == "qiao":
+        return [str(bindir / "qiao"), spec, "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", str(t)]
+    if server == "gunicorn-sync":
+        return [str(bindir / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", spec]
+    if server == "gunicorn-gthread":
+        return [str(bindir / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", str(t), "-b", f"127.0.0.1:{port}", spec]
+    if server == "granian":
+        return [str(bindir / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1", "--blocking-threads", str(t), "--log-level", "warning", spec]
+    if server == "uwsgi":
+        cmd = [str(bindir / "pyuwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--module", spec,
+               "--master", "--processes", "1", "--die-on-term", "--need-app", "--disable-logging",
+               "--listen", "1024", "--buffer-size", "32768"]
+        return cmd + (["--threads", str(t)] if t > 1 else [])
+    if server == "waitress":
+        return [str(bindir / "waitress-serve"), "--host", "127.0.0.1", "--port", str(port), f"--threads={t}", spec]
+    if server in ("bjoern", "fastwsgi", "pyruvate"):
+        return [str(python), str(BENCH / "launch.py"), server, spec, str(port), str(t)]
+    if server == "epoll-c":
+        return [str(DATA / "epoll_server"), str(port)]
+    raise ValueError(server)
+
+
+class Server:
+    """One server process, pinned to SERVER_CORE, in its own session (process group)."""
+
+    def __init__(self, server: str, wl: Workload, python: Path, logfile: Path):
+        self.port = free_port()
+        cmd = ["taskset", "-c", SERVER_CORE] + server_command(server, wl, self.port, python)
+        env = dict(os.environ, BENCH_FILE=str(DATA / "1mib.bin"), PYTHONDONTWRITEBYTECODE="1")
+        env.pop("PYTHONPATH", None)
+        self.log = open(logfile, "w")  # noqa: SIM115 -- closed by stop()
+        self.log.write(" ".join(cmd) + "\n")
+        self.log.flush()
+        self.proc = subprocess.Popen(cmd, cwd=APPS, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after 5 s."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever is left of the group (workers that outlived their master)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+
+
+# --------------------------------------------------------------------------- wrk
+
+RESULT_RE = re.compile(r"BENCH_RESULT (.*)")
+
+
+def run_wrk(wl: Workload, port: int, duration: float) -> dict:
+    seconds = max(1, round(duration))  # wrk takes whole seconds only
+    cmd = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{wl.connections}", f"-d{seconds}s",
+           "--timeout", "5s", "--latency", "-s", str(DATA / "lua" / wl.script)]
+    for h in wl.headers:
+        cmd += ["-H", h]
+    cmd.append(f"http://127.0.0.1:{port}/")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise RuntimeError("wrk did not finish in time")
+    m = RESULT_RE.search(out)
+    if not m:
+        raise RuntimeError(f"wrk gave no result: {out[-500:]}")
+    r = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    return r
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float | None  # None: wrk reported 0 (see lua/report.lua)
+    p99_ms: float | None
+    errors: int
+    non2xx: int
+    socket_errors: int
+    requests: int
+    rss_kib: int
+    rss_max_proc_kib: int
+    cpu_us_per_req: float | None
+    server_cpu_pct: float
+    client_cpu_pct: float  # wrk's own CPU use: near 100 means the client, not the server, is the limit
+    other_cpu_pct: float  # CPU used by everything else on the machine during the run (noise)
+
+
+@dataclass
+class Cell:
+    workload: str
+    server: str
+    status: str = "ok"  # ok | failed: why
+    runs: list[Run] = field(default_factory=list)
+    idle_rss_kib: int | None = None
+    idle_rss_max_proc_kib: int | None = None
+
+
+def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
+    cell = Cell(wl.name, server)
+    logdir = DATA / "server-logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    srv = Server(server, wl, python, logdir / f"{server}-{wl.name}.log")
+    try:
+        if not srv.wait_ready():
+            cell.status = "failed: did not accept connections (see .data/server-logs)"
+            return cell
+        if wl.idle:
+            time.sleep(2.0)
+            cell.idle_rss_kib, cell.idle_rss_max_proc_kib = tree_rss_kib(srv.proc.pid)
+            return cell
+        if args.warmup > 0:
+            run_wrk(wl, srv.port, args.warmup)
+        for _ in range(args.runs):
+            if srv.proc.poll() is not None:
+                cell.status = "failed: server exited during the run"
+                break
+            cpu0 = tree_cpu_seconds(srv.proc.pid)
+            client0 = children_cpu_seconds()
+            busy0 = machine_busy_seconds()
+            t0 = time.monotonic()
+            r = run_wrk(wl, srv.port, args.duration)
+            elapsed = time.monotonic() - t0
+            cpu1 = tree_cpu_seconds(srv.proc.pid)
+            client1 = children_cpu_seconds()
+            busy1 = machine_busy_seconds()
+            rss, rss_max = tree_rss_kib(srv.proc.pid)
+            reqs = r["requests"]
+            sock = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+            cell.runs.append(Run(
+                rps=reqs / (r["duration_us"] / 1e6),
+                p50_ms=r["p50_us"] / 1000 if r["p50_us"] else None,
+                p99_ms=r["p99_us"] / 1000 if r["p99_us"] else None,
+                errors=sock + r["err_status"],
+                non2xx=r["err_status"],
+                socket_errors=sock,
+                requests=reqs,
+                rss_kib=rss,
+                rss_max_proc_kib=rss_max,
+                cpu_us_per_req=(cpu1 - cpu0) * 1e6 / reqs if reqs else None,
+                server_cpu_pct=100 * (cpu1 - cpu0) / elapsed,
+                client_cpu_pct=100 * (client1 - client0) / elapsed,
+                other_cpu_pct=max(0.0, 100 * ((busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)) / elapsed),
+            ))
+            if srv.proc.poll() is not None:
+                cell.status = "failed: server exited during the run"
+                break
+    except Exception as e:  # noqa: BLE001 -- a broken cell must not stop the whole benchmark
+        cell.status = f"failed: {e}"[:300]
+    finally:
+        srv.stop()
+    return cell
+
+
+# --------------------------------------------------------------------------- report
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def summarize(cell: Cell) -> dict:
+    rs = cell.runs
+    if not rs:
+        return {}
+    return {
+        "rps": median([r.rps for r in rs]),
+        "rps_min": min(r.rps for r in rs),
+        "rps_max": max(r.rps for r in rs),
+        "p50": median([r.p50_ms for r in rs if r.p50_ms is not None]),
+        "p99": median([r.p99_ms for r in rs if r.p99_ms is not None]),
+        "errors": sum(r.errors for r in rs),
+        "non2xx": sum(r.non2xx for r in rs),
+        "socket_errors": sum(r.socket_errors for r in rs),
+        "rss_mib": median([r.rss_kib for r in rs]) / 1024,
+        "cpu_us": median([r.cpu_us_per_req for r in rs if r.cpu_us_per_req is not None]),
+        "cpu_pct": median([r.server_cpu_pct for r in rs]),
+        "client_cpu_pct": median([r.client_cpu_pct for r in rs]),
+        "other_cpu_pct": max(r.other_cpu_pct for r in rs),
+    }
+
+
+def fmt_rps(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    return f"{x / 1000:.1f}k" if x >= 10000 else f"{x:,.0f}"
+
+
+def fmt_ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def machine_info() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "wrk": " ".join(wrk_version.split()[:2]),
+    }
+
+
+def qiao_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "python", "Cargo.toml"],
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def render_markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        f"Run {doc['date']} on {m['nproc']} x {m['cpu']}, Linux {m['kernel']}, Python {doc['python']}, {m['wrk']}.",
+        (
+            f"{doc['runs']} run(s) x {doc['duration']:g} s per cell after a {doc['warmup']:g} s warm-up; "
+            f"server on core {SERVER_CORE}, `wrk -t1` on core {CLIENT_CORE}, one worker process."
+        ),
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
+        "",
+    ]
+    if doc["not_installed"]:
+        lines.append("Not installed: " + "; ".join(f"{k}: {v}" for k, v in doc["not_installed"].items()) + ".")
+        lines.append("")
+    floor = doc.get("floor", {})
+    for wname in doc["workloads"]:
+        wl = WORKLOAD_BY_NAME[wname]
+        cells = [c for c in doc["cells"] if c["workload"] == wname]
+        if not cells:
+            continue
+        lines.append(f"### {wl.title} (`{wname}`)")
+        lines.append("")
+        if wl.idle:
+            lines.append("| server | RSS, process tree | RSS, largest process |")
+            lines.append("|---|---:|---:|")
+            for c in sorted(cells, key=lambda c: c.get("idle_rss_kib") or 1 << 60):
+                if c["status"] != "ok":
+                    lines.append(f"| {c['server']} | {c['status']} | |")
+                else:
+                    lines.append(f"| {c['server']} | {c['idle_rss_kib'] / 1024:.1f} MiB | {c['idle_rss_max_proc_kib'] / 1024:.1f} MiB |")
+            lines.append("")
+            continue
+        qiao = next((c["summary"] for c in cells if c["server"] == "qiao" and c.get("summary")), None)
+        lines.append("| server | req/s median (min–max) | ÷ qiao | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req | server CPU % | wrk CPU % | other CPU % |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for c in sorted(cells, key=lambda c: -(c.get("summary") or {}).get("rps", -1)):
+            s = c.get("summary")
+            if not s:
+                lines.append(f"| {c['server']} | {c['status']} | | | | | | | | | |")
+                continue
+            ratio = f"{s['rps'] / qiao['rps']:.2f}" if qiao and qiao["rps"] else "–"
+            err = f"{s['errors']}" + (f" ({s['non2xx']} non-2xx)" if s["non2xx"] else "")
+            note = "" if c["status"] == "ok" else f" ⚠ {c['status']}"
+            lines.append(
+                f"| {c['server']}{note} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–{fmt_rps(s['rps_max'])}) | {ratio} "
+                f"| {fmt_ms(s['p50'])} | {fmt_ms(s['p99'])} | {err} | {s['rss_mib']:.1f} | {s['cpu_us']:.1f} "
+                f"| {s['cpu_pct']:.0f} | {s['client_cpu_pct']:.0f} | {s.get('other_cpu_pct', 0):.0f} |"
+            )
+        f = floor.get(wl.app)
+        if wl.name == "sleep10":
+            lines.append("")
+            lines.append("Ideal: 256 connections, 32 threads, 10 ms each: 3,200 req/s.")
+        elif f and not wl.idle:
+            lines.append("")
+            lines.append(f"In-process floor of `{wl.app}` (the app called directly, no server): "
+                         f"{fmt_rps(f['calls_per_s'])} calls/s ({f['us_per_call']:.2f} µs/call).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if not README.exists():
+        return
+    text = README.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated, from: " + ",".join(ALL_SERVERS))
+    p.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS),
+                   help="comma-separated, from: " + ",".join(w.name for w in WORKLOADS))
+    p.add_argument("--runs", type=int, help="measured runs per cell (default 3)")
+    p.add_argument("--duration", type=float, help="seconds per measured run (default 8)")
+    p.add_argument("--warmup", type=float, help="seconds of discarded warm-up per cell (default 3)")
+    p.add_argument("--floor-seconds", type=float, help="seconds per in-process floor measurement (default 2)")
+    p.add_argument("--quick", action="store_true", help="3 s x 1 run, 1 s warm-up, 0.5 s floors")
+    p.add_argument("--smoke", action="store_true",
+                   help="qiao, hello, 2 s, 1 run, with the current interpreter (no venv); exit 1 unless 0 errors")
+    p.add_argument("--python", help="interpreter whose qiao/peers to run (default: bench/.venv's; --smoke: this one)")
+    p.add_argument("--no-setup", action="store_true", help="do not create/update bench/.venv")
+    p.add_argument("--reuse-qiao", action="store_true", help="do not rebuild qiao into the venv if it is there")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the 'Latest results' section of README.md")
+    p.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: redraw results.md/.png and README from OUT/results.json")
+    args = p.parse_args(argv)
+    # Explicit flags win over the presets of --smoke and --quick.
+    preset = {"runs": 3, "duration": 8.0, "warmup": 3.0, "floor_seconds": 2.0}
+    if args.quick:
+        preset = {"runs": 1, "duration": 3.0, "warmup": 1.0, "floor_seconds": 0.5}
+    if args.smoke:
+        preset = {"runs": 1, "duration": 2.0, "warmup": 0.0, "floor_seconds": 0.5}
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.smoke:
+        args.servers, args.workloads = "qiao", "hello"
+        args.no_setup = True
+        args.no_readme = True
+        args.python = args.python or sys.executable
+        if args.out == str(RESULTS):
+            args.out = str(DATA / "smoke")
+    return args
+
+
+def write_report(doc: dict, out: Path, python: Path, plot: bool, readme: bool) -> None:
+    table = render_markdown(doc)
+    (out / "results.md").write_text("## Latest results\n\n" + table + "\n")
+    (out / "results.json").write_text(json.dumps(doc, indent=1))
+    if plot:
+        r = subprocess.run([str(python), str(BENCH / "plot.py"), str(out / "results.json"), str(out / "results.png")],
+                           capture_output=True, text=True, timeout=300, check=False)
+        if r.returncode != 0:
+            log(f"plot failed: {r.stderr[-300:]}")
+    if readme:
+        update_readme(table)
+    log(f"wrote {out / 'results.md'}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the running cell's `finally` stops its server.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.report_only:
+        out = Path(args.out)
+        doc = json.loads((out / "results.json").read_text())
+        write_report(doc, out, Path(args.python) if args.python else venv_python(), True, not args.no_readme)
+        return 0
+    servers = [s for s in args.servers.split(",") if s]
+    workloads = [w for w in args.workloads.split(",") if w]
+    for s in servers:
+        if s not in SERVER_PACKAGE:
+            sys.exit(f"unknown server {s!r}; choose from {', '.join(ALL_SERVERS)}")
+    for w in workloads:
+        if w not in WORKLOAD_BY_NAME:
+            sys.exit(f"unknown workload {w!r}; choose from {', '.join(WORKLOAD_BY_NAME)}")
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install -y wrk")
+    if not shutil.which("taskset"):
+        sys.exit("taskset not found: apt-get install -y util-linux")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs at least 2 cores (server on core 0, wrk on core 1)")
+
+    prepare_data()
+    not_installed: dict[str, str] = {}
+    if not args.no_setup:
+        not_installed = setup_venv(servers, reinstall_qiao=not args.reuse_qiao)
+    python = Path(args.python) if args.python else venv_python()
+    if "epoll-c" in servers:
+        build_epoll_server()
+
+    pkgs = sorted({SERVER_PACKAGE[s] for s in servers if SERVER_PACKAGE[s]} | {"flask"})
+    versions = {k: v for k, v in installed_versions(pkgs, python).items()}
+    for pkg, v in versions.items():
+        if v is None and pkg not in not_installed:
+            not_installed[pkg] = "not installed in " + str(python)
+    if versions.get("qiao"):
+        built = QIAO_BUILD.read_text().strip() if python == venv_python() and QIAO_BUILD.exists() else None
+        versions["qiao"] += f" ({built or qiao_revision()})"
+    runnable = [s for s in servers if SERVER_PACKAGE[s] is None or versions.get(SERVER_PACKAGE[s])]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "python": subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
+                                 capture_output=True, text=True, check=False).stdout.strip(),
+        "versions": {k: v for k, v in versions.items() if v},
+        "not_installed": not_installed,
+        "runs": args.runs, "duration": args.duration, "warmup": args.warmup,
+        "servers": runnable, "workloads": workloads, "cells": [], "floor": {},
+    }
+
+    apps = sorted({WORKLOAD_BY_NAME[w].app for w in workloads if not WORKLOAD_BY_NAME[w].idle})
+    if apps and not args.smoke:
+        log(f"in-process floor: {', '.join(apps)}")
+        r = subprocess.run(["taskset", "-c", SERVER_CORE, str(python), str(BENCH / "floor.py"), str(args.floor_seconds), *apps],
+                           cwd=APPS, capture_output=True, text=True, timeout=60 + 10 * args.floor_seconds * len(apps),
+                           env=dict(os.environ, BENCH_FILE=str(DATA / "1mib.bin")), check=False)
+        if r.returncode == 0:
+            doc["floor"] = json.loads(r.stdout.strip().splitlines()[-1])
+        else:
+            log(f"floor failed: {r.stderr[-300:]}")
+
+    total = sum(1 for w in workloads for s in runnable if s != "epoll-c" or w in EPOLL_WORKLOADS)
+    n = 0
+    for wname in workloads:
+        wl = WORKLOAD_BY_NAME[wname]
+        for server in runnable:
+            if server == "epoll-c" and wname not in EPOLL_WORKLOADS:
+                continue
+            n += 1
+            cell = measure_cell(server, wl, python, args)
+            d = asdict(cell)
+            d["summary"] = summarize(cell)
+            doc["cells"].append(d)
+            s = d["summary"]
+            if wl.idle:
+                detail = f"idle RSS {cell.idle_rss_kib / 1024:.1f} MiB" if cell.idle_rss_kib else ""
+            elif s:
+                detail = (f"{s['rps']:,.0f} req/s, p99 {fmt_ms(s['p99'])} ms, {s['errors']} errors, "
+                          f"{s['cpu_us']:.1f} µs CPU/req, {s['rss_mib']:.1f} MiB")
+            else:
+                detail = ""
+            log(f"[{n}/{total}] {wname:12} {server:16} {cell.status} {detail}")
+            (out / "results.json").write_text(json.dumps(doc, indent=1))
+
+    write_report(doc, out, python, plot=not args.smoke, readme=not args.no_readme)
+
+    if args.smoke:
+        cell = doc["cells"][0]
+        s = cell["summary"]
+        ok = cell["status"] == "ok" and s and s["errors"] == 0 and s["rps"] > 0
+        print(f"smoke: {'ok' if ok else 'FAILED'}: {cell['status']}, {s}")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
