@@ -283,3 +283,89 @@ def test_user_and_group_are_dropped_after_binding():
         assert int(_status_field(pid, "Uid")) == nobody.pw_uid
         assert int(_status_field(pid, "Gid")) == nobody.pw_gid
         assert int(_status_field(server.proc.pid, "Uid")) == nobody.pw_uid
+
+
+def test_max_worker_lifetime_recycles_gracefully():
+    """--max-worker-lifetime: an old worker is replaced (a new one first) with no failed
+    request."""
+    with running_server("behaviour:app", "--max-worker-lifetime", "1.5") as server:
+        first = worker_pids(server, 1)
+        with Load(server.port, "/pid", clients=4, seconds=15) as load:
+            replaced = wait_for(
+                lambda: (k := children(server.proc.pid)) and not set(k) & set(first) and k,
+                timeout=10,
+            )
+        assert replaced, "the worker was not replaced"
+        assert load.tally.failed == 0 and load.tally.ok > 0, load.tally.errors
+        assert "older than --max-worker-lifetime" in server.log()
+
+
+def test_reload_restarts_the_worker_when_a_source_file_changes(tmp_path):
+    """--reload: editing the app's module restarts its worker, which serves the new code."""
+    module = tmp_path / "live_app.py"
+    module.write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'version 1']\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "live_app:app", "-b", "127.0.0.1:0", "--reload"],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 15
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if "Listening at: http://" in line:
+                port = int(line.split("Listening at: http://")[1].split()[0].rsplit(":", 1)[1])
+        assert port, "no banner"
+
+        def body() -> bytes:
+            try:
+                with Conn(port) as c:
+                    return c.request(get("/")).body
+            except OSError:
+                return b""
+
+        assert body() == b"version 1"
+        time.sleep(1.1)  # let the mtime move on (second resolution on some filesystems)
+        module.write_text(module.read_text().replace("version 1", "version 2"))
+        assert wait_for(lambda: body() == b"version 2", timeout=15)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_systemd_socket_activation(tmp_path):
+    """LISTEN_FDS/LISTEN_PID: qiao serves on the socket it inherits as fd 3 (systemd)."""
+    import socket as socketmod
+
+    listener = socketmod.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    code = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid()); "
+        "sys.argv = ['qiao', 'apps.behaviour:app', '--chdir', sys.argv[2]]; "
+        "from qiao.__main__ import main; sys.exit(main())"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(listener.fileno()), str(TESTS_DIR)],
+        pass_fds=(listener.fileno(),), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    listener.close()
+    try:
+        deadline = time.monotonic() + 15
+        text = ""
+        while "Listening at" not in text and time.monotonic() < deadline:
+            text += proc.stderr.readline()
+        assert f"127.0.0.1:{port}" in text, text
+        with Conn(port) as c:
+            assert c.request(get("/pid")).status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
