@@ -210,6 +210,11 @@ impl Connection {
             }
             if !outcome.keep_alive || force_close {
                 self.flush().await;
+                // With the request read whole and nothing after it, closing cannot reset
+                // the response away: close at once. Otherwise drain first (see linger).
+                if self.rbuf.is_empty() && !outcome.unread_body {
+                    return;
+                }
                 return self.linger().await;
             }
             if self.out.len() >= PIPELINE_FLUSH && !self.flush().await {

@@ -54,6 +54,8 @@ pub struct Outcome {
     pub keep_alive: bool,
     /// The read buffer a streamed body took with it: it may hold the next request.
     pub raw_back: Option<BytesMut>,
+    /// Part of the request body was never read (the client may still be sending it).
+    pub unread_body: bool,
 }
 
 /// Why sending the body stopped early.
@@ -125,10 +127,12 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
         .take()
         .expect("the response stays until the request ends");
     let mut keep_alive = resp.keep_alive && !resp.out.broken;
+    let mut unread_body = false;
     let raw_back = input.borrow_mut().stream.take().map(|stream| {
         // A body the app did not read to its end leaves the connection out of step.
         if !stream.done || stream.failed {
             keep_alive = false;
+            unread_body = true;
         }
         stream.raw
     });
@@ -147,6 +151,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
         out: resp.out,
         keep_alive,
         raw_back,
+        unread_body,
     }
 }
 

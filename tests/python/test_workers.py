@@ -369,3 +369,34 @@ def test_systemd_socket_activation(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_max_worker_memory_recycles_a_growing_worker():
+    """--max-worker-memory: a worker whose resident memory passes the bound is replaced
+    gracefully; the request that grew it was answered."""
+    with running_server("behaviour:app", "--max-worker-memory", "60") as server:
+        first = worker_pids(server, 1)
+        with Conn(server.port, timeout=15) as c:
+            assert c.request(get("/grow?mb=80")).status == 200
+        replaced = wait_for(
+            lambda: (k := children(server.proc.pid)) and not set(k) & set(first) and k,
+            timeout=10,
+        )
+        assert replaced, "the worker was not replaced"
+        assert "resident memory above --max-worker-memory 60 MiB" in server.log()
+        assert serving_pid(server.port) in replaced
+
+
+def test_quit_is_a_fast_stop():
+    """SIGQUIT: the master and its workers exit at once, without waiting for a request in
+    flight (the graceful stop is TERM)."""
+    with running_server("behaviour:app") as server:
+        worker_pids(server, 1)
+        with Conn(server.port, timeout=15) as c:
+            c.send(get("/slow?s=8"))
+            time.sleep(0.3)
+            server.proc.send_signal(signal.SIGQUIT)
+            # The request in flight is cut, not finished: no response, just the close.
+            with pytest.raises(EOFError):
+                c.read_response()
+        assert server.proc.wait(timeout=10) == 0

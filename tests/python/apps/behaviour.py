@@ -497,6 +497,16 @@ def pid_route(environ, start_response):
     return _json(start_response, {"pid": os.getpid()})
 
 
+_BALLAST = []
+
+
+def grow(environ, start_response):
+    """Keeps ?mb= more MiB alive in this worker (the memory-recycling test)."""
+    mb = int(_qs(environ).get("mb", "1"))
+    _BALLAST.append(bytearray(os.urandom(1024)) * (mb * 1024))
+    return _json(start_response, {"pid": os.getpid(), "held_mib": len(_BALLAST) and mb})
+
+
 def flags(environ, start_response):
     keys = ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once")
     return _json(start_response, {key: environ[key] for key in keys})
@@ -504,6 +514,7 @@ def flags(environ, start_response):
 
 ROUTES = {
     "/pid": pid_route,
+    "/grow": grow,
     "/flags": flags,
     "/input": input_route,
     "/no-read": no_read,
