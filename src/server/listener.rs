@@ -10,7 +10,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use crate::wsgi::environ::Peer;
 
 pub enum Listener {
-    Tcp(TcpListener),
+    /// With the listening address as the environ shows it, when it is the same for every
+    /// connection (not a wildcard such as 0.0.0.0): saves a getsockname per connection.
+    Tcp(TcpListener, Option<(String, String)>),
     Unix(UnixListener),
 }
 
@@ -57,14 +59,19 @@ impl Listener {
         } else {
             let std = std::net::TcpListener::from(fd);
             std.set_nonblocking(true)?;
-            Ok(Listener::Tcp(TcpListener::from_std(std)?))
+            let fixed = std
+                .local_addr()
+                .ok()
+                .filter(|a| !a.ip().is_unspecified())
+                .map(split);
+            Ok(Listener::Tcp(TcpListener::from_std(std)?, fixed))
         }
     }
 
     /// `http://127.0.0.1:8000` or `unix:/path`, for the banner.
     pub fn describe(&self) -> String {
         match self {
-            Listener::Tcp(l) => match l.local_addr() {
+            Listener::Tcp(l, _) => match l.local_addr() {
                 Ok(a) => format!("http://{a}"),
                 Err(_) => "http://?".into(),
             },
@@ -82,11 +89,13 @@ impl Listener {
 
     pub async fn accept(&self) -> io::Result<(Conn, Peer)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, fixed) => {
                 let (s, remote) = l.accept().await?;
                 s.set_nodelay(true)?;
-                let local = s.local_addr()?;
-                let (host, port) = split(local);
+                let (host, port) = match fixed {
+                    Some(local) => local.clone(),
+                    None => split(s.local_addr()?),
+                };
                 let (raddr, rport) = split(remote);
                 let peer = Peer {
                     remote_addr: raddr,
