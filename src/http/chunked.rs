@@ -360,7 +360,7 @@ pub fn encode_chunk_header(len: usize, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::xorshift;
+    use crate::http::testing::{mutate, xorshift};
 
     /// Decodes `body` in one call; returns (data, consumed, done).
     fn whole(body: &[u8]) -> Result<(Vec<u8>, usize, bool), HttpError> {
@@ -633,18 +633,7 @@ mod tests {
         let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
         const BYTES: &[u8] = b"\r\n ;=\"\t\x00\x7f0aF:xX-+";
         for _ in 0..20_000 {
-            let mut input = seed.to_vec();
-            for _ in 0..1 + rand(3) {
-                let at = rand(input.len() + 1);
-                let byte = BYTES[rand(BYTES.len())];
-                match rand(3) {
-                    0 if at < input.len() => input[at] = byte,
-                    1 if at < input.len() => {
-                        input.remove(at);
-                    }
-                    _ => input.insert(at, byte),
-                }
-            }
+            let input = mutate(seed, 3, BYTES, &mut rand);
             let one = whole(&input);
             let cut = rand(input.len() + 1);
             let mut d = ChunkedDecoder::new(8, 16);

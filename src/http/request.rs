@@ -829,7 +829,7 @@ pub fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::testing::xorshift;
+    use crate::http::testing::{mutate, xorshift};
 
     fn parse_with(bytes: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HttpError> {
         let mut buf = BytesMut::from(bytes);
@@ -1572,18 +1572,7 @@ mod tests {
         let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
         const BYTES: &[u8] = b"\r\n :,;?#/*%\t\x00\x7f\xffHTPchunked0123456789";
         for round in 0..20_000 {
-            let mut input = seeds[round % seeds.len()].to_vec();
-            for _ in 0..1 + rand(4) {
-                let at = rand(input.len() + 1);
-                let byte = BYTES[rand(BYTES.len())];
-                match rand(3) {
-                    0 if at < input.len() => input[at] = byte,
-                    1 if at < input.len() => {
-                        input.remove(at);
-                    }
-                    _ => input.insert(at, byte),
-                }
-            }
+            let input = mutate(seeds[round % seeds.len()], 4, BYTES, &mut rand);
             let small = rand(64);
             let limits = Limits {
                 max_request_line: small,
