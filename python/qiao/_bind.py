@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "DEFAULT_PORT",
@@ -32,8 +32,7 @@ class BindError(OSError):
         return self.message
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     """One parsed bind string: a TCP host and port, a Unix socket path, or an inherited fd."""
 
     kind: str  # "tcp" | "unix" | "fd"

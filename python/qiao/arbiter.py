@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Callable
 
 from qiao._loader import AppLoadError, load_app, print_app_traceback
@@ -45,14 +44,18 @@ _SIGNALS = (
 )
 
 
-@dataclass
 class Worker:
-    pid: int
-    slot: int  # its row in the scoreboard
-    generation: int  # bumped by each reload; older generations are drained
-    started: float = field(default_factory=time.monotonic)
-    retiring: bool = False  # sent TERM: drains, then exits; a replacement is started
-    kill_at: float | None = None  # after a timeout: SIGKILL at this time
+    """A worker process as the master tracks it."""
+
+    __slots__ = ("generation", "kill_at", "pid", "retiring", "slot", "started")
+
+    def __init__(self, pid: int, slot: int, generation: int) -> None:
+        self.pid = pid
+        self.slot = slot  # its row in the scoreboard
+        self.generation = generation  # bumped by each reload; older generations are drained
+        self.started = time.monotonic()
+        self.retiring = False  # sent TERM: drains, then exits; a replacement is started
+        self.kill_at: float | None = None  # after a timeout: SIGKILL at this time
 
 
 class Arbiter:

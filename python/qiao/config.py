@@ -9,8 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from qiao._bind import Address, parse_bind
 
@@ -195,8 +194,7 @@ def _umask(raw: object) -> int:
     return raw
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One row of the table: a setting's name, parser, default and documentation."""
 
     name: str  # the keyword argument and config-file key; env var is QIAO_<NAME>
