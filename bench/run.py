@@ -336,23 +336,21 @@ class Server:
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL after 5 s."""
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left of the group (workers that outlived their master)
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self._signal_group(signal.SIGTERM)
+        # Then whatever is left of the group (workers that outlived their master).
+        self._signal_group(signal.SIGKILL)
+        self.log.close()
+
+    def _signal_group(self, sig: int) -> None:
+        """Signals the server's process group and waits (bounded) for the leader."""
+        try:
+            os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        self.log.close()
 
 
 # --------------------------------------------------------------------------- wrk
