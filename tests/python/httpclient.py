@@ -294,3 +294,13 @@ def get(
 ) -> bytes:
     """The bytes of a simple GET request."""
     return f"GET {path} HTTP/{version}\r\nHost: {host}\r\n".encode("latin-1") + headers + b"\r\n"
+
+
+def app_calls(addr: Address) -> int:
+    """How many times the echo_environ fixture app has been called in its server process,
+    read through a probe request (which is itself counted). HTTP/1.0 without headers, so
+    even the tightest header limits under test let it through."""
+    with Conn(addr) as c:
+        resp = c.request(b"GET /probe HTTP/1.0\r\n\r\n")
+        assert resp.status == 200, resp
+        return int(resp.header("X-Calls"))

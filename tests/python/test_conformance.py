@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 from conftest import running_server
-from httpclient import Conn
+from httpclient import Conn, app_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORPUS = REPO_ROOT.parent / "shared" / "conformance" / "gunicorn-requests"
@@ -140,14 +140,14 @@ def add_host(data, requests):
 
 def expect_refusal(server, data, status):
     """The bytes get `status`, the connection closes, and the app is not called."""
-    before = probe_calls(server.port)
+    before = app_calls(server.port)
     with Conn(server.port) as c:
         c.send(data)
         c.sock.shutdown(socket.SHUT_WR)
         resp = c.read_response()
         assert resp.status == status, f"{resp.status} {resp.reason} {resp.body[:300]!r}"
         assert c.closed_by_peer(), "connection kept open after an invalid request"
-    assert probe_calls(server.port) == before + 1, "the app was called for an invalid request"
+    assert app_calls(server.port) == before + 1, "the app was called for an invalid request"
 
 
 def expected_environ_headers(headers):
@@ -164,13 +164,6 @@ def expected_environ_headers(headers):
             key = "HTTP_" + name.replace("-", "_")
         out[key] = out[key] + "," + value if key in out else value
     return out
-
-
-def probe_calls(port):
-    """The app's call counter. HTTP/1.0 without headers, so the tightest header limits of
-    the corpus settings still let the probe through."""
-    with Conn(port) as c:
-        return int(c.request(b"GET /conformance-probe HTTP/1.0\r\n\r\n").header("X-Calls"))
 
 
 VALID = [c for c in CASES if "requests" in c]
@@ -239,7 +232,7 @@ def test_invalid_request(servers, case):
         with Conn(server.port) as c:
             assert c.request(data).status == status
         return
-    before = probe_calls(server.port)
+    before = app_calls(server.port)
     with Conn(server.port) as c:
         c.send(data)
         c.sock.shutdown(socket.SHUT_WR)
@@ -252,4 +245,4 @@ def test_invalid_request(servers, case):
         else:
             assert 400 <= resp.status < 600, f"{resp.status} {resp.reason} {resp.body[:300]!r}"
             assert c.closed_by_peer(), "connection kept open after an invalid request"
-    assert probe_calls(server.port) == before + 1, "the app was called for an invalid request"
+    assert app_calls(server.port) == before + 1, "the app was called for an invalid request"

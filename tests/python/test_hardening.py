@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import is_gunicorn, running_server
-from httpclient import Conn
+from httpclient import Conn, app_calls
 
 pytestmark = pytest.mark.skipif(
     is_gunicorn(), reason="qiao's refusals; gunicorn accepts several of these by design"
@@ -32,15 +32,9 @@ def server():
         yield s
 
 
-def calls(server) -> int:
-    """The app's call count so far (this probe itself is call number N)."""
-    with Conn(server.port) as c:
-        return int(c.request(b"GET /probe HTTP/1.0\r\n\r\n").header("X-Calls"))
-
-
 def refused(server, data: bytes, status: int, *, client_eof: bool = False):
     """Send `data`; assert `status`, `Connection: close`, a prompt close and no app call."""
-    before = calls(server)
+    before = app_calls(server.port)
     with Conn(server.port) as c:
         start = time.monotonic()
         c.send(data)
@@ -53,7 +47,7 @@ def refused(server, data: bytes, status: int, *, client_eof: bool = False):
         elapsed = time.monotonic() - start
         assert c.buf == b"", f"bytes after the error response: {c.buf[:200]!r}"
     assert elapsed < PROMPT, f"closed only after {elapsed:.2f}s"
-    assert calls(server) == before + 1, "the app was called for an invalid request"
+    assert app_calls(server.port) == before + 1, "the app was called for an invalid request"
     return resp
 
 
@@ -209,14 +203,14 @@ def test_chunk_data_without_crlf_is_400(server):
 def test_truncated_chunked_body_is_not_served(server):
     """RFC 9112 §8: a message cut short by the connection closing is incomplete; the app
     never sees it, and the server closes (a 400, if anything, is all it may send)."""
-    before = calls(server)
+    before = app_calls(server.port)
     for body in (b"5\r\nhel", b"5\r\nhello\r\n", b"5\r\nhello\r\n0\r\n", b"5\r\nhello\r\n0\r\n\r"):
         with Conn(server.port) as c:
             c.send(chunked(body))
             c.sock.shutdown(socket.SHUT_WR)
             assert c.closed_by_peer(PROMPT)
             assert c.buf == b"" or c.buf.startswith(b"HTTP/1.1 400 "), c.buf[:100]
-    assert calls(server) == before + 1
+    assert app_calls(server.port) == before + 1
 
 
 @pytest.mark.parametrize(
@@ -363,7 +357,7 @@ def test_http2_version_is_505(server):
 
 def test_http12_is_served_as_http11(server):
     """RFC 9110 §2.5: a higher minor version is served as the highest 1.x supported."""
-    before = calls(server)
+    before = app_calls(server.port)
     with Conn(server.port) as c:
         resp = c.request(b"GET /v HTTP/1.2\r\nHost: h\r\n\r\n")
         assert resp.status == 200
@@ -371,7 +365,7 @@ def test_http12_is_served_as_http11(server):
         assert json.loads(resp.body)["environ"]["SERVER_PROTOCOL"] == "HTTP/1.2"
         # Persistent, as an HTTP/1.1 connection is.
         assert c.request(b"GET /v HTTP/1.2\r\nHost: h\r\n\r\n").status == 200
-    assert calls(server) == before + 3
+    assert app_calls(server.port) == before + 3
 
 
 @pytest.mark.parametrize(
@@ -468,7 +462,7 @@ def test_binary_garbage_is_400_at_once(server, data):
 def test_valid_request_pipelined_before_an_invalid_one_is_answered_first(server):
     """RFC 9112 §9.3.2: pipelined requests are answered in order; the valid one gets its
     whole response, then the invalid one its error, then the connection closes."""
-    before = calls(server)
+    before = app_calls(server.port)
     good = b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
     bad = b"GET /second HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"
     with Conn(server.port) as c:
@@ -480,13 +474,13 @@ def test_valid_request_pipelined_before_an_invalid_one_is_answered_first(server)
         second = c.read_response()
         assert second.status == 400
         assert c.closed_by_peer(PROMPT)
-    assert calls(server) == before + 2
+    assert app_calls(server.port) == before + 2
 
 
 def test_smuggled_request_in_a_refused_body_is_never_served(server):
     """RFC 9112 §6.3 / §11.2: after a framing error nothing more on the connection is
     read, so a request hidden in the body never reaches the app."""
-    before = calls(server)
+    before = app_calls(server.port)
     hidden = b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
     data = post(
         b"Content-Length: " + str(len(hidden)).encode() + b"\r\nTransfer-Encoding: chunked\r\n",
@@ -497,4 +491,4 @@ def test_smuggled_request_in_a_refused_body_is_never_served(server):
         assert c.read_response().status == 400
         assert c.closed_by_peer(PROMPT)
         assert c.buf == b""
-    assert calls(server) == before + 1
+    assert app_calls(server.port) == before + 1

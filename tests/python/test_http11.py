@@ -6,15 +6,7 @@ import time
 
 import pytest
 from conftest import running_server
-from httpclient import Conn, get, parse_responses, raw
-
-
-def probe_calls(port):
-    """The echo app's call counter, read with a fresh request (which itself counts one)."""
-    with Conn(port) as c:
-        resp = c.request(get("/probe"))
-        assert resp.status == 200
-        return int(resp.header("X-Calls"))
+from httpclient import Conn, app_calls, get, parse_responses, raw
 
 
 def environ_of(resp):
@@ -24,13 +16,13 @@ def environ_of(resp):
 
 def assert_rejected(server, request, statuses):
     """Send `request`; expect one of `statuses`, a closed connection, and no app call."""
-    before = probe_calls(server.port)
+    before = app_calls(server.port)
     with Conn(server.port) as c:
         c.send(request)
         resp = c.read_response()
         assert resp.status in statuses, (resp.status, resp.reason, resp.body)
         assert c.closed_by_peer(), "connection left open after a framing error"
-    assert probe_calls(server.port) == before + 1, "the app was called for a rejected request"
+    assert app_calls(server.port) == before + 1, "the app was called for a rejected request"
     return resp
 
 
@@ -286,7 +278,7 @@ def body_limited_server():
 
 def test_request_line_limit_414(limited_server):
     """RFC 9112 §3: a request line over --limit-request-line gets 414."""
-    assert probe_calls(limited_server.port) >= 1
+    assert app_calls(limited_server.port) >= 1
     assert_rejected(limited_server, get("/" + "a" * 200), {414})
 
 
