@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 from conftest import is_gunicorn, running_server
@@ -33,10 +32,12 @@ def server():
 
 
 def refused(server, data: bytes, status: int, *, client_eof: bool = False):
-    """Send `data`; assert `status`, `Connection: close`, a prompt close and no app call."""
+    """Send `data`; assert `status`, `Connection: close`, a close by the server and no app call.
+
+    The close must come within PROMPT, far below every server timer, so it is the
+    server's decision; this bounds a wait, it does not time the server."""
     before = app_calls(server.port)
     with Conn(server.port) as c:
-        start = time.monotonic()
         c.send(data)
         if client_eof:
             c.sock.shutdown(socket.SHUT_WR)
@@ -44,9 +45,7 @@ def refused(server, data: bytes, status: int, *, client_eof: bool = False):
         assert resp.status == status, f"{resp.status} {resp.reason} {resp.body[:200]!r}"
         assert resp.header("Connection", "").lower() == "close"
         assert c.closed_by_peer(PROMPT), "connection kept open after an invalid request"
-        elapsed = time.monotonic() - start
         assert c.buf == b"", f"bytes after the error response: {c.buf[:200]!r}"
-    assert elapsed < PROMPT, f"closed only after {elapsed:.2f}s"
     assert app_calls(server.port) == before + 1, "the app was called for an invalid request"
     return resp
 
