@@ -103,6 +103,12 @@ impl Connection {
     /// under it would lose that request. Such a request is answered with
     /// `Connection: close`.
     async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
+        if !self.out.is_empty() {
+            // Let the other connections with a request ready run first, so that the
+            // responses of one loop turn go out back to back (see `yield_now`'s
+            // deferral: it resumes us after the next poll of the I/O driver).
+            tokio::task::yield_now().await;
+        }
         if !self.flush().await {
             return Err(ReadEnd::Closed);
         }

@@ -228,8 +228,15 @@ fn send_body(
         let more = with_resp(sr, |r| -> PyResult<bool> {
             r.send_headers(None)?;
             r.body(&data);
-            push(py, &mut r.out)?;
-            Ok(r.wants_body())
+            let more = r.wants_body();
+            // A block that completes the declared length is the last one: it goes out
+            // with the connection's next flush, together with the other responses of
+            // this loop turn, instead of in a send of its own (Flask's one-block
+            // responses: one wake-up of the client per turn, not per response).
+            if more {
+                push(py, &mut r.out)?;
+            }
+            Ok(more)
         })
         .map_err(|e| client_gone(sr, e))?;
         if !more {
