@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
-from qiao.config import Config, ConfigError
-from qiao.server import WSGIServer, make_server, serve
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+
+if TYPE_CHECKING:
+    from qiao.config import Config, ConfigError
+    from qiao.server import WSGIServer, make_server, serve
 
 __all__ = ["Config", "ConfigError", "WSGIServer", "__version__", "make_server", "serve"]
 
+# The public names load on first use (PEP 562), so that the `qiao` command and the
+# workers it forks do not carry modules they never call (threading, the wsgiref-style
+# server): every module imported before the fork is resident in every worker.
+_LAZY = {
+    "Config": "qiao.config",
+    "ConfigError": "qiao.config",
+    "WSGIServer": "qiao.server",
+    "make_server": "qiao.server",
+    "serve": "qiao.server",
+    # The version lives in the compiled engine, read on first use so that qiao.config
+    # can be imported (and tested) before the extension is built.
+    "__version__": "qiao._qiao",
+}
 
-def __getattr__(name: str) -> Any:
-    # The version lives in the compiled engine; it is read on first use so that
-    # qiao.config can be imported (and tested) before the extension is built.
-    if name == "__version__":
-        from qiao._qiao import __version__
 
-        return __version__
-    raise AttributeError(f"module 'qiao' has no attribute {name!r}")
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qiao' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from qiao._bind import BindError, bind_all, close_listener, inherited_sockets
 from qiao._configfile import read_config_file as _read_config_file
 from qiao._loader import AppLoadError, load_app, parse_app_spec, print_app_traceback
 from qiao._privileges import drop_privileges
 from qiao.config import Config, ConfigError, add_arguments
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -37,13 +40,26 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter, told the width: left to find it, argparse imports shutil
+    (and with it bz2, lzma and zlib: 1.7 MiB resident in every worker)."""
+    try:
+        width = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            width = os.get_terminal_size(sys.stdout.fileno()).columns
+        except (OSError, ValueError):
+            width = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qiao",
         allow_abbrev=False,
         usage="qiao [APP] [flags]",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_formatter,
     )
     parser.add_argument(
         "app", nargs="?", metavar="APP", default=None,

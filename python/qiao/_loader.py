@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
+import keyword
 import os
 import sys
-import traceback
-from types import ModuleType
-from typing import Any, Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ast
+    from types import ModuleType
+    from typing import Any, Callable
 
 __all__ = ["AppLoadError", "load_app", "parse_app_spec", "print_app_traceback"]
 
@@ -43,6 +46,11 @@ def parse_app_spec(spec: str) -> _Spec:
         )
     if not colon:
         return _Spec(module, None, None)
+    names = expr.strip().split(".")
+    if all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        return _Spec(module, names, None)  # the common case, without loading the parser
+    import ast
+
     try:
         node = ast.parse(expr.strip(), mode="eval").body
     except SyntaxError:
@@ -72,6 +80,8 @@ def parse_app_spec(spec: str) -> _Spec:
 
 def _dotted(node: ast.expr) -> list[str] | None:
     """``a.b.c`` as ['a', 'b', 'c']; None for anything else."""
+    import ast
+
     if isinstance(node, ast.Name):
         return [node.id]
     if isinstance(node, ast.Attribute):
@@ -151,6 +161,8 @@ def _kind(value: object) -> str:
 def print_app_traceback(error: BaseException) -> None:
     """Print an error raised by the application's code, without qiao's and importlib's
     frames above it."""
+    import traceback
+
     ours = (os.path.dirname(__file__), os.path.dirname(importlib.__file__ or ""), "<frozen ")
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):

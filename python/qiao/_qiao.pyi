@@ -13,6 +13,7 @@ __all__ = [
     "StartResponse",
     "__version__",
     "set_process_name",
+    "trim_memory",
 ]
 
 __version__: str
@@ -98,6 +99,9 @@ class Scoreboard:
 
 def set_process_name(title: str) -> None:
     """Name this process for ps/top (the first 15 bytes)."""
+
+def trim_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; else no-op)."""
 
 # The PEP 3333 objects the engine hands to the application; created only by the engine.
 

@@ -14,16 +14,17 @@ from __future__ import annotations
 import errno
 import faulthandler
 import os
-import random
 import select
 import signal
 import sys
 import time
-import traceback
-from typing import Callable
 
 from qiao._loader import AppLoadError, load_app, print_app_traceback
 from qiao.config import Config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 __all__ = ["WORKER_APP_ERROR", "WORKER_BOOT_ERROR", "Arbiter"]
 
@@ -113,6 +114,7 @@ class Arbiter:
         _set_title(f"qiao: master [{self.app_name}]")
         self._install_signals()
         self._write_pid()
+        _release_startup_memory()
         try:
             while True:
                 self._handle_signals()
@@ -210,13 +212,18 @@ class Arbiter:
         self.board.reset(slot)
         max_requests = self.config.max_requests
         if max_requests and self.config.max_requests_jitter:
-            max_requests += random.randint(0, self.config.max_requests_jitter)
+            # os.urandom rather than the random module: what the master imports, every
+            # worker carries.
+            jitter = int.from_bytes(os.urandom(4), "little")
+            max_requests += jitter % (self.config.max_requests_jitter + 1)
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
                 status = self._worker_main(slot, max_requests)
             except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+                import traceback
+
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
@@ -458,6 +465,18 @@ def _rss_mib(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         pass
     return 0.0
+
+
+def _release_startup_memory() -> None:
+    """Frees what start-up left behind (argparse's parser is a cycle; the settings check
+    freed C heap) before the first fork: each worker begins as a copy of the master, so
+    every resident page here is resident in each of them."""
+    import gc
+
+    from qiao import _qiao
+
+    gc.collect()
+    _qiao.trim_memory()
 
 
 def _set_title(title: str) -> None:

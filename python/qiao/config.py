@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable, NamedTuple
 
 from qiao._bind import Address, parse_bind
+
+# Annotations only: `typing` (1.7 MiB resident) is not imported at run time, since every
+# module the master imports is carried by each worker it forks. (mypy knows this name.)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any, Callable
 
 __all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "add_arguments"]
 
@@ -194,20 +198,42 @@ def _umask(raw: object) -> int:
     return raw
 
 
-class Setting(NamedTuple):
+class Setting:
     """One row of the table: a setting's name, parser, default and documentation."""
 
-    name: str  # the keyword argument and config-file key; env var is QIAO_<NAME>
-    parse: Callable[[object], Any]  # raw value (str or Python value) -> typed value
-    default: Any  # the value when no source sets it (copied for lists)
-    doc: str  # one sentence for --help and docs/configuration.md
-    flags: tuple[str, ...] = ()  # CLI flags; the first long one names it in errors
-    validate: Callable[[Any], None] | None = None  # raises _Invalid on a bad typed value
-    metavar: str | None = None  # placeholder shown by --help
-    repeat: bool = False  # the CLI flag may be given more than once (values are collected)
-    switch: bool = False  # the CLI flag takes no value and sets True
-    engine: bool = False  # passed to the Rust engine by Config.engine_settings()
-    env_aliases: tuple[str, ...] = ()  # other environment variables, weaker than QIAO_<NAME>
+    __slots__ = (
+        "default", "doc", "engine", "env_aliases", "flags", "metavar", "name", "parse",
+        "repeat", "switch", "validate",
+    )
+
+    def __init__(
+        self,
+        name: str,  # the keyword argument and config-file key; env var is QIAO_<NAME>
+        parse: Callable[[object], Any],  # raw value (str or Python value) -> typed value
+        default: Any,  # the value when no source sets it (copied for lists)
+        doc: str,  # one sentence for --help and docs/configuration.md
+        flags: tuple[str, ...] = (),  # CLI flags; the first long one names it in errors
+        validate: Callable[[Any], None] | None = None,  # raises _Invalid on a bad value
+        metavar: str | None = None,  # placeholder shown by --help
+        repeat: bool = False,  # the CLI flag may be given more than once (values collected)
+        switch: bool = False,  # the CLI flag takes no value and sets True
+        engine: bool = False,  # passed to the Rust engine by Config.engine_settings()
+        env_aliases: tuple[str, ...] = (),  # other environment variables, weaker than QIAO_<NAME>
+    ) -> None:
+        self.name = name
+        self.parse = parse
+        self.default = default
+        self.doc = doc
+        self.flags = flags
+        self.validate = validate
+        self.metavar = metavar
+        self.repeat = repeat
+        self.switch = switch
+        self.engine = engine
+        self.env_aliases = env_aliases
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
 
     @property
     def env(self) -> str:
@@ -500,10 +526,16 @@ _UNLIMITED_IF_ZERO = (
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the choices close to ``name``, or ``""``."""
+    import difflib  # only on this error path: see TYPE_CHECKING above
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
 def _unknown(name: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ConfigError(f"unknown {where} {name!r}{hint}")
+    return ConfigError(f"unknown {where} {name!r}{did_you_mean(name, _BY_NAME)}")
 
 
 class Config:

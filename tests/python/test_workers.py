@@ -400,3 +400,29 @@ def test_quit_is_a_fast_stop():
             with pytest.raises(EOFError):
                 c.read_response()
         assert server.proc.wait(timeout=10) == 0
+
+
+# Modules that are large and that a worker serving an app never needs: whatever the master
+# imports before forking is resident in every worker (DESIGN.md §3.6, worker memory).
+_NOT_BEFORE_FORK = (
+    "ast", "difflib", "encodings.idna", "random", "shutil", "threading", "tomllib",
+    "traceback", "typing", "unicodedata",
+)
+
+
+def test_master_forks_workers_without_heavy_modules():
+    """The worker starts with only what serving needs: the master imports no TOML parser,
+    traceback printer, typing, shutil (argparse's terminal width) or IDNA codec when none
+    is called for. The baseline is the same interpreter starting `-m` with nothing else, so
+    that modules a site-packages hook loads at start-up are not counted against qiao."""
+    probe = "import json, sys; print(json.dumps(sorted(sys.modules)))"
+    baseline = set(json.loads(subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True,
+    ).stdout))
+    with running_server("modules:app") as server, Conn(server.port) as c:
+        c.send(get("/"))
+        resp = c.read_response()
+    assert resp.status == 200
+    added = set(json.loads(resp.body)) - baseline
+    assert "qiao._qiao" in added  # the probe sees the worker's modules
+    assert sorted(added & set(_NOT_BEFORE_FORK)) == []
