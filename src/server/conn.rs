@@ -76,17 +76,27 @@ pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
 
 impl Connection {
     async fn flush(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
+        let fd = self.conn.fd();
+        // Most responses fit the socket's buffer: one write, and no timer to arm.
+        match self.out.send_to(fd) {
+            Ok(_) if self.out.is_empty() => return true,
+            Ok(_) => {}
+            Err(_) => {
+                self.out.clear();
+                return false;
+            }
         }
         // A client that stops reading is dropped after write_timeout, not waited on forever.
         let limit = self.shared.ctx.settings.write_timeout;
-        let (conn, out) = (&mut self.conn, &mut self.out);
+        let (conn, out) = (&self.conn, &mut self.out);
         let write = async {
             while !out.is_empty() {
-                match conn.write_vectored(&out.slices()).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => out.advance(n),
+                let step = conn.write_with(|| match out.send_to(fd) {
+                    Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
+                    other => other,
+                });
+                if step.await.is_err() {
+                    return false;
                 }
             }
             true

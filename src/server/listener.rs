@@ -157,10 +157,12 @@ impl Conn {
         Ok(n)
     }
 
-    pub async fn write_vectored(&mut self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    /// Runs `write` (a non-blocking write step on this socket: `Err(WouldBlock)` when full)
+    /// once the socket is writable, waiting in the event loop as long as it is full.
+    pub async fn write_with<R>(&self, write: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         match self {
-            Conn::Tcp(s) => s.write_vectored(slices).await,
-            Conn::Unix(s) => s.write_vectored(slices).await,
+            Conn::Tcp(s) => s.async_io(Interest::WRITABLE, write).await,
+            Conn::Unix(s) => s.async_io(Interest::WRITABLE, write).await,
         }
     }
 

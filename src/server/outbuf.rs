@@ -1,13 +1,21 @@
 //! The response bytes waiting for one client, as a queue of segments: small pieces (heads,
 //! chunk framing, short bodies) copied into owned buffers, large `bytes` bodies kept by
-//! reference to the Python object and written with `writev(2)` straight from its memory.
-//! A 1 MiB body thus costs no copy in qiao before the kernel's.
+//! reference to the Python object and written with `writev(2)` straight from its memory,
+//! and ranges of files (`wsgi.file_wrapper`) sent with `sendfile(2)`. A 1 MiB body thus
+//! costs no copy in qiao before the kernel's, and a file none at all.
+//!
+//! `send_to` is the one place that writes a queue to a socket, one non-blocking step at a
+//! time; the app's thread (`Output`) and the connection's task (`Connection::flush`) only
+//! differ in how they wait when the socket is full.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+
+use crate::server::sockio;
 
 /// Bodies at least this large are sent from the Python object instead of copied.
 pub const SHARE_AT: usize = 8 * 1024;
@@ -24,6 +32,13 @@ enum Seg {
         ptr: *const u8,
         len: usize,
     },
+    /// `len` bytes of a file from `offset`, through our own duplicate of its descriptor
+    /// (the app may close its file as soon as the response is handed over).
+    File {
+        fd: OwnedFd,
+        offset: u64,
+        len: usize,
+    },
 }
 
 // SAFETY: `ptr` points into the immutable buffer of the `bytes` object that `_obj` keeps
@@ -33,11 +48,20 @@ unsafe impl Send for Seg {}
 unsafe impl Sync for Seg {}
 
 impl Seg {
+    /// The bytes of a memory segment; empty for a file range.
     fn bytes(&self) -> &[u8] {
         match self {
             Seg::Owned(v) => v,
             // SAFETY: see the `Send` impl: the buffer lives as long as `_obj`.
             Seg::Shared { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Seg::File { .. } => &[],
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Seg::File { len, .. } => *len,
+            _ => self.bytes().len(),
         }
     }
 }
@@ -49,6 +73,8 @@ pub struct OutBuf {
     front_sent: usize,
     /// Bytes queued and not yet written.
     len: usize,
+    /// Of those, the bytes in file ranges (they hold no memory).
+    file_len: usize,
     /// An emptied owned buffer kept to be reused, so steady traffic allocates nothing.
     spare: Vec<u8>,
 }
@@ -60,6 +86,11 @@ impl OutBuf {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bytes queued in memory (file ranges not counted): what backpressure bounds.
+    pub fn memory_len(&self) -> usize {
+        self.len - self.file_len
     }
 
     /// Queues a copy of `bytes`.
@@ -106,14 +137,55 @@ impl OutBuf {
         });
     }
 
-    /// Up to MAX_IOVECS slices of what is queued, oldest first.
+    /// Queues `len` bytes of the file `fd` from `offset` (sent with `sendfile(2)`).
+    pub fn push_file(&mut self, fd: OwnedFd, offset: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.len += len;
+        self.file_len += len;
+        self.segs.push_back(Seg::File { fd, offset, len });
+    }
+
+    /// Up to MAX_IOVECS slices of the memory segments at the front (up to the first file
+    /// range), oldest first.
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
         let mut out = Vec::with_capacity(self.segs.len().min(MAX_IOVECS));
         for (i, seg) in self.segs.iter().take(MAX_IOVECS).enumerate() {
+            if matches!(seg, Seg::File { .. }) {
+                break;
+            }
             let b = seg.bytes();
             out.push(IoSlice::new(if i == 0 { &b[self.front_sent..] } else { b }));
         }
         out
+    }
+
+    /// Hands the socket `fd` what it takes now from the front of the queue, without
+    /// waiting: `Ok(0)` means the socket is full. One `writev` of the memory segments, or
+    /// one `sendfile` of a file range.
+    pub fn send_to(&mut self, fd: RawFd) -> io::Result<usize> {
+        let n = match self.segs.front() {
+            None => return Ok(0),
+            Some(Seg::File {
+                fd: file,
+                offset,
+                len,
+            }) => {
+                let mut at = (*offset + self.front_sent as u64) as libc::off_t;
+                let count = (*len - self.front_sent).min(1 << 30);
+                sockio::sendfile_now(fd, file.as_raw_fd(), &mut at, count)?
+            }
+            Some(_) => {
+                let slices = self.slices();
+                // A head followed by a file range: tell TCP more comes at once, so the
+                // head and the file's first bytes share a segment.
+                let more = self.segs.len() > slices.len();
+                sockio::send_vectored_now(fd, &slices, more)?
+            }
+        };
+        self.advance(n);
+        Ok(n)
     }
 
     /// Drops the first `n` queued bytes (they were written).
@@ -121,9 +193,12 @@ impl OutBuf {
         self.len -= n;
         while n > 0 {
             let front = self.segs.front().expect("advance within what is queued");
-            let left = front.bytes().len() - self.front_sent;
+            let left = front.len() - self.front_sent;
             if n < left {
                 self.front_sent += n;
+                if matches!(front, Seg::File { .. }) {
+                    self.file_len -= n;
+                }
                 return;
             }
             n -= left;
@@ -132,19 +207,23 @@ impl OutBuf {
         while self
             .segs
             .front()
-            .is_some_and(|s| s.bytes().len() == self.front_sent)
+            .is_some_and(|s| s.len() == self.front_sent)
         {
             self.pop_front();
         }
     }
 
     fn pop_front(&mut self) {
-        self.front_sent = 0;
-        if let Some(Seg::Owned(mut v)) = self.segs.pop_front() {
-            if v.capacity() > self.spare.capacity() && v.capacity() <= 64 * 1024 {
+        let sent = std::mem::take(&mut self.front_sent);
+        match self.segs.pop_front() {
+            Some(Seg::Owned(mut v))
+                if v.capacity() > self.spare.capacity() && v.capacity() <= 64 * 1024 =>
+            {
                 v.clear();
                 self.spare = v;
             }
+            Some(Seg::File { len, .. }) => self.file_len -= len - sent,
+            _ => {}
         }
     }
 
@@ -153,6 +232,7 @@ impl OutBuf {
             self.pop_front();
         }
         self.len = 0;
+        self.file_len = 0;
     }
 
     /// Everything queued, copied (tests and diagnostics).
@@ -180,6 +260,78 @@ mod tests {
         assert_eq!(out.to_vec(), b"1.1 200 OK\r\n\r\nbody");
         out.advance(out.len());
         assert!(out.is_empty() && out.slices().is_empty());
+    }
+
+    /// A file range between memory segments goes out in order, by `sendfile`, and the
+    /// accounting of bytes held in memory leaves it out.
+    #[test]
+    fn file_ranges_are_sent_in_order_and_hold_no_memory() {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::net::UnixStream;
+
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile_with(&data);
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let (tx, mut rx) = UnixStream::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+
+        let mut out = OutBuf::default();
+        out.extend(b"head|");
+        let fd = OwnedFd::from(file.try_clone().unwrap());
+        out.push_file(fd, 1000, 150_000);
+        out.extend(b"|tail");
+        assert_eq!(out.len(), 5 + 150_000 + 5);
+        assert_eq!(out.memory_len(), 10);
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).unwrap();
+            got
+        });
+        while !out.is_empty() {
+            if out.send_to(tx.as_raw_fd()).unwrap() == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(out.memory_len() <= 10);
+        }
+        assert_eq!(out.memory_len(), 0);
+        drop(tx);
+        let got = reader.join().unwrap();
+        let mut want = b"head|".to_vec();
+        want.extend_from_slice(&data[1000..151_000]);
+        want.extend_from_slice(b"|tail");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes arrived out of order or altered");
+        file.flush().unwrap();
+    }
+
+    /// A file shorter than the range queued for it is an error, not a hang.
+    #[test]
+    fn a_file_that_ends_early_is_an_error() {
+        use std::os::unix::net::UnixStream;
+        let file = tempfile_with(b"short");
+        let (tx, _rx) = UnixStream::pair().unwrap();
+        let mut out = OutBuf::default();
+        out.push_file(OwnedFd::from(file), 0, 100);
+        assert_eq!(out.send_to(tx.as_raw_fd()).unwrap(), 5);
+        let err = out.send_to(tx.as_raw_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    fn tempfile_with(data: &[u8]) -> std::fs::File {
+        use std::io::Write;
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("qiao-outbuf-{}-{n}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all(data).unwrap();
+        f
     }
 
     #[test]

@@ -35,18 +35,19 @@ impl Output {
     pub fn push(&mut self) -> io::Result<()> {
         self.check()?;
         while !self.buf.is_empty() {
-            match sockio::send_vectored_now(self.fd, &self.buf.slices()) {
+            match self.buf.send_to(self.fd) {
                 Ok(0) => break,
-                Ok(n) => self.buf.advance(n),
+                Ok(_) => {}
                 Err(e) => return Err(self.fail(e)),
             }
         }
         Ok(())
     }
 
-    /// Whether the buffer holds so much that the app must wait for the client (backpressure).
+    /// Whether the buffer holds so much memory that the app must wait for the client
+    /// (backpressure). A queued file range holds none.
     pub fn over_high_water(&self) -> bool {
-        self.buf.len() > OUTPUT_HIGH_WATER
+        self.buf.memory_len() > OUTPUT_HIGH_WATER
     }
 
     /// Sends everything, waiting for the client; call with the GIL released.
@@ -54,13 +55,13 @@ impl Output {
         self.check()?;
         let deadline = Instant::now() + self.timeout;
         while !self.buf.is_empty() {
-            match sockio::send_vectored_now(self.fd, &self.buf.slices()) {
+            match self.buf.send_to(self.fd) {
                 Ok(0) => {
                     if let Err(e) = sockio::wait(self.fd, true, deadline) {
                         return Err(self.fail(e));
                     }
                 }
-                Ok(n) => self.buf.advance(n),
+                Ok(_) => {}
                 Err(e) => return Err(self.fail(e)),
             }
         }

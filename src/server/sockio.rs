@@ -10,23 +10,62 @@ use std::time::{Duration, Instant};
 
 /// Sends what the socket takes now; `Ok(0)` means it would block.
 pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    send_vectored_now(fd, &[std::io::IoSlice::new(bytes)])
+    send_vectored_now(fd, &[std::io::IoSlice::new(bytes)], false)
 }
 
 /// Sends what the socket takes now of `slices`, in order; `Ok(0)` means it would block.
-pub fn send_vectored_now(fd: RawFd, slices: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+/// `more`: more data follows at once (`MSG_MORE`), so TCP may hold a short segment back.
+pub fn send_vectored_now(
+    fd: RawFd,
+    slices: &[std::io::IoSlice<'_>],
+    more: bool,
+) -> io::Result<usize> {
     if slices.is_empty() {
         return Ok(0);
     }
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
     loop {
         // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call and
         // the msghdr points only at them.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = slices.len() as _;
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        let n = unsafe { libc::sendmsg(fd, &msg, flags) };
         if n >= 0 {
             return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Sends up to `count` bytes of `file` from `*offset` (advanced past them) to the socket
+/// `fd` with `sendfile(2)`; `Ok(0)` means the socket is full. A file that ends before
+/// `count` bytes is an error: the response it was promised to fill cannot be completed.
+pub fn sendfile_now(
+    fd: RawFd,
+    file: RawFd,
+    offset: &mut libc::off_t,
+    count: usize,
+) -> io::Result<usize> {
+    loop {
+        // SAFETY: both descriptors are open for the call; `offset` is a valid pointer.
+        let n = unsafe { libc::sendfile(fd, file, offset, count) };
+        if n > 0 {
+            return Ok(n as usize);
+        }
+        if n == 0 && count > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before its announced length",
+            ));
+        }
+        if n == 0 {
+            return Ok(0);
         }
         let err = io::Error::last_os_error();
         match err.kind() {

@@ -1,7 +1,6 @@
 //! Runs one request through the application: builds the environ, calls the app, sends what
 //! it returns, and calls the iterable's `close()` on every path (PEP 3333).
 
-use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +12,6 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::access_log::AccessRecord;
 use crate::http::{RequestHead, Version};
 use crate::server::output::Output;
-use crate::server::sockio;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::{Input, Stream};
@@ -271,8 +269,10 @@ fn as_bytes<'py>(
     })
 }
 
-/// `wsgi.file_wrapper` over a regular file: the head, then `sendfile(2)` from the file's
-/// current position, with the GIL released throughout.
+/// `wsgi.file_wrapper` over a regular file: the head, then the file from its current
+/// position, queued as a file range that `sendfile(2)` sends. What the socket takes at
+/// once goes now; the rest is sent by the connection's task, so a slow client never holds
+/// this thread (nor, with one thread, the event loop).
 fn send_file(
     py: Python<'_>,
     sr: &Bound<'_, StartResponse>,
@@ -281,52 +281,18 @@ fn send_file(
     size: u64,
 ) -> Result<(), Failure> {
     let available = size.saturating_sub(pos);
-    let mut guard = sr.borrow_mut();
-    let r = guard
-        .resp
-        .as_mut()
-        .expect("the response stays until the request ends");
-    r.send_headers(Some(available)).map_err(Failure::App)?;
-    let count = r.length_left().unwrap_or(0).min(available);
-    let out = &mut r.out;
-    let sent = py.detach(|| -> io::Result<u64> {
-        out.flush_blocking()?;
-        if count == 0 {
-            return Ok(0);
+    with_resp(sr, |r| -> PyResult<()> {
+        r.send_headers(Some(available))?;
+        let count = r.length_left().unwrap_or(0).min(available);
+        if count > 0 {
+            let own = crate::server::listener::dup(file_fd)?;
+            r.out.buf.push_file(own, pos, count as usize);
+            r.sent_directly(count);
         }
-        let deadline = Instant::now() + out.timeout;
-        let mut offset = pos as libc::off_t;
-        let mut sent = 0u64;
-        while sent < count {
-            let chunk = (count - sent).min(1 << 30) as usize;
-            // SAFETY: both descriptors are open for the call; `offset` is a valid pointer.
-            let n = unsafe { libc::sendfile(out.fd, file_fd, &mut offset, chunk) };
-            if n > 0 {
-                sent += n as u64;
-            } else if n == 0 {
-                break; // The file shrank under us.
-            } else {
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::WouldBlock => sockio::wait(out.fd, true, deadline)?,
-                    io::ErrorKind::Interrupted => {}
-                    _ => return Err(err),
-                }
-            }
-        }
-        Ok(sent)
-    });
-    match sent {
-        Ok(n) => {
-            r.sent_directly(n);
-            drop(guard);
-            finish(sr)
-        }
-        Err(_) => {
-            r.out.broken = true;
-            Err(Failure::Client)
-        }
-    }
+        push(py, &mut r.out)
+    })
+    .map_err(|e| client_gone(sr, e))?;
+    finish(sr)
 }
 
 fn fail(

@@ -184,6 +184,35 @@ def test_file_wrapper_real_file_from_position_with_length(threaded_server):
     assert wait_closed(threaded_server.port, key) == 1
 
 
+def test_file_wrapper_real_file_one_thread(behaviour_server):
+    """PEP 3333, file_wrapper, with the app on the event loop's own thread (--threads 1):
+    the file range is queued and sent by the connection, the same bytes arrive."""
+    key = uuid.uuid4().hex
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get(f"/file?kind=real&offset=10&length=1000&key={key}"))
+        again = c.request(get(f"/file?kind=real&key={key}x"))
+    assert resp.body == FILE_DATA[10:1010]
+    assert again.body == FILE_DATA  # the connection stays in step after a file body
+    assert wait_closed(behaviour_server.port, key) == 1
+
+
+def test_file_wrapper_slow_reader_does_not_hold_the_worker(behaviour_server):
+    """A client that stops reading a large file_wrapper response must not stall the
+    others (DESIGN.md §3.4: slow clients never hold a Python thread): with one app thread
+    the file is sent from the event loop as the socket drains, not by a blocking wait
+    (which would hold everything until --write-timeout, 60 s)."""
+    with Conn(behaviour_server.port) as stalled:
+        stalled.send(get("/bigfile"))
+        time.sleep(0.3)  # let the server fill the stalled socket
+        with Conn(behaviour_server.port, timeout=10) as other:
+            resp = other.request(get("/single"))
+        assert resp.status == 200
+        # The stalled client still gets the whole file once it reads.
+        got = stalled.read_response(timeout=30)
+    assert got.status == 200
+    assert len(got.body) == 32 * 1024 * 1024 and got.body.count(0) == len(got.body)
+
+
 def test_file_wrapper_real_file_to_end(threaded_server):
     """PEP 3333, file_wrapper: without a Content-Length the rest of the file is sent."""
     key = uuid.uuid4().hex

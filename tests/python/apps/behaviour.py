@@ -469,6 +469,23 @@ def file_wrapper(environ, start_response):
     return wrapper
 
 
+BIG_FILE_SIZE = 32 * 1024 * 1024
+_big_file = []
+
+
+def big_file(environ, start_response):
+    """32 MiB (a sparse file: zeros, no disk) through wsgi.file_wrapper: far more than a
+    socket buffer holds, so a client that does not read leaves most of it unsent."""
+    with _lock:
+        if not _big_file:
+            fd, path = tempfile.mkstemp(prefix="qiao-test-big-", suffix=".bin")
+            os.ftruncate(fd, BIG_FILE_SIZE)
+            os.close(fd)
+            _big_file.append(path)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return environ["wsgi.file_wrapper"](open(_big_file[0], "rb"))
+
+
 # --- misc -------------------------------------------------------------------------------------
 
 
@@ -539,6 +556,7 @@ ROUTES = {
     "/events": events,
     "/error": error_route,
     "/file": file_wrapper,
+    "/bigfile": big_file,
     "/slow": slow,
     "/echo": echo_body,
     "/log-error": log_error,
