@@ -180,7 +180,7 @@ impl OutBuf {
                 let slices = self.slices();
                 // A head followed by a file range: tell TCP more comes at once, so the
                 // head and the file's first bytes share a segment.
-                let more = self.segs.len() > slices.len();
+                let more = matches!(self.segs.get(slices.len()), Some(Seg::File { .. }));
                 sockio::send_vectored_now(fd, &slices, more)?
             }
         };
