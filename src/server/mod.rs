@@ -172,19 +172,18 @@ async fn serve(
         // `worker_connections`: past it, a worker stops accepting, and further clients
         // wait in the kernel's listen backlog (not in this process's memory).
         let permits = Arc::new(Semaphore::new(ctx.settings.worker_connections));
+        // The accept loops are aborted when the stop comes (below), rather than each accept
+        // racing a stop signal: that select cost a waiter registration per connection.
+        let mut acceptors = Vec::with_capacity(listeners.len());
         for listener in listeners {
             let shared = shared.clone();
             let tracker = tracker.clone();
             let permits = permits.clone();
-            let mut stopped = stop.subscribe();
-            tokio::task::spawn_local(async move {
+            acceptors.push(tokio::task::spawn_local(async move {
                 loop {
-                    let accepted = tokio::select! {
-                        r = async {
-                            let permit = permits.clone().acquire_owned().await;
-                            (listener.accept().await, permit)
-                        } => r,
-                        _ = stopped.wait_for(|s| *s) => return,
+                    let accepted = {
+                        let permit = permits.clone().acquire_owned().await;
+                        (listener.accept().await, permit)
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
@@ -205,9 +204,12 @@ async fn serve(
                         }
                     }
                 }
-            });
+            }));
         }
         let _ = stopped.wait_for(|s| *s).await;
+        for acceptor in &acceptors {
+            acceptor.abort();
+        }
         ctx.error_log
             .info("Shutting down: waiting for requests in flight");
         let drained = tokio::time::timeout(ctx.settings.graceful_timeout, async {
