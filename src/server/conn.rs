@@ -113,10 +113,13 @@ impl Connection {
     /// under it would lose that request. Such a request is answered with
     /// `Connection: close`.
     async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
-        if !self.out.is_empty() {
+        if !self.out.is_empty() && self.shared.tracker.open.get() > 1 {
             // Let the other connections with a request ready run first, so that the
             // responses of one loop turn go out back to back (see `yield_now`'s
-            // deferral: it resumes us after the next poll of the I/O driver).
+            // deferral: it resumes us after the next poll of the I/O driver). The client
+            // side then wakes once per turn, not once per response: under Flask on this
+            // VM, 0.05 instead of 0.99 wake-ups (IPIs) of wrk's core per request, and
+            // ~8k -> ~12.5k req/s. Alone, a connection has nobody to wait for.
             tokio::task::yield_now().await;
         }
         if !self.flush().await {

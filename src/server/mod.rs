@@ -40,6 +40,8 @@ pub struct Shared {
     pub stopper: Arc<watch::Sender<bool>>,
     /// `handle_request()`: serve one request, then close.
     pub one_request: bool,
+    /// The connections being served, so a stop can wait for them.
+    pub tracker: Tracker,
 }
 
 impl Shared {
@@ -53,8 +55,8 @@ impl Shared {
 
 /// Counts open connections so a stop can wait for them.
 #[derive(Default)]
-struct Tracker {
-    open: Cell<usize>,
+pub struct Tracker {
+    pub open: Cell<usize>,
     closed: Notify,
 }
 
@@ -127,8 +129,8 @@ async fn serve(
         stop: stop.subscribe(),
         stopper: stop.clone(),
         one_request,
+        tracker: Tracker::default(),
     });
-    let tracker = Rc::new(Tracker::default());
 
     // Every SIGNAL_POLL: run Python's pending signal handlers (it runs them only when
     // asked), tell the master the loop is alive, and stop if the master is gone.
@@ -177,7 +179,6 @@ async fn serve(
         let mut acceptors = Vec::with_capacity(listeners.len());
         for listener in listeners {
             let shared = shared.clone();
-            let tracker = tracker.clone();
             let permits = permits.clone();
             acceptors.push(tokio::task::spawn_local(async move {
                 loop {
@@ -187,12 +188,13 @@ async fn serve(
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
-                            tracker.open.set(tracker.open.get() + 1);
+                            let open = &shared.tracker.open;
+                            open.set(open.get() + 1);
                             let shared = shared.clone();
-                            let tracker = tracker.clone();
                             tokio::task::spawn_local(async move {
-                                conn::serve(shared, conn, peer).await;
+                                conn::serve(shared.clone(), conn, peer).await;
                                 drop(permit);
+                                let tracker = &shared.tracker;
                                 tracker.open.set(tracker.open.get() - 1);
                                 tracker.closed.notify_waiters();
                             });
@@ -213,9 +215,9 @@ async fn serve(
         ctx.error_log
             .info("Shutting down: waiting for requests in flight");
         let drained = tokio::time::timeout(ctx.settings.graceful_timeout, async {
-            while tracker.open.get() > 0 {
-                let closed = tracker.closed.notified();
-                if tracker.open.get() == 0 {
+            while shared.tracker.open.get() > 0 {
+                let closed = shared.tracker.closed.notified();
+                if shared.tracker.open.get() == 0 {
                     break;
                 }
                 closed.await;
@@ -225,7 +227,7 @@ async fn serve(
         if drained.is_err() {
             ctx.error_log.warning(&format!(
                 "Graceful stop timed out with {} connection(s) open",
-                tracker.open.get()
+                shared.tracker.open.get()
             ));
         }
     }
