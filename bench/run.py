@@ -215,6 +215,11 @@ def prepare_data() -> None:
 
 def process_tree(root: int) -> list[int]:
     """root and all its descendants (from the ppid field of every /proc/<pid>/stat)."""
+    return process_tree_children(root)[0]
+
+
+def process_tree_children(root: int) -> tuple[list[int], dict[int, list[int]]]:
+    """process_tree(root), and every process's children."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -230,7 +235,7 @@ def process_tree(root: int) -> list[int]:
         pid = todo.pop()
         tree.append(pid)
         todo.extend(children.get(pid, []))
-    return tree
+    return tree, children
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -258,17 +263,22 @@ def children_cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def tree_rss_kib(root: int) -> tuple[int, int]:
-    """(sum of RSS over the tree, RSS of its largest process) in KiB, from /proc/<pid>/statm."""
-    total = largest = 0
-    for pid in process_tree(root):
+def tree_rss_kib(root: int) -> tuple[int, int, int]:
+    """(sum of RSS over the tree, RSS of its largest process, RSS of its largest leaf) in
+    KiB, from /proc/<pid>/statm. A leaf (a process without children) is a worker where the
+    server has a master, else the one process: "RSS of one worker"."""
+    total = largest = worker = 0
+    tree, children = process_tree_children(root)
+    for pid in tree:
         try:
             rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
         except OSError:
             continue
         total += rss
         largest = max(largest, rss)
-    return total, largest
+        if not children.get(pid):
+            worker = max(worker, rss)
+    return total, largest, worker
 
 
 # --------------------------------------------------------------------------- servers
@@ -404,6 +414,7 @@ class Cell:
     runs: list[Run] = field(default_factory=list)
     idle_rss_kib: int | None = None
     idle_rss_max_proc_kib: int | None = None
+    idle_rss_worker_kib: int | None = None
 
 
 def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
@@ -417,7 +428,8 @@ def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
             return cell
         if wl.idle:
             time.sleep(2.0)
-            cell.idle_rss_kib, cell.idle_rss_max_proc_kib = tree_rss_kib(srv.proc.pid)
+            (cell.idle_rss_kib, cell.idle_rss_max_proc_kib,
+             cell.idle_rss_worker_kib) = tree_rss_kib(srv.proc.pid)
             return cell
         if args.warmup > 0:
             run_wrk(wl, srv.port, args.warmup)
@@ -434,7 +446,7 @@ def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
             cpu1 = tree_cpu_seconds(srv.proc.pid)
             client1 = children_cpu_seconds()
             busy1 = machine_busy_seconds()
-            rss, rss_max = tree_rss_kib(srv.proc.pid)
+            rss, rss_max, _ = tree_rss_kib(srv.proc.pid)
             reqs = r["requests"]
             sock = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
             cell.runs.append(Run(
@@ -553,13 +565,24 @@ def render_markdown(doc: dict) -> str:
         lines.append(f"### {wl.title} (`{wname}`)")
         lines.append("")
         if wl.idle:
-            lines.append("| server | RSS, process tree | RSS, largest process |")
-            lines.append("|---|---:|---:|")
-            for c in sorted(cells, key=lambda c: c.get("idle_rss_kib") or 1 << 60):
+            lines.append("| server | RSS of one worker | RSS, process tree | RSS, largest process |")
+            lines.append("|---|---:|---:|---:|")
+
+            def mib(kib):
+                return f"{kib / 1024:.1f} MiB" if kib else "–"
+
+            def worker(c):
+                return c.get("idle_rss_worker_kib") or c.get("idle_rss_max_proc_kib") or 1 << 60
+
+            for c in sorted(cells, key=worker):
                 if c["status"] != "ok":
-                    lines.append(f"| {c['server']} | {c['status']} | |")
+                    lines.append(f"| {c['server']} | {c['status']} | | |")
                 else:
-                    lines.append(f"| {c['server']} | {c['idle_rss_kib'] / 1024:.1f} MiB | {c['idle_rss_max_proc_kib'] / 1024:.1f} MiB |")
+                    lines.append(f"| {c['server']} | {mib(c.get('idle_rss_worker_kib'))} | "
+                                 f"{mib(c['idle_rss_kib'])} | {mib(c['idle_rss_max_proc_kib'])} |")
+            lines.append("")
+            lines.append("A worker is a process of the tree without children (the one process "
+                         "where the server has no master).")
             lines.append("")
             continue
         qiao = next((c["summary"] for c in cells if c["server"] == "qiao" and c.get("summary")), None)
