@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use pyo3::Python;
 use tokio::time::{timeout_at, Instant as TokioInstant};
 
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
@@ -15,7 +16,7 @@ use crate::server::output::Output;
 use crate::server::spool::Spool;
 use crate::server::Shared;
 use crate::wsgi::environ::Peer;
-use crate::wsgi::handler::{Body, Exchange};
+use crate::wsgi::handler::{resume, Body, Exchange, Step};
 use crate::wsgi::input::{Framing, Stream};
 
 /// How long an idle keep-alive connection may still bring a request once a graceful stop
@@ -63,6 +64,37 @@ struct Connection {
     out: OutBuf,
 }
 
+/// Sends all of `out` on `conn`, waiting in the event loop while the socket is full; false
+/// (and `out` emptied) if the client is gone or read nothing for `limit`.
+async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration) -> bool {
+    let fd = conn.fd();
+    // Most responses fit the socket's buffer: one write, and no timer to arm.
+    match out.send_to(fd) {
+        Ok(_) if out.is_empty() => return true,
+        Ok(_) => {}
+        Err(_) => {
+            out.clear();
+            return false;
+        }
+    }
+    // A client that stops reading is dropped after `limit`, not waited on forever.
+    let write = async {
+        while !out.is_empty() {
+            let step = conn.write_with(|| match out.send_to(fd) {
+                Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
+                other => other,
+            });
+            if step.await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    let ok = matches!(tokio::time::timeout(limit, write).await, Ok(true));
+    out.clear();
+    ok
+}
+
 pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
     let mut c = Connection {
         conn,
@@ -76,34 +108,12 @@ pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
 
 impl Connection {
     async fn flush(&mut self) -> bool {
-        let fd = self.conn.fd();
-        // Most responses fit the socket's buffer: one write, and no timer to arm.
-        match self.out.send_to(fd) {
-            Ok(_) if self.out.is_empty() => return true,
-            Ok(_) => {}
-            Err(_) => {
-                self.out.clear();
-                return false;
-            }
-        }
-        // A client that stops reading is dropped after write_timeout, not waited on forever.
-        let limit = self.shared.ctx.settings.write_timeout;
-        let (conn, out) = (&self.conn, &mut self.out);
-        let write = async {
-            while !out.is_empty() {
-                let step = conn.write_with(|| match out.send_to(fd) {
-                    Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
-                    other => other,
-                });
-                if step.await.is_err() {
-                    return false;
-                }
-            }
-            true
-        };
-        let ok = matches!(tokio::time::timeout(limit, write).await, Ok(true));
-        self.out.clear();
-        ok
+        send_all(
+            &self.conn,
+            &mut self.out,
+            self.shared.ctx.settings.write_timeout,
+        )
+        .await
     }
 
     /// Reads more bytes, first writing any pending output.
@@ -210,8 +220,22 @@ impl Connection {
                 force_close,
                 started,
             };
-            let Some(outcome) = self.shared.dispatch(ex).await else {
+            let Some(mut step) = self.shared.dispatch(ex).await else {
                 return;
+            };
+            let outcome = loop {
+                match step {
+                    Step::Done(outcome) => break outcome,
+                    // The response got ahead of a slow client: send what is queued from
+                    // here, serving the other connections meanwhile, then let it go on.
+                    Step::Wait(mut waiting) => {
+                        let limit = self.shared.ctx.settings.write_timeout;
+                        if !send_all(&self.conn, &mut waiting.out.buf, limit).await {
+                            waiting.out.lost();
+                        }
+                        step = Python::attach(|py| resume(py, &self.shared.ctx, waiting));
+                    }
+                }
             };
             self.out = outcome.out.buf;
             if self.shared.ctx.count_request() && !*self.shared.stop.borrow() {

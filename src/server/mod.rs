@@ -23,7 +23,7 @@ use tokio::task::LocalSet;
 
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
-use crate::wsgi::handler::{handle, Exchange, Outcome};
+use crate::wsgi::handler::{handle_inline, Exchange, Step};
 use crate::wsgi::Context;
 
 /// How often the loop looks at Python's pending signals (Ctrl-C) and app interrupts.
@@ -45,10 +45,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub async fn dispatch(&self, ex: Exchange) -> Option<Outcome> {
+    pub async fn dispatch(&self, ex: Exchange) -> Option<Step> {
         match &self.pool {
-            None => Some(Python::attach(|py| handle(py, &self.ctx, ex, 0))),
-            Some(pool) => pool.run(ex).await,
+            None => Some(Python::attach(|py| handle_inline(py, &self.ctx, ex))),
+            Some(pool) => pool.run(ex).await.map(Step::Done),
         }
     }
 }

@@ -68,6 +68,12 @@ impl Output {
         Ok(())
     }
 
+    /// The client is gone (a write from the event loop failed): nothing more is sent.
+    pub fn lost(&mut self) {
+        self.broken = true;
+        self.buf.clear();
+    }
+
     fn check(&self) -> io::Result<()> {
         if self.broken {
             Err(io::Error::new(

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
 use crate::http::{RequestHead, Version};
@@ -15,7 +15,7 @@ use crate::server::output::Output;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::{Input, Stream};
-use crate::wsgi::response::{push, type_name, RequestFacts, Response, StartResponse};
+use crate::wsgi::response::{push, push_now, type_name, RequestFacts, Response, StartResponse};
 use crate::wsgi::Context;
 
 /// The request body as the connection hands it over.
@@ -66,18 +66,86 @@ enum Failure {
     Short(u64),
 }
 
-/// Runs one request on app thread `thread` (0 for the I/O thread itself).
-pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
-    ctx.set_busy(thread, true);
-    let outcome = run(py, ctx, ex);
-    ctx.set_busy(thread, false);
-    outcome
+/// How the handling of a request stands when `handle_inline` or `resume` returns.
+pub enum Step {
+    Done(Outcome),
+    /// The app's iterable is part-way and more than `OUTPUT_HIGH_WATER` waits for a slow
+    /// client: the connection sends `Waiting::out` from the event loop, then calls `resume`.
+    Wait(Waiting),
 }
 
-fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
+/// A request whose response iteration is paused until its client has read what is queued.
+pub struct Waiting {
+    pub out: Output,
+    /// `None` once resumed (or closed on drop).
+    req: Option<Live>,
+}
+
+/// The live parts of a request between the app's call and the end of its response.
+struct Live {
+    sr: Py<StartResponse>,
+    input: Py<Input>,
+    iterable: Py<PyAny>,
+    /// The iteration in progress; `None` before it began.
+    iter: Option<Py<PyIterator>>,
+    head: RequestHead,
+    peer: Arc<Peer>,
+    started: Instant,
+}
+
+impl Drop for Waiting {
+    /// A paused request dropped without being resumed (its connection was cut at the end
+    /// of a stop's grace period): PEP 3333 still wants the iterable's `close()`.
+    fn drop(&mut self) {
+        if let Some(req) = self.req.take() {
+            Python::attach(|py| {
+                let _ = close_iterable(req.iterable.bind(py));
+            });
+        }
+    }
+}
+
+/// Runs one request to its end on app thread `thread` of the pool: waits for a slow client
+/// on this thread (the GIL released), never pausing.
+pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
+    ctx.set_busy(thread, true);
+    let step = run(py, ctx, ex, false);
+    ctx.set_busy(thread, false);
+    match step {
+        Step::Done(outcome) => outcome,
+        Step::Wait(_) => unreachable!("a request run without pausing paused"),
+    }
+}
+
+/// Runs one request on the event loop's own thread (one app thread, no pool): a response
+/// iteration that gets ahead of a slow client pauses (`Step::Wait`) instead of blocking
+/// the loop, so the other connections keep being served.
+pub fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
+    ctx.set_busy(0, true);
+    let step = run(py, ctx, ex, true);
+    ctx.set_busy(0, false);
+    step
+}
+
+/// Continues a paused request once its queued output was sent (or the client was lost:
+/// `out.broken`).
+pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Waiting) -> Step {
+    let req = waiting.req.take().expect("a request is resumed once");
+    let out = std::mem::replace(
+        &mut waiting.out,
+        Output::new(-1, Default::default(), Default::default()),
+    );
+    with_resp(req.sr.bind(py), |r| r.out = out);
+    ctx.set_busy(0, true);
+    let step = body(py, ctx, req, true);
+    ctx.set_busy(0, false);
+    step
+}
+
+fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
     let Exchange {
         head,
-        body,
+        body: request_body,
         out,
         peer,
         force_close,
@@ -88,7 +156,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
         http11: head.version == Version::Http11,
         keep_alive: head.keep_alive,
     };
-    let input = match body {
+    let input = match request_body {
         Body::Empty => Input::buffered(Bytes::new()),
         Body::Buffered(b) => Input::buffered(b),
         Body::Spooled { file, len } => Input::spooled(file, len),
@@ -106,19 +174,83 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
         .environ
         .build(py, &head, &peer, input.as_any().clone())
         .and_then(|environ| ctx.app.bind(py).call1((environ, &sr)));
-    match result {
-        Err(err) => fail(py, ctx, &sr, &head, Failure::App(err)),
-        Ok(iterable) => {
-            if let Err(f) = send_body(py, &sr, &iterable) {
-                fail(py, ctx, &sr, &head, f);
-            }
-            // PEP 3333: close() is called whether the iteration ended, failed or was cut.
-            if let Err(err) = close_iterable(&iterable) {
-                log_exception(py, ctx, &head, "Error closing the response iterable", &err);
-            }
+    let iterable = match result {
+        Ok(iterable) => iterable,
+        Err(err) => {
+            fail(py, ctx, &sr, &head, Failure::App(err));
+            return Step::Done(finalize(py, ctx, &sr, &input, &head, &peer, started));
         }
-    }
+    };
+    let req = Live {
+        sr: sr.unbind(),
+        input: input.unbind(),
+        iterable: iterable.unbind(),
+        iter: None,
+        head,
+        peer,
+        started,
+    };
+    body(py, ctx, req, may_pause)
+}
 
+/// Sends (more of) the response body; at its end, or on failure, closes the iterable and
+/// ends the request.
+fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
+    let sr = req.sr.bind(py).clone();
+    let iterable = req.iterable.bind(py).clone();
+    let sent = match req.iter.take() {
+        None => send_body(py, &sr, &iterable, may_pause),
+        Some(iter) => send_iter(py, &sr, &iterable, iter.bind(py).clone(), may_pause),
+    };
+    match sent {
+        Ok(Sent::All) => {}
+        Ok(Sent::Paused(iter)) => {
+            req.iter = Some(iter);
+            let out = with_resp(&sr, |r| {
+                std::mem::replace(
+                    &mut r.out,
+                    Output::new(-1, Default::default(), Default::default()),
+                )
+            });
+            return Step::Wait(Waiting {
+                out,
+                req: Some(req),
+            });
+        }
+        Err(f) => fail(py, ctx, &sr, &req.head, f),
+    }
+    // PEP 3333: close() is called whether the iteration ended, failed or was cut.
+    if let Err(err) = close_iterable(&iterable) {
+        log_exception(
+            py,
+            ctx,
+            &req.head,
+            "Error closing the response iterable",
+            &err,
+        );
+    }
+    let input = req.input.bind(py).clone();
+    Step::Done(finalize(
+        py,
+        ctx,
+        &sr,
+        &input,
+        &req.head,
+        &req.peer,
+        req.started,
+    ))
+}
+
+/// The request is over: the connection's outcome, and the access log line.
+fn finalize(
+    _py: Python<'_>,
+    ctx: &Context,
+    sr: &Bound<'_, StartResponse>,
+    input: &Bound<'_, Input>,
+    head: &RequestHead,
+    peer: &Peer,
+    started: Instant,
+) -> Outcome {
     let mut resp = sr
         .borrow_mut()
         .resp
@@ -137,7 +269,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange) -> Outcome {
     if let Some(log) = &ctx.access_log {
         log.log(&AccessRecord {
             remote_addr: &peer.remote_addr,
-            head: &head,
+            head,
             status: resp.status,
             body_bytes: resp.body_bytes,
             response_head: &resp.head,
@@ -181,14 +313,22 @@ fn client_gone(sr: &Bound<'_, StartResponse>, err: PyErr) -> Failure {
     }
 }
 
+/// How far `send_body` got.
+enum Sent {
+    All,
+    /// Paused with this iteration part-way (see `Step::Wait`).
+    Paused(Py<PyIterator>),
+}
+
 fn send_body(
     py: Python<'_>,
     sr: &Bound<'_, StartResponse>,
     iterable: &Bound<'_, PyAny>,
-) -> Result<(), Failure> {
+    may_pause: bool,
+) -> Result<Sent, Failure> {
     if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
         if let Some((fd, pos, size)) = wrapper.borrow().sendable(py) {
-            return send_file(py, sr, fd, pos, size);
+            return send_file(py, sr, fd, pos, size).map(|()| Sent::All);
         }
     }
     // A list or tuple of bytes: the length is known, so Content-Length and one write.
@@ -213,17 +353,29 @@ fn send_body(
             Ok(())
         })
         .map_err(Failure::App)?;
-        return finish(sr);
+        return finish(sr).map(|()| Sent::All);
     }
-
     let iter = iterable.try_iter().map_err(Failure::App)?;
-    for item in iter {
+    send_iter(py, sr, iterable, iter, may_pause)
+}
+
+/// The blocks of an iteration, each handed to the socket before the next is asked for.
+/// Past `OUTPUT_HIGH_WATER` queued for a slow client, waits for it here (`may_pause`
+/// false: a pool thread) or returns `Sent::Paused` for the event loop to wait.
+fn send_iter(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    iterable: &Bound<'_, PyAny>,
+    iter: Bound<'_, PyIterator>,
+    may_pause: bool,
+) -> Result<Sent, Failure> {
+    for item in iter.clone() {
         let item = item.map_err(|e| client_gone(sr, e))?;
         let data = as_bytes(&item, iterable).map_err(Failure::App)?;
         if data.as_bytes().is_empty() {
             continue; // PEP 3333: headers go out with the first non-empty block.
         }
-        let more = with_resp(sr, |r| -> PyResult<bool> {
+        let (more, pause) = with_resp(sr, |r| -> PyResult<(bool, bool)> {
             r.send_headers(None)?;
             r.body(&data);
             let more = r.wants_body();
@@ -231,17 +383,25 @@ fn send_body(
             // with the connection's next flush, together with the other responses of
             // this loop turn, instead of in a send of its own (Flask's one-block
             // responses: one wake-up of the client per turn, not per response).
-            if more {
-                push(py, &mut r.out)?;
+            if !more {
+                return Ok((false, false));
             }
-            Ok(more)
+            if may_pause && r.out.over_high_water() {
+                push_now(&mut r.out)?;
+                return Ok((true, r.out.over_high_water()));
+            }
+            push(py, &mut r.out)?;
+            Ok((true, false))
         })
         .map_err(|e| client_gone(sr, e))?;
         if !more {
             break; // HEAD, or the declared Content-Length is complete: the rest is cut.
         }
+        if pause {
+            return Ok(Sent::Paused(iter.unbind()));
+        }
     }
-    finish(sr)
+    finish(sr).map(|()| Sent::All)
 }
 
 fn finish(sr: &Bound<'_, StartResponse>) -> Result<(), Failure> {

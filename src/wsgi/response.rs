@@ -407,7 +407,16 @@ pub fn push(py: Python<'_>, out: &mut Output) -> PyResult<()> {
     } else {
         out.push()
     };
-    result.map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("client disconnected: {e}")))
+    result.map_err(client_disconnected)
+}
+
+/// Hands the kernel what it takes now, never waiting, whatever is queued.
+pub fn push_now(out: &mut Output) -> PyResult<()> {
+    out.push().map_err(client_disconnected)
+}
+
+fn client_disconnected(e: std::io::Error) -> PyErr {
+    pyo3::exceptions::PyOSError::new_err(format!("client disconnected: {e}"))
 }
 
 #[cfg(test)]

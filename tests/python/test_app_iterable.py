@@ -213,6 +213,28 @@ def test_file_wrapper_slow_reader_does_not_hold_the_worker(behaviour_server):
     assert len(got.body) == 32 * 1024 * 1024 and got.body.count(0) == len(got.body)
 
 
+def test_generator_ahead_of_a_slow_reader_does_not_hold_the_worker(behaviour_server):
+    """PEP 3333 (blocks are sent before the next is asked for) with a client that stops
+    reading: past the 1 MiB buffer the iteration pauses, and with one app thread the
+    event loop goes on serving other connections meanwhile (DESIGN.md §3.4) instead of
+    blocking until --write-timeout. Read later, the body is whole and in order, and the
+    generator's close() is called once."""
+    key = uuid.uuid4().hex
+    with Conn(behaviour_server.port) as stalled:
+        stalled.send(get(f"/bigstream?n=128&key={key}"))
+        time.sleep(0.3)  # let the server fill the stalled socket and its buffer
+        with Conn(behaviour_server.port, timeout=10) as other:
+            assert other.request(get("/single")).status == 200
+        got = stalled.read_response(timeout=30)
+    assert got.status == 200
+    assert got.header("Transfer-Encoding") == "chunked"
+    assert len(got.body) == 128 * 65536
+    assert all(got.body[i * 65536] == i % 256 for i in range(128))
+    with Conn(behaviour_server.port) as c:
+        events = json.loads(c.request(get("/events")).body)
+    assert events.count(f"{key}:closed") == 1
+
+
 def test_file_wrapper_real_file_to_end(threaded_server):
     """PEP 3333, file_wrapper: without a Content-Length the rest of the file is sent."""
     key = uuid.uuid4().hex

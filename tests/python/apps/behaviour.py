@@ -486,6 +486,23 @@ def big_file(environ, start_response):
     return environ["wsgi.file_wrapper"](open(_big_file[0], "rb"))
 
 
+def big_stream(environ, start_response):
+    """`n` blocks of 64 KiB from a generator, chunked: far past the 1 MiB qiao buffers
+    for a slow client. Its close() is recorded as the event `<key>:closed`."""
+    q = _qs(environ)
+    key, n = q.get("key", "bigstream"), int(q.get("n", "128"))
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def blocks():
+        try:
+            for i in range(n):
+                yield bytes([i % 256]) * 65536
+        finally:
+            record("event", f"{key}:closed")
+
+    return blocks()
+
+
 # --- misc -------------------------------------------------------------------------------------
 
 
@@ -557,6 +574,7 @@ ROUTES = {
     "/error": error_route,
     "/file": file_wrapper,
     "/bigfile": big_file,
+    "/bigstream": big_stream,
     "/slow": slow,
     "/echo": echo_body,
     "/log-error": log_error,
