@@ -281,6 +281,29 @@ def tree_rss_kib(root: int) -> tuple[int, int, int]:
     return total, largest, worker
 
 
+def worker_private_kib(root: int) -> tuple[int, int] | None:
+    """(USS, PSS) in KiB of the tree's largest leaf process (see tree_rss_kib), from
+    /proc/<pid>/smaps_rollup: USS = Private_Clean + Private_Dirty, the memory one more
+    such worker would add; PSS shares each page among the processes mapping it."""
+    tree, children = process_tree_children(root)
+    best = None
+    for pid in tree:
+        if children.get(pid):
+            continue
+        try:
+            fields = {}
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                name, value = line.split(":", 1)
+                fields[name] = int(value.split()[0])
+        except (OSError, ValueError):
+            continue
+        uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+        pss = fields.get("Pss", 0)
+        if best is None or fields.get("Rss", 0) > best[2]:
+            best = (uss, pss, fields.get("Rss", 0))
+    return None if best is None else best[:2]
+
+
 # --------------------------------------------------------------------------- servers
 
 
@@ -415,6 +438,8 @@ class Cell:
     idle_rss_kib: int | None = None
     idle_rss_max_proc_kib: int | None = None
     idle_rss_worker_kib: int | None = None
+    idle_uss_worker_kib: int | None = None
+    idle_pss_worker_kib: int | None = None
 
 
 def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
@@ -430,6 +455,9 @@ def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
             time.sleep(2.0)
             (cell.idle_rss_kib, cell.idle_rss_max_proc_kib,
              cell.idle_rss_worker_kib) = tree_rss_kib(srv.proc.pid)
+            private = worker_private_kib(srv.proc.pid)
+            if private:
+                cell.idle_uss_worker_kib, cell.idle_pss_worker_kib = private
             return cell
         if args.warmup > 0:
             run_wrk(wl, srv.port, args.warmup)
@@ -565,8 +593,9 @@ def render_markdown(doc: dict) -> str:
         lines.append(f"### {wl.title} (`{wname}`)")
         lines.append("")
         if wl.idle:
-            lines.append("| server | RSS of one worker | RSS, process tree | RSS, largest process |")
-            lines.append("|---|---:|---:|---:|")
+            lines.append("| server | RSS of one worker | USS of one worker | PSS of one worker "
+                         "| RSS, process tree | RSS, largest process |")
+            lines.append("|---|---:|---:|---:|---:|---:|")
 
             def mib(kib):
                 return f"{kib / 1024:.1f} MiB" if kib else "–"
@@ -576,13 +605,18 @@ def render_markdown(doc: dict) -> str:
 
             for c in sorted(cells, key=worker):
                 if c["status"] != "ok":
-                    lines.append(f"| {c['server']} | {c['status']} | | |")
+                    lines.append(f"| {c['server']} | {c['status']} | | | | |")
                 else:
                     lines.append(f"| {c['server']} | {mib(c.get('idle_rss_worker_kib'))} | "
+                                 f"{mib(c.get('idle_uss_worker_kib'))} | "
+                                 f"{mib(c.get('idle_pss_worker_kib'))} | "
                                  f"{mib(c['idle_rss_kib'])} | {mib(c['idle_rss_max_proc_kib'])} |")
             lines.append("")
             lines.append("A worker is a process of the tree without children (the one process "
-                         "where the server has no master).")
+                         "where the server has no master). RSS counts every page it maps, "
+                         "shared or not; USS (Private_Clean + Private_Dirty of "
+                         "`/proc/PID/smaps_rollup`) only its own pages, what one more worker "
+                         "costs; PSS divides each shared page among its sharers.")
             lines.append("")
             continue
         qiao = next((c["summary"] for c in cells if c["server"] == "qiao" and c.get("summary")), None)
