@@ -1,78 +1,33 @@
-"""The ``qiao`` command: ``qiao [APP] [flags]`` loads APP (or the demo page) and serves it."""
+"""The ``qiao`` command: ``qiao [APP] [flags]`` loads APP (or the demo page) and serves it.
+
+This process becomes the master. It keeps its imports to what serving needs: the
+command line, config file and settings are resolved in a short-lived child (``_cli``)
+that hands back plain values, because every module the master imports is resident in
+each worker it forks (argparse, re, the TOML reader and the settings' parsers would add
+about 1.3 MiB to every worker's RSS).
+"""
 
 from __future__ import annotations
 
-import argparse
+import marshal
 import os
 import sys
 
-from qiao._bind import BindError, bind_all, close_listener, inherited_sockets
-from qiao._configfile import read_config_file as _read_config_file
-from qiao._loader import AppLoadError, load_app, parse_app_spec, print_app_traceback
-from qiao._privileges import drop_privileges
-from qiao.config import Config, ConfigError, add_arguments
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
+
+    from qiao.config import Config
 
 __all__ = ["build_parser", "main"]
 
-_DESCRIPTION = """\
-Serve a WSGI application. APP is MODULE:NAME (the module's attribute NAME),
-MODULE:FACTORY(ARGS) (call FACTORY with literal arguments), or MODULE (its
-'application', else its 'app'). Without APP, qiao serves a demo page.
-Every setting can also be set as the environment variable QIAO_<NAME>
-(QIAO_THREADS=4); command-line flags win over the environment."""
 
+def build_parser():  # type: ignore[no-untyped-def]  # -> argparse.ArgumentParser
+    """The command's argument parser (see ``qiao._cli``)."""
+    from qiao._cli import build_parser
 
-class _VersionAction(argparse.Action):
-    """``--version``: reads the version from the engine only when asked."""
-
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        import qiao
-
-        print(f"qiao {qiao.__version__}")
-        parser.exit()
-
-
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    """argparse's formatter, told the width: left to find it, argparse imports shutil
-    (and with it bz2, lzma and zlib: 1.7 MiB resident in every worker)."""
-    try:
-        width = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        try:
-            width = os.get_terminal_size(sys.stdout.fileno()).columns
-        except (OSError, ValueError):
-            width = 80
-    return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="qiao",
-        allow_abbrev=False,
-        usage="qiao [APP] [flags]",
-        description=_DESCRIPTION,
-        formatter_class=_formatter,
-    )
-    parser.add_argument(
-        "app", nargs="?", metavar="APP", default=None,
-        help="the WSGI application, e.g. myproject.wsgi:application (default: a demo page)",
-    )
-    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    parser.add_argument(
-        "-c", "--config", metavar="FILE", default=None,
-        help="a TOML file of settings (default: ./qiao.toml, else [tool.qiao] in "
-        "./pyproject.toml, when present)",
-    )
-    add_arguments(parser)
-    return parser
+    return build_parser()
 
 
 def _error(message: str, status: int = 2) -> int:
@@ -81,26 +36,112 @@ def _error(message: str, status: int = 2) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a user error)."""
+    """Run the command line; returns the exit status (2 for a user error).
+
+    ``argv`` given (a call from Python) resolves the settings in this process;
+    ``None`` (the command) in a child, to keep the master lean."""
     try:
         return _main(argv)
     except KeyboardInterrupt:
         return 0
 
 
+def _resolve_here(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
+    """``call()``'s values, or the exit status and one-line error it ended with."""
+    from qiao._loader import AppLoadError
+    from qiao.config import ConfigError
+
+    try:
+        return call()
+    except SystemExit as e:  # argparse: --help, --version, or a usage error it printed
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except (ConfigError, AppLoadError) as e:
+        return _error(str(e))
+    except ImportError as e:
+        return _error(f"the engine qiao._qiao is not built ({e}); run `maturin develop`", 1)
+    except (OSError, ValueError) as e:
+        return _error(str(e))
+
+
+def _resolve_in_child(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
+    """``_resolve_here(call)`` run in a forked child that sends the values back through a
+    pipe (marshal) and exits: its imports die with it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        status = 1
+        try:
+            result = _resolve_here(call)
+            if isinstance(result, dict):
+                with os.fdopen(w, "wb") as pipe:
+                    pipe.write(marshal.dumps(result))
+                status = 0
+            else:
+                status = result
+        except KeyboardInterrupt:
+            status = 130
+        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or not data:  # --help/--version (0), or an error the child printed
+        return code if code >= 0 else 1
+    values = marshal.loads(data)
+    return values if isinstance(values, dict) else 1
+
+
+def _resolve_command(argv: list[str]) -> dict[str, Any]:
+    from qiao._cli import resolve  # in the child: argparse and friends die with it
+
+    return resolve(argv)
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    cli = {name: value for name, value in vars(args).items() if name not in ("app", "config")}
+    in_child = argv is None
+    args = list(sys.argv[1:] if argv is None else argv)
+    run = _resolve_in_child if in_child else _resolve_here
+    resolved = run(lambda: _resolve_command(args))
+    if isinstance(resolved, int):
+        return resolved
+
+    def reread() -> dict[str, Any] | int:
+        def again() -> dict[str, Any]:
+            from qiao._cli import reread
+            from qiao.config import ConfigError
+
+            try:
+                return reread(resolved["config_file"], resolved["cli"])
+            except ConfigError as e:  # the master logs it and keeps its settings
+                return {"error": str(e)}
+
+        return run(again)
+
+    return _serve(resolved, reread)
+
+
+def _serve(resolved: dict[str, Any], reread: Callable[[], dict[str, Any] | int]) -> int:
+    """The master's part: the resolved settings applied, the app (with --preload), the
+    sockets, fewer privileges, then the arbiter and its workers."""
+    from qiao._bind import BindError, bind_all, close_listener, inherited_sockets
+    from qiao._loader import AppLoadError, load_app, print_app_traceback
+    from qiao._privileges import drop_privileges
+    from qiao.config import Config, ConfigError
+
+    config = Config.resolved(resolved["values"], resolved["sources"])
+    spec: str | None = resolved["app"]
     sockets: list = []
     try:
-        # 1. settings: flags > QIAO_* environment > config file > defaults
-        file_settings, label = _read_config_file(args.config)
-        config = Config(file_settings, cli=cli, settings_label=label)
         os.umask(config.umask)
-        if config.factory and args.app is None:
-            raise ConfigError("--factory needs an APP to call")
-
-        # 2. working directory
         if config.chdir is not None:
             try:
                 os.chdir(config.chdir)
@@ -110,59 +151,51 @@ def _main(argv: Sequence[str] | None) -> int:
                     f"{config.source('chdir')}: cannot change to {config.chdir!r}: {reason}"
                 ) from None
 
-        # 3. the application: imported here only with --preload; otherwise each worker
-        #    imports it (so a reload brings new code) and the master checks the name only.
+        # The application: imported here only with --preload; otherwise each worker
+        # imports it (so a reload brings new code) and the settings check parsed the name.
         preload = config.preload and not config.reload
         app = None
-        if args.app is not None:
-            parse_app_spec(args.app)
-            if preload:
-                try:
-                    app = load_app(args.app, factory=config.factory, cwd=os.getcwd())
-                except (AppLoadError, KeyboardInterrupt):
-                    raise
-                except Exception as e:  # noqa: BLE001 - any error of the app's own code
-                    print_app_traceback(e)
-                    return 1
+        if spec is not None and preload:
+            try:
+                app = load_app(spec, factory=config.factory, cwd=os.getcwd())
+            except (AppLoadError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # noqa: BLE001 - any error of the app's own code
+                print_app_traceback(e)
+                return 1
         elif preload:
             from qiao._demo import demo_app
 
             app = demo_app
 
-        # 4. the sockets, then fewer privileges
+        # The sockets, then fewer privileges.
         sockets = inherited_sockets() or bind_all(config.addresses, config.backlog)
         drop_privileges(config.user, config.group)
 
-        # 5. settings the engine checks itself (log files, access log format), checked
-        #    once here by an engine that never serves, so an error is one line, not N.
         from qiao import _qiao
 
-        _qiao.Engine(_no_app, config.engine_settings(), [])
         logger = _qiao.Logger(config.error_logfile, config.log_level)
     except (ConfigError, AppLoadError, BindError) as e:
         return _error(str(e))
-    except ImportError as e:
-        return _error(f"the engine qiao._qiao is not built ({e}); run `maturin develop`", 1)
     except (OSError, ValueError) as e:
         return _error(str(e))
 
-    # 6. the master and its workers
     from qiao.arbiter import Arbiter
 
-    def reread() -> Config:
-        settings, where = _read_config_file(args.config)
-        return Config(settings, cli=cli, settings_label=where)
+    def reload_config() -> Config:
+        again = reread()
+        if isinstance(again, int):
+            raise ConfigError("the settings could not be read again (see above)")
+        if "error" in again:
+            raise ConfigError(again["error"])
+        return Config.resolved(again["values"], again["sources"])
 
-    arbiter = Arbiter(config, args.app, sockets, logger, app=app, reload_config=reread)
+    arbiter = Arbiter(config, spec, sockets, logger, app=app, reload_config=reload_config)
     try:
         return arbiter.run()
     finally:
         for sock in sockets:
             close_listener(sock)
-
-
-def _no_app(environ: object, start_response: object) -> list[bytes]:
-    return []
 
 
 if __name__ == "__main__":

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import re
 import sys
 
 from qiao._bind import Address, parse_bind
@@ -14,12 +12,22 @@ from qiao._bind import Address, parse_bind
 # module the master imports is carried by each worker it forks. (mypy knows this name.)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Iterable, Mapping
+    from types import ModuleType
     from typing import Any, Callable
 
 __all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "add_arguments"]
 
 ENV_PREFIX = "QIAO_"
+
+
+def _re() -> ModuleType:
+    """`re`, imported when a value is first parsed from text: the master that serves
+    (and every worker it forks) only receives values already parsed (see __main__)."""
+    import re
+
+    return re
 
 
 class ConfigError(ValueError):
@@ -55,7 +63,7 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[object], int
             raise _Invalid(expected)
         if isinstance(raw, str):
             text = raw.strip().replace("_", "")
-            if not re.fullmatch(r"[+-]?\d+", text):
+            if not _re().fullmatch(r"[+-]?\d+", text):
                 raise _Invalid(expected)
             raw = int(text)
         if not isinstance(raw, int) or raw < minimum or (maximum is not None and raw > maximum):
@@ -94,7 +102,7 @@ def _size(raw: object) -> int:
     if isinstance(raw, bool):
         raise _Invalid(expected)
     if isinstance(raw, str):
-        match = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", raw.strip().lower())
+        match = _re().fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", raw.strip().lower())
         if match is None:
             raise _Invalid(expected)
         raw = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
@@ -149,7 +157,7 @@ def _choice(*choices: str) -> Callable[[object], str]:
 def _bind_list(raw: object) -> list[str]:
     """One or more bind strings: a list (CLI, kwargs), or one string split on spaces/commas."""
     if isinstance(raw, str):
-        items = [item for item in re.split(r"[\s,]+", raw) if item]
+        items = [item for item in _re().split(r"[\s,]+", raw) if item]
     elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
         items = [item.strip() for item in raw]
     else:
@@ -190,7 +198,7 @@ def _umask(raw: object) -> int:
     expected = "expected an octal mask such as 022 or 0o22"
     if isinstance(raw, str):
         text = raw.strip().lower().removeprefix("0o")
-        if not re.fullmatch(r"[0-7]{1,4}", text):
+        if not _re().fullmatch(r"[0-7]{1,4}", text):
             raise _Invalid(expected)
         raw = int(text, 8)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 0o7777:
@@ -592,6 +600,22 @@ class Config:
         self._values = values
         self._sources = sources
 
+    @classmethod
+    def resolved(cls, values: Mapping[str, Any], sources: Mapping[str, str]) -> Config:
+        """A Config of values already parsed and validated by a Config built elsewhere
+        (its ``as_dict()`` and ``sources()``), taken as they are."""
+        missing = [s.name for s in SETTINGS if s.name not in values or s.name not in sources]
+        if missing:
+            raise ConfigError(f"resolved settings lack {', '.join(missing)}")
+        config = cls.__new__(cls)
+        config._values = dict(values)
+        config._sources = dict(sources)
+        return config
+
+    def sources(self) -> dict[str, str]:
+        """Where each setting's value came from, by name (a copy)."""
+        return dict(self._sources)
+
     @staticmethod
     def _pick(
         setting: Setting,
@@ -679,6 +703,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Flags not given are absent from the namespace (``default=SUPPRESS``), so the
     environment and defaults can fill them in with the right precedence.
     """
+    import argparse
+
     group = parser.add_argument_group("settings (each also read from QIAO_<NAME>)")
     for setting in SETTINGS:
         if not setting.flags:

@@ -405,15 +405,16 @@ def test_quit_is_a_fast_stop():
 # Modules that are large and that a worker serving an app never needs: whatever the master
 # imports before forking is resident in every worker (DESIGN.md §3.6, worker memory).
 _NOT_BEFORE_FORK = (
-    "ast", "difflib", "encodings.idna", "random", "shutil", "threading", "tomllib",
-    "traceback", "typing", "unicodedata",
+    "argparse", "ast", "difflib", "encodings.idna", "gettext", "locale", "qiao._cli",
+    "qiao._configfile", "random", "shutil", "threading", "tomllib", "traceback", "typing",
+    "unicodedata",
 )
 
 
 def test_master_forks_workers_without_heavy_modules():
-    """The worker starts with only what serving needs: the master imports no TOML parser,
-    traceback printer, typing, shutil (argparse's terminal width) or IDNA codec when none
-    is called for. The baseline is the same interpreter starting `-m` with nothing else, so
+    """The worker starts with only what serving needs: the master imports no argument
+    parser (the command line is resolved in a throwaway child), TOML parser, traceback
+    printer, typing, shutil or IDNA codec when none is called for. The baseline is the same interpreter starting `-m` with nothing else, so
     that modules a site-packages hook loads at start-up are not counted against qiao."""
     probe = "import json, sys; print(json.dumps(sorted(sys.modules)))"
     baseline = set(json.loads(subprocess.run(
@@ -426,3 +427,36 @@ def test_master_forks_workers_without_heavy_modules():
     added = set(json.loads(resp.body)) - baseline
     assert "qiao._qiao" in added  # the probe sees the worker's modules
     assert sorted(added & set(_NOT_BEFORE_FORK)) == []
+
+
+def test_hup_rereads_the_config_file_and_a_bad_one_keeps_the_old_settings(tmp_path):
+    """HUP re-reads the config file (gunicorn's reload): a new worker count takes effect;
+    a file that no longer parses is logged in one line and the reload goes on with the
+    settings in force (two workers here), serving throughout."""
+    conf = tmp_path / "reload.toml"
+    conf.write_text("workers = 1\n")
+    with running_server("behaviour:app", "-c", str(conf)) as server:
+        master = server.proc.pid
+        (first,) = worker_pids(server, 1)
+        conf.write_text("workers = 2\n")
+        server.proc.send_signal(signal.SIGHUP)
+        second = wait_for(
+            lambda: (pids := children(master)) and len(pids) == 2 and first not in pids and pids,
+            15,
+        )
+        assert second, "the reload did not end with two new workers"
+
+        conf.write_text("workers = [\n")
+        mark = server.log_mark()
+        server.proc.send_signal(signal.SIGHUP)
+        log = server.wait_log("keeping the old settings", mark, timeout=10)
+        line = next((x for x in log.splitlines() if "keeping the old settings" in x), "")
+        assert "invalid TOML" in line and str(conf) in line, log
+        third = wait_for(
+            lambda: (pids := children(master)) and len(pids) == 2
+            and not set(pids) & set(second) and pids,
+            15,
+        )
+        assert third, "the reload with the old settings did not end with two new workers"
+        with Conn(server.port) as c:
+            assert c.request(get("/single")).status == 200
