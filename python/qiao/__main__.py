@@ -66,29 +66,22 @@ def _resolve_here(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
 def _resolve_in_child(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
     """``_resolve_here(call)`` run in a forked child that sends the values back through a
     pipe (marshal) and exits: its imports die with it."""
+    from qiao._child import run_child
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        status = 1
-        try:
-            result = _resolve_here(call)
-            if isinstance(result, dict):
-                with os.fdopen(w, "wb") as pipe:
-                    pipe.write(marshal.dumps(result))
-                status = 0
-            else:
-                status = result
-        except KeyboardInterrupt:
-            status = 130
-        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-            import traceback
 
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)
+        def send() -> int:
+            result = _resolve_here(call)
+            if isinstance(result, int):
+                return result
+            with os.fdopen(w, "wb") as pipe:
+                pipe.write(marshal.dumps(result))
+            return 0
+
+        run_child(send)
     os.close(w)
     with os.fdopen(r, "rb") as pipe:
         data = pipe.read()
@@ -142,14 +135,7 @@ def _serve(resolved: dict[str, Any], reread: Callable[[], dict[str, Any] | int])
     sockets: list = []
     try:
         os.umask(config.umask)
-        if config.chdir is not None:
-            try:
-                os.chdir(config.chdir)
-            except OSError as e:
-                reason = os.strerror(e.errno).lower() if e.errno else str(e)
-                raise ConfigError(
-                    f"{config.source('chdir')}: cannot change to {config.chdir!r}: {reason}"
-                ) from None
+        config.enter_chdir()
 
         # The application: imported here only with --preload; otherwise each worker
         # imports it (so a reload brings new code) and the settings check parsed the name.

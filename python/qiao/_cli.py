@@ -89,15 +89,7 @@ def resolve(argv: Sequence[str] | None) -> dict[str, Any]:
     config = Config(settings, cli=cli, settings_label=label)
     if config.factory and args.app is None:
         raise ConfigError("--factory needs an APP to call")
-    if config.chdir is not None:
-        # Checked here (this process's own directory); the master changes to it itself.
-        try:
-            os.chdir(config.chdir)
-        except OSError as e:
-            reason = os.strerror(e.errno).lower() if e.errno else str(e)
-            raise ConfigError(
-                f"{config.source('chdir')}: cannot change to {config.chdir!r}: {reason}"
-            ) from None
+    config.enter_chdir()  # checked here (this process's own); the master changes too
     if args.app is not None:
         parse_app_spec(args.app)
     # Settings the engine checks itself (log files, access log format), checked once by an

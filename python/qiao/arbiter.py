@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 
+from qiao._child import run_child
 from qiao._loader import AppLoadError, load_app, print_app_traceback
 from qiao.config import Config
 
@@ -218,17 +219,7 @@ class Arbiter:
             max_requests += jitter % (self.config.max_requests_jitter + 1)
         pid = os.fork()
         if pid == 0:
-            status = 1
-            try:
-                status = self._worker_main(slot, max_requests)
-            except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(status)
+            run_child(lambda: self._worker_main(slot, max_requests))
         self.workers[pid] = Worker(pid, slot, self.generation)
 
     def _reap(self) -> None:

@@ -656,6 +656,19 @@ class Config:
         """Every setting's value, by name (a copy)."""
         return {name: (list(v) if isinstance(v, list) else v) for name, v in self._values.items()}
 
+    def enter_chdir(self) -> None:
+        """Change to the ``chdir`` setting's directory, if set; a ``ConfigError`` naming
+        where the setting came from if that fails."""
+        if self.chdir is None:
+            return
+        try:
+            os.chdir(self.chdir)
+        except OSError as e:
+            reason = os.strerror(e.errno).lower() if e.errno else str(e)
+            raise ConfigError(
+                f"{self.source('chdir')}: cannot change to {self.chdir!r}: {reason}"
+            ) from None
+
     @property
     def addresses(self) -> list[Address]:
         """The parsed ``bind`` addresses."""
