@@ -45,14 +45,28 @@ def main() -> None:
         ax.set_title(f"{w}: p99 latency, ms (lower is better)", fontsize=10)
         ax.tick_params(labelsize=8)
     if idle:
-        cells = sorted(idle, key=lambda c: c["idle_rss_kib"])
-        ax = axes[rows - 1][0]
+        # Left: RSS of one worker (the target's measure), and of the whole process tree;
+        # right: the worker's own memory (USS), what one more worker costs.
+        def worker(c):
+            return c.get("idle_rss_worker_kib") or c["idle_rss_kib"]
+
+        cells = sorted(idle, key=worker)
         names = [c["server"] for c in cells]
-        ax.barh(names, [c["idle_rss_kib"] / 1024 for c in cells],
-                color=["tab:red" if n == "qiao" else "tab:blue" for n in names])
-        ax.set_title("idle RSS of the process tree, MiB (lower is better)", fontsize=10)
+        colors = ["tab:red" if n == "qiao" else "tab:blue" for n in names]
+        ax = axes[rows - 1][0]
+        ax.barh(names, [c["idle_rss_kib"] / 1024 for c in cells], color="lightgray",
+                label="process tree")
+        ax.barh(names, [worker(c) / 1024 for c in cells], color=colors, label="one worker")
+        ax.set_title("idle RSS, MiB (lower is better)", fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
         ax.tick_params(labelsize=8)
-        axes[rows - 1][1].axis("off")
+        ax = axes[rows - 1][1]
+        if all(c.get("idle_uss_worker_kib") for c in cells):
+            ax.barh(names, [c["idle_uss_worker_kib"] / 1024 for c in cells], color=colors)
+            ax.set_title("idle USS of one worker, MiB (lower is better)", fontsize=10)
+            ax.tick_params(labelsize=8)
+        else:
+            ax.axis("off")
     fig.suptitle(f"qiao vs peers — {doc['date']} — {doc['machine']['cpu']}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(sys.argv[2], dpi=90)
