@@ -15,6 +15,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
     from typing import Any
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 
-def build_parser():  # type: ignore[no-untyped-def]  # -> argparse.ArgumentParser
+def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (see ``qiao._cli``)."""
     from qiao._cli import build_parser
 

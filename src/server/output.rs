@@ -21,6 +21,14 @@ pub struct Output {
     pub timeout: Duration,
 }
 
+/// No socket: what a response holds while its output is away (a paused request's output
+/// is being sent by the connection).
+impl Default for Output {
+    fn default() -> Output {
+        Output::new(-1, OutBuf::default(), Duration::ZERO)
+    }
+}
+
 impl Output {
     pub fn new(fd: RawFd, buf: OutBuf, timeout: Duration) -> Output {
         Output {

@@ -131,10 +131,7 @@ pub fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
 /// `out.broken`).
 pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Waiting) -> Step {
     let req = waiting.req.take().expect("a request is resumed once");
-    let out = std::mem::replace(
-        &mut waiting.out,
-        Output::new(-1, Default::default(), Default::default()),
-    );
+    let out = std::mem::take(&mut waiting.out);
     with_resp(req.sr.bind(py), |r| r.out = out);
     ctx.set_busy(0, true);
     let step = body(py, ctx, req, true);
@@ -178,7 +175,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         Ok(iterable) => iterable,
         Err(err) => {
             fail(py, ctx, &sr, &head, Failure::App(err));
-            return Step::Done(finalize(py, ctx, &sr, &input, &head, &peer, started));
+            return Step::Done(finalize(ctx, &sr, &input, &head, &peer, started));
         }
     };
     let req = Live {
@@ -206,12 +203,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
         Ok(Sent::All) => {}
         Ok(Sent::Paused(iter)) => {
             req.iter = Some(iter);
-            let out = with_resp(&sr, |r| {
-                std::mem::replace(
-                    &mut r.out,
-                    Output::new(-1, Default::default(), Default::default()),
-                )
-            });
+            let out = with_resp(&sr, |r| std::mem::take(&mut r.out));
             return Step::Wait(Waiting {
                 out,
                 req: Some(req),
@@ -231,7 +223,6 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     }
     let input = req.input.bind(py).clone();
     Step::Done(finalize(
-        py,
         ctx,
         &sr,
         &input,
@@ -243,7 +234,6 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
 
 /// The request is over: the connection's outcome, and the access log line.
 fn finalize(
-    _py: Python<'_>,
     ctx: &Context,
     sr: &Bound<'_, StartResponse>,
     input: &Bound<'_, Input>,
