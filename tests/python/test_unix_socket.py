@@ -35,3 +35,16 @@ def test_tcp_and_unix_together(tmp_path):
             assert c.request(get("/tcp")).status == 200
         with Conn(path) as c:
             assert c.request(get("/unix")).status == 200
+
+
+def test_umask_applies_to_the_socket_file(tmp_path):
+    """--umask 077 (gunicorn's -m): files the server creates, the Unix socket first, are
+    the owner's only (0o777 & ~0o077 = 0o700); the default, 0o022, gives 0o755."""
+    import os
+    import stat
+
+    for umask, mode in (("077", 0o700), (None, 0o755)):
+        path = _short_sock_path(tmp_path, f"m{umask}.sock")
+        flags = ("--umask", umask) if umask else ()
+        with running_server("echo_environ:app", *flags, binds=[f"unix:{path}"]):
+            assert stat.S_IMODE(os.stat(path).st_mode) == mode, (umask, oct(os.stat(path).st_mode))

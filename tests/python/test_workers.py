@@ -460,3 +460,24 @@ def test_hup_rereads_the_config_file_and_a_bad_one_keeps_the_old_settings(tmp_pa
         assert third, "the reload with the old settings did not end with two new workers"
         with Conn(server.port) as c:
             assert c.request(get("/single")).status == 200
+
+
+def test_max_requests_jitter_varies_each_workers_limit():
+    """--max-requests 4 --max-requests-jitter 4 (gunicorn's meaning): each worker leaves
+    after 4 + randint(0, 4) requests, so every worker that left served 4 to 8."""
+    with running_server(
+        "behaviour:app", "-w", "1", "--max-requests", "4", "--max-requests-jitter", "4"
+    ) as server:
+        pids = [serving_pid(server.port) for _ in range(60)]
+    runs = []
+    for pid in pids:
+        if runs and runs[-1][0] == pid:
+            runs[-1][1] += 1
+        else:
+            runs.append([pid, 1])
+    finished = [count for _, count in runs[:-1]]  # the last worker may not be done
+    assert len(finished) >= 6, runs  # 60 requests, at most 8 each
+    assert all(4 <= count <= 8 for count in finished), runs
+    # Not one fixed limit: with working jitter, 6 or more workers all draw the same of 5
+    # values with probability 5 * (1/5)**6 (0.03 %) at most.
+    assert len(set(finished)) > 1, runs
