@@ -338,20 +338,35 @@ def test_reload_restarts_the_worker_when_a_source_file_changes(tmp_path):
         proc.wait(10)
 
 
-def test_systemd_socket_activation(tmp_path):
-    """LISTEN_FDS/LISTEN_PID: qiao serves on the socket it inherits as fd 3 (systemd)."""
+# How a process hands qiao a listening socket it opened: systemd's LISTEN_FDS protocol
+# (the socket as fd 3), or `-b fd://N` naming the inherited descriptor.
+_INHERIT = {
+    "systemd": (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid()); "
+        "sys.argv = ['qiao', 'apps.behaviour:app', '--chdir', sys.argv[2]]; "
+        "from qiao.__main__ import main; sys.exit(main())"
+    ),
+    "fd": (
+        "import sys; "
+        "sys.argv = ['qiao', 'apps.behaviour:app', '-b', 'fd://' + sys.argv[1], "
+        "'--chdir', sys.argv[2]]; "
+        "from qiao.__main__ import main; sys.exit(main())"
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_INHERIT))
+def test_serves_an_inherited_socket(how):
+    """qiao serves on a listening socket it inherits instead of binding one: systemd
+    socket activation (LISTEN_FDS/LISTEN_PID, fd 3) or -b fd://N (gunicorn's)."""
     import socket as socketmod
 
     listener = socketmod.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    code = (
-        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
-        "os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid()); "
-        "sys.argv = ['qiao', 'apps.behaviour:app', '--chdir', sys.argv[2]]; "
-        "from qiao.__main__ import main; sys.exit(main())"
-    )
+    code = _INHERIT[how]
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(listener.fileno()), str(TESTS_DIR)],
         pass_fds=(listener.fileno(),), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
