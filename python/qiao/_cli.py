@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["build_parser", "reread", "resolve"]
+
 _DESCRIPTION = """\
 Serve a WSGI application. APP is MODULE:NAME (the module's attribute NAME),
 MODULE:FACTORY(ARGS) (call FACTORY with literal arguments), or MODULE (its

@@ -5,7 +5,7 @@
 //! costs no copy in qiao before the kernel's, and a file none at all.
 //!
 //! `send_to` is the one place that writes a queue to a socket, one non-blocking step at a
-//! time; the app's thread (`Output`) and the connection's task (`Connection::flush`) only
+//! time; the app's thread (`Output`) and the connection's task (`conn::send_all`) only
 //! differ in how they wait when the socket is full.
 
 use std::collections::VecDeque;
@@ -235,7 +235,7 @@ impl OutBuf {
         self.file_len = 0;
     }
 
-    /// Everything queued, copied (tests and diagnostics).
+    /// The memory segments queued before any file range, copied (tests and diagnostics).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
         for s in self.slices() {

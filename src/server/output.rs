@@ -94,8 +94,7 @@ impl Output {
     }
 
     fn fail(&mut self, e: io::Error) -> io::Error {
-        self.broken = true;
-        self.buf.clear();
+        self.lost();
         e
     }
 }

@@ -108,10 +108,7 @@ impl Drop for Waiting {
 /// Runs one request to its end on app thread `thread` of the pool: waits for a slow client
 /// on this thread (the GIL released), never pausing.
 pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
-    ctx.set_busy(thread, true);
-    let step = run(py, ctx, ex, false);
-    ctx.set_busy(thread, false);
-    match step {
+    match busy(ctx, thread, || run(py, ctx, ex, false)) {
         Step::Done(outcome) => outcome,
         Step::Wait(_) => unreachable!("a request run without pausing paused"),
     }
@@ -121,10 +118,7 @@ pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Out
 /// iteration that gets ahead of a slow client pauses (`Step::Wait`) instead of blocking
 /// the loop, so the other connections keep being served.
 pub fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
-    ctx.set_busy(0, true);
-    let step = run(py, ctx, ex, true);
-    ctx.set_busy(0, false);
-    step
+    busy(ctx, 0, || run(py, ctx, ex, true))
 }
 
 /// Continues a paused request once its queued output was sent (or the client was lost:
@@ -133,10 +127,16 @@ pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Waiting) -> Step {
     let req = waiting.req.take().expect("a request is resumed once");
     let out = std::mem::take(&mut waiting.out);
     with_resp(req.sr.bind(py), |r| r.out = out);
-    ctx.set_busy(0, true);
-    let step = body(py, ctx, req, true);
-    ctx.set_busy(0, false);
-    step
+    busy(ctx, 0, || body(py, ctx, req, true))
+}
+
+/// Runs `f` with app thread `thread` marked busy on the scoreboard (what `--timeout`
+/// watches): only while the app's code may run, not while a paused request waits.
+fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce() -> T) -> T {
+    ctx.set_busy(thread, true);
+    let result = f();
+    ctx.set_busy(thread, false);
+    result
 }
 
 fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
