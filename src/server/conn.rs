@@ -10,6 +10,7 @@ use pyo3::Python;
 use tokio::time::{timeout_at, Instant as TokioInstant};
 
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
+use crate::server::bodybuf::BodyBuf;
 use crate::server::listener::Conn;
 use crate::server::outbuf::OutBuf;
 use crate::server::output::Output;
@@ -42,8 +43,9 @@ enum BodyError {
     TimedOut,
     /// The client went away.
     Closed,
-    /// The spool file could not be written (disk full?): 500, then close.
-    Spool(std::io::Error),
+    /// The body could not be stored: its spool file could not be written (disk full?) or
+    /// its memory not allocated. 500, then close.
+    Store(std::io::Error),
 }
 
 /// How a read for more request bytes ended, when it did not bring any.
@@ -116,13 +118,9 @@ impl Connection {
         .await
     }
 
-    /// Reads more bytes, first writing any pending output.
-    ///
-    /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
-    /// cutting it: the client may be sending its next request right now, and closing
-    /// under it would lose that request. Such a request is answered with
-    /// `Connection: close`.
-    async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
+    /// Writes any pending output before the connection waits for the client; false if the
+    /// client is gone.
+    async fn flush_before_read(&mut self) -> bool {
         if !self.out.is_empty() && self.shared.tracker.open.get() > 1 {
             // Let the other connections with a request ready run first, so that the
             // responses of one loop turn go out back to back (see `yield_now`'s
@@ -132,7 +130,17 @@ impl Connection {
             // ~8k -> ~12.5k req/s. Alone, a connection has nobody to wait for.
             tokio::task::yield_now().await;
         }
-        if !self.flush().await {
+        self.flush().await
+    }
+
+    /// Reads more bytes, first writing any pending output.
+    ///
+    /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
+    /// cutting it: the client may be sending its next request right now, and closing
+    /// under it would lose that request. Such a request is answered with
+    /// `Connection: close`.
+    async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
+        if !self.flush_before_read().await {
             return Err(ReadEnd::Closed);
         }
         let mut stop = self.shared.stop.clone();
@@ -198,10 +206,11 @@ impl Connection {
                 Err(BodyError::Refused(e)) => return self.reject(e).await,
                 Err(BodyError::TimedOut) => return self.timed_out().await,
                 Err(BodyError::Closed) => return,
-                Err(BodyError::Spool(e)) => {
-                    self.shared.ctx.error_log.error(&format!(
-                        "Cannot spool a request body to a temporary file: {e}"
-                    ));
+                Err(BodyError::Store(e)) => {
+                    self.shared
+                        .ctx
+                        .error_log
+                        .error(&format!("Cannot store a request body: {e}"));
                     return self.close_with(SPOOL_FAILED).await;
                 }
             };
@@ -290,17 +299,27 @@ impl Connection {
                 Ok(self.stream(Vec::new(), Framing::Chunked(decoder()), true))
             }
             BodyFraming::Length(n) if n <= keep => {
-                while (self.rbuf.len() as u64) < n {
-                    self.rbuf.reserve(n as usize - self.rbuf.len());
-                    self.read_body_bytes().await?;
+                let n = n as usize;
+                if !self.shared.inline() && self.rbuf.len() >= n {
+                    return Ok(Body::Buffered(self.rbuf.split_to(n).freeze()));
                 }
-                Ok(Body::Buffered(self.rbuf.split_to(n as usize).freeze()))
+                let mut buf = if self.shared.inline() {
+                    Python::attach(|py| BodyBuf::python(py, n))
+                        .map_err(|e| BodyError::Store(std::io::Error::other(e.to_string())))?
+                } else {
+                    BodyBuf::heap(n)
+                };
+                buf.take_from(&mut self.rbuf);
+                while !buf.is_full() {
+                    self.read_body_into(&mut buf).await?;
+                }
+                Ok(buf.into_body())
             }
             BodyFraming::Length(n) => {
-                let mut spool = Spool::new().map_err(BodyError::Spool)?;
+                let mut spool = Spool::new().map_err(BodyError::Store)?;
                 loop {
                     let take = (n - spool.len).min(self.rbuf.len() as u64) as usize;
-                    spool.write(&self.rbuf[..take]).map_err(BodyError::Spool)?;
+                    spool.write(&self.rbuf[..take]).map_err(BodyError::Store)?;
                     self.rbuf.advance(take);
                     if spool.len == n {
                         return Ok(Body::Spooled {
@@ -330,9 +349,9 @@ impl Connection {
                     if spool.is_some() || decoded.len() as u64 > keep {
                         let file = match spool.as_mut() {
                             Some(file) => file,
-                            None => spool.insert(Spool::new().map_err(BodyError::Spool)?),
+                            None => spool.insert(Spool::new().map_err(BodyError::Store)?),
                         };
-                        file.write(&decoded).map_err(BodyError::Spool)?;
+                        file.write(&decoded).map_err(BodyError::Store)?;
                         decoded.clear();
                     }
                     if dec.is_done() {
@@ -360,6 +379,24 @@ impl Connection {
                 ReadEnd::TimedOut => BodyError::TimedOut,
                 ReadEnd::Closed => BodyError::Closed,
             })
+    }
+
+    /// Reads more of a body straight into `buf`.
+    async fn read_body_into(&mut self, buf: &mut BodyBuf) -> Result<(), BodyError> {
+        if !self.flush_before_read().await {
+            return Err(BodyError::Closed);
+        }
+        let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
+        let read = self.conn.read_uninit(buf.unfilled());
+        match timeout_at(TokioInstant::from_std(deadline), read).await {
+            Err(_) => Err(BodyError::TimedOut),
+            Ok(Ok(0)) | Ok(Err(_)) => Err(BodyError::Closed),
+            Ok(Ok(n)) => {
+                // SAFETY: the read initialised the first `n` bytes of `unfilled()`.
+                unsafe { buf.filled(n) };
+                Ok(())
+            }
+        }
     }
 
     fn stream(&mut self, already: Vec<u8>, framing: Framing, send_continue: bool) -> Body {

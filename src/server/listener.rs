@@ -1,12 +1,14 @@
 //! Listening sockets handed over by Python (already bound), and the streams they accept.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use crate::server::sockio;
 use crate::wsgi::environ::Peer;
 
 pub enum Listener {
@@ -131,21 +133,35 @@ impl Conn {
         }
     }
 
-    /// Reads what has arrived into `buf`.
-    ///
-    /// A read that did not fill the buffer took everything there was, so the socket's
-    /// readiness is cleared on the spot: the next read then waits for epoll instead of
-    /// first trying a `read(2)` that can only fail with EAGAIN. That saves one syscall per
-    /// request/response round trip. (epoll is edge-triggered, so bytes that arrive after
-    /// this read still wake the connection.)
-    pub async fn read_buf(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    /// Reads what has arrived into `buf`'s spare capacity (made if there is none).
+    pub async fn read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         if buf.capacity() == buf.len() {
             buf.reserve(4096);
         }
-        let spare = buf.capacity() - buf.len();
+        let n = self.read_uninit(buf.spare_capacity_mut()).await?;
+        // SAFETY: the read initialised `n` bytes past the buffer's length.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    /// Reads what has arrived into `buf`; the first `n` bytes are then initialised.
+    ///
+    /// A read that did not fill the buffer took everything there was, so the socket's
+    /// readiness is cleared on the spot: the next read then waits for epoll instead of
+    /// first trying a `recv(2)` that can only fail with EAGAIN. That saves one syscall per
+    /// request/response round trip. (epoll is edge-triggered, so bytes that arrive after
+    /// this read still wake the connection.)
+    pub async fn read_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let fd = self.fd();
+        let spare = buf.len();
+        let recv = || match sockio::recv_uninit(fd, buf) {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(e),
+        };
         let n = match self {
-            Conn::Tcp(s) => s.read_buf(buf).await?,
-            Conn::Unix(s) => s.read_buf(buf).await?,
+            Conn::Tcp(s) => s.async_io(Interest::READABLE, recv).await?,
+            Conn::Unix(s) => s.async_io(Interest::READABLE, recv).await?,
         };
         if n > 0 && n < spare {
             let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));

@@ -1,6 +1,7 @@
 //! The server loop of one process: listeners, connections, the app threads, and a stop
 //! that lets requests in flight finish.
 
+pub mod bodybuf;
 pub mod conn;
 pub mod gil;
 pub mod listener;
@@ -45,6 +46,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether the I/O thread calls the app itself, and so holds the GIL while it works.
+    pub fn inline(&self) -> bool {
+        self.pool.is_none()
+    }
+
     pub async fn dispatch(&self, ex: Exchange) -> Option<Step> {
         match &self.pool {
             None => Some(Python::attach(|py| handle_inline(py, &self.ctx, ex))),

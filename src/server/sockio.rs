@@ -5,6 +5,7 @@
 //! syscall, and on `EAGAIN` waits in `poll(2)` (the caller releases the GIL around waits).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -76,8 +77,9 @@ pub fn sendfile_now(
     }
 }
 
-/// Receives what has arrived; `Ok(None)` means nothing yet, `Ok(Some(0))` end of stream.
-pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// Receives what has arrived into `buf`, which need not be initialised: `Ok(Some(n))` with
+/// its first `n` bytes written, `Ok(None)` if nothing came yet, `Ok(Some(0))` at the end.
+pub fn recv_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
     loop {
         // SAFETY: `buf` is valid for `buf.len()` writes for the duration of the call.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };

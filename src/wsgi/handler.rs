@@ -23,6 +23,8 @@ pub enum Body {
     Empty,
     /// Read whole before the app runs.
     Buffered(Bytes),
+    /// Read whole, before the app runs, into the `bytes` object `read()` will return.
+    Object(Py<PyBytes>),
     /// Read whole into an unnamed temporary file of `len` bytes (large bodies).
     Spooled {
         file: std::fs::File,
@@ -156,6 +158,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
     let input = match request_body {
         Body::Empty => Input::buffered(Bytes::new()),
         Body::Buffered(b) => Input::buffered(b),
+        Body::Object(obj) => Input::object(py, obj),
         Body::Spooled { file, len } => Input::spooled(file, len),
         Body::Stream { already, stream } => Input::streamed(already, stream),
     };

@@ -82,12 +82,7 @@ impl Stream {
             let raw = &mut self.raw;
             let n = py.detach(|| -> io::Result<usize> {
                 loop {
-                    let spare = raw.spare_capacity_mut();
-                    // SAFETY: recv writes at most spare.len() initialised bytes into it.
-                    let buf = unsafe {
-                        std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare.len())
-                    };
-                    match sockio::recv_now(fd, buf)? {
+                    match sockio::recv_uninit(fd, raw.spare_capacity_mut())? {
                         Some(n) => return Ok(n),
                         None => sockio::wait(fd, false, deadline)?,
                     }
@@ -127,11 +122,31 @@ fn bad_body(e: HttpError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.detail())
 }
 
+/// A `bytes` object as the storage of a `Bytes`, so the body can be read in pieces too.
+struct Held {
+    /// Only kept, never read: it is what keeps `bytes` valid.
+    _obj: Py<PyBytes>,
+    /// The object's contents, which neither change nor move while `obj` keeps it alive.
+    bytes: *const [u8],
+}
+
+// SAFETY: `Py` is Send, and `bytes` points into the immutable object it keeps alive.
+unsafe impl Send for Held {}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see `bytes`.
+        unsafe { &*self.bytes }
+    }
+}
+
 #[pyclass(module = "qiao._qiao")]
 pub struct Input {
     /// Body bytes ready for the app; `pos` is how far it has read.
     data: Bytes,
     pos: usize,
+    /// The `bytes` object `data` lies in, while the app may still read it whole.
+    whole: Option<Py<PyBytes>>,
     /// The part of the body still on the socket, if any.
     pub stream: Option<Box<Stream>>,
     /// A spooled body, read from its file piece by piece.
@@ -143,8 +158,21 @@ impl Input {
         Input {
             data,
             pos: 0,
+            whole: None,
             stream: None,
             spool: None,
+        }
+    }
+
+    /// A body read whole into `obj`: reading it all at once returns `obj` itself.
+    pub fn object(py: Python<'_>, obj: Py<PyBytes>) -> Input {
+        Input {
+            data: Bytes::from_owner(Held {
+                bytes: obj.as_bytes(py) as *const [u8],
+                _obj: obj.clone_ref(py),
+            }),
+            whole: Some(obj),
+            ..Input::buffered(Bytes::new())
         }
     }
 
@@ -152,6 +180,7 @@ impl Input {
         Input {
             data: Bytes::from(already),
             pos: 0,
+            whole: None,
             stream: Some(Box::new(stream)),
             spool: None,
         }
@@ -162,6 +191,7 @@ impl Input {
         Input {
             data: Bytes::new(),
             pos: 0,
+            whole: None,
             stream: None,
             spool: Some(Spooled { file, len, read: 0 }),
         }
@@ -224,6 +254,12 @@ impl Input {
     }
 
     fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
+        if self.pos == 0 && n == self.data.len() && n > 0 {
+            if let Some(whole) = self.whole.take() {
+                self.data = Bytes::new();
+                return whole.into_bound(py);
+            }
+        }
         let out = PyBytes::new(py, &self.data[self.pos..self.pos + n]);
         self.pos += n;
         out
