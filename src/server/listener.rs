@@ -99,22 +99,17 @@ impl Listener {
                     None => split(s.local_addr()?),
                 };
                 let (raddr, rport) = split(remote);
-                let peer = Peer {
-                    remote_addr: raddr,
-                    remote_port: rport,
-                    local_host: host,
-                    local_port: port,
-                };
+                let peer = Peer::new(raddr, rport, host, port);
                 Ok((Conn::Tcp(s), peer))
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;
-                let peer = Peer {
-                    remote_addr: String::new(),
-                    remote_port: String::new(),
-                    local_host: "localhost".into(),
-                    local_port: String::new(),
-                };
+                let peer = Peer::new(
+                    String::new(),
+                    String::new(),
+                    "localhost".into(),
+                    String::new(),
+                );
                 Ok((Conn::Unix(s), peer))
             }
         }

@@ -143,6 +143,30 @@ def test_repeated_headers_joined(echo_server):
     assert env["HTTP_X_REP"].replace(" ", "") == "a,b,c"
 
 
+def test_repeated_common_headers_joined(echo_server):
+    """RFC 9110 §5.3: repeats of the headers the server keys specially (Accept, Cookie)
+    are joined too, and a header sent once is not joined onto anything."""
+    env = env_of(
+        echo_server.port,
+        get(
+            "/",
+            headers=b"Accept: a\r\nCookie: x=1\r\nAccept: b\r\nContent-Type: t/1\r\n"
+            b"User-Agent: once\r\nCookie: y=2\r\n",
+        ),
+    )
+    assert env["HTTP_ACCEPT"] == "a,b"
+    assert env["HTTP_COOKIE"] == "x=1,y=2"
+    assert env["CONTENT_TYPE"] == "t/1"
+    assert env["HTTP_USER_AGENT"] == "once"
+
+
+def test_non_ascii_header_value_is_latin1(echo_server):
+    """PEP 3333 "Unicode Issues": header bytes outside ASCII reach the environ as the
+    latin-1 code points of those bytes."""
+    env = env_of(echo_server.port, get("/", headers=b"X-Name: caf\xe9\r\n"))
+    assert env["HTTP_X_NAME"] == "caf\u00e9"
+
+
 def test_underscore_header_names_dropped(echo_server):
     """CGI header mapping: names with '_' are dropped so 'X_User' cannot pose as 'X-User'."""
     env = env_of(echo_server.port, get("/", headers=b"X_User: evil\r\nX-User: good\r\n"))
