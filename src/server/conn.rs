@@ -229,8 +229,15 @@ impl Connection {
                 force_close,
                 started,
             };
-            let Some(mut step) = self.shared.dispatch(ex).await else {
-                return;
+            // Inline, without an async call in between: the Exchange is then moved once
+            // less (it is ~350 bytes).
+            let mut step = if self.shared.inline() {
+                self.shared.run_inline(ex)
+            } else {
+                match self.shared.run_pooled(ex).await {
+                    Some(outcome) => Step::Done(outcome),
+                    None => return,
+                }
             };
             let outcome = loop {
                 match step {
@@ -405,7 +412,7 @@ impl Connection {
         let total = already.len() as u64;
         Body::Stream {
             already,
-            stream: Stream {
+            stream: Box::new(Stream {
                 fd: self.conn.fd(),
                 raw: std::mem::take(&mut self.rbuf),
                 framing,
@@ -415,7 +422,7 @@ impl Connection {
                 timeout: settings.body_timeout,
                 done: false,
                 failed: false,
-            },
+            }),
         }
     }
 

@@ -24,7 +24,7 @@ use tokio::task::LocalSet;
 
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
-use crate::wsgi::handler::{handle_inline, Exchange, Step};
+use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
 
 /// How often the loop looks at Python's pending signals (Ctrl-C) and app interrupts.
@@ -51,11 +51,15 @@ impl Shared {
         self.pool.is_none()
     }
 
-    pub async fn dispatch(&self, ex: Exchange) -> Option<Step> {
-        match &self.pool {
-            None => Some(Python::attach(|py| handle_inline(py, &self.ctx, ex))),
-            Some(pool) => pool.run(ex).await.map(Step::Done),
-        }
+    /// Runs the request on this thread (`inline()`), to its end or its first pause.
+    pub fn run_inline(&self, ex: Exchange) -> Step {
+        Python::attach(|py| handle_inline(py, &self.ctx, ex))
+    }
+
+    /// Hands the request to the thread pool and waits for its outcome; `None` if the pool
+    /// is gone (stopping).
+    pub async fn run_pooled(&self, ex: Exchange) -> Option<Outcome> {
+        self.pool.as_ref()?.run(ex).await
     }
 }
 

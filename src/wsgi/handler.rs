@@ -33,7 +33,9 @@ pub enum Body {
     /// `already` decoded; the rest still on the socket (behind `Expect: 100-continue`).
     Stream {
         already: Vec<u8>,
-        stream: Stream,
+        /// Boxed: rare, and it would make every request's `Body` (moved a few times
+        /// on the way to the app) four times larger.
+        stream: Box<Stream>,
     },
 }
 
@@ -73,7 +75,8 @@ pub enum Step {
     Done(Outcome),
     /// The app's iterable is part-way and more than `OUTPUT_HIGH_WATER` waits for a slow
     /// client: the connection sends `Waiting::out` from the event loop, then calls `resume`.
-    Wait(Waiting),
+    /// (Boxed: rare, and `Step` is moved on every request's way back.)
+    Wait(Box<Waiting>),
 }
 
 /// A request whose response iteration is paused until its client has read what is queued.
@@ -125,7 +128,7 @@ pub fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
 
 /// Continues a paused request once its queued output was sent (or the client was lost:
 /// `out.broken`).
-pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Waiting) -> Step {
+pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -> Step {
     let req = waiting.req.take().expect("a request is resumed once");
     let out = std::mem::take(&mut waiting.out);
     with_resp(req.sr.bind(py), |r| r.out = out);
@@ -207,10 +210,10 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
         Ok(Sent::Paused(iter)) => {
             req.iter = Some(iter);
             let out = with_resp(&sr, |r| std::mem::take(&mut r.out));
-            return Step::Wait(Waiting {
+            return Step::Wait(Box::new(Waiting {
                 out,
                 req: Some(req),
-            });
+            }));
         }
         Err(f) => fail(py, ctx, &sr, &req.head, f),
     }
@@ -324,32 +327,46 @@ fn send_body(
             return send_file(py, sr, fd, pos, size).map(|()| Sent::All);
         }
     }
-    // A list or tuple of bytes: the length is known, so Content-Length and one write.
-    let started = with_resp(sr, |r| r.started);
-    if started && (iterable.is_instance_of::<PyList>() || iterable.is_instance_of::<PyTuple>()) {
-        let items: Vec<Bound<'_, PyAny>> = iterable
-            .try_iter()
-            .and_then(|it| it.collect::<PyResult<Vec<_>>>())
-            .map_err(Failure::App)?;
-        let mut total = 0u64;
-        for item in &items {
-            total += as_bytes(item, iterable)
-                .map_err(Failure::App)?
-                .as_bytes()
-                .len() as u64;
+    // A list or tuple of bytes: the length is known, so Content-Length and one write. Read
+    // by index (no iterator object, no length hint): only exact lists and tuples, since a
+    // subclass may iterate differently from its items.
+    if with_resp(sr, |r| r.started) {
+        if let Ok(list) = iterable.cast_exact::<PyList>() {
+            return send_items(sr, iterable, list.len(), |i| list.get_item(i));
         }
-        with_resp(sr, |r| -> PyResult<()> {
-            r.send_headers(Some(total))?;
-            for item in &items {
-                r.body(item.cast::<PyBytes>().expect("checked above"));
-            }
-            Ok(())
-        })
-        .map_err(Failure::App)?;
-        return finish(sr).map(|()| Sent::All);
+        if let Ok(tuple) = iterable.cast_exact::<PyTuple>() {
+            return send_items(sr, iterable, tuple.len(), |i| tuple.get_item(i));
+        }
     }
     let iter = iterable.try_iter().map_err(Failure::App)?;
     send_iter(py, sr, iterable, iter, may_pause)
+}
+
+/// Sends the `n` items of a list or tuple (`item(i)`), with their total as Content-Length.
+fn send_items<'py>(
+    sr: &Bound<'py, StartResponse>,
+    iterable: &Bound<'py, PyAny>,
+    n: usize,
+    item: impl Fn(usize) -> PyResult<Bound<'py, PyAny>>,
+) -> Result<Sent, Failure> {
+    // No Python code runs between the two passes, so the items stay the same.
+    let mut total = 0u64;
+    for i in 0..n {
+        let block = item(i).map_err(Failure::App)?;
+        total += as_bytes(&block, iterable)
+            .map_err(Failure::App)?
+            .as_bytes()
+            .len() as u64;
+    }
+    with_resp(sr, |r| -> PyResult<()> {
+        r.send_headers(Some(total))?;
+        for i in 0..n {
+            r.body(item(i)?.cast::<PyBytes>().expect("checked above"));
+        }
+        Ok(())
+    })
+    .map_err(Failure::App)?;
+    finish(sr).map(|()| Sent::All)
 }
 
 /// The blocks of an iteration, each handed to the socket before the next is asked for.

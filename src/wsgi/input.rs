@@ -176,12 +176,12 @@ impl Input {
         }
     }
 
-    pub fn streamed(already: Vec<u8>, stream: Stream) -> Input {
+    pub fn streamed(already: Vec<u8>, stream: Box<Stream>) -> Input {
         Input {
             data: Bytes::from(already),
             pos: 0,
             whole: None,
-            stream: Some(Box::new(stream)),
+            stream: Some(stream),
             spool: None,
         }
     }

@@ -1,6 +1,8 @@
 //! One response: `start_response` and `write()` (PEP 3333 "The start_response() Callable"),
 //! the header checks, and the framing chosen when the headers go out (RFC 9112 §6).
 
+use std::borrow::Cow;
+
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -56,17 +58,20 @@ pub struct Response {
     pub body_bytes: u64,
 }
 
-fn latin1_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+/// The bytes of a latin-1 `str` (PEP 3333 "Unicode Issues"), borrowed from the object when
+/// it is ASCII (nearly always), so that no header costs an allocation.
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let s = s
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(s))))?;
     let text = s.to_str()?;
     if text.is_ascii() {
-        return Ok(text.as_bytes().to_vec());
+        return Ok(Cow::Borrowed(text.as_bytes()));
     }
     text.chars()
         .map(|c| u8::try_from(c as u32))
         .collect::<Result<Vec<u8>, _>>()
+        .map(Cow::Owned)
         .map_err(|_| PyValueError::new_err(format!("{what} is not latin-1: {text:?}")))
 }
 
@@ -148,8 +153,9 @@ impl Response {
                     pair.len()
                 )));
             }
-            let name = latin1_bytes(&pair.get_item(0)?, "header name")?;
-            let value = latin1_bytes(&pair.get_item(1)?, "header value")?;
+            let (name, value) = (pair.get_borrowed_item(0)?, pair.get_borrowed_item(1)?);
+            let name = latin1_bytes(&name, "header name")?;
+            let value = latin1_bytes(&value, "header value")?;
             if !is_token(&name) {
                 return Err(PyValueError::new_err(format!(
                     "invalid header name {:?}",
@@ -384,7 +390,7 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         slf.borrow_mut().resp()?.start(status, headers, exc_info)?;
-        Ok(slf.getattr("write")?.unbind())
+        Ok(slf.getattr(pyo3::intern!(slf.py(), "write"))?.unbind())
     }
 
     /// PEP 3333 "The write() Callable": the data is on its way to the client on return.

@@ -260,3 +260,31 @@ def test_file_wrapper_has_close(threaded_server):
         assert c.request(get(f"/file?kind=bytesio&key={key}")).status == 200
         events = json.loads(c.request(get("/events")).body)
     assert f"{key}:wrapper-has-close:True" in events
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple"])
+def test_list_or_tuple_gets_content_length(behaviour_server, kind):
+    """PEP 3333 "Handling the Content-Length Header": the length of a list or tuple of
+    bytes is known, so the response carries it (RFC 9112 §6.3) instead of chunking."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get(f"/sequence?kind={kind}"))
+    assert resp.status == 200 and resp.body == b"one,two,three"
+    assert resp.header("Content-Length") == "13" and not resp.has_header("Transfer-Encoding")
+
+
+def test_list_subclass_is_iterated(behaviour_server):
+    """PEP 3333: the server iterates the returned iterable; a list subclass with its own
+    __iter__ is sent in the order that iteration gives, not its items' order."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/sequence?kind=sub"))
+    assert resp.status == 200 and resp.body == b"threetwo,one,"
+
+
+def test_list_holding_a_str_is_500(behaviour_server):
+    """PEP 3333: the iterable must yield bytes; a str in a list fails the request with a
+    500 before any of it is sent, and the worker goes on serving."""
+    with Conn(behaviour_server.port) as c:
+        resp = c.request(get("/sequence?kind=bad"))
+    assert resp.status == 500 and b"one," not in resp.body
+    with Conn(behaviour_server.port) as c:
+        assert c.request(get("/single")).status == 200

@@ -318,6 +318,28 @@ def single(environ, start_response):
     return [b"one single block"]
 
 
+class _Reversed(list):
+    """A list whose iteration is not its items in order."""
+
+    def __iter__(self):
+        return iter(list(reversed(self)))
+
+
+def sequence(environ, start_response):
+    """?kind=list|tuple|sub|bad: the same three blocks as a list, a tuple, a list subclass
+    with its own __iter__, or a list holding a str."""
+    kind = _qs(environ).get("kind", "list")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    blocks = [b"one,", b"two,", b"three"]
+    if kind == "tuple":
+        return tuple(blocks)
+    if kind == "sub":
+        return _Reversed(blocks)
+    if kind == "bad":
+        return [b"one,", "two,"]
+    return blocks
+
+
 def status_route(environ, start_response):
     q = _qs(environ)
     code = q.get("code", "204")
@@ -561,6 +583,7 @@ ROUTES = {
     "/write": write_then_iter,
     "/generator": generator,
     "/single": single,
+    "/sequence": sequence,
     "/status": status_route,
     "/bare": bare,
     "/own-date-server": own_date_server,
