@@ -1,13 +1,14 @@
 //! One client connection: read a request head, read or hand over its body, run the app,
 //! write the response, and again while the connection is kept alive (RFC 9112 §9).
 
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use pyo3::Python;
-use tokio::time::{timeout_at, Instant as TokioInstant};
+use tokio::time::{timeout_at, Instant as TokioInstant, Sleep};
 
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
 use crate::server::bodybuf::BodyBuf;
@@ -22,7 +23,7 @@ use crate::wsgi::input::{Framing, Stream};
 
 /// How long an idle keep-alive connection may still bring a request once a graceful stop
 /// began: enough for a request already on its way.
-const STOP_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+pub const STOP_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Output held back for pipelined requests before it is written anyway.
 const PIPELINE_FLUSH: usize = 64 * 1024;
@@ -64,6 +65,18 @@ struct Connection {
     rbuf: BytesMut,
     /// Response bytes not yet written (pipelined responses wait here together).
     out: OutBuf,
+    /// The deadline of the read in progress. One timer per connection, moved on by each
+    /// read: moving a registered timer later costs one atomic, where a new timer per read
+    /// took the timer driver's lock to register and again to cancel.
+    timer: Pin<Box<Sleep>>,
+    /// This connection's slot in `Shared::idle`.
+    slot: usize,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.idle.release(self.slot);
+    }
 }
 
 /// Sends all of `out` on `conn`, waiting in the event loop while the socket is full; false
@@ -98,12 +111,15 @@ async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration) -> 
 }
 
 pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
+    let slot = shared.idle.slot();
     let mut c = Connection {
         conn,
         shared,
         peer: Arc::new(peer),
         rbuf: BytesMut::with_capacity(8 * 1024),
         out: OutBuf::default(),
+        timer: Box::pin(tokio::time::sleep_until(TokioInstant::now())),
+        slot,
     };
     c.run().await;
 }
@@ -138,35 +154,26 @@ impl Connection {
     /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
     /// cutting it: the client may be sending its next request right now, and closing
     /// under it would lose that request. Such a request is answered with
-    /// `Connection: close`.
+    /// `Connection: close`. (A wait already in progress when the stop comes is ended by
+    /// the stop itself, see `Idle`.)
     async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
         if !self.flush_before_read().await {
             return Err(ReadEnd::Closed);
         }
-        let mut stop = self.shared.stop.clone();
         let mut deadline = deadline;
-        if idle && *stop.borrow() {
+        if idle && self.shared.stopping.get() {
             deadline = deadline.min(Instant::now() + STOP_LINGER);
         }
-        let result = loop {
-            let read = timeout_at(
-                TokioInstant::from_std(deadline),
-                self.conn.read_buf(&mut self.rbuf),
-            );
-            if !idle || *stop.borrow() {
-                break read.await;
-            }
-            tokio::select! {
-                r = read => break r,
-                _ = stop.wait_for(|s| *s) => {
-                    deadline = deadline.min(Instant::now() + STOP_LINGER);
-                }
-            }
+        let _waiting = idle.then(|| self.shared.idle.waiting(self.slot, self.conn.fd()));
+        self.timer.as_mut().reset(TokioInstant::from_std(deadline));
+        let read = tokio::select! {
+            biased;
+            read = self.conn.read_buf(&mut self.rbuf) => read,
+            () = self.timer.as_mut() => return Err(ReadEnd::TimedOut),
         };
-        match result {
-            Err(_) => Err(ReadEnd::TimedOut),
-            Ok(Ok(0)) | Ok(Err(_)) => Err(ReadEnd::Closed),
-            Ok(Ok(_)) => Ok(()),
+        match read {
+            Ok(0) | Err(_) => Err(ReadEnd::Closed),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -200,7 +207,7 @@ impl Connection {
 
             // `--keep-alive 0` turns persistence off: say so in the response (RFC 9112 §9.6).
             let force_close =
-                self.shared.one_request || keep_alive.is_zero() || *self.shared.stop.borrow();
+                self.shared.one_request || keep_alive.is_zero() || self.shared.stopping.get();
             let body = match self.read_body(&head.framing, head.expect_continue).await {
                 Ok(body) => body,
                 Err(BodyError::Refused(e)) => return self.reject(e).await,
@@ -254,12 +261,12 @@ impl Connection {
                 }
             };
             self.out = outcome.out.buf;
-            if self.shared.ctx.count_request() && !*self.shared.stop.borrow() {
+            if self.shared.ctx.count_request() && !self.shared.stopping.get() {
                 self.shared.ctx.error_log.info(&format!(
                     "Served max_requests ({}): stopping to be replaced",
                     self.shared.ctx.settings.max_requests
                 ));
-                self.shared.stopper.send_replace(true);
+                self.shared.stop_now();
             }
             if let Some(raw) = outcome.raw_back {
                 self.rbuf = raw;
@@ -394,11 +401,15 @@ impl Connection {
             return Err(BodyError::Closed);
         }
         let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
-        let read = self.conn.read_uninit(buf.unfilled());
-        match timeout_at(TokioInstant::from_std(deadline), read).await {
-            Err(_) => Err(BodyError::TimedOut),
-            Ok(Ok(0)) | Ok(Err(_)) => Err(BodyError::Closed),
-            Ok(Ok(n)) => {
+        self.timer.as_mut().reset(TokioInstant::from_std(deadline));
+        let read = tokio::select! {
+            biased;
+            read = self.conn.read_uninit(buf.unfilled()) => read,
+            () = self.timer.as_mut() => return Err(BodyError::TimedOut),
+        };
+        match read {
+            Ok(0) | Err(_) => Err(BodyError::Closed),
+            Ok(n) => {
                 // SAFETY: the read initialised the first `n` bytes of `unfilled()`.
                 unsafe { buf.filled(n) };
                 Ok(())

@@ -4,6 +4,7 @@
 pub mod bodybuf;
 pub mod conn;
 pub mod gil;
+pub mod idle;
 pub mod listener;
 pub mod outbuf;
 pub mod output;
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::server::idle::Idle;
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
@@ -35,10 +37,12 @@ pub struct Shared {
     pub ctx: Arc<Context>,
     /// `None`: the I/O thread calls the app itself (one thread, no hand-off).
     pool: Option<Pool>,
-    /// Turns true when the server is stopping.
-    pub stop: watch::Receiver<bool>,
-    /// Stops the server (after `max_requests`).
-    pub stopper: Arc<watch::Sender<bool>>,
+    /// Set when the server is stopping (a graceful stop: requests in flight go on).
+    pub stopping: Cell<bool>,
+    /// Stops the server.
+    stopper: Arc<watch::Sender<bool>>,
+    /// The connections waiting for a request, whose waits a stop ends.
+    pub idle: Idle,
     /// `handle_request()`: serve one request, then close.
     pub one_request: bool,
     /// The connections being served, so a stop can wait for them.
@@ -49,6 +53,12 @@ impl Shared {
     /// Whether the I/O thread calls the app itself, and so holds the GIL while it works.
     pub fn inline(&self) -> bool {
         self.pool.is_none()
+    }
+
+    /// Stops the server (after `max_requests`) as a signal would.
+    pub fn stop_now(&self) {
+        self.stopping.set(true);
+        self.stopper.send_replace(true);
     }
 
     /// Runs the request on this thread (`inline()`), to its end or its first pause.
@@ -136,8 +146,9 @@ async fn serve(
     let shared = Rc::new(Shared {
         ctx: ctx.clone(),
         pool,
-        stop: stop.subscribe(),
+        stopping: Cell::new(false),
         stopper: stop.clone(),
+        idle: Idle::default(),
         one_request,
         tracker: Tracker::default(),
     });
@@ -169,6 +180,18 @@ async fn serve(
         })
     };
 
+    // At a stop: idle keep-alive connections get STOP_LINGER to bring a request already on
+    // its way, then their waits end (those that go idle later wait no longer themselves).
+    let lingering = {
+        let shared = shared.clone();
+        let mut stopped = stop.subscribe();
+        tokio::task::spawn_local(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            shared.stopping.set(true);
+            tokio::time::sleep(conn::STOP_LINGER).await;
+            shared.idle.end_waits();
+        })
+    };
     let mut stopped = stop.subscribe();
     if one_request {
         // handle_request(): the first connection on any listener, one request, done.
@@ -219,6 +242,7 @@ async fn serve(
             }));
         }
         let _ = stopped.wait_for(|s| *s).await;
+        shared.stopping.set(true);
         for acceptor in &acceptors {
             acceptor.abort();
         }
@@ -242,6 +266,7 @@ async fn serve(
         }
     }
     ticker.abort();
+    lingering.abort();
     let shared = Rc::try_unwrap(shared).ok();
     Ok(shared.and_then(|s| s.pool))
 }

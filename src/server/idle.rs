@@ -1,0 +1,72 @@
+//! The connections waiting for their next request, so that a graceful stop can end those
+//! waits.
+//!
+//! A stop gives an idle keep-alive connection `STOP_LINGER` to bring a request already on
+//! its way, then ends its wait. Each wait used to race a `watch` on the stop flag, which
+//! registered and removed a waiter (two mutex round trips) on every request; with a new
+//! timer per read (see `Connection::timer`) that was ~1,000 instructions of a hello
+//! request's ~17,500 (callgrind). Now a wait writes its socket
+//! into the connection's slot here and clears it after, and the stop ends the waits still
+//! in progress with `shutdown(SHUT_RD)`: the read then sees the end of the stream and the
+//! connection closes, as it would have at its shortened deadline.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+
+/// No wait in progress in this slot.
+const NONE: RawFd = -1;
+
+#[derive(Default)]
+pub struct Idle {
+    /// Per connection slot: the socket of a wait in progress, or `NONE`.
+    slots: RefCell<Vec<Cell<RawFd>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl Idle {
+    /// A slot for a new connection, until `release`.
+    pub fn slot(&self) -> usize {
+        if let Some(slot) = self.free.borrow_mut().pop() {
+            return slot;
+        }
+        let mut slots = self.slots.borrow_mut();
+        slots.push(Cell::new(NONE));
+        slots.len() - 1
+    }
+
+    /// Gives a connection's slot back (before its socket closes).
+    pub fn release(&self, slot: usize) {
+        self.slots.borrow()[slot].set(NONE);
+        self.free.borrow_mut().push(slot);
+    }
+
+    /// Marks the connection in `slot` as waiting for a request on `fd` until the guard goes.
+    pub fn waiting(&self, slot: usize, fd: RawFd) -> Waiting<'_> {
+        self.slots.borrow()[slot].set(fd);
+        Waiting { idle: self, slot }
+    }
+
+    /// Ends every wait in progress: each one's read returns the end of the stream.
+    pub fn end_waits(&self) {
+        for slot in self.slots.borrow().iter() {
+            let fd = slot.get();
+            if fd != NONE {
+                // SAFETY: a slot holds a descriptor only while its connection, which owns
+                // the open socket, waits on it (cleared before the socket closes).
+                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            }
+        }
+    }
+}
+
+/// A wait in progress (see `Idle::waiting`).
+pub struct Waiting<'a> {
+    idle: &'a Idle,
+    slot: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.idle.slots.borrow()[self.slot].set(NONE);
+    }
+}
