@@ -1,6 +1,8 @@
 //! Builds the environ dict: a copy of a per-server template plus the request's own keys
 //! (PEP 3333 "environ Variables"), with interned key strings and cached `HTTP_*` names.
 
+use std::sync::Arc;
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -9,44 +11,55 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use crate::config::Settings;
 use crate::http::{percent_decode, RequestHead};
 
+/// The listening side of connections, shared by all those one listener accepts: for
+/// SERVER_NAME / SERVER_PORT when a request has no Host header.
+pub struct Local {
+    pub host: String,
+    pub port: String,
+    /// The two as `str` objects, made once per listener.
+    strings: PyOnceLock<[Py<PyString>; 2]>,
+}
+
+impl Local {
+    pub fn new(host: String, port: String) -> Arc<Local> {
+        Arc::new(Local {
+            host,
+            port,
+            strings: PyOnceLock::new(),
+        })
+    }
+
+    fn strings(&self, py: Python<'_>) -> &[Py<PyString>; 2] {
+        self.strings.get_or_init(py, || {
+            [&self.host, &self.port].map(|s| PyString::new(py, s).unbind())
+        })
+    }
+}
+
 /// Who is on each side of a connection, as the environ reports it.
 pub struct Peer {
     pub remote_addr: String,
     pub remote_port: String,
-    /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
-    pub local_host: String,
-    pub local_port: String,
-    /// The four as `str` objects, made at the connection's first request and shared by the
-    /// environs of the rest (a keep-alive request then makes none of them).
-    strings: PyOnceLock<[Py<PyString>; 4]>,
+    pub local: Arc<Local>,
+    /// The remote two as `str` objects, made at the connection's first request and shared
+    /// by the environs of the rest (a keep-alive request then makes none).
+    strings: PyOnceLock<[Py<PyString>; 2]>,
 }
 
 impl Peer {
-    pub fn new(
-        remote_addr: String,
-        remote_port: String,
-        local_host: String,
-        local_port: String,
-    ) -> Peer {
+    pub fn new(remote_addr: String, remote_port: String, local: Arc<Local>) -> Peer {
         Peer {
             remote_addr,
             remote_port,
-            local_host,
-            local_port,
+            local,
             strings: PyOnceLock::new(),
         }
     }
 
-    /// `[REMOTE_ADDR, REMOTE_PORT, local host, local port]` as `str` objects.
-    fn strings(&self, py: Python<'_>) -> &[Py<PyString>; 4] {
+    /// `[REMOTE_ADDR, REMOTE_PORT]` as `str` objects.
+    fn strings(&self, py: Python<'_>) -> &[Py<PyString>; 2] {
         self.strings.get_or_init(py, || {
-            [
-                &self.remote_addr,
-                &self.remote_port,
-                &self.local_host,
-                &self.local_port,
-            ]
-            .map(|s| PyString::new(py, s).unbind())
+            [&self.remote_addr, &self.remote_port].map(|s| PyString::new(py, s).unbind())
         })
     }
 }
@@ -264,7 +277,8 @@ impl Template {
         } else {
             env.set_item(&self.k_protocol, latin1(py, version))?;
         }
-        let [remote_addr, remote_port, local_host, local_port] = peer.strings(py);
+        let [remote_addr, remote_port] = peer.strings(py);
+        let [local_host, local_port] = peer.local.strings(py);
         env.set_item(&self.k_remote_addr, remote_addr)?;
         env.set_item(&self.k_remote_port, remote_port)?;
         env.set_item(&self.k_input, input)?;
@@ -294,7 +308,7 @@ impl Template {
                 // Unix socket, which has none).
                 let (host, port) = split_host(value);
                 env.set_item(&self.k_server_name, latin1(py, host))?;
-                if peer.local_port.is_empty() {
+                if peer.local.port.is_empty() {
                     let default_port: &[u8] = if self.https { b"443" } else { b"80" };
                     env.set_item(
                         &self.k_server_port,

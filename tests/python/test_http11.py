@@ -346,3 +346,19 @@ def test_header_timeout():
     assert 0.8 <= elapsed <= 4.0, elapsed
     if leftover:
         assert leftover.startswith(b"HTTP/1.1 408"), leftover
+
+
+def test_a_closed_connections_bytes_do_not_reach_the_next(behaviour_server):
+    """RFC 9112 §9: each connection is its own byte stream. Connections that close with
+    part of a request unread, or after a head large enough to grow the read buffer, leave
+    nothing behind for later connections (the server reuses their buffers)."""
+    port = behaviour_server.port
+    big = b"X-Filler: " + b"f" * 6000 + b"\r\n"
+    for _ in range(20):
+        with Conn(port) as c:
+            c.send(get("/single", headers=big + big) + b"GET /half-a-request")
+            assert c.read_response().body == b"one single block"
+    for _ in range(20):
+        with Conn(port) as c:
+            resp = c.request(get("/single"))
+            assert resp.status == 200 and resp.body == b"one single block"
