@@ -502,10 +502,10 @@ impl Connection {
     async fn reject(&mut self, err: HttpError) {
         self.shared.ctx.error_log.info(&format!(
             "Invalid request from {}: {} {}",
-            if self.peer.remote_addr.is_empty() {
+            if self.peer.remote.host.is_empty() {
                 "unix socket"
             } else {
-                &self.peer.remote_addr
+                &self.peer.remote.host
             },
             err.status(),
             err.detail()

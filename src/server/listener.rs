@@ -10,13 +10,13 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::server::sockio;
-use crate::wsgi::environ::{Local, Peer};
+use crate::wsgi::environ::{HostPort, Peer};
 
 pub enum Listener {
     /// With the listening address as the environ shows it, when it is the same for every
     /// connection (not a wildcard such as 0.0.0.0): saves a getsockname per connection.
-    Tcp(TcpListener, Option<Arc<Local>>),
-    Unix(UnixListener, Arc<Local>),
+    Tcp(TcpListener, Option<Arc<HostPort>>),
+    Unix(UnixListener, Arc<HostPort>),
 }
 
 pub enum Conn {
@@ -58,7 +58,7 @@ impl Listener {
         if family(fd.as_raw_fd())? == libc::AF_UNIX as libc::sa_family_t {
             let std = std::os::unix::net::UnixListener::from(fd);
             std.set_nonblocking(true)?;
-            let local = Local::new("localhost".into(), String::new());
+            let local = Arc::new(HostPort::new("localhost".into(), String::new()));
             Ok(Listener::Unix(UnixListener::from_std(std)?, local))
         } else {
             let std = std::net::TcpListener::from(fd);
@@ -67,7 +67,7 @@ impl Listener {
                 .local_addr()
                 .ok()
                 .filter(|a| !a.ip().is_unspecified())
-                .map(|a| Local::new(ip_text(a.ip()), port_text(a.port())));
+                .map(|a| Arc::new(HostPort::new(ip_text(a.ip()), port_text(a.port()))));
             Ok(Listener::Tcp(TcpListener::from_std(std)?, fixed))
         }
     }
@@ -100,15 +100,21 @@ impl Listener {
                     Some(local) => local.clone(),
                     None => {
                         let a = s.local_addr()?;
-                        Local::new(ip_text(a.ip()), port_text(a.port()))
+                        Arc::new(HostPort::new(ip_text(a.ip()), port_text(a.port())))
                     }
                 };
-                let peer = Peer::new(ip_text(remote.ip()), port_text(remote.port()), local);
+                let peer = Peer {
+                    remote: HostPort::new(ip_text(remote.ip()), port_text(remote.port())),
+                    local,
+                };
                 Ok((Conn::Tcp(s), peer))
             }
             Listener::Unix(l, local) => {
                 let (s, _) = l.accept().await?;
-                let peer = Peer::new(String::new(), String::new(), local.clone());
+                let peer = Peer {
+                    remote: HostPort::new(String::new(), String::new()),
+                    local: local.clone(),
+                };
                 Ok((Conn::Unix(s), peer))
             }
         }

@@ -11,22 +11,22 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use crate::config::Settings;
 use crate::http::{percent_decode, RequestHead};
 
-/// The listening side of connections, shared by all those one listener accepts: for
-/// SERVER_NAME / SERVER_PORT when a request has no Host header.
-pub struct Local {
+/// A host and port as the environ shows them, with their `str` objects made at first use
+/// and shared after: by the requests of a connection (the remote side) or by every
+/// connection of a listener (the local side).
+pub struct HostPort {
     pub host: String,
     pub port: String,
-    /// The two as `str` objects, made once per listener.
     strings: PyOnceLock<[Py<PyString>; 2]>,
 }
 
-impl Local {
-    pub fn new(host: String, port: String) -> Arc<Local> {
-        Arc::new(Local {
+impl HostPort {
+    pub fn new(host: String, port: String) -> HostPort {
+        HostPort {
             host,
             port,
             strings: PyOnceLock::new(),
-        })
+        }
     }
 
     fn strings(&self, py: Python<'_>) -> &[Py<PyString>; 2] {
@@ -38,30 +38,10 @@ impl Local {
 
 /// Who is on each side of a connection, as the environ reports it.
 pub struct Peer {
-    pub remote_addr: String,
-    pub remote_port: String,
-    pub local: Arc<Local>,
-    /// The remote two as `str` objects, made at the connection's first request and shared
-    /// by the environs of the rest (a keep-alive request then makes none).
-    strings: PyOnceLock<[Py<PyString>; 2]>,
-}
-
-impl Peer {
-    pub fn new(remote_addr: String, remote_port: String, local: Arc<Local>) -> Peer {
-        Peer {
-            remote_addr,
-            remote_port,
-            local,
-            strings: PyOnceLock::new(),
-        }
-    }
-
-    /// `[REMOTE_ADDR, REMOTE_PORT]` as `str` objects.
-    fn strings(&self, py: Python<'_>) -> &[Py<PyString>; 2] {
-        self.strings.get_or_init(py, || {
-            [&self.remote_addr, &self.remote_port].map(|s| PyString::new(py, s).unbind())
-        })
-    }
+    /// REMOTE_ADDR / REMOTE_PORT (empty on a Unix socket).
+    pub remote: HostPort,
+    /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
+    pub local: Arc<HostPort>,
 }
 
 /// Request headers common enough to keep their environ key as an interned string.
@@ -277,7 +257,7 @@ impl Template {
         } else {
             env.set_item(&self.k_protocol, latin1(py, version))?;
         }
-        let [remote_addr, remote_port] = peer.strings(py);
+        let [remote_addr, remote_port] = peer.remote.strings(py);
         let [local_host, local_port] = peer.local.strings(py);
         env.set_item(&self.k_remote_addr, remote_addr)?;
         env.set_item(&self.k_remote_port, remote_port)?;

@@ -264,7 +264,7 @@ fn finalize(
     });
     if let Some(log) = &ctx.access_log {
         log.log(&AccessRecord {
-            remote_addr: &peer.remote_addr,
+            remote_addr: &peer.remote.host,
             head,
             status: resp.status,
             body_bytes: resp.body_bytes,
