@@ -135,7 +135,8 @@ impl Response {
                 type_name(headers)
             ))
         })?;
-        let mut head = Vec::with_capacity(64 + 32 * list.len());
+        // Room for what send_headers adds (Content-Length, Date, Server, Connection).
+        let mut head = Vec::with_capacity(160 + 32 * list.len());
         head.extend_from_slice(b"HTTP/1.1 ");
         head.extend_from_slice(&status_bytes);
         head.extend_from_slice(b"\r\n");
