@@ -92,8 +92,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// The buffers of closed connections, handed to new ones: a connection then allocates no
 /// 8 KiB read buffer (a large allocation for glibc, which first consolidates its fast
-/// bins) and no output queue. ~1,500 of a `Connection: close` request's ~30,000
-/// instructions (callgrind).
+/// bins) and no output queue.
 #[derive(Default)]
 pub struct Spare {
     buffers: RefCell<Vec<(BytesMut, OutBuf)>>,
