@@ -227,6 +227,9 @@ impl Connection {
         let settings = &shared.ctx.settings;
         let (keep_alive, header_timeout) = (settings.keep_alive, settings.header_timeout);
         let limits = &settings.limits;
+        // The ends of a connection (reject, timed_out, close_with, linger) are awaited
+        // boxed: this future is moved whole when its task starts and ends, and inline
+        // they made it 1,360 bytes instead of 1,096.
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
             // the header timeout from the first byte of the request on.
