@@ -1,7 +1,12 @@
 """HTTP/1.1 connection handling, request framing, response framing and limits, over raw sockets."""
 
+from __future__ import annotations
+
+import ctypes
 import email.utils
 import json
+import os
+import socket
 import time
 
 import pytest
@@ -362,3 +367,48 @@ def test_a_closed_connections_bytes_do_not_reach_the_next(behaviour_server):
         with Conn(port) as c:
             resp = c.request(get("/single"))
             assert resp.status == 200 and resp.body == b"one single block"
+
+
+def _peer_socket_nodelay(pid: int, client: socket.socket) -> int | None:
+    """TCP_NODELAY of the socket process `pid` holds for the other end of `client`, read
+    through pidfd_getfd(2); None where the kernel or permissions do not allow it."""
+    port = client.getsockname()[1]
+    inode = None
+    with open(f"/proc/{pid}/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port:  # its remote end is our socket
+                inode = fields[9]
+    if inode is None:
+        return None
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target == f"socket:[{inode}]":
+            break
+    else:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = libc.syscall(438, pidfd, int(fd), 0)  # SYS_pidfd_getfd on x86-64 and arm64
+        if dup < 0:
+            return None
+        with socket.socket(fileno=dup) as theirs:
+            return theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        os.close(pidfd)
+
+
+def test_accepted_connections_have_nodelay(behaviour_server):
+    """DESIGN §3.5 / RFC 9112 §9.3: every accepted connection has TCP_NODELAY, so a
+    response sent in several writes is not held back waiting for the client's ACK
+    (set once on the listening socket; Linux copies it to accepted ones)."""
+    with Conn(behaviour_server.port) as c:
+        pid = json.loads(c.request(get("/pid")).body)["pid"]
+        nodelay = _peer_socket_nodelay(pid, c.sock)
+    if nodelay is None:
+        pytest.skip("cannot read another process's socket here (pidfd_getfd)")
+    assert nodelay != 0
