@@ -2,6 +2,7 @@
 //! write the response, and again while the connection is kept alive (RFC 9112 §9).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use pyo3::Python;
-use tokio::time::{timeout_at, Instant as TokioInstant, Sleep};
+use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
 use crate::server::bodybuf::BodyBuf;
@@ -154,6 +155,33 @@ async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration) -> 
     ok
 }
 
+/// Runs `read` (a read of the connection's socket) until `deadline`, on the connection's
+/// one timer: the bytes read, or why there were none.
+async fn read_by(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Instant,
+    read: impl Future<Output = std::io::Result<usize>>,
+) -> Result<usize, ReadEnd> {
+    timer.as_mut().reset(TokioInstant::from_std(deadline));
+    tokio::select! {
+        biased;
+        read = read => match read {
+            Ok(0) | Err(_) => Err(ReadEnd::Closed),
+            Ok(n) => Ok(n),
+        },
+        () = timer.as_mut() => Err(ReadEnd::TimedOut),
+    }
+}
+
+impl From<ReadEnd> for BodyError {
+    fn from(end: ReadEnd) -> BodyError {
+        match end {
+            ReadEnd::TimedOut => BodyError::TimedOut,
+            ReadEnd::Closed => BodyError::Closed,
+        }
+    }
+}
+
 pub async fn serve(shared: Rc<Shared>, conn: Conn, peer: Peer) {
     let slot = shared.idle.slot();
     let (rbuf, out) = shared.spare.take();
@@ -210,6 +238,8 @@ impl Connection {
             deadline = deadline.min(Instant::now() + STOP_LINGER);
         }
         let _waiting = idle.then(|| self.shared.idle.waiting(self.slot, self.conn.fd()));
+        // `read_by` inline: handed to it, the read future is moved into its state, which
+        // cost ~170 instructions (1 %) per keep-alive request (callgrind, 5 runs each).
         self.timer.as_mut().reset(TokioInstant::from_std(deadline));
         let read = tokio::select! {
             biased;
@@ -449,12 +479,7 @@ impl Connection {
     /// Reads more of a body: the client may pause at most `body_timeout` between reads.
     async fn read_body_bytes(&mut self) -> Result<(), BodyError> {
         let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
-        self.read_more(deadline, false)
-            .await
-            .map_err(|end| match end {
-                ReadEnd::TimedOut => BodyError::TimedOut,
-                ReadEnd::Closed => BodyError::Closed,
-            })
+        Ok(self.read_more(deadline, false).await?)
     }
 
     /// Reads more of a body straight into `buf`.
@@ -463,20 +488,15 @@ impl Connection {
             return Err(BodyError::Closed);
         }
         let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
-        self.timer.as_mut().reset(TokioInstant::from_std(deadline));
-        let read = tokio::select! {
-            biased;
-            read = self.conn.read_uninit(buf.unfilled()) => read,
-            () = self.timer.as_mut() => return Err(BodyError::TimedOut),
-        };
-        match read {
-            Ok(0) | Err(_) => Err(BodyError::Closed),
-            Ok(n) => {
-                // SAFETY: the read initialised the first `n` bytes of `unfilled()`.
-                unsafe { buf.filled(n) };
-                Ok(())
-            }
-        }
+        let n = read_by(
+            &mut self.timer,
+            deadline,
+            self.conn.read_uninit(buf.unfilled()),
+        )
+        .await?;
+        // SAFETY: the read initialised the first `n` bytes of `unfilled()`.
+        unsafe { buf.filled(n) };
+        Ok(())
     }
 
     fn stream(&mut self, already: Vec<u8>, framing: Framing, send_continue: bool) -> Body {
@@ -538,14 +558,15 @@ impl Connection {
         while drained < 1 << 20 {
             self.rbuf.clear();
             self.rbuf.reserve(16 * 1024);
-            match timeout_at(
-                TokioInstant::from_std(deadline),
+            match read_by(
+                &mut self.timer,
+                deadline,
                 self.conn.read_buf(&mut self.rbuf),
             )
             .await
             {
-                Ok(Ok(n)) if n > 0 => drained += n,
-                _ => return,
+                Ok(n) => drained += n,
+                Err(_) => return,
             }
         }
     }
