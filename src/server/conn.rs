@@ -413,7 +413,7 @@ impl Connection {
             // Boxed, these two: they are rarer, and their futures (a spool file, a decoder)
             // would otherwise enlarge every connection's future, which is moved whole.
             BodyFraming::Length(n) => Box::pin(self.spool_body(n)).await,
-            BodyFraming::Chunked => Box::pin(self.read_chunked(max_body, keep)).await,
+            BodyFraming::Chunked => Box::pin(self.read_chunked(decoder(), max_body, keep)).await,
         }
     }
 
@@ -436,11 +436,12 @@ impl Connection {
     }
 
     /// A chunked body, in memory while it stays within `keep` bytes, else spooled.
-    async fn read_chunked(&mut self, max_body: u64, keep: u64) -> Result<Body, BodyError> {
-        let shared = self.shared.clone();
-        let settings = &shared.ctx.settings;
-        let mut dec =
-            ChunkedDecoder::new(settings.limit_chunk_ext_size, settings.limit_trailer_size);
+    async fn read_chunked(
+        &mut self,
+        mut dec: ChunkedDecoder,
+        max_body: u64,
+        keep: u64,
+    ) -> Result<Body, BodyError> {
         let mut decoded = Vec::new();
         let mut spool: Option<Spool> = None;
         loop {

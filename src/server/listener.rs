@@ -2,7 +2,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
@@ -88,7 +88,7 @@ impl Listener {
                 .local_addr()
                 .ok()
                 .filter(|a| !a.ip().is_unspecified())
-                .map(|a| Arc::new(HostPort::new(ip_text(a.ip()), port_text(a.port()))));
+                .map(|a| Arc::new(host_port(a)));
             Ok(Listener::Tcp(TcpListener::from_std(std)?, fixed))
         }
     }
@@ -118,13 +118,10 @@ impl Listener {
                 let (s, remote) = l.accept().await?;
                 let local = match fixed {
                     Some(local) => local.clone(),
-                    None => {
-                        let a = s.local_addr()?;
-                        Arc::new(HostPort::new(ip_text(a.ip()), port_text(a.port())))
-                    }
+                    None => Arc::new(host_port(s.local_addr()?)),
                 };
                 let peer = Peer {
-                    remote: HostPort::new(ip_text(remote.ip()), port_text(remote.port())),
+                    remote: host_port(remote),
                     local,
                 };
                 Ok((Conn::Tcp(s), peer))
@@ -141,8 +138,16 @@ impl Listener {
     }
 }
 
-/// An address as the environ shows it. IPv4 is written by hand: `to_string` goes through
-/// the formatting machinery, ~600 instructions of a `Connection: close` request's ~30,000.
+/// An address and port as the environ shows them.
+fn host_port(addr: SocketAddr) -> HostPort {
+    HostPort::new(
+        ip_text(addr.ip()),
+        itoa::Buffer::new().format(addr.port()).to_owned(),
+    )
+}
+
+/// IPv4 is written by hand: `to_string` goes through the formatting machinery, ~600
+/// instructions of a `Connection: close` request's ~30,000.
 fn ip_text(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
@@ -157,10 +162,6 @@ fn ip_text(ip: IpAddr) -> String {
         }
         IpAddr::V6(_) => ip.to_string(),
     }
-}
-
-fn port_text(port: u16) -> String {
-    itoa::Buffer::new().format(port).to_owned()
 }
 
 impl Conn {

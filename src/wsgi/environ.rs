@@ -270,6 +270,7 @@ impl Template {
         // the dict looked up to join onto (saves a lookup per header).
         let mut seen: u32 = 0;
         const CONTENT_TYPE_SEEN: u32 = 1 << COMMON_HEADERS.len();
+        const _: () = assert!(COMMON_HEADERS.len() < 32, "`seen` has a bit per header");
         for i in 0..head.headers.len() {
             let name = head.header_name(i);
             let value = head.header_value(i);

@@ -178,22 +178,16 @@ impl Input {
 
     pub fn streamed(already: Vec<u8>, stream: Box<Stream>) -> Input {
         Input {
-            data: Bytes::from(already),
-            pos: 0,
-            whole: None,
             stream: Some(stream),
-            spool: None,
+            ..Input::buffered(Bytes::from(already))
         }
     }
 
     /// A body already written whole to `file` (`len` bytes from its start).
     pub fn spooled(file: std::fs::File, len: u64) -> Input {
         Input {
-            data: Bytes::new(),
-            pos: 0,
-            whole: None,
-            stream: None,
             spool: Some(Spooled { file, len, read: 0 }),
+            ..Input::buffered(Bytes::new())
         }
     }
 
