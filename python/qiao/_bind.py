@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+# The C module, not `socket`: the wrapper imports selectors and builds enums, ~450 KiB
+# resident in every worker. `socket.socket` subclasses `_socket.socket`.
+import _socket
 import os
-import socket
 import stat
 
 __all__ = [
@@ -18,6 +20,10 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 8000
+
+# The Unix socket files qiao created, with their inodes: a file is removed on close only
+# if it is still the one qiao bound (not one a later run put at the same path).
+_owned_paths: dict[str, int] = {}
 
 
 class BindError(OSError):
@@ -136,12 +142,15 @@ def parse_bind(text: str) -> Address:
     return Address("tcp", host=host, port=port)
 
 
-def bind_all(addresses: list[Address], backlog: int) -> list[socket.socket]:
-    """Open one listening socket per address; on a failure close those already opened."""
-    sockets: list[socket.socket] = []
+def bind_all(
+    addresses: list[Address], backlog: int, cls: type[_socket.socket] = _socket.socket
+) -> list[_socket.socket]:
+    """Open one listening socket per address, of class ``cls`` (``socket.socket`` for the
+    Python API); on a failure close those already opened."""
+    sockets: list[_socket.socket] = []
     try:
         for address in addresses:
-            sockets.append(_bind(address, backlog))
+            sockets.append(_bind(address, backlog, cls))
     except BaseException:
         for sock in sockets:
             close_listener(sock)
@@ -149,14 +158,14 @@ def bind_all(addresses: list[Address], backlog: int) -> list[socket.socket]:
     return sockets
 
 
-def _bind(address: Address, backlog: int) -> socket.socket:
+def _bind(address: Address, backlog: int, cls: type[_socket.socket]) -> _socket.socket:
     try:
         if address.kind == "unix":
-            return _bind_unix(address.path, backlog)
+            return _bind_unix(address.path, backlog, cls)
         if address.kind == "fd":
-            return _adopt_fd(address.fd, backlog)
-        return _bind_tcp(address.host, address.port, backlog)
-    except socket.gaierror as e:
+            return _adopt_fd(address.fd, backlog, cls)
+        return _bind_tcp(address.host, address.port, backlog, cls)
+    except _socket.gaierror as e:
         raise BindError(f"cannot bind {address}: cannot resolve host {address.host!r}") from e
     except BindError:
         raise
@@ -165,19 +174,19 @@ def _bind(address: Address, backlog: int) -> socket.socket:
         raise BindError(f"cannot bind {address}: {reason}", e.errno) from e
 
 
-def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+def _bind_tcp(host: str, port: int, backlog: int, cls: type[_socket.socket]) -> _socket.socket:
     # An ASCII name goes as bytes: a str is IDNA-encoded first, which imports the idna
     # codec and unicodedata (1.4 MiB, resident in every worker).
     name = host or "0.0.0.0"
-    family, type_, proto, _, sockaddr = socket.getaddrinfo(
-        name.encode("ascii") if name.isascii() else name, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    family, type_, proto, _, sockaddr = _socket.getaddrinfo(
+        name.encode("ascii") if name.isascii() else name, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE
     )[0]
-    sock = socket.socket(family, type_, proto)
+    sock = cls(family, type_, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if family == _socket.AF_INET6:
             # An IPv6 socket serves only IPv6; bind 0.0.0.0 as well for IPv4.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
     except BaseException:
@@ -186,7 +195,7 @@ def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def _bind_unix(path: str, backlog: int) -> socket.socket:
+def _bind_unix(path: str, backlog: int, cls: type[_socket.socket]) -> _socket.socket:
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -195,66 +204,65 @@ def _bind_unix(path: str, backlog: int) -> socket.socket:
         if not stat.S_ISSOCK(mode):
             raise BindError(f"cannot bind unix:{path}: the path exists and is not a socket")
         os.unlink(path)  # a stale socket left by an earlier run
-    sock = _UnixListener(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.owned_path = path
+    sock = cls(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.bind(path)
+        _owned_paths[path] = os.lstat(path).st_ino
         sock.listen(backlog)
     except BaseException:
-        sock.close()
+        close_listener(sock)
         raise
     return sock
 
 
-def _adopt_fd(fd: int, backlog: int) -> socket.socket:
+def _adopt_fd(fd: int, backlog: int, cls: type[_socket.socket] = _socket.socket) -> _socket.socket:
     try:
         os.fstat(fd)
     except OSError as e:
         raise BindError(f"cannot bind fd://{fd}: not an open file descriptor", e.errno) from e
     try:
-        sock = socket.socket(fileno=fd)
+        sock = cls(fileno=fd)
     except OSError as e:
         raise BindError(f"cannot bind fd://{fd}: not a socket", e.errno) from e
-    if sock.type != socket.SOCK_STREAM:
+    if sock.type != _socket.SOCK_STREAM:
         sock.detach()
         raise BindError(f"cannot bind fd://{fd}: not a stream socket")
-    accepting = getattr(socket, "SO_ACCEPTCONN", None)
-    if accepting is None or not sock.getsockopt(socket.SOL_SOCKET, accepting):
+    accepting = getattr(_socket, "SO_ACCEPTCONN", None)
+    if accepting is None or not sock.getsockopt(_socket.SOL_SOCKET, accepting):
         sock.listen(backlog)
     return sock
 
 
-class _UnixListener(socket.socket):
-    """A Unix socket that qiao bound itself, so its file is qiao's to remove on close."""
-
-    owned_path: str | None = None
-
-
-def close_listener(sock: socket.socket) -> None:
+def close_listener(sock: _socket.socket) -> None:
     """Close a listening socket; remove the file of a Unix socket that qiao bound itself."""
-    path = getattr(sock, "owned_path", None) if sock.fileno() >= 0 else None
+    path = None
+    if sock.fileno() >= 0 and sock.family == _socket.AF_UNIX:
+        name = sock.getsockname()
+        path = name if isinstance(name, str) else None
     sock.close()
-    if path is not None:
+    inode = _owned_paths.pop(path, None) if path else None
+    if inode is not None:
         try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
+            st = os.lstat(path)
+            if stat.S_ISSOCK(st.st_mode) and st.st_ino == inode:
                 os.unlink(path)
         except OSError:
             pass
 
 
-def display(sock: socket.socket) -> str:
+def display(sock: _socket.socket) -> str:
     """The address a socket listens on, for people: ``http://127.0.0.1:8000``, ``unix:/path``."""
     name = sock.getsockname()
-    if sock.family == socket.AF_UNIX:
+    if sock.family == _socket.AF_UNIX:
         return f"unix:{name if isinstance(name, str) else name.decode(errors='replace')}"
     host, port = name[0], name[1]
-    if sock.family == socket.AF_INET6:
+    if sock.family == _socket.AF_INET6:
         host = f"[{host}]"
     return f"http://{host}:{port}"
 
 
 
-def inherited_sockets() -> list[socket.socket]:
+def inherited_sockets() -> list[_socket.socket]:
     """Listening sockets passed by systemd socket activation (``LISTEN_FDS`` for this pid),
     or none. Their descriptors start at 3; the variables are removed so that nothing the
     app starts takes them for its own."""

@@ -250,7 +250,7 @@ def make_server(
         address = tcp_address(host, port)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return WSGIServer(app, config, bind_all([address], config.backlog))
+    return WSGIServer(app, config, bind_all([address], config.backlog, socket.socket))
 
 
 def serve(
@@ -284,7 +284,7 @@ def serve(
         from qiao import _qiao
         from qiao.arbiter import Arbiter
 
-        sockets = bind_all(config.addresses, config.backlog)
+        sockets = bind_all(config.addresses, config.backlog, socket.socket)
         try:
             logger = _qiao.Logger(config.error_logfile, config.log_level)
             name = getattr(app, "__qualname__", type(app).__name__)
@@ -293,7 +293,7 @@ def serve(
             for sock in sockets:
                 close_listener(sock)
         return
-    server = WSGIServer(app, config, bind_all(config.addresses, config.backlog))
+    server = WSGIServer(app, config, bind_all(config.addresses, config.backlog, socket.socket))
     with server, graceful_sigterm(server):
         try:
             server.serve_forever()

@@ -48,3 +48,70 @@ def test_umask_applies_to_the_socket_file(tmp_path):
         flags = ("--umask", umask) if umask else ()
         with running_server("echo_environ:app", *flags, binds=[f"unix:{path}"]):
             assert stat.S_IMODE(os.stat(path).st_mode) == mode, (umask, oct(os.stat(path).st_mode))
+
+
+def test_socket_file_removed_at_stop(tmp_path):
+    """The Unix socket file qiao created is removed when the server stops (SIGTERM), so
+    the next run binds without a stale file in the way."""
+    import os
+
+    path = _short_sock_path(tmp_path, "gone.sock")
+    with running_server("echo_environ:app", binds=[f"unix:{path}"]):
+        assert os.path.exists(path)
+    assert not os.path.exists(path)
+
+
+def test_close_removes_only_the_file_qiao_bound(tmp_path):
+    """close_listener() removes the socket file qiao created, but not a socket another
+    process has since put at the same path (a newer server's: removing it would cut that
+    server off from its clients)."""
+    import os
+    import socket
+
+    from qiao._bind import bind_all, close_listener, parse_bind
+
+    path = _short_sock_path(tmp_path, "own.sock")
+    (sock,) = bind_all([parse_bind(f"unix:{path}")], 16)
+    close_listener(sock)
+    assert not os.path.exists(path)
+
+    (sock,) = bind_all([parse_bind(f"unix:{path}")], 16)
+    os.unlink(path)
+    newer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    newer.bind(path)
+    try:
+        close_listener(sock)
+        assert os.path.exists(path), "the newer server's socket file was removed"
+    finally:
+        newer.close()
+        os.unlink(path)
+
+
+def test_binding_does_not_import_socket():
+    """The CLI binds with the C module `_socket`: the `socket` wrapper would add ~450 KiB to
+    every worker's resident memory (selectors, the enums). The Python API still hands out
+    `socket.socket` objects (wsgiref's `server.socket`)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, qiao.__main__, qiao._bind, qiao._cli, qiao.config, qiao.arbiter, qiao._child,"
+        " qiao._loader;"
+        "print('socket' in sys.modules, 'selectors' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_python_api_sockets_are_socket_objects():
+    """make_server(): `server.socket` is a `socket.socket`, as with wsgiref."""
+    import socket
+
+    import qiao
+
+    server = qiao.make_server("127.0.0.1", 0, lambda e, s: [])
+    try:
+        assert isinstance(server.socket, socket.socket)
+        assert server.socket.getsockname()[0] == "127.0.0.1"
+    finally:
+        server.server_close()
