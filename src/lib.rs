@@ -1,6 +1,7 @@
 //! qiao's engine: a WSGI (PEP 3333) server over HTTP/1.1, exposed to Python as `qiao._qiao`.
 
 pub mod access_log;
+pub mod alloc;
 pub mod config;
 pub mod engine;
 pub mod http;
@@ -9,14 +10,8 @@ pub mod scoreboard;
 pub mod server;
 pub mod wsgi;
 
-/// The engine's own allocations (tokio's task and I/O registration per connection, buffers,
-/// boxed futures) go to mimalloc; Python's stay with its allocator. glibc's `posix_memalign`
-/// for tokio's 128-byte-aligned blocks and its bin consolidation cost ~3,000 instructions
-/// per `Connection: close` request, 12 % of it (callgrind). Built v2 (about 250 KiB less
-/// resident than v3 at idle), without transparent huge pages (they made an idle worker
-/// 4 MiB larger), and with dynamic TLS, as a library loaded by `dlopen` needs.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: alloc::Mimalloc = alloc::Mimalloc;
 
 use pyo3::prelude::*;
 
