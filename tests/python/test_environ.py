@@ -128,6 +128,23 @@ def test_remote_addr_and_port(echo_server):
     assert report["environ"]["REMOTE_PORT"] == str(report["client_port"])
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_remote_addr_on_every_request_of_a_connection(threads):
+    """REMOTE_ADDR/REMOTE_PORT are the same on each request of a keep-alive connection (made
+    once and shared), on one that closes it (`Connection: close`, made for that request
+    alone), and on HTTP/1.0; correct again on the next connection."""
+    with running_server("echo_environ:app", "--threads", threads) as server:
+        for _ in range(2):
+            with Conn(server.port) as c:
+                port = str(c.sock.getsockname()[1])
+                for request in (get("/"), get("/"), get("/", headers=b"Connection: close\r\n")):
+                    env = json.loads(c.request(request).body)["environ"]
+                    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.1", port)
+            with Conn(server.port) as c:
+                env = json.loads(c.request(get("/", version="1.0")).body)["environ"]
+                assert env["REMOTE_PORT"] == str(c.sock.getsockname()[1])
+
+
 def test_http_headers(echo_server):
     """PEP 3333, environ: HTTP_* from request headers, '-' -> '_', upper-cased."""
     env = env_of(
