@@ -353,6 +353,26 @@ def test_header_timeout():
         assert leftover.startswith(b"HTTP/1.1 408"), leftover
 
 
+def test_keep_alive_timeout():
+    """--keep-alive N (gunicorn's flag; RFC 9112 §9.5: a server may close an idle
+    connection): each request moves the deadline on, so requests spaced under N seconds
+    keep a connection open past N; a connection idle for N seconds, fresh or after a
+    response, is then closed by the server."""
+    with (
+        running_server("behaviour:app", "--keep-alive", "1") as server,
+        Conn(server.port, timeout=6) as fresh,
+        Conn(server.port, timeout=6) as used,
+    ):
+        for _ in range(4):  # 1.6 s in all, never 1 s idle
+            assert used.request(get("/single")).status == 200
+            time.sleep(0.4)
+        start = time.monotonic()
+        assert used.closed_by_peer(6)
+        assert fresh.closed_by_peer(6)
+        elapsed = time.monotonic() - start
+    assert elapsed <= 4.0, elapsed
+
+
 def test_a_closed_connections_bytes_do_not_reach_the_next(behaviour_server):
     """RFC 9112 §9: each connection is its own byte stream. Connections that close with
     part of a request unread, or after a head large enough to grow the read buffer, leave
