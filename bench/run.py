@@ -442,64 +442,93 @@ class Cell:
     idle_pss_worker_kib: int | None = None
 
 
-def measure_cell(server: str, wl: Workload, python: Path, args) -> Cell:
+def measure_idle(server: str, wl: Workload, python: Path) -> Cell:
+    """The resident memory of a server 2 s after it started, with no load."""
     cell = Cell(wl.name, server)
-    logdir = DATA / "server-logs"
-    logdir.mkdir(parents=True, exist_ok=True)
-    srv = Server(server, wl, python, logdir / f"{server}-{wl.name}.log")
+    srv = Server(server, wl, python, DATA / "server-logs" / f"{server}-{wl.name}.log")
     try:
         if not srv.wait_ready():
             cell.status = "failed: did not accept connections (see .data/server-logs)"
             return cell
-        if wl.idle:
-            time.sleep(2.0)
-            (cell.idle_rss_kib, cell.idle_rss_max_proc_kib,
-             cell.idle_rss_worker_kib) = tree_rss_kib(srv.proc.pid)
-            private = worker_private_kib(srv.proc.pid)
-            if private:
-                cell.idle_uss_worker_kib, cell.idle_pss_worker_kib = private
-            return cell
-        if args.warmup > 0:
-            run_wrk(wl, srv.port, args.warmup)
-        for _ in range(args.runs):
-            if srv.proc.poll() is not None:
-                cell.status = "failed: server exited during the run"
-                break
-            cpu0 = tree_cpu_seconds(srv.proc.pid)
-            client0 = children_cpu_seconds()
-            busy0 = machine_busy_seconds()
-            t0 = time.monotonic()
-            r = run_wrk(wl, srv.port, args.duration)
-            elapsed = time.monotonic() - t0
-            cpu1 = tree_cpu_seconds(srv.proc.pid)
-            client1 = children_cpu_seconds()
-            busy1 = machine_busy_seconds()
-            rss, rss_max, _ = tree_rss_kib(srv.proc.pid)
-            reqs = r["requests"]
-            sock = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
-            cell.runs.append(Run(
-                rps=reqs / (r["duration_us"] / 1e6),
-                p50_ms=r["p50_us"] / 1000 if r["p50_us"] else None,
-                p99_ms=r["p99_us"] / 1000 if r["p99_us"] else None,
-                errors=sock + r["err_status"],
-                non2xx=r["err_status"],
-                socket_errors=sock,
-                requests=reqs,
-                rss_kib=rss,
-                rss_max_proc_kib=rss_max,
-                cpu_us_per_req=(cpu1 - cpu0) * 1e6 / reqs if reqs else None,
-                server_cpu_pct=100 * (cpu1 - cpu0) / elapsed,
-                client_cpu_pct=100 * (client1 - client0) / elapsed,
-                other_cpu_pct=max(0.0, 100 * ((busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)) / elapsed),
-            ))
-            if srv.proc.poll() is not None:
-                cell.status = "failed: server exited during the run"
-                break
-    except Exception as e:  # noqa: BLE001 -- a broken cell must not stop the whole benchmark
-        cell.status = f"failed: {e}"[:300]
+        time.sleep(2.0)
+        (cell.idle_rss_kib, cell.idle_rss_max_proc_kib,
+         cell.idle_rss_worker_kib) = tree_rss_kib(srv.proc.pid)
+        private = worker_private_kib(srv.proc.pid)
+        if private:
+            cell.idle_uss_worker_kib, cell.idle_pss_worker_kib = private
+        return cell
     finally:
         srv.stop()
-    return cell
+
+
+def measure_run(srv: Server, wl: Workload, args) -> Run:
+    """One warm-up (discarded), then one measured run against a running server."""
+    if args.warmup > 0:
+        run_wrk(wl, srv.port, args.warmup)
+    cpu0 = tree_cpu_seconds(srv.proc.pid)
+    client0 = children_cpu_seconds()
+    busy0 = machine_busy_seconds()
+    t0 = time.monotonic()
+    r = run_wrk(wl, srv.port, args.duration)
+    elapsed = time.monotonic() - t0
+    cpu1 = tree_cpu_seconds(srv.proc.pid)
+    client1 = children_cpu_seconds()
+    busy1 = machine_busy_seconds()
+    rss, rss_max, _ = tree_rss_kib(srv.proc.pid)
+    reqs = r["requests"]
+    sock = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+    return Run(
+        rps=reqs / (r["duration_us"] / 1e6),
+        p50_ms=r["p50_us"] / 1000 if r["p50_us"] else None,
+        p99_ms=r["p99_us"] / 1000 if r["p99_us"] else None,
+        errors=sock + r["err_status"],
+        non2xx=r["err_status"],
+        socket_errors=sock,
+        requests=reqs,
+        rss_kib=rss,
+        rss_max_proc_kib=rss_max,
+        cpu_us_per_req=(cpu1 - cpu0) * 1e6 / reqs if reqs else None,
+        server_cpu_pct=100 * (cpu1 - cpu0) / elapsed,
+        client_cpu_pct=100 * (client1 - client0) / elapsed,
+        other_cpu_pct=max(0.0, 100 * ((busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)) / elapsed),
+    )
+
+
+def measure_workload(wl: Workload, servers: list[str], python: Path, args) -> list[Cell]:
+    """Every server's cell of one workload. The servers run side by side (all pinned to
+    SERVER_CORE, idle but for the one under load) and take turns: run 1 of each, then run 2
+    of each, and so on, each run after its own warm-up. A slow spell of the machine (this
+    VM's throughput drifts by 10-20 % over minutes) then falls on every server's runs
+    alike instead of on one server's cell."""
+    if wl.idle:
+        return [measure_idle(server, wl, python) for server in servers]
+    cells = [Cell(wl.name, server) for server in servers]
+    live: list[tuple[Cell, Server]] = []
+    try:
+        for cell in cells:
+            srv = Server(cell.server, wl, python, DATA / "server-logs" / f"{cell.server}-{wl.name}.log")
+            if srv.wait_ready():
+                live.append((cell, srv))
+            else:
+                cell.status = "failed: did not accept connections (see .data/server-logs)"
+                srv.stop()
+        for _ in range(args.runs):
+            for cell, srv in live:
+                if not cell.status.startswith("ok"):
+                    continue
+                if srv.proc.poll() is not None:
+                    cell.status = "failed: server exited during the run"
+                    continue
+                try:
+                    cell.runs.append(measure_run(srv, wl, args))
+                except Exception as e:  # noqa: BLE001 -- a broken cell must not stop the benchmark
+                    cell.status = f"failed: {e}"[:300]
+                if srv.proc.poll() is not None:
+                    cell.status = "failed: server exited during the run"
+    finally:
+        for _, srv in live:
+            srv.stop()
+    return cells
 
 
 # --------------------------------------------------------------------------- report
@@ -782,13 +811,13 @@ def main(argv=None) -> int:
 
     total = sum(1 for w in workloads for s in runnable if s != "epoll-c" or w in EPOLL_WORKLOADS)
     n = 0
+    (DATA / "server-logs").mkdir(parents=True, exist_ok=True)
     for wname in workloads:
         wl = WORKLOAD_BY_NAME[wname]
-        for server in runnable:
-            if server == "epoll-c" and wname not in EPOLL_WORKLOADS:
-                continue
+        servers = [s for s in runnable if s != "epoll-c" or wname in EPOLL_WORKLOADS]
+        for cell in measure_workload(wl, servers, python, args):
+            server = cell.server
             n += 1
-            cell = measure_cell(server, wl, python, args)
             d = asdict(cell)
             d["summary"] = summarize(cell)
             doc["cells"].append(d)
