@@ -676,6 +676,104 @@ def render_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# Servers whose p99 is not comparable: they leave connections waiting in the listen
+# backlog, outside wrk's clock (see README, caveats).
+P99_NOT_COMPARABLE = {"uwsgi", "waitress"}
+
+
+def render_targets(doc: dict) -> str:
+    """Issue 4's targets, evaluated on this run's medians. "Best peer": the peer with the
+    highest median req/s (the C server is a reference, not a peer)."""
+    summaries = {(c["workload"], c["server"]): c for c in doc["cells"]}
+
+    def summary(wname, server):
+        c = summaries.get((wname, server))
+        return (c or {}).get("summary") or None
+
+    def best_peer(wname):
+        peers = [(s["rps"], c["server"], s) for c in doc["cells"]
+                 if c["workload"] == wname and c["server"] not in ("qiao", "epoll-c")
+                 and (s := c.get("summary"))]
+        return max(peers, key=lambda p: p[0])[1:] if peers else (None, None)
+
+    rows = []
+
+    def row(target, text, holds):
+        rows.append(f"| {target} | {text} | {'yes' if holds else '**no**'} |")
+
+    def ratio_row(target, wname, factor):
+        q, (peer, p) = summary(wname, "qiao"), best_peer(wname)
+        if q and p:
+            r = q["rps"] / p["rps"]
+            row(target, f"{fmt_rps(q['rps'])} vs {peer} {fmt_rps(p['rps'])} ({r:.2f} ×)", r >= factor)
+
+    ratio_row("hello: req/s ≥ best peer", "hello", 1.0)
+    q, c = summary("hello", "qiao"), summary("hello", "epoll-c")
+    if q and c:
+        r = q["cpu_us"] / c["cpu_us"]
+        row("hello: CPU/req ≤ 1.15 × the C server", f"{q['cpu_us']:.1f} vs {c['cpu_us']:.1f} µs ({r:.2f} ×)", r <= 1.15)
+    ratio_row("pipelined: ≥ 1.5 × best peer", "pipeline16", 1.5)
+    q, (peer, p) = summary("hello_close", "qiao"), best_peer("hello_close")
+    if q and p:
+        r = q["rps"] / p["rps"]
+        row("`Connection: close`: ≥ best peer, with less CPU/req",
+            f"{fmt_rps(q['rps'])} vs {peer} {fmt_rps(p['rps'])} ({r:.2f} ×); "
+            f"{q['cpu_us']:.1f} vs {p['cpu_us']:.1f} µs", r >= 1.0 and q["cpu_us"] < p["cpu_us"])
+    floor = doc.get("floor", {})
+    for wname, app in (("flask_json", "flask_json"), ("flask_jinja", "flask_jinja")):
+        q, f = summary(wname, "qiao"), floor.get(app)
+        if q and f:
+            share = q["rps"] / f["calls_per_s"]
+            row(f"{wname}: ≥ 95 % of the in-process floor",
+                f"{fmt_rps(q['rps'])} of {fmt_rps(f['calls_per_s'])} ({100 * share:.0f} %)", share >= 0.95)
+    ratio_row("1 MiB bytes: ≥ best peer", "big_bytes", 1.0)
+    ratio_row("1 MiB streamed: ≥ 2 × best peer", "big_stream", 2.0)
+    q, b = summary("file_wrapper", "qiao"), summary("big_bytes", "qiao")
+    if q and b:
+        r = q["rps"] / b["rps"]
+        row("file_wrapper: ≥ qiao's 1 MiB bytes", f"{fmt_rps(q['rps'])} vs {fmt_rps(b['rps'])} ({r:.2f} ×)", r >= 1.0)
+    ratio_row("64 KiB POST: ≥ 1.2 × best peer", "post64k", 1.2)
+    q = summary("sleep10", "qiao")
+    if q:
+        share = q["rps"] / 3200
+        row("sleeping app: ≥ 90 % of 3,200 req/s", f"{fmt_rps(q['rps'])} ({100 * share:.0f} %)", share >= 0.9)
+    idle = [c for c in doc["cells"] if c["workload"] == "idle_rss" and c["status"] == "ok"
+            and c.get("idle_rss_worker_kib") and c["server"] != "epoll-c"]
+    q = next((c for c in idle if c["server"] == "qiao"), None)
+    peers = [c for c in idle if c["server"] != "qiao"]
+    if q and peers:
+        light = min(peers, key=lambda c: c["idle_rss_worker_kib"])
+        row("idle RSS of one worker: ≤ lightest peer",
+            f"{q['idle_rss_worker_kib'] / 1024:.1f} vs {light['server']} {light['idle_rss_worker_kib'] / 1024:.1f} MiB",
+            q["idle_rss_worker_kib"] <= light["idle_rss_worker_kib"])
+    better, worse = [], []
+    for wname in doc["workloads"]:
+        q = summary(wname, "qiao")
+        peers = [(s["p99"], c["server"]) for c in doc["cells"] if c["workload"] == wname
+                 and c["server"] not in ("qiao", "epoll-c", *P99_NOT_COMPARABLE)
+                 and (s := c.get("summary")) and s.get("p99") is not None]
+        if not q or q.get("p99") is None or not peers:
+            continue
+        p99, peer = min(peers)
+        (better if q["p99"] <= p99 else worse).append(f"{wname} {fmt_ms(q['p99'])} vs {peer} {fmt_ms(p99)}")
+    if better or worse:
+        row("p99 ≤ best peer's on every workload",
+            "not on: " + "; ".join(worse) if worse else "on all: " + "; ".join(better), not worse)
+    if not rows:
+        return ""
+    return "\n".join([
+        "### Targets (issue 4) in this run",
+        "",
+        ("Medians of this run. Best peer: the peer with the highest median req/s (the C server is a "
+         "reference, not a peer); p99 leaves out uWSGI and waitress (see the caveats)."),
+        "",
+        "| target | in this run | holds? |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
 def update_readme(table: str) -> None:
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     if not README.exists():
@@ -730,7 +828,8 @@ def parse_args(argv=None):
 
 
 def write_report(doc: dict, out: Path, python: Path, plot: bool, readme: bool) -> None:
-    table = render_markdown(doc)
+    targets = render_targets(doc)
+    table = render_markdown(doc) + ("\n" + targets if targets else "")
     (out / "results.md").write_text("## Latest results\n\n" + table + "\n")
     (out / "results.json").write_text(json.dumps(doc, indent=1))
     if plot:
