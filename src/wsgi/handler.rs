@@ -159,16 +159,16 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         keep_alive: head.keep_alive,
     };
     let input = match request_body {
-        Body::Empty => Input::buffered(Bytes::new()),
-        Body::Buffered(b) => Input::buffered(b),
-        Body::Object(obj) => Input::object(py, obj),
-        Body::Spooled { file, len } => Input::spooled(file, len),
-        Body::Stream { already, stream } => Input::streamed(already, stream),
+        Body::Empty => Ok(ctx.empty_input.bind(py).clone()),
+        Body::Buffered(b) => Bound::new(py, Input::buffered(b)),
+        Body::Object(obj) => Bound::new(py, Input::object(py, obj)),
+        Body::Spooled { file, len } => Bound::new(py, Input::spooled(file, len)),
+        Body::Stream { already, stream } => Bound::new(py, Input::streamed(already, stream)),
     };
     let sr = StartResponse {
         resp: Some(Response::new(out, facts, force_close)),
     };
-    let (input, sr) = match (Bound::new(py, input), Bound::new(py, sr)) {
+    let (input, sr) = match (input, Bound::new(py, sr)) {
         (Ok(i), Ok(s)) => (i, s),
         (Err(e), _) | (_, Err(e)) => panic!("cannot allocate request objects: {e}"),
     };

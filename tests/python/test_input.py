@@ -125,6 +125,27 @@ def test_no_body_reads_empty(behaviour_server):
     assert json.loads(resp.body)["pieces"] == [""]
 
 
+@pytest.mark.parametrize("mode", ["behaviour_server", "threaded_server"])
+def test_no_body_reads_empty_every_way_every_time(request, mode):
+    """PEP 3333, input: without a body, every read method gives nothing, on each of many
+    requests and between requests with bodies (qiao hands all bodyless requests one
+    stateless input object), with one app thread and with a pool."""
+    port = request.getfixturevalue(mode).port
+    ops = ("read", "read_n", "read_neg", "read_none", "readline", "readline_size",
+           "readlines", "readlines_hint", "iter")
+    with Conn(port) as c:
+        for _ in range(2):
+            for op in ops:
+                resp = c.request(b"GET /input?op=%s HTTP/1.1\r\nHost: x\r\n\r\n" % op.encode())
+                report = json.loads(resp.body)
+                assert "".join(p for p in report["pieces"] if p != "|") == "", (op, report)
+                assert report["after"] == ["", "", ""], (op, report)
+            # A request with a body between rounds still reads its own body.
+            wire = b"POST /input?op=read HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            resp = c.request(wire % len(BODY) + BODY)
+            assert json.loads(resp.body)["pieces"] == [BODY.decode()]
+
+
 # Bodies above the engine's 1 MiB read-ahead stay on the socket and are read as the app asks.
 BIG = bytes(range(256)) * (3 * 4096)
 
