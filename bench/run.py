@@ -442,14 +442,24 @@ class Cell:
     idle_pss_worker_kib: int | None = None
 
 
+def start_server(cell: Cell, wl: Workload, python: Path) -> Server | None:
+    """Starts the cell's server and waits until it accepts; None (the cell marked failed
+    and the server stopped) if it never does."""
+    srv = Server(cell.server, wl, python, DATA / "server-logs" / f"{cell.server}-{wl.name}.log")
+    if srv.wait_ready():
+        return srv
+    cell.status = "failed: did not accept connections (see .data/server-logs)"
+    srv.stop()
+    return None
+
+
 def measure_idle(server: str, wl: Workload, python: Path) -> Cell:
     """The resident memory of a server 2 s after it started, with no load."""
     cell = Cell(wl.name, server)
-    srv = Server(server, wl, python, DATA / "server-logs" / f"{server}-{wl.name}.log")
+    srv = start_server(cell, wl, python)
+    if srv is None:
+        return cell
     try:
-        if not srv.wait_ready():
-            cell.status = "failed: did not accept connections (see .data/server-logs)"
-            return cell
         time.sleep(2.0)
         (cell.idle_rss_kib, cell.idle_rss_max_proc_kib,
          cell.idle_rss_worker_kib) = tree_rss_kib(srv.proc.pid)
@@ -518,12 +528,9 @@ def measure_workload(wl: Workload, servers: list[str], python: Path, args) -> li
     live: list[tuple[Cell, Server]] = []
     try:
         for cell in cells:
-            srv = Server(cell.server, wl, python, DATA / "server-logs" / f"{cell.server}-{wl.name}.log")
-            if srv.wait_ready():
+            srv = start_server(cell, wl, python)
+            if srv is not None:
                 live.append((cell, srv))
-            else:
-                cell.status = "failed: did not accept connections (see .data/server-logs)"
-                srv.stop()
         for _ in range(args.runs):
             for cell, srv in live:
                 if not cell.status.startswith("ok"):
