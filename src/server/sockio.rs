@@ -21,24 +21,38 @@ pub fn send_vectored_now(
     slices: &[std::io::IoSlice<'_>],
     more: bool,
 ) -> io::Result<usize> {
-    if slices.is_empty() {
-        return Ok(0);
-    }
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
+    let sent = match slices {
+        [] => return Ok(0),
+        // One buffer goes out with `send(2)`, which takes it as it is, where `sendmsg(2)`
+        // first copies in a `msghdr` and its iovec array. Most responses are one buffer
+        // (a small body is copied in behind its head).
+        // SAFETY: the pointer and length describe the slice, which outlives the call.
+        [one] => nonblocking(|| unsafe { libc::send(fd, one.as_ptr().cast(), one.len(), flags) }),
+        _ => {
+            // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call
+            // and the msghdr points only at them.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = slices.len() as _;
+            nonblocking(|| unsafe { libc::sendmsg(fd, &msg, flags) })
+        }
+    };
+    Ok(sent?.unwrap_or(0))
+}
+
+/// Runs a non-blocking socket call until it is not interrupted: `Ok(Some(n))` for its
+/// result, `Ok(None)` if it would block (`EAGAIN`).
+fn nonblocking(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call and
-        // the msghdr points only at them.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = slices.len() as _;
-        let n = unsafe { libc::sendmsg(fd, &msg, flags) };
+        let n = call();
         if n >= 0 {
-            return Ok(n as usize);
+            return Ok(Some(n as usize));
         }
         let err = io::Error::last_os_error();
         match err.kind() {
             io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(0),
+            io::ErrorKind::WouldBlock => return Ok(None),
             _ => return Err(err),
         }
     }
@@ -53,46 +67,24 @@ pub fn sendfile_now(
     offset: &mut libc::off_t,
     count: usize,
 ) -> io::Result<usize> {
-    loop {
-        // SAFETY: both descriptors are open for the call; `offset` is a valid pointer.
-        let n = unsafe { libc::sendfile(fd, file, offset, count) };
-        if n > 0 {
-            return Ok(n as usize);
-        }
-        if n == 0 && count > 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file ended before its announced length",
-            ));
-        }
-        if n == 0 {
-            return Ok(0);
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(0),
-            _ => return Err(err),
-        }
+    // SAFETY: both descriptors are open for the call; `offset` is a valid pointer.
+    match nonblocking(|| unsafe { libc::sendfile(fd, file, offset, count) })? {
+        Some(0) if count > 0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file ended before its announced length",
+        )),
+        Some(n) => Ok(n),
+        None => Ok(0),
     }
 }
 
 /// Receives what has arrived into `buf`, which need not be initialised: `Ok(Some(n))` with
 /// its first `n` bytes written, `Ok(None)` if nothing came yet, `Ok(Some(0))` at the end.
 pub fn recv_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: `buf` is valid for `buf.len()` writes for the duration of the call.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(err),
-        }
-    }
+    // SAFETY: `buf` is valid for `buf.len()` writes for the duration of the call.
+    nonblocking(|| unsafe {
+        libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    })
 }
 
 /// Waits until `fd` is readable (`write == false`) or writable, or the deadline passes.

@@ -1,9 +1,8 @@
 //! One response: `start_response` and `write()` (PEP 3333 "The start_response() Callable"),
 //! the header checks, and the framing chosen when the headers go out (RFC 9112 §6).
 
-use std::borrow::Cow;
-
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
@@ -58,21 +57,34 @@ pub struct Response {
     pub body_bytes: u64,
 }
 
-/// The bytes of a latin-1 `str` (PEP 3333 "Unicode Issues"), borrowed from the object when
-/// it is ASCII (nearly always), so that no header costs an allocation.
-fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
+/// The bytes of a latin-1 `str` (PEP 3333 "Unicode Issues"), borrowed from the object.
+///
+/// CPython stores a `str` whose code points are all below 256 one byte per code point
+/// (PEP 393's 1-byte kind): those bytes are its latin-1 encoding, read in place. Through
+/// `to_str` and an ASCII check this cost ~95 instructions per string, five per hello
+/// response (callgrind); now ~20.
+fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
     let s = s
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(s))))?;
-    let text = s.to_str()?;
-    if text.is_ascii() {
-        return Ok(Cow::Borrowed(text.as_bytes()));
+    let ptr = s.as_ptr();
+    // SAFETY: `ptr` is a live str (checked above) borrowed for 'a. Once ready (a no-op
+    // since 3.12), a 1-byte-kind str's data is GET_LENGTH bytes that live and stay
+    // unchanged as long as the object (str is immutable).
+    unsafe {
+        if ffi::PyUnicode_READY(ptr) != 0 {
+            return Err(PyErr::fetch(s.py()));
+        }
+        if ffi::PyUnicode_KIND(ptr) == ffi::PyUnicode_1BYTE_KIND {
+            let data = ffi::PyUnicode_DATA(ptr).cast::<u8>();
+            let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+            return Ok(std::slice::from_raw_parts(data, len));
+        }
     }
-    text.chars()
-        .map(|c| u8::try_from(c as u32))
-        .collect::<Result<Vec<u8>, _>>()
-        .map(Cow::Owned)
-        .map_err(|_| PyValueError::new_err(format!("{what} is not latin-1: {text:?}")))
+    Err(PyValueError::new_err(format!(
+        "{what} is not latin-1: {:?}",
+        s.to_string_lossy()
+    )))
 }
 
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {

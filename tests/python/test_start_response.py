@@ -41,6 +41,16 @@ def test_invalid_arguments_raise_in_app(behaviour_server, case):
     assert not resp.has_header("X-Injected") and not resp.has_header("X-Bad")
 
 
+def test_latin1_status_and_headers_go_out_as_their_bytes(behaviour_server):
+    """PEP 3333 "Unicode Issues": status and header strings are latin-1; each code point
+    below 256 is sent as that one byte, also from a str subclass."""
+    with Conn(behaviour_server.port) as c:
+        c.send(get("/start-response/latin1"))
+        raw = c.read_until(b"\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 \xc7a va\r\n"), raw
+    assert b"\r\nX-Latin: caf\xe9 \xff\r\n" in raw, raw
+
+
 def test_second_call_without_exc_info_raises(behaviour_server):
     """PEP 3333, start_response: calling it again without exc_info is an error."""
     with Conn(behaviour_server.port) as c:

@@ -224,6 +224,19 @@ def start_response_invalid(environ, start_response):
     return [b"NO_ERROR"]
 
 
+class _Name(str):
+    """A str subclass: PEP 3333 native strings may be subclasses of str."""
+
+
+def start_response_latin1(environ, start_response):
+    """Status and headers with latin-1 characters beyond ASCII, and a str subclass name."""
+    start_response(
+        "200 \u00c7a va",
+        [(_Name("X-Latin"), "caf\u00e9 \u00ff"), ("Content-Length", "2")],
+    )
+    return [b"ok"]
+
+
 def start_response_twice(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     try:
@@ -576,6 +589,7 @@ ROUTES = {
     "/no-read": no_read,
     "/start-response/invalid": start_response_invalid,
     "/start-response/twice": start_response_twice,
+    "/start-response/latin1": start_response_latin1,
     "/exc-info/before": exc_info_before,
     "/exc-info/after": exc_info_after,
     "/empty-then-error": empty_then_error,
