@@ -135,10 +135,10 @@ impl Response {
             None => {}
         }
         let status_bytes = latin1_bytes(status, "status")?;
-        let code = parse_status(&status_bytes).ok_or_else(|| {
+        let code = parse_status(status_bytes).ok_or_else(|| {
             PyValueError::new_err(format!(
                 "invalid status {:?}: expected three digits, a space and a reason",
-                String::from_utf8_lossy(&status_bytes)
+                String::from_utf8_lossy(status_bytes)
             ))
         })?;
         let list = headers.cast::<PyList>().map_err(|_| {
@@ -150,7 +150,7 @@ impl Response {
         // Room for what send_headers adds (Content-Length, Date, Server, Connection).
         let mut head = Vec::with_capacity(160 + 32 * list.len());
         head.extend_from_slice(b"HTTP/1.1 ");
-        head.extend_from_slice(&status_bytes);
+        head.extend_from_slice(status_bytes);
         head.extend_from_slice(b"\r\n");
         let (mut app_length, mut has_date, mut has_server) = (None, false, false);
         for item in list.iter() {
@@ -169,27 +169,27 @@ impl Response {
             let (name, value) = (pair.get_borrowed_item(0)?, pair.get_borrowed_item(1)?);
             let name = latin1_bytes(&name, "header name")?;
             let value = latin1_bytes(&value, "header value")?;
-            if !is_token(&name) {
+            if !is_token(name) {
                 return Err(PyValueError::new_err(format!(
                     "invalid header name {:?}",
-                    String::from_utf8_lossy(&name)
+                    String::from_utf8_lossy(name)
                 )));
             }
-            if !is_valid_field_value(&value) {
+            if !is_valid_field_value(value) {
                 return Err(PyValueError::new_err(format!(
                     "invalid value for header {}: control characters are not allowed",
-                    String::from_utf8_lossy(&name)
+                    String::from_utf8_lossy(name)
                 )));
             }
             // PEP 3333 "Other HTTP Features": hop-by-hop headers are the server's business.
-            if is_hop_by_hop(&name) {
+            if is_hop_by_hop(name) {
                 return Err(PyValueError::new_err(format!(
                     "hop-by-hop header {} is not allowed from a WSGI application",
-                    String::from_utf8_lossy(&name)
+                    String::from_utf8_lossy(name)
                 )));
             }
             if name.eq_ignore_ascii_case(b"content-length") {
-                let text = std::str::from_utf8(&value).unwrap_or("");
+                let text = std::str::from_utf8(value).unwrap_or("");
                 let n = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
                     .then(|| text.parse::<u64>().ok())
                     .flatten()
@@ -202,9 +202,9 @@ impl Response {
             } else if name.eq_ignore_ascii_case(b"server") {
                 has_server = true;
             }
-            head.extend_from_slice(&name);
+            head.extend_from_slice(name);
             head.extend_from_slice(b": ");
-            head.extend_from_slice(&value);
+            head.extend_from_slice(value);
             head.extend_from_slice(b"\r\n");
         }
         self.started = true;
