@@ -572,7 +572,7 @@ impl Connection {
     /// Closes so that a response is not lost to a reset: shut our side, then read and drop
     /// what the client still sends, for a short bounded time.
     async fn linger(&mut self) {
-        self.conn.shutdown().await;
+        self.conn.shutdown();
         let deadline = Instant::now() + std::time::Duration::from_secs(2);
         let mut drained = 0usize;
         while drained < 1 << 20 {

@@ -1,13 +1,14 @@
 //! Listening sockets handed over by Python (already bound), and the streams they accept.
 
+use std::cell::OnceCell;
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::server::sockio;
 use crate::wsgi::environ::{HostPort, Peer};
@@ -15,13 +16,30 @@ use crate::wsgi::environ::{HostPort, Peer};
 pub enum Listener {
     /// With the listening address as the environ shows it, when it is the same for every
     /// connection (not a wildcard such as 0.0.0.0): saves a getsockname per connection.
-    Tcp(TcpListener, Option<Arc<HostPort>>),
-    Unix(UnixListener, Arc<HostPort>),
+    Tcp(AsyncFd<std::net::TcpListener>, Option<Arc<HostPort>>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>, Arc<HostPort>),
 }
 
-pub enum Conn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+/// An accepted connection (TCP or Unix: the same syscalls serve both).
+///
+/// Its socket joins the event loop's epoll set only when the connection first has to wait
+/// for it. Most `Connection: close` exchanges never wait: the request is there when the
+/// connection is accepted and the response fits the socket's buffer, so they save the
+/// `EPOLL_CTL_ADD`, the `EPOLL_CTL_DEL` before `close`, the wake-up for the writable
+/// event reported at registration, and tokio's bookkeeping of the registration.
+pub struct Conn {
+    /// Declared before `fd`: dropped (taken out of the epoll set) before it closes.
+    io: OnceCell<AsyncFd<RawSocket>>,
+    fd: OwnedFd,
+}
+
+/// The connection's descriptor as its registration sees it (owned by `Conn::fd`).
+struct RawSocket(RawFd);
+
+impl AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
 }
 
 fn set_nodelay(fd: RawFd) -> io::Result<()> {
@@ -42,7 +60,8 @@ fn set_nodelay(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn family(fd: RawFd) -> io::Result<libc::sa_family_t> {
+/// The socket's own address (`getsockname(2)`).
+fn sockname(fd: RawFd) -> io::Result<libc::sockaddr_storage> {
     // SAFETY: getsockname writes at most `len` bytes into the zeroed storage.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -56,7 +75,7 @@ fn family(fd: RawFd) -> io::Result<libc::sa_family_t> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(addr.ss_family)
+    Ok(addr)
 }
 
 /// A private duplicate of a descriptor Python keeps owning.
@@ -73,11 +92,12 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 impl Listener {
     /// Wraps a listening descriptor (takes ownership); must run inside the runtime.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
-        if family(fd.as_raw_fd())? == libc::AF_UNIX as libc::sa_family_t {
+        if sockname(fd.as_raw_fd())?.ss_family == libc::AF_UNIX as libc::sa_family_t {
             let std = std::os::unix::net::UnixListener::from(fd);
             std.set_nonblocking(true)?;
             let local = Arc::new(HostPort::new("localhost".into(), String::new()));
-            Ok(Listener::Unix(UnixListener::from_std(std)?, local))
+            // SAFETY: the listener owns its descriptor and keeps it open while registered.
+            Ok(Listener::Unix(unsafe { AsyncFd::register(std) }?, local))
         } else {
             // TCP_NODELAY on the listening socket: Linux copies it to every accepted socket,
             // which saves a setsockopt per connection.
@@ -89,18 +109,19 @@ impl Listener {
                 .ok()
                 .filter(|a| !a.ip().is_unspecified())
                 .map(|a| Arc::new(host_port(a)));
-            Ok(Listener::Tcp(TcpListener::from_std(std)?, fixed))
+            // SAFETY: as above.
+            Ok(Listener::Tcp(unsafe { AsyncFd::register(std) }?, fixed))
         }
     }
 
     /// `http://127.0.0.1:8000` or `unix:/path`, for the banner.
     pub fn describe(&self) -> String {
         match self {
-            Listener::Tcp(l, _) => match l.local_addr() {
+            Listener::Tcp(l, _) => match l.get_ref().local_addr() {
                 Ok(a) => format!("http://{a}"),
                 Err(_) => "http://?".into(),
             },
-            Listener::Unix(l, _) => match l.local_addr() {
+            Listener::Unix(l, _) => match l.get_ref().local_addr() {
                 Ok(a) => format!(
                     "unix:{}",
                     a.as_pathname()
@@ -115,26 +136,75 @@ impl Listener {
     pub async fn accept(&self) -> io::Result<(Conn, Peer)> {
         match self {
             Listener::Tcp(l, fixed) => {
-                let (s, remote) = l.accept().await?;
+                let (fd, remote) = l.async_io(Interest::READABLE, accept).await?;
                 let local = match fixed {
                     Some(local) => local.clone(),
-                    None => Arc::new(host_port(s.local_addr()?)),
+                    None => Arc::new(host_port(sock_addr(&sockname(fd.as_raw_fd())?)?)),
                 };
                 let peer = Peer {
-                    remote: host_port(remote),
+                    remote: host_port(sock_addr(&remote)?),
                     local,
                 };
-                Ok((Conn::Tcp(s), peer))
+                Ok((Conn::new(fd), peer))
             }
             Listener::Unix(l, local) => {
-                let (s, _) = l.accept().await?;
+                let (fd, _) = l.async_io(Interest::READABLE, accept).await?;
                 let peer = Peer {
                     remote: HostPort::new(String::new(), String::new()),
                     local: local.clone(),
                 };
-                Ok((Conn::Unix(s), peer))
+                Ok((Conn::new(fd), peer))
             }
         }
+    }
+}
+
+/// `accept4(2)` on a listening socket: the new connection, non-blocking, and its peer's
+/// address.
+fn accept(listener: &impl AsRawFd) -> io::Result<(OwnedFd, libc::sockaddr_storage)> {
+    // SAFETY: accept4 writes at most `len` bytes into the zeroed storage; a descriptor it
+    // returns is new and owned by nobody else.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let fd = libc::accept4(
+            listener.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fd), addr))
+    }
+}
+
+/// The IPv4 or IPv6 address in `addr`.
+fn sock_addr(addr: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    let ptr = (addr as *const libc::sockaddr_storage).cast::<u8>();
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in (it is large and
+            // aligned enough for any address).
+            let a = unsafe { &*ptr.cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Ok(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, a sockaddr_in6.
+            let a = unsafe { &*ptr.cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        family => Err(io::Error::other(format!(
+            "not an IP address (family {family})"
+        ))),
     }
 }
 
@@ -165,11 +235,26 @@ fn ip_text(ip: IpAddr) -> String {
 }
 
 impl Conn {
-    pub fn fd(&self) -> RawFd {
-        match self {
-            Conn::Tcp(s) => s.as_raw_fd(),
-            Conn::Unix(s) => s.as_raw_fd(),
+    fn new(fd: OwnedFd) -> Conn {
+        Conn {
+            io: OnceCell::new(),
+            fd,
         }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The socket's registration with the event loop, made at the first wait.
+    fn io(&self) -> io::Result<&AsyncFd<RawSocket>> {
+        if let Some(io) = self.io.get() {
+            return Ok(io);
+        }
+        // SAFETY: `self.fd` stays open for as long as the registration: `io` is dropped
+        // first (see the field order).
+        let io = unsafe { AsyncFd::register(RawSocket(self.fd())) }?;
+        Ok(self.io.get_or_init(|| io))
     }
 
     /// Reads what has arrived into `buf`'s spare capacity (made if there is none).
@@ -185,46 +270,46 @@ impl Conn {
 
     /// Reads what has arrived into `buf`; the first `n` bytes are then initialised.
     ///
-    /// A read that did not fill the buffer took everything there was, so the socket's
-    /// readiness is cleared on the spot: the next read then waits for epoll instead of
-    /// first trying a `recv(2)` that can only fail with EAGAIN. That saves one syscall per
-    /// request/response round trip. (epoll is edge-triggered, so bytes that arrive after
-    /// this read still wake the connection.)
+    /// Until the socket is registered the read is simply tried: a new connection's
+    /// request is usually there already. The first read that finds nothing registers it.
+    ///
+    /// Once registered, a read that did not fill the buffer took everything there was, so
+    /// the socket's readiness is cleared on the spot: the next read then waits for epoll
+    /// instead of first trying a `recv(2)` that can only fail with EAGAIN. That saves one
+    /// syscall per request/response round trip. (epoll is edge-triggered, so bytes that
+    /// arrive after this read still wake the connection.)
     pub async fn read_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         let fd = self.fd();
         let spare = buf.len();
-        let recv = || match sockio::recv_uninit(fd, buf) {
+        if self.io.get().is_none() {
+            if let Some(n) = sockio::recv_uninit(fd, buf)? {
+                return Ok(n);
+            }
+        }
+        let io = self.io()?;
+        let recv = |_: &RawSocket| match sockio::recv_uninit(fd, buf) {
             Ok(Some(n)) => Ok(n),
             Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
             Err(e) => Err(e),
         };
-        let n = match self {
-            Conn::Tcp(s) => s.async_io(Interest::READABLE, recv).await?,
-            Conn::Unix(s) => s.async_io(Interest::READABLE, recv).await?,
-        };
+        let n = io.async_io(Interest::READABLE, recv).await?;
         if n > 0 && n < spare {
-            let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-            let _ = match self {
-                Conn::Tcp(s) => s.try_io(Interest::READABLE, drained),
-                Conn::Unix(s) => s.try_io(Interest::READABLE, drained),
-            };
+            let drained = |_: &RawSocket| Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+            let _ = io.try_io(Interest::READABLE, drained);
         }
         Ok(n)
     }
 
     /// Runs `write` (a non-blocking write step on this socket: `Err(WouldBlock)` when full)
     /// once the socket is writable, waiting in the event loop as long as it is full.
-    pub async fn write_with<R>(&self, write: impl FnMut() -> io::Result<R>) -> io::Result<R> {
-        match self {
-            Conn::Tcp(s) => s.async_io(Interest::WRITABLE, write).await,
-            Conn::Unix(s) => s.async_io(Interest::WRITABLE, write).await,
-        }
+    pub async fn write_with<R>(&self, mut write: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        self.io()?.async_io(Interest::WRITABLE, |_| write()).await
     }
 
-    pub async fn shutdown(&mut self) {
-        let _ = match self {
-            Conn::Tcp(s) => s.shutdown().await,
-            Conn::Unix(s) => s.shutdown().await,
-        };
+    /// Ends the sending side (`shutdown(2)`, `SHUT_WR`): the client sees the end of the
+    /// response while the connection can still be read.
+    pub fn shutdown(&self) {
+        // SAFETY: a plain syscall on the connection's own descriptor.
+        unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) };
     }
 }

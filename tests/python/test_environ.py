@@ -1,6 +1,8 @@
 """PEP 3333 environ: every key the server must provide, as the app sees it (apps/echo_environ)."""
 
 import json
+import socket
+import time
 
 import pytest
 from conftest import running_server
@@ -143,6 +145,65 @@ def test_remote_addr_on_every_request_of_a_connection(threads):
             with Conn(server.port) as c:
                 env = json.loads(c.request(get("/", version="1.0")).body)["environ"]
                 assert env["REMOTE_PORT"] == str(c.sock.getsockname()[1])
+
+
+def _http10_env(addr):
+    """The environ of an HTTP/1.0 request without a Host header."""
+    with Conn(addr) as c:
+        c.send(b"GET / HTTP/1.0\r\n\r\n")
+        return json.loads(c.read_response().body)["environ"]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_client_and_server_addresses():
+    """RFC 3875 §4.1.8 and §4.1.15-16 via PEP 3333: over IPv6, REMOTE_ADDR is the client's
+    address as text (no brackets), REMOTE_PORT its port; SERVER_PORT the listening port,
+    SERVER_NAME the Host's name, or the listening address without a Host (HTTP/1.0)."""
+    with running_server("echo_environ:app", binds=("[::1]:0",)) as server:
+        with Conn(("::1", server.port)) as c:
+            env = json.loads(c.request(get("/", host="[::1]:1")).body)["environ"]
+            assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("::1", str(c.sock.getsockname()[1]))
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", str(server.port))
+        env = _http10_env(("::1", server.port))
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("::1", str(server.port))
+
+
+def test_wildcard_listener_reports_the_address_connected_to():
+    """RFC 3875 §4.1.14-15: bound to 0.0.0.0, a request without a Host header (HTTP/1.0)
+    gets the address the client connected to as SERVER_NAME, and the port."""
+    with running_server("echo_environ:app", binds=("0.0.0.0:0",)) as server:
+        env = _http10_env(("127.0.0.1", server.port))
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(server.port))
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_request_sent_after_the_connection_waited(echo_server, close):
+    """A new connection whose request comes later than the connection (a client that
+    connects ahead, a slow network) is served when it comes; so is one whose head arrives
+    in two parts, on a keep-alive connection and with `Connection: close` (RFC 9112 §9.3)."""
+    extra = b"Connection: close\r\n" if close else b""
+    with Conn(echo_server.port) as c:
+        time.sleep(0.2)
+        request = get("/", headers=extra)
+        c.send(request[:10])
+        time.sleep(0.2)
+        c.send(request[10:])
+        resp = c.read_response()
+        assert resp.status == 200
+        assert json.loads(resp.body)["environ"]["PATH_INFO"] == "/"
+        if close:
+            assert c.closed_by_peer()
+        else:
+            assert c.request(get("/again")).status == 200
 
 
 def test_http_headers(echo_server):
