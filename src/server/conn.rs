@@ -124,11 +124,12 @@ impl Spare {
 }
 
 /// Sends all of `out` on `conn`, waiting in the event loop while the socket is full; false
-/// (and `out` emptied) if the client is gone or read nothing for `limit`.
-async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration) -> bool {
+/// (and `out` emptied) if the client is gone or read nothing for `limit`. `last`: a
+/// `shutdown(2)` follows (see `OutBuf::send_to`).
+async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration, last: bool) -> bool {
     let fd = conn.fd();
     // Most responses fit the socket's buffer: one write, and no timer to arm.
-    match out.send_to(fd) {
+    match out.send_to(fd, last) {
         Ok(_) if out.is_empty() => return true,
         Ok(_) => {}
         Err(_) => {
@@ -139,7 +140,7 @@ async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration) -> 
     // A client that stops reading is dropped after `limit`, not waited on forever.
     let write = async {
         while !out.is_empty() {
-            let step = conn.write_with(|| match out.send_to(fd) {
+            let step = conn.write_with(|| match out.send_to(fd, last) {
                 Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
                 other => other,
             });
@@ -222,8 +223,17 @@ impl Connection {
             &self.conn,
             &mut self.out,
             self.shared.ctx.settings.write_timeout,
+            false,
         )
         .await
+    }
+
+    /// Sends the rest of the output and shuts our side: the client reads the end of the
+    /// stream after the last response, which shares its final segment with the FIN.
+    async fn finish(&mut self) {
+        let limit = self.shared.ctx.settings.write_timeout;
+        send_all(&self.conn, &mut self.out, limit, true).await;
+        self.conn.shutdown();
     }
 
     /// Writes any pending output before the connection waits for the client; false if the
@@ -353,7 +363,7 @@ impl Connection {
                     // here, serving the other connections meanwhile, then let it go on.
                     Step::Wait(mut waiting) => {
                         let limit = self.shared.ctx.settings.write_timeout;
-                        if !send_all(&self.conn, &mut waiting.out.buf, limit).await {
+                        if !send_all(&self.conn, &mut waiting.out.buf, limit, false).await {
                             waiting.out.lost();
                         }
                         step = Python::attach(|py| resume(py, &self.shared.ctx, waiting));
@@ -375,7 +385,7 @@ impl Connection {
                 return;
             }
             if !outcome.keep_alive || force_close {
-                self.flush().await;
+                self.finish().await;
                 // With the request read whole and nothing after it, closing cannot reset
                 // the response away: close at once. Otherwise drain first (see linger).
                 if self.rbuf.is_empty() && !outcome.unread_body {
@@ -553,7 +563,7 @@ impl Connection {
             err.detail()
         ));
         self.out.write_with(|v| error_response(err, v));
-        self.flush().await;
+        self.finish().await;
         self.linger().await;
     }
 
@@ -565,14 +575,14 @@ impl Connection {
     /// Sends a complete canned response and closes.
     async fn close_with(&mut self, response: &[u8]) {
         self.out.extend(response);
-        self.flush().await;
+        self.finish().await;
         self.linger().await;
     }
 
-    /// Closes so that a response is not lost to a reset: shut our side, then read and drop
-    /// what the client still sends, for a short bounded time.
+    /// After `finish`: closes so that the response is not lost to a reset (which a close
+    /// with unread bytes would send): reads and drops what the client still sends, for a
+    /// short bounded time.
     async fn linger(&mut self) {
-        self.conn.shutdown();
         let deadline = Instant::now() + std::time::Duration::from_secs(2);
         let mut drained = 0usize;
         while drained < 1 << 20 {

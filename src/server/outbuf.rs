@@ -164,7 +164,12 @@ impl OutBuf {
     /// Hands the socket `fd` what it takes now from the front of the queue, without
     /// waiting: `Ok(0)` means the socket is full. One `writev` of the memory segments, or
     /// one `sendfile` of a file range.
-    pub fn send_to(&mut self, fd: RawFd) -> io::Result<usize> {
+    ///
+    /// `last`: these are the connection's last bytes and a `shutdown(2)` follows. They go
+    /// out with `MSG_MORE`: TCP keeps the last short segment back, and the shutdown's FIN
+    /// rides on it, so response and FIN are one segment (one packet to process on each
+    /// side, one wake-up of the client) instead of two.
+    pub fn send_to(&mut self, fd: RawFd, last: bool) -> io::Result<usize> {
         let n = match self.segs.front() {
             None => return Ok(0),
             Some(Seg::File {
@@ -180,7 +185,7 @@ impl OutBuf {
                 let slices = self.slices();
                 // A head followed by a file range: tell TCP more comes at once, so the
                 // head and the file's first bytes share a segment.
-                let more = matches!(self.segs.get(slices.len()), Some(Seg::File { .. }));
+                let more = last || matches!(self.segs.get(slices.len()), Some(Seg::File { .. }));
                 sockio::send_vectored_now(fd, &slices, more)?
             }
         };
@@ -289,7 +294,7 @@ mod tests {
             got
         });
         while !out.is_empty() {
-            if out.send_to(tx.as_raw_fd()).unwrap() == 0 {
+            if out.send_to(tx.as_raw_fd(), false).unwrap() == 0 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             assert!(out.memory_len() <= 10);
@@ -313,8 +318,8 @@ mod tests {
         let (tx, _rx) = UnixStream::pair().unwrap();
         let mut out = OutBuf::default();
         out.push_file(OwnedFd::from(file), 0, 100);
-        assert_eq!(out.send_to(tx.as_raw_fd()).unwrap(), 5);
-        let err = out.send_to(tx.as_raw_fd()).unwrap_err();
+        assert_eq!(out.send_to(tx.as_raw_fd(), false).unwrap(), 5);
+        let err = out.send_to(tx.as_raw_fd(), false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 

@@ -43,7 +43,7 @@ impl Output {
     pub fn push(&mut self) -> io::Result<()> {
         self.check()?;
         while !self.buf.is_empty() {
-            match self.buf.send_to(self.fd) {
+            match self.buf.send_to(self.fd, false) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => return Err(self.fail(e)),
@@ -63,7 +63,7 @@ impl Output {
         self.check()?;
         let deadline = Instant::now() + self.timeout;
         while !self.buf.is_empty() {
-            match self.buf.send_to(self.fd) {
+            match self.buf.send_to(self.fd, false) {
                 Ok(0) => {
                     if let Err(e) = sockio::wait(self.fd, true, deadline) {
                         return Err(self.fail(e));
