@@ -82,6 +82,20 @@ pub struct Tracker {
     closed: Notify,
 }
 
+impl Tracker {
+    pub fn opened(&self) {
+        self.open.set(self.open.get() + 1);
+    }
+
+    /// A connection closed; `stopping`: a stop waits for the count to reach zero.
+    pub fn closed(&self, stopping: bool) {
+        self.open.set(self.open.get() - 1);
+        if stopping {
+            self.closed.notify_waiters();
+        }
+    }
+}
+
 /// Serves on `fds` until `stop` turns true (or, with `one_request`, one request).
 /// Runs with the GIL released; returns once connections are done or the grace period ends.
 pub fn run(
@@ -204,7 +218,9 @@ async fn serve(
             _ = stopped.wait_for(|s| *s) => None,
         };
         if let Some(Ok((conn, peer))) = first {
-            conn::serve(shared.clone(), conn, peer).await;
+            conn::Connection::new(shared.clone(), conn, peer, None)
+                .serve()
+                .await;
         }
     } else {
         // `worker_connections`: past it, a worker stops accepting, and further clients
@@ -224,22 +240,11 @@ async fn serve(
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
-                            let open = &shared.tracker.open;
-                            open.set(open.get() + 1);
-                            let shared = shared.clone();
-                            // Boxed: the task then holds a pointer, not the ~2.5 KiB
+                            // Boxed: the task then holds a pointer, not the ~1.6 KiB
                             // future, which it copied 6 times over a connection's life
                             // (~1,300 instructions; one allocation is cheaper).
-                            tokio::task::spawn_local(Box::pin(async move {
-                                conn::serve(shared.clone(), conn, peer).await;
-                                drop(permit);
-                                let tracker = &shared.tracker;
-                                tracker.open.set(tracker.open.get() - 1);
-                                // Only a stop waits for connections to close.
-                                if shared.stopping.get() {
-                                    tracker.closed.notify_waiters();
-                                }
-                            }));
+                            let c = conn::Connection::new(shared.clone(), conn, peer, permit.ok());
+                            tokio::task::spawn_local(Box::pin(c.serve()));
                         }
                         (Err(e), _) => {
                             // EMFILE and friends: wait a little rather than spin.
