@@ -378,6 +378,29 @@ def test_slow_large_upload_does_not_hold_the_app_thread():
         assert json.loads(slow.read_response().body) == {"received": 4 * MIB}
 
 
+def test_connections_reach_the_worker_with_their_request():
+    """Clients that connect ahead of their request (browsers pre-connect) are handed to the
+    worker once their first bytes arrive (TCP_DEFER_ACCEPT): 20 connections that have sent
+    nothing hold no descriptor and no `--worker-connections` slot in the worker, and each
+    is served as soon as it sends its request."""
+    with running_server(APP, "--worker-connections", "5") as server:
+        pid = stats(server)["pid"]
+        base = fd_count(pid)
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(20)]
+        try:
+            time.sleep(0.2)
+            held = fd_count(pid) - base
+            served_promptly(server)
+            for s in socks:
+                s.sendall(OK)
+            answers = [s.recv(4096)[:12] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+    assert held <= 0, f"{held} connections that sent nothing reached the worker"
+    assert answers == [b"HTTP/1.1 200"] * 20
+
+
 def test_connections_beyond_the_worker_limit_wait_their_turn():
     """--worker-connections bounds the connections a worker holds open: 200 clients
     against a limit of 50 add at most about 50 sockets to the worker, and every client is
