@@ -740,14 +740,28 @@ def render_targets(doc: dict) -> str:
             f"{fmt_rps(q['rps'])} vs {peer} {fmt_rps(p['rps'])} ({r:.2f} ×); "
             f"{q['cpu_us']:.1f} vs {p['cpu_us']:.1f} µs", r >= 1.0 and q["cpu_us"] < p["cpu_us"])
     floor = doc.get("floor", {})
+    kernel = summary("hello", "epoll-c")
     for wname, app in (("flask_json", "flask_json"), ("flask_jinja", "flask_jinja")):
         q, f = summary(wname, "qiao"), floor.get(app)
         if q and f:
             share = q["rps"] / f["calls_per_s"]
-            row(f"{wname}: ≥ 95 % of the in-process floor",
-                f"{fmt_rps(q['rps'])} of {fmt_rps(f['calls_per_s'])} ({100 * share:.0f} %)", share >= 0.95)
+            text = f"{fmt_rps(q['rps'])} of {fmt_rps(f['calls_per_s'])} ({100 * share:.0f} %)"
+            if kernel:
+                # The best any server on this core could do: the app's own time plus the
+                # C server's whole cost per request (the kernel's work, nearly all of it).
+                app_us = 1e6 / f["calls_per_s"]
+                ceiling = app_us / (app_us + kernel["cpu_us"])
+                text += f"; ceiling with the C server's {kernel['cpu_us']:.1f} µs/req: {100 * ceiling:.0f} %"
+            row(f"{wname}: ≥ 95 % of the in-process floor", text, share >= 0.95)
     ratio_row("1 MiB bytes: ≥ best peer", "big_bytes", 1.0)
-    ratio_row("1 MiB streamed: ≥ 2 × best peer", "big_stream", 2.0)
+    q, (peer, p), b = summary("big_stream", "qiao"), best_peer("big_stream"), summary("big_bytes", "qiao")
+    if q and p:
+        r = q["rps"] / p["rps"]
+        text = f"{fmt_rps(q['rps'])} vs {peer} {fmt_rps(p['rps'])} ({r:.2f} ×)"
+        if b:
+            # The same MiB as one bytes object, one send: the most a stream of it could reach.
+            text += f"; 2 × is {fmt_rps(2 * p['rps'])}, qiao's 1 MiB in one send {fmt_rps(b['rps'])}"
+        row("1 MiB streamed: ≥ 2 × best peer", text, r >= 2.0)
     q, b = summary("file_wrapper", "qiao"), summary("big_bytes", "qiao")
     if q and b:
         r = q["rps"] / b["rps"]
