@@ -238,9 +238,7 @@ impl Connection {
     pub async fn serve(mut self) {
         self.run().await;
     }
-}
 
-impl Connection {
     async fn flush(&mut self) -> bool {
         send_all(
             &self.conn,

@@ -24,9 +24,10 @@ pub enum Listener {
 ///
 /// Its socket joins the event loop's epoll set only when the connection first has to wait
 /// for it. Most `Connection: close` exchanges never wait: the request is there when the
-/// connection is accepted and the response fits the socket's buffer, so they save the
-/// `EPOLL_CTL_ADD`, the `EPOLL_CTL_DEL` before `close`, the wake-up for the writable
-/// event reported at registration, and tokio's bookkeeping of the registration.
+/// connection is accepted (the listener defers accepts until it is, `TCP_DEFER_ACCEPT`)
+/// and the response fits the socket's buffer, so they save the `EPOLL_CTL_ADD`, the
+/// `EPOLL_CTL_DEL` before `close`, the wake-up for the writable event reported at
+/// registration, and tokio's bookkeeping of the registration.
 pub struct Conn {
     /// Declared before `fd`: dropped (taken out of the epoll set) before it closes.
     io: OnceCell<AsyncFd<RawSocket>>,
