@@ -102,6 +102,16 @@ def test_start_response_inside_generator(behaviour_server):
     assert resp.body == b"lazy body"
 
 
+def test_write_belongs_to_its_own_response(behaviour_server):
+    """PEP 3333, the write() callable: start_response returns a write() for its own
+    response. One kept from an earlier request cannot put bytes into a later response."""
+    with Conn(behaviour_server.port) as c:
+        bodies = [c.request(get("/write-stale")).body for _ in range(3)]
+    for body in bodies[1:]:  # each called the write() of the request before it
+        assert body.startswith(b"fresh:") and b"stale!" not in body, body
+        assert body != b"fresh:none", body
+
+
 def test_write_before_iterable(behaviour_server):
     """PEP 3333, the write() callable: written data goes out before the iterable's data."""
     with Conn(behaviour_server.port) as c:

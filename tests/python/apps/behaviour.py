@@ -312,6 +312,24 @@ def write_then_iter(environ, start_response):
     return [b"iterated"]
 
 
+_LAST_WRITE = []
+
+
+def write_stale(environ, start_response):
+    """Calls the write() kept from the previous request to this route, then answers."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    outcome = b"none"
+    if _LAST_WRITE:
+        try:
+            _LAST_WRITE.pop()(b"stale!")
+            outcome = b"accepted"
+        except Exception as exc:  # noqa: BLE001 - any exception is the behaviour under test
+            outcome = type(exc).__name__.encode()
+    _LAST_WRITE.append(write)
+    write(b"fresh:")
+    return [outcome]
+
+
 # --- response framing -------------------------------------------------------------------------
 
 
@@ -595,6 +613,7 @@ ROUTES = {
     "/empty-then-error": empty_then_error,
     "/lazy-start": lazy_start,
     "/write": write_then_iter,
+    "/write-stale": write_stale,
     "/generator": generator,
     "/single": single,
     "/sequence": sequence,
