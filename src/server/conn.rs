@@ -233,7 +233,7 @@ impl Connection {
 
     /// Serves the connection to its end: the future a connection's task runs. It owns the
     /// connection, so that it is no larger than the connection and `run`'s state
-    /// (~1.6 KiB): a wrapper holding the accept's results beside them was twice that,
+    /// (~1.8 KiB): a wrapper holding the accept's results beside them was twice that,
     /// copied whole into the task's allocation, new memory for every connection.
     pub async fn serve(mut self) {
         self.run().await;
