@@ -123,6 +123,26 @@ def test_server_protocol(echo_server, version):
     assert env["SERVER_PROTOCOL"] == f"HTTP/{version}"
 
 
+def test_each_request_gets_a_fresh_environ(echo_server):
+    """PEP 3333, environ: each call gets its own dict; what an app did to an earlier one
+    (here: overwrote the method, protocol, scheme and SCRIPT_NAME, then cleared it) and
+    the earlier request's own method and version do not carry over, on one connection."""
+    with Conn(echo_server.port) as c:
+        first = c.request(
+            b"PROPFIND /?mutate HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+        )
+        assert first.status == 200, first
+        assert json.loads(first.body)["environ"]["REQUEST_METHOD"] == "PROPFIND"
+        resp = c.request(get("/"))
+        assert resp.status == 200, resp
+        env = json.loads(resp.body)["environ"]
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["SCRIPT_NAME"] == ""
+    assert env["PATH_INFO"] == "/" and env["QUERY_STRING"] == ""
+
+
 def test_remote_addr_and_port(echo_server):
     """CGI (RFC 3875 §4.1.8) via PEP 3333: REMOTE_ADDR, and REMOTE_PORT of the client socket."""
     report = fetch(echo_server.port, get("/"))

@@ -1,7 +1,8 @@
 """A WSGI app that answers every request with its environ as JSON, for tests to inspect.
 
 Response body: {"environ": {key: value}, "key_types": [...], "environ_type": ...,
-"body": <request body as latin-1 text>, "calls": N}. str values are sent as they are;
+"body": <request body as latin-1 text>, "calls": N}. With the query "mutate" the
+app then overwrites and clears its environ (a later request must not see it). str values are sent as they are;
 any other value becomes {"type": <type name>, "value": <value if JSON can hold it>}.
 Every response also carries `X-Calls: N`, the number of app calls so far in this process,
 so tests can prove that a rejected request never reached the app.
@@ -49,6 +50,11 @@ def app(environ, start_response):
             ("X-Calls", str(calls)),
         ],
     )
-    if environ["REQUEST_METHOD"] == "HEAD":
+    if environ["QUERY_STRING"] == "mutate":
+        # What an app does to its environ must not reach the next request's.
+        for key in ("REQUEST_METHOD", "SERVER_PROTOCOL", "wsgi.url_scheme", "SCRIPT_NAME"):
+            environ[key] = "mutated"
+        environ.clear()
+    elif environ["REQUEST_METHOD"] == "HEAD":
         return []
     return [data]
