@@ -19,9 +19,7 @@ thread_local! {
 
 /// The current time as an IMF-fixdate, reformatted only when the second changes.
 pub fn http_date() -> [u8; DATE_LEN] {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = unix_seconds();
     CACHE.with(|cache| {
         let (secs, text) = cache.get();
         if secs == now {
@@ -31,6 +29,24 @@ pub fn http_date() -> [u8; DATE_LEN] {
         cache.set((now, text));
         text
     })
+}
+
+/// The wall clock's second, from the kernel's coarse clock: the time at its last tick
+/// (1–4 ms old), read without the TSC. A header with one-second resolution loses
+/// nothing, and it is the cheaper read on every response (~100 of `http_date`'s ~180
+/// instructions were `SystemTime::now`, callgrind, hello).
+fn unix_seconds() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; the call has no other effect.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        return u64::try_from(ts.tv_sec).unwrap_or(0);
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Appends the current IMF-fixdate to `out`.
@@ -160,6 +176,21 @@ mod tests {
             assert!(next_ok, "{prev:?} -> {cur:?}");
             prev = cur;
         }
+    }
+
+    #[test]
+    fn coarse_clock_agrees_with_the_wall_clock() {
+        // The coarse clock trails the precise one by at most a tick, so the two seconds
+        // are equal or one apart (at a second's turn).
+        let coarse = unix_seconds();
+        let precise = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            precise >= coarse && precise - coarse <= 1,
+            "{coarse} vs {precise}"
+        );
     }
 
     #[test]

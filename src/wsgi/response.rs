@@ -89,6 +89,19 @@ fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
     )))
 }
 
+/// A Content-Length value: one or more ASCII digits that fit a u64.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
@@ -168,7 +181,15 @@ impl Response {
                     pair.len()
                 )));
             }
-            let (name, value) = (pair.get_borrowed_item(0)?, pair.get_borrowed_item(1)?);
+            // SAFETY: the tuple has two items (checked above), and a tuple's items live
+            // as long as it does. (The checked `get_borrowed_item` cost ~16 instructions
+            // per call, four per header.)
+            let (name, value) = unsafe {
+                (
+                    pair.get_borrowed_item_unchecked(0),
+                    pair.get_borrowed_item_unchecked(1),
+                )
+            };
             let name = latin1_bytes(&name, "header name")?;
             let value = latin1_bytes(&value, "header value")?;
             if !is_token(name) {
@@ -191,13 +212,12 @@ impl Response {
                 )));
             }
             if name.eq_ignore_ascii_case(b"content-length") {
-                let text = std::str::from_utf8(value).unwrap_or("");
-                let n = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| text.parse::<u64>().ok())
-                    .flatten()
-                    .ok_or_else(|| {
-                        PyValueError::new_err(format!("invalid Content-Length {text:?}"))
-                    })?;
+                let n = parse_length(value).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "invalid Content-Length {:?}",
+                        String::from_utf8_lossy(value)
+                    ))
+                })?;
                 app_length = Some(n);
             } else if name.eq_ignore_ascii_case(b"date") {
                 has_date = true;
@@ -644,7 +664,21 @@ mod tests {
             assert!(check("200 OK", "Transfer-Encoding", "chunked"));
             assert!(check("200 OK", "X-A", "\u{0100}"));
             assert!(check("200 OK", "Content-Length", "-1"));
+            assert!(check("200 OK", "Content-Length", ""));
+            assert!(check("200 OK", "Content-Length", "1 2"));
+            assert!(check("200 OK", "Content-Length", "18446744073709551616"));
+            assert!(!check("200 OK", "Content-Length", "18446744073709551615"));
+            assert!(!check("200 OK", "Content-Length", "007"));
         });
+    }
+
+    #[test]
+    fn lengths_parse_as_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"13"), Some(13));
+        assert_eq!(parse_length(b"+1"), None);
+        assert_eq!(parse_length(b"1\xff"), None);
+        assert_eq!(parse_length(b"99999999999999999999"), None);
     }
 
     #[test]
