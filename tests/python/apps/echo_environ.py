@@ -1,9 +1,10 @@
 """A WSGI app that answers every request with its environ as JSON, for tests to inspect.
 
 Response body: {"environ": {key: value}, "key_types": [...], "environ_type": ...,
-"body": <request body as latin-1 text>, "calls": N}. With the query "mutate" the
-app then overwrites and clears its environ (a later request must not see it). str values are sent as they are;
+"body": <request body as latin-1 text>, "calls": N}. str values are sent as they are;
 any other value becomes {"type": <type name>, "value": <value if JSON can hold it>}.
+With the query "mutate" the app then overwrites and clears its environ (a later request
+must not see it).
 Every response also carries `X-Calls: N`, the number of app calls so far in this process,
 so tests can prove that a rejected request never reached the app.
 """
