@@ -264,10 +264,11 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK  # user..steal; guest time is already in user
 
 
-def children_cpu_seconds() -> float:
-    """CPU of our waited-for children: between two reads around one wrk run, that wrk's."""
+def children_usage() -> tuple[float, int]:
+    """CPU seconds and voluntary context switches (sleeps) of our waited-for children:
+    between two reads around one wrk run, that wrk's (all its threads)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw
 
 
 def tree_rss_kib(root: int) -> tuple[int, int, int]:
@@ -434,6 +435,9 @@ class Run:
     server_cpu_pct: float
     client_cpu_pct: float  # wrk's own CPU use: near 100 means the client, not the server, is the limit
     other_cpu_pct: float  # CPU used by everything else on the machine during the run (noise)
+    # How often wrk waited for data, per request: each wait is a wake-up the server's
+    # sends pay for (see bench/README, the stream's bimodal runs). None in older results.
+    client_sleeps_per_req: float | None = None
 
 
 @dataclass
@@ -483,13 +487,13 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
     if args.warmup > 0:
         run_wrk(wl, srv.port, args.warmup)
     cpu0 = tree_cpu_seconds(srv.proc.pid)
-    client0 = children_cpu_seconds()
+    client0, sleeps0 = children_usage()
     busy0 = machine_busy_seconds()
     t0 = time.monotonic()
     r = run_wrk(wl, srv.port, wl.duration(args.duration))
     elapsed = time.monotonic() - t0
     cpu1 = tree_cpu_seconds(srv.proc.pid)
-    client1 = children_cpu_seconds()
+    client1, sleeps1 = children_usage()
     busy1 = machine_busy_seconds()
     rss, rss_max, _ = tree_rss_kib(srv.proc.pid)
     reqs = r["requests"]
@@ -508,6 +512,7 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
         server_cpu_pct=100 * (cpu1 - cpu0) / elapsed,
         client_cpu_pct=100 * (client1 - client0) / elapsed,
         other_cpu_pct=max(0.0, 100 * ((busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)) / elapsed),
+        client_sleeps_per_req=(sleeps1 - sleeps0) / reqs if reqs else None,
     )
 
 
@@ -583,6 +588,8 @@ def summarize(cell: Cell) -> dict:
         "cpu_pct": median([r.server_cpu_pct for r in rs]),
         "client_cpu_pct": median([r.client_cpu_pct for r in rs]),
         "other_cpu_pct": max(r.other_cpu_pct for r in rs),
+        "client_sleeps": median(sleeps) if (sleeps := [r.client_sleeps_per_req for r in rs
+                                                     if r.client_sleeps_per_req is not None]) else None,
     }
 
 
@@ -590,6 +597,10 @@ def fmt_rps(x: float) -> str:
     if x >= 1e6:
         return f"{x / 1e6:.2f}M"
     return f"{x / 1000:.1f}k" if x >= 10000 else f"{x:,.0f}"
+
+
+def fmt_sleeps(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def fmt_ms(x: float | None) -> str:
@@ -676,12 +687,13 @@ def render_markdown(doc: dict) -> str:
             lines.append("")
             continue
         qiao = next((c["summary"] for c in cells if c["server"] == "qiao" and c.get("summary")), None)
-        lines.append("| server | req/s median (min–max) | ÷ qiao | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req | server CPU % | wrk CPU % | other CPU % |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| server | req/s median (min–max) | ÷ qiao | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req "
+                     "| server CPU % | wrk CPU % | wrk sleeps/req | other CPU % |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in sorted(cells, key=lambda c: -(c.get("summary") or {}).get("rps", -1)):
             s = c.get("summary")
             if not s:
-                lines.append(f"| {c['server']} | {c['status']} | | | | | | | | | |")
+                lines.append(f"| {c['server']} | {c['status']} | | | | | | | | | | |")
                 continue
             ratio = f"{s['rps'] / qiao['rps']:.2f}" if qiao and qiao["rps"] else "–"
             err = f"{s['errors']}" + (f" ({s['non2xx']} non-2xx)" if s["non2xx"] else "")
@@ -689,7 +701,8 @@ def render_markdown(doc: dict) -> str:
             lines.append(
                 f"| {c['server']}{note} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–{fmt_rps(s['rps_max'])}) | {ratio} "
                 f"| {fmt_ms(s['p50'])} | {fmt_ms(s['p99'])} | {err} | {s['rss_mib']:.1f} | {s['cpu_us']:.1f} "
-                f"| {s['cpu_pct']:.0f} | {s['client_cpu_pct']:.0f} | {s.get('other_cpu_pct', 0):.0f} |"
+                f"| {s['cpu_pct']:.0f} | {s['client_cpu_pct']:.0f} | {fmt_sleeps(s.get('client_sleeps'))} "
+                f"| {s.get('other_cpu_pct', 0):.0f} |"
             )
         f = floor.get(wl.app)
         if wl.name == "sleep10":
