@@ -11,7 +11,9 @@ pub mod testing;
 pub use chunked::{encode_chunk_header, ChunkedDecoder, LAST_CHUNK};
 pub use date::{format_imf_fixdate, http_date, write_http_date};
 pub use error::HttpError;
-pub use request::{parse_head, percent_decode, BodyFraming, Limits, RequestHead, Version};
+pub use request::{
+    parse_content_length, parse_head, percent_decode, BodyFraming, Limits, RequestHead, Version,
+};
 pub use response::{
     body_allowed, error_response, is_hop_by_hop, is_token, is_valid_field_value, parse_status,
     reason_phrase,

@@ -410,8 +410,9 @@ fn is_valid_host(value: &[u8]) -> bool {
     })
 }
 
-/// RFC 9112 §6.3: `Content-Length = 1*DIGIT`; no sign, no list, no overflow.
-fn parse_content_length(value: &[u8]) -> Option<u64> {
+/// RFC 9112 §6.3: `Content-Length = 1*DIGIT`; no sign, no list, no overflow. (Also
+/// checks the Content-Length an application sends, `wsgi::response`.)
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
         return None;
     }
@@ -1224,6 +1225,15 @@ mod tests {
     }
 
     /// RFC 9112 §6.3 item 5 / §6.2: Content-Length = 1*DIGIT, exactly once.
+    #[test]
+    fn content_length_values_parse_as_digits_only() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b"13"), Some(13));
+        assert_eq!(parse_content_length(b"+1"), None);
+        assert_eq!(parse_content_length(b"1\xff"), None);
+        assert_eq!(parse_content_length(b"99999999999999999999"), None);
+    }
+
     #[test]
     fn content_length_rules() {
         assert_eq!(
