@@ -9,7 +9,7 @@ pub mod response;
 pub mod testing;
 
 pub use chunked::{encode_chunk_header, ChunkedDecoder, LAST_CHUNK};
-pub use date::{format_imf_fixdate, http_date, write_http_date};
+pub use date::{format_imf_fixdate, write_http_date};
 pub use error::HttpError;
 pub use request::{
     parse_content_length, parse_head, percent_decode, BodyFraming, Limits, RequestHead, Version,

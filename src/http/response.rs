@@ -1,6 +1,6 @@
 //! Checks and writes the response side: the app's status and header fields, and our own error responses.
 
-use super::date::http_date;
+use super::date::write_http_date;
 use super::error::HttpError;
 
 /// PEP 3333 `start_response` status: `"200 OK"`, i.e. exactly three digits
@@ -142,7 +142,7 @@ pub fn error_response(err: HttpError, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     out.extend_from_slice(len_text);
     out.extend_from_slice(b"\r\nConnection: close\r\nDate: ");
-    out.extend_from_slice(&http_date());
+    write_http_date(out);
     out.extend_from_slice(b"\r\nServer: qiao\r\n\r\n");
     out.extend_from_slice(code_text);
     out.push(b' ');

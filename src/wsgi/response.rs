@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::http::{
-    body_allowed, encode_chunk_header, http_date, is_hop_by_hop, is_token, is_valid_field_value,
-    parse_content_length, parse_status, LAST_CHUNK,
+    body_allowed, encode_chunk_header, is_hop_by_hop, is_token, is_valid_field_value,
+    parse_content_length, parse_status, write_http_date, LAST_CHUNK,
 };
 use crate::server::output::Output;
 
@@ -268,7 +268,7 @@ impl Response {
         }
         if !self.has_date {
             head.extend_from_slice(b"Date: ");
-            head.extend_from_slice(&http_date());
+            write_http_date(head);
             head.extend_from_slice(b"\r\n");
         }
         if !self.has_server {
@@ -373,7 +373,7 @@ impl Response {
         head.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
         head.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         head.extend_from_slice(b"\r\nDate: ");
-        head.extend_from_slice(&http_date());
+        write_http_date(head);
         head.extend_from_slice(b"\r\nServer: qiao\r\nConnection: close\r\n\r\n");
         self.out.buf.extend(head);
         if !self.facts.head_request {
