@@ -18,7 +18,6 @@ use crate::server::{self, listener};
 use crate::wsgi::environ::Template;
 use crate::wsgi::errors::Errors;
 use crate::wsgi::file_wrapper::FileWrapper;
-use crate::wsgi::input::Input;
 use crate::wsgi::Context;
 
 #[pyclass(module = "qiao._qiao", frozen)]
@@ -101,7 +100,6 @@ impl Engine {
                 error_log,
                 access_log,
                 environ,
-                empty_input: Py::new(py, Input::buffered(bytes::Bytes::new()))?,
                 interrupt: Mutex::new(None),
                 served: AtomicU64::new(0),
                 board: scoreboard.map(|b| (b, slot)),

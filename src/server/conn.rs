@@ -310,6 +310,7 @@ impl Connection {
         // The ends of a connection (reject, timed_out, close_with, linger) are awaited
         // boxed: this future is moved whole when its task starts and ends, and inline
         // they made it 1,360 bytes instead of 1,096.
+        let mut repeat = false;
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
             // the header timeout from the first byte of the request on.
@@ -362,8 +363,10 @@ impl Connection {
                 ),
                 peer: self.peer.clone(),
                 force_close,
+                repeat,
                 started,
             };
+            repeat = true;
             // Inline, without an async call in between: the Exchange is then moved once
             // less (it is ~350 bytes).
             let mut step = if self.shared.inline() {

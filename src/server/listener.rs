@@ -149,18 +149,12 @@ impl Listener {
                     Some(local) => local.clone(),
                     None => Arc::new(host_port(sock_addr(&sockname(fd.as_raw_fd())?)?)),
                 };
-                let peer = Peer {
-                    remote: host_port(sock_addr(&remote)?),
-                    local,
-                };
+                let peer = Peer::new(host_port(sock_addr(&remote)?), local);
                 Ok((Conn::new(fd), peer))
             }
             Listener::Unix(l, local) => {
                 let (fd, _) = l.async_io(Interest::READABLE, accept).await?;
-                let peer = Peer {
-                    remote: HostPort::new(String::new(), String::new()),
-                    local: local.clone(),
-                };
+                let peer = Peer::new(HostPort::new(String::new(), String::new()), local.clone());
                 Ok((Conn::new(fd), peer))
             }
         }

@@ -1,7 +1,7 @@
 //! Builds the environ dict: a copy of a per-server template plus the request's own keys
 //! (PEP 3333 "environ Variables"), with interned key strings and cached `HTTP_*` names.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -9,13 +9,17 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::config::Settings;
 use crate::http::{percent_decode, RequestHead};
+use crate::wsgi::input::Input;
+use crate::wsgi::response::KeptStartResponse;
 
-/// A host and port as the environ shows them, with their `str` objects made at first use
-/// and shared after: by the requests of a connection (the remote side) or by every
-/// connection of a listener (the local side).
+/// A host and port as the environ shows them.
 pub struct HostPort {
     pub host: String,
     pub port: String,
+    /// The two as `str`s, made at first use and shared after by every connection of a
+    /// listener (only the local side uses this: a connection's remote side goes into its
+    /// own environ base once, see `Peer`).
+    ///
     /// A std `OnceLock`, not pyo3's `PyOnceLock`: it is only ever filled with the GIL held
     /// by code that cannot let go of it (making two `str`s), so the GIL already keeps a
     /// second thread out, and pyo3's machinery for waiting without the GIL cost ~700
@@ -36,40 +40,43 @@ impl HostPort {
         self.strings
             .get_or_init(|| [&self.host, &self.port].map(|s| latin1(py, s.as_bytes()).unbind()))
     }
-
-    /// Sets `host_key` and `port_key` in `env`. The `str`s are cached for the next requests
-    /// when `again` (the connection may carry more), else made for this environ alone: then
-    /// no Python object outlives the request, to be let go later without the GIL through
-    /// pyo3's deferred decref, which cost ~1,100 instructions per `Connection: close`
-    /// request (callgrind).
-    fn set_in(
-        &self,
-        env: &Bound<'_, PyDict>,
-        host_key: &Py<PyString>,
-        port_key: &Py<PyString>,
-        again: bool,
-    ) -> PyResult<()> {
-        let py = env.py();
-        if again {
-            let [host, port] = self.strings(py);
-            env.set_item(host_key, host)?;
-            env.set_item(port_key, port)
-        } else {
-            env.set_item(host_key, latin1(py, self.host.as_bytes()))?;
-            env.set_item(port_key, latin1(py, self.port.as_bytes()))
-        }
-    }
 }
 
-/// Who is on each side of a connection, as the environ reports it.
+/// One connection as the WSGI side sees it: who is on each side (the environ reports
+/// it), and the Python objects its requests reuse from one to the next. Those are made
+/// at its second request that is not its last (a connection that carries one request
+/// keeps nothing), and only ever used with the GIL held, so their locks are never
+/// contended.
 pub struct Peer {
     /// REMOTE_ADDR / REMOTE_PORT (empty on a Unix socket).
     pub remote: HostPort,
     /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
     pub local: Arc<HostPort>,
+    /// This connection's own environ base (see `Template::connection_environ`).
+    base: Mutex<Option<ConnectionBase>>,
+    pub start_response: Mutex<Option<KeptStartResponse>>,
+}
+
+impl Peer {
+    pub fn new(remote: HostPort, local: Arc<HostPort>) -> Peer {
+        Peer {
+            remote,
+            local,
+            base: Mutex::new(None),
+            start_response: Mutex::new(None),
+        }
+    }
+}
+
+/// The template with the keys that stay the same from one request of a connection to the
+/// next already set, for `host` (the Host header it was made with).
+struct ConnectionBase {
+    host: Option<Box<[u8]>>,
+    dict: Py<PyDict>,
 }
 
 /// Request headers common enough to keep their environ key as an interned string.
+/// (`HOST` is the index of the first.)
 const COMMON_HEADERS: [&str; 20] = [
     "host",
     "user-agent",
@@ -92,6 +99,7 @@ const COMMON_HEADERS: [&str; 20] = [
     "pragma",
     "sec-fetch-mode",
 ];
+const HOST: usize = 0;
 
 /// Interned keys and the dict every environ starts as.
 pub struct Template {
@@ -111,6 +119,11 @@ pub struct Template {
     k_raw_uri: Py<PyString>,
     k_request_uri: Py<PyString>,
     common: Vec<Py<PyString>>,
+    /// The `wsgi.input` of every request without a body, the template's own. It has
+    /// nothing to read and so no state to keep, and one object serves them all: making
+    /// and freeing one per request cost ~400 instructions, 2.5 % of a hello request
+    /// (callgrind).
+    pub empty_input: Py<Input>,
     /// The method of most requests that are not GETs, kept as a shared str object.
     post: Py<PyString>,
     root_path: Vec<u8>,
@@ -212,6 +225,7 @@ impl Template {
             k_raw_uri: interned(py, "RAW_URI"),
             k_request_uri: interned(py, "REQUEST_URI"),
             common,
+            empty_input: Py::new(py, Input::buffered(bytes::Bytes::new()))?,
             post: interned(py, "POST"),
             root_path: settings.root_path.as_bytes().to_vec(),
             https: settings.url_scheme == "https",
@@ -221,36 +235,38 @@ impl Template {
         // instead of growing the dict. Without this, most environs were resized once
         // (perf, hello: dictresize ~1% of the worker's CPU).
         let base = template.base.bind(py);
-        // The method and protocol of nearly every request are the template's own values,
-        // left as they are when the request has them: one dict store fewer each (~150
-        // instructions, 1 % of a hello request, callgrind).
-        base.set_item(&template.k_method, interned(py, "GET"))?;
-        base.set_item(&template.k_protocol, interned(py, "HTTP/1.1"))?;
         for key in [
             &template.k_path_info,
-            &template.k_query,
             &template.k_raw_uri,
             &template.k_request_uri,
             &template.k_remote_addr,
             &template.k_remote_port,
-            &template.k_input,
             &template.k_server_name,
             &template.k_server_port,
         ] {
             base.set_item(key, py.None())?;
         }
+        // The values of nearly every request are the template's own, left as they are when
+        // the request has them: one dict store fewer each (~150 instructions, 1 % of a
+        // hello request, callgrind).
+        base.set_item(&template.k_method, interned(py, "GET"))?;
+        base.set_item(&template.k_protocol, interned(py, "HTTP/1.1"))?;
+        base.set_item(&template.k_query, PyString::new(py, ""))?;
+        base.set_item(&template.k_input, &template.empty_input)?;
         Ok(template)
     }
 
-    /// The environ of one request.
+    /// The environ of one request. `input` is its `wsgi.input` (`empty_input` when it has
+    /// no body); `keep`: the connection keeps what it can reuse (see `Peer`).
     pub fn build<'py>(
         &self,
         py: Python<'py>,
         head: &RequestHead,
         peer: &Peer,
-        input: Bound<'py, PyAny>,
+        input: &Bound<'py, Input>,
+        keep: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let env = self.base.bind(py).copy()?;
+        let env = self.connection_environ(py, head, peer, keep)?;
         let method = head.method();
         match method {
             b"GET" => {} // the template's
@@ -271,7 +287,10 @@ impl Template {
             env.set_item(&self.k_script_name, "")?;
         }
         env.set_item(&self.k_path_info, latin1(py, path))?;
-        env.set_item(&self.k_query, latin1(py, head.query()))?;
+        let query = head.query();
+        if !query.is_empty() {
+            env.set_item(&self.k_query, latin1(py, query))?;
+        }
         let target = latin1(py, head.target());
         env.set_item(&self.k_raw_uri, &target)?;
         env.set_item(&self.k_request_uri, target)?;
@@ -279,21 +298,16 @@ impl Template {
         if version != b"HTTP/1.1" {
             env.set_item(&self.k_protocol, latin1(py, version))?;
         }
-        peer.remote.set_in(
-            &env,
-            &self.k_remote_addr,
-            &self.k_remote_port,
-            head.keep_alive,
-        )?;
-        let [local_host, local_port] = peer.local.strings(py);
-        env.set_item(&self.k_input, input)?;
+        if !input.is(&self.empty_input) {
+            env.set_item(&self.k_input, input)?;
+        }
 
-        let mut host_seen = false;
         // Which of the common headers and Content-Type were set already: only a repeat needs
         // the dict looked up to join onto (saves a lookup per header).
         let mut seen: u32 = 0;
         const CONTENT_TYPE_SEEN: u32 = 1 << COMMON_HEADERS.len();
         const _: () = assert!(COMMON_HEADERS.len() < 32, "`seen` has a bit per header");
+        const _: () = assert!(COMMON_HEADERS[HOST].len() == 4, "the Host header is common");
         for i in 0..head.headers.len() {
             let name = head.header_name(i);
             let value = head.header_value(i);
@@ -307,27 +321,12 @@ impl Template {
                 env.set_item(&self.k_content_length, latin1(py, value))?;
                 continue;
             }
-            if !host_seen && name.eq_ignore_ascii_case(b"host") {
-                host_seen = true;
-                // RFC 3875 §4.1.14-15: SERVER_NAME is the host the client addressed;
-                // SERVER_PORT the port the request came in on (the Host's port on a
-                // Unix socket, which has none).
-                let (host, port) = split_host(value);
-                env.set_item(&self.k_server_name, latin1(py, host))?;
-                if peer.local.port.is_empty() {
-                    let default_port: &[u8] = if self.https { b"443" } else { b"80" };
-                    env.set_item(
-                        &self.k_server_port,
-                        latin1(py, port.unwrap_or(default_port)),
-                    )?;
-                } else {
-                    env.set_item(&self.k_server_port, local_port)?;
-                }
-            }
             let common = COMMON_HEADERS
                 .iter()
                 .position(|c| c.len() == name.len() && c.as_bytes().eq_ignore_ascii_case(name));
             match common {
+                // Set with the connection's keys (the parser let only one through).
+                Some(HOST) => {}
                 Some(idx) => {
                     let again = seen & (1 << idx) != 0;
                     seen |= 1 << idx;
@@ -343,11 +342,75 @@ impl Template {
                 }
             }
         }
-        if !host_seen {
-            env.set_item(&self.k_server_name, local_host)?;
-            env.set_item(&self.k_server_port, local_port)?;
-        }
         Ok(env)
+    }
+
+    /// A new environ with the keys a connection's requests share set: the peer's address,
+    /// SERVER_NAME and SERVER_PORT, and HTTP_HOST.
+    ///
+    /// When `keep`, the connection makes these once, into its own copy of the template,
+    /// and its later requests with the same Host copy that: five dict stores and three
+    /// `str`s fewer each, ~1,000 instructions of a hello request (callgrind).
+    fn connection_environ<'py>(
+        &self,
+        py: Python<'py>,
+        head: &RequestHead,
+        peer: &Peer,
+        keep: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let host = head.host();
+        let base = keep.then(|| peer.base.lock().ok()).flatten();
+        if let Some(mut base) = base {
+            match &*base {
+                Some(made) if made.host.as_deref() == host => return made.dict.bind(py).copy(),
+                // The Host changed: the base stays for the one it was made for.
+                Some(_) => {}
+                None => {
+                    let dict = self.base.bind(py).copy()?;
+                    self.set_connection_keys(&dict, host, peer)?;
+                    let env = dict.copy()?;
+                    *base = Some(ConnectionBase {
+                        host: host.map(Box::from),
+                        dict: dict.unbind(),
+                    });
+                    return Ok(env);
+                }
+            }
+        }
+        let env = self.base.bind(py).copy()?;
+        self.set_connection_keys(&env, host, peer)?;
+        Ok(env)
+    }
+
+    fn set_connection_keys(
+        &self,
+        env: &Bound<'_, PyDict>,
+        host: Option<&[u8]>,
+        peer: &Peer,
+    ) -> PyResult<()> {
+        let py = env.py();
+        env.set_item(&self.k_remote_addr, latin1(py, peer.remote.host.as_bytes()))?;
+        env.set_item(&self.k_remote_port, latin1(py, peer.remote.port.as_bytes()))?;
+        let [local_host, local_port] = peer.local.strings(py);
+        let Some(host) = host else {
+            env.set_item(&self.k_server_name, local_host)?;
+            return env.set_item(&self.k_server_port, local_port);
+        };
+        env.set_item(&self.common[HOST], latin1(py, host))?;
+        // RFC 3875 §4.1.14-15: SERVER_NAME is the host the client addressed; SERVER_PORT
+        // the port the request came in on (the Host's port on a Unix socket, which has
+        // none).
+        let (name, port) = split_host(host);
+        env.set_item(&self.k_server_name, latin1(py, name))?;
+        if peer.local.port.is_empty() {
+            let default_port: &[u8] = if self.https { b"443" } else { b"80" };
+            env.set_item(
+                &self.k_server_port,
+                latin1(py, port.unwrap_or(default_port)),
+            )
+        } else {
+            env.set_item(&self.k_server_port, local_port)
+        }
     }
 
     /// Sets `key`, joining with "," onto a value a repeated header already set

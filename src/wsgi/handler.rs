@@ -47,6 +47,8 @@ pub struct Exchange {
     pub peer: Arc<Peer>,
     /// The connection closes after this request (shutting down, or one-request mode).
     pub force_close: bool,
+    /// The connection carried a request before this one.
+    pub repeat: bool,
     pub started: Instant,
 }
 
@@ -100,11 +102,13 @@ struct Live {
 
 impl Drop for Waiting {
     /// A paused request dropped without being resumed (its connection was cut at the end
-    /// of a stop's grace period): PEP 3333 still wants the iterable's `close()`.
+    /// of a stop's grace period): PEP 3333 still wants the iterable's `close()`. The
+    /// response goes too: it may hold the `write` that holds its `StartResponse`.
     fn drop(&mut self) {
         if let Some(req) = self.req.take() {
             Python::attach(|py| {
                 let _ = close_iterable(req.iterable.bind(py));
+                req.sr.bind(py).borrow_mut().resp = None;
             });
         }
     }
@@ -151,31 +155,34 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         out,
         peer,
         force_close,
+        repeat,
         started,
     } = ex;
+    // A connection that carried a request before and may carry more keeps what its
+    // requests can reuse (see `Peer`).
+    let keep = repeat && head.keep_alive && !force_close;
     let facts = RequestFacts {
         head_request: head.method() == b"HEAD",
         http11: head.version == Version::Http11,
         keep_alive: head.keep_alive,
     };
     let input = match request_body {
-        Body::Empty => Ok(ctx.empty_input.bind(py).clone()),
+        Body::Empty => Ok(ctx.environ.empty_input.bind(py).clone()),
         Body::Buffered(b) => Bound::new(py, Input::buffered(b)),
         Body::Object(obj) => Bound::new(py, Input::object(py, obj)),
         Body::Spooled { file, len } => Bound::new(py, Input::spooled(file, len)),
         Body::Stream { already, stream } => Bound::new(py, Input::streamed(already, stream)),
     };
-    let sr = StartResponse {
-        resp: Some(Response::new(out, facts, force_close)),
-    };
-    let (input, sr) = match (input, Bound::new(py, sr)) {
+    let resp = Response::new(out, facts, force_close);
+    let sr = StartResponse::for_request(py, &peer.start_response, resp, keep);
+    let (input, sr) = match (input, sr) {
         (Ok(i), Ok(s)) => (i, s),
         (Err(e), _) | (_, Err(e)) => panic!("cannot allocate request objects: {e}"),
     };
 
     let result = ctx
         .environ
-        .build(py, &head, &peer, input.as_any().clone())
+        .build(py, &head, &peer, &input, keep)
         .and_then(|environ| ctx.app.bind(py).call1((environ, &sr)));
     let iterable = match result {
         Ok(iterable) => iterable,

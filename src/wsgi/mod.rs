@@ -28,10 +28,6 @@ pub struct Context {
     pub access_log: Option<AccessLog>,
     /// The per-server part of every environ, copied per request.
     pub environ: environ::Template,
-    /// The `wsgi.input` of every request without a body. It has nothing to read and so no
-    /// state to keep, and one object serves them all: making and freeing one per request
-    /// cost ~400 instructions, 2.5 % of a hello request (callgrind).
-    pub empty_input: Py<input::Input>,
     /// A KeyboardInterrupt or SystemExit raised inside the app: it stops the server.
     pub interrupt: Mutex<Option<PyErr>>,
     /// Requests served, for `max_requests`.

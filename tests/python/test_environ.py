@@ -167,6 +167,52 @@ def test_remote_addr_on_every_request_of_a_connection(threads):
                 assert env["REMOTE_PORT"] == str(c.sock.getsockname()[1])
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_connection_keys_follow_each_request(threads):
+    """A keep-alive connection keeps its own copy of the environ's shared keys from its
+    second request on (REMOTE_*, SERVER_NAME/SERVER_PORT, HTTP_HOST: RFC 3875 §4.1.8,
+    §4.1.14-15). Every request must still see its own: after an app cleared its environ,
+    when the Host changes, on HTTP/1.0 without Host, and back; the query and body of an
+    earlier request never carry over (PEP 3333, environ)."""
+    with (
+        running_server("echo_environ:app", "--threads", threads) as server,
+        Conn(server.port) as c,
+    ):
+        client_port = str(c.sock.getsockname()[1])
+
+        def env(request):
+            resp = c.request(request)
+            assert resp.status == 200, resp
+            report = json.loads(resp.body)
+            assert report["environ"]["REMOTE_ADDR"] == "127.0.0.1"
+            assert report["environ"]["REMOTE_PORT"] == client_port
+            assert report["environ"]["SERVER_PORT"] == str(server.port)
+            return report
+
+        def host_keys(report):
+            e = report["environ"]
+            return e.get("HTTP_HOST"), e["SERVER_NAME"]
+
+        a = ("a.example:81", "a.example")
+        for request in (get("/", host=a[0]), get("/?mutate", host=a[0])):
+            assert host_keys(env(request)) == a
+        # The base made at the second request; that request's app cleared its own copy.
+        assert host_keys(env(get("/", host=a[0]))) == a
+        assert host_keys(env(get("/", host="b.example"))) == ("b.example", "b.example")
+        http10 = env(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert host_keys(http10) == (None, "127.0.0.1")
+        posted = env(
+            f"POST /p?x=1 HTTP/1.1\r\nHost: {a[0]}\r\nContent-Length: 2\r\n\r\nhi".encode()
+        )
+        assert host_keys(posted) == a
+        assert posted["body"] == "hi" and posted["environ"]["QUERY_STRING"] == "x=1"
+        after = env(get("/", host=a[0]))
+        assert host_keys(after) == a
+        assert after["body"] == "" and after["environ"]["QUERY_STRING"] == ""
+        assert after["environ"]["REQUEST_METHOD"] == "GET"
+        assert "CONTENT_LENGTH" not in after["environ"]
+
+
 def _http10_env(addr):
     """The environ of an HTTP/1.0 request without a Host header."""
     with Conn(addr) as c:

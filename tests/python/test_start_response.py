@@ -112,6 +112,20 @@ def test_write_belongs_to_its_own_response(behaviour_server):
         assert body != b"fresh:none", body
 
 
+@pytest.mark.parametrize("query", ["sr", "weak-write"])
+def test_kept_callables_stay_with_their_response(behaviour_server, query):
+    """PEP 3333, start_response and write(): a keep-alive connection reuses its
+    start_response and write() objects for later requests when nothing else holds them.
+    One an app kept (start_response itself, or write() through a weak reference) must not
+    act on a later response on the same connection: calling it raises, or it is gone."""
+    with Conn(behaviour_server.port) as c:
+        responses = [c.request(get(f"/held?{query}")) for _ in range(4)]
+    for resp in responses:  # the first may find what an earlier test's request kept
+        assert resp.status == 200, resp
+        assert resp.body in (b"none", b"AssertionError", b"gone"), resp.body
+    assert all(resp.body != b"none" for resp in responses[1:])
+
+
 def test_write_before_iterable(behaviour_server):
     """PEP 3333, the write() callable: written data goes out before the iterable's data."""
     with Conn(behaviour_server.port) as c:

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from urllib.parse import parse_qs
 
 _lock = threading.Lock()
@@ -330,6 +331,37 @@ def write_stale(environ, start_response):
     return [outcome]
 
 
+_HELD = []
+
+
+def held(environ, start_response):
+    """Starts its response, then calls what the previous request to this route kept, and
+    keeps this request's: with `?sr` its start_response (called again with exc_info,
+    which may replace headers not yet sent), else its write() through a weak reference
+    only. Answers with what that call did."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    outcome = b"none"
+    if _HELD:
+        old = _HELD.pop()
+        call = old() if isinstance(old, weakref.ref) else old
+        if call is None:
+            outcome = b"gone"
+        else:
+            try:
+                if call is old:
+                    try:
+                        raise RuntimeError("stale")
+                    except RuntimeError:
+                        call("500 Stale", [], sys.exc_info())
+                else:
+                    call(b"stale!")
+                outcome = b"accepted"
+            except Exception as exc:  # noqa: BLE001 - any exception is the behaviour under test
+                outcome = type(exc).__name__.encode()
+    _HELD.append(start_response if environ["QUERY_STRING"] == "sr" else weakref.ref(write))
+    return [outcome]
+
+
 # --- response framing -------------------------------------------------------------------------
 
 
@@ -614,6 +646,7 @@ ROUTES = {
     "/lazy-start": lazy_start,
     "/write": write_then_iter,
     "/write-stale": write_stale,
+    "/held": held,
     "/generator": generator,
     "/single": single,
     "/sequence": sequence,
