@@ -136,7 +136,10 @@ class FileWrapper:
 
 @final
 class StartResponse:
-    """The ``start_response`` callable; returns the PEP 3333 ``write`` callable."""
+    """One response: the app is handed its bound ``start_response``, which returns its
+    bound ``write`` (PEP 3333)."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Callable[[bytes], None]: ...
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]: ...
     def write(self, data: bytes) -> None: ...

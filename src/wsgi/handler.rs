@@ -15,7 +15,9 @@ use crate::server::output::Output;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::{Input, Stream};
-use crate::wsgi::response::{push, push_now, type_name, RequestFacts, Response, StartResponse};
+use crate::wsgi::response::{
+    push, push_now, type_name, RequestFacts, Responder, Response, StartResponse,
+};
 use crate::wsgi::Context;
 
 /// The request body as the connection hands it over.
@@ -174,8 +176,8 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         Body::Stream { already, stream } => Bound::new(py, Input::streamed(already, stream)),
     };
     let resp = Response::new(out, facts, force_close);
-    let sr = StartResponse::for_request(py, &peer.start_response, resp, keep);
-    let (input, sr) = match (input, sr) {
+    let responder = StartResponse::for_request(py, &peer.start_response, resp, keep);
+    let (input, Responder { sr, start }) = match (input, responder) {
         (Ok(i), Ok(s)) => (i, s),
         (Err(e), _) | (_, Err(e)) => panic!("cannot allocate request objects: {e}"),
     };
@@ -183,7 +185,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
     let result = ctx
         .environ
         .build(py, &head, &peer, &input, keep)
-        .and_then(|environ| ctx.app.bind(py).call1((environ, &sr)));
+        .and_then(|environ| ctx.app.bind(py).call1((environ, start)));
     let iterable = match result {
         Ok(iterable) => iterable,
         Err(err) => {

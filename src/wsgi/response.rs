@@ -391,7 +391,12 @@ impl Response {
     }
 }
 
-/// The `start_response` callable handed to the app; `write` is what it returns.
+/// One response as the app sees it: the app is handed this object's bound
+/// `start_response` method, which returns its bound `write`.
+///
+/// Bound methods, not the object itself made callable: a call to a method goes through
+/// CPython's vectorcall with its arguments in place, where a call to an object makes a
+/// tuple of them for `__call__` (~250 instructions of every response, callgrind).
 #[pyclass(module = "qiao._qiao")]
 pub struct StartResponse {
     pub resp: Option<Response>,
@@ -405,31 +410,41 @@ impl StartResponse {
     }
 }
 
-/// A connection's `start_response` and its bound `write`, kept from one of its requests
-/// to the next instead of made and freed for each: ~700 instructions of a hello request
-/// (callgrind).
+/// A connection's `StartResponse` with its two bound methods, kept from one of its
+/// requests to the next instead of made and freed for each: ~950 instructions of a hello
+/// request (callgrind).
 pub struct KeptStartResponse {
     sr: Py<StartResponse>,
+    start: Py<PyAny>,
     write: Py<PyAny>,
 }
 
 impl KeptStartResponse {
-    /// Nothing but this holds the two (the `write` holds the `StartResponse`): no code
-    /// can tell them from new ones. (Neither can be weakly referenced: `StartResponse`
-    /// does not support it, and `write` has no weak reference.)
+    /// Nothing but this holds the three (each method holds the `StartResponse`): no code
+    /// can tell them from new ones. (None can be weakly referenced: `StartResponse` does
+    /// not support it, and neither method has a weak reference.)
     fn unshared(&self) -> bool {
-        let (sr, write) = (self.sr.as_ptr(), self.write.as_ptr());
-        // SAFETY: both are live objects (we hold them); `write` is read as a builtin
+        // SAFETY: all three are live objects (we hold them); a method is read as a builtin
         // method object only once its type says it is one.
-        unsafe {
-            ffi::Py_REFCNT(sr) == 2
-                && ffi::Py_REFCNT(write) == 1
-                && ffi::PyCFunction_Check(write) != 0
-                && (*write.cast::<ffi::PyCFunctionObject>())
+        unsafe fn alone(method: *mut ffi::PyObject) -> bool {
+            ffi::Py_REFCNT(method) == 1
+                && ffi::PyCFunction_Check(method) != 0
+                && (*method.cast::<ffi::PyCFunctionObject>())
                     .m_weakreflist
                     .is_null()
         }
+        unsafe {
+            ffi::Py_REFCNT(self.sr.as_ptr()) == 3
+                && alone(self.start.as_ptr())
+                && alone(self.write.as_ptr())
+        }
     }
+}
+
+/// What a request's app is handed: the response's holder and its bound `start_response`.
+pub struct Responder<'py> {
+    pub sr: Bound<'py, StartResponse>,
+    pub start: Bound<'py, PyAny>,
 }
 
 impl StartResponse {
@@ -441,33 +456,38 @@ impl StartResponse {
         kept: &Mutex<Option<KeptStartResponse>>,
         mut resp: Response,
         keep: bool,
-    ) -> PyResult<Bound<'py, StartResponse>> {
+    ) -> PyResult<Responder<'py>> {
         let slot = keep.then(|| kept.lock().ok()).flatten();
         let Some(mut slot) = slot else {
-            return Bound::new(py, StartResponse { resp: Some(resp) });
+            let sr = Bound::new(py, StartResponse { resp: Some(resp) })?;
+            let start = bound(&sr, &START)?;
+            return Ok(Responder { sr, start });
         };
         if let Some(k) = slot.as_ref().filter(|k| k.unshared()) {
             resp.write = Some(k.write.clone_ref(py));
             let sr = k.sr.bind(py).clone();
             sr.borrow_mut().resp = Some(resp);
-            return Ok(sr);
+            let start = k.start.bind(py).clone();
+            return Ok(Responder { sr, start });
         }
         let sr = Bound::new(py, StartResponse { resp: None })?;
-        let write = bound_write(&sr)?;
+        let (start, write) = (bound(&sr, &START)?, bound(&sr, &WRITE)?);
         resp.write = Some(write.clone().unbind());
         sr.borrow_mut().resp = Some(resp);
         *slot = Some(KeptStartResponse {
             sr: sr.clone().unbind(),
+            start: start.clone().unbind(),
             write: write.unbind(),
         });
-        Ok(sr)
+        Ok(Responder { sr, start })
     }
 }
 
 #[pymethods]
 impl StartResponse {
+    /// PEP 3333 "The start_response() Callable".
     #[pyo3(signature = (status, headers, exc_info = None))]
-    fn __call__(
+    fn start_response(
         slf: &Bound<'_, Self>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
@@ -481,7 +501,7 @@ impl StartResponse {
         };
         match kept {
             Some(write) => Ok(write),
-            None => bound_write(slf).map(Bound::unbind),
+            None => bound(slf, &WRITE).map(Bound::unbind),
         }
     }
 
@@ -497,21 +517,38 @@ impl StartResponse {
     }
 }
 
-/// `start_response`'s own `write` method, bound to it: what `start_response` returns.
+/// A method of `StartResponse` (its name and the descriptor looked up at first use).
+struct Method {
+    name: &'static str,
+    descr: OnceLock<Py<PyAny>>,
+}
+
+static START: Method = Method {
+    name: "start_response",
+    descr: OnceLock::new(),
+};
+static WRITE: Method = Method {
+    name: "write",
+    descr: OnceLock::new(),
+};
+
+/// `method` bound to `sr`.
 ///
 /// The class's method descriptor is looked up once and bound directly, which is what
 /// `getattr` ends up doing after searching the type and the instance on every call
 /// (~150 instructions of every response, callgrind).
-fn bound_write<'py>(sr: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, PyAny>> {
-    static WRITE: OnceLock<Py<PyAny>> = OnceLock::new();
+fn bound<'py>(sr: &Bound<'py, StartResponse>, method: &Method) -> PyResult<Bound<'py, PyAny>> {
     let py = sr.py();
-    let descr = match WRITE.get() {
+    let descr = match method.descr.get() {
         Some(descr) => descr,
         None => {
             // Made with the GIL held and without releasing it, so no other thread can be
             // here at the same time (a std OnceLock, as in environ.rs).
-            let descr = py.get_type::<StartResponse>().getattr("write")?.unbind();
-            WRITE.get_or_init(|| descr)
+            let descr = py
+                .get_type::<StartResponse>()
+                .getattr(method.name)?
+                .unbind();
+            method.descr.get_or_init(|| descr)
         }
     };
     // SAFETY: `descr` is the class's method descriptor, whose type has a `tp_descr_get`
@@ -519,7 +556,7 @@ fn bound_write<'py>(sr: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, PyAny
     unsafe {
         let get = (*ffi::Py_TYPE(descr.as_ptr()))
             .tp_descr_get
-            .ok_or_else(|| PyTypeError::new_err("StartResponse.write is not a descriptor"))?;
+            .ok_or_else(|| PyTypeError::new_err("a StartResponse method is not a descriptor"))?;
         let bound = get(
             descr.as_ptr(),
             sr.as_ptr(),
