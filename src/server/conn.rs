@@ -274,20 +274,43 @@ impl Connection {
 
     /// Reads more bytes, first writing any pending output.
     ///
+    /// An idle wait (for the next request, nothing of it read yet) has no timer of its
+    /// own: its deadline goes into its slot in `Shared::idle`, and the loop's ticker ends
+    /// it once past (`Idle::end_expired`, every `SIGNAL_POLL`, so up to 100 ms late).
+    /// Resetting the connection's timer for each wait, and racing it against the read,
+    /// cost ~280 instructions of a hello request (callgrind: 11.56k -> 11.28k). Other
+    /// waits (the rest of a head or a body, whose ends answer 408) keep the timer.
+    ///
     /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
     /// cutting it: the client may be sending its next request right now, and closing
     /// under it would lose that request. Such a request is answered with
     /// `Connection: close`. (A wait already in progress when the stop comes is ended by
-    /// the stop itself, see `Idle`.)
+    /// the stop itself, see `Idle`.) Once stopping, an idle wait uses the timer too: the
+    /// ticker ends early when the app raised KeyboardInterrupt.
     async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
         if !self.flush_before_read().await {
             return Err(ReadEnd::Closed);
         }
+        let stopping = self.shared.stopping.get();
+        if idle && !stopping {
+            let _waiting = self
+                .shared
+                .idle
+                .waiting(self.slot, self.conn.fd(), deadline);
+            return match self.conn.read_buf(&mut self.rbuf).await {
+                Ok(0) | Err(_) => Err(ReadEnd::Closed),
+                Ok(_) => Ok(()),
+            };
+        }
         let mut deadline = deadline;
-        if idle && self.shared.stopping.get() {
+        if idle {
             deadline = deadline.min(Instant::now() + STOP_LINGER);
         }
-        let _waiting = idle.then(|| self.shared.idle.waiting(self.slot, self.conn.fd()));
+        let _waiting = idle.then(|| {
+            self.shared
+                .idle
+                .waiting(self.slot, self.conn.fd(), deadline)
+        });
         // `read_by` inline: handed to it, the read future is moved into its state, which
         // cost ~170 instructions (1 %) per keep-alive request (callgrind, 5 runs each).
         let timer = timer_at(&mut self.timer, deadline);

@@ -1,5 +1,5 @@
 //! The connections waiting for their next request, so that a graceful stop can end those
-//! waits.
+//! waits, and the loop's ticker those past their keep-alive deadline.
 //!
 //! A stop gives an idle keep-alive connection `STOP_LINGER` to bring a request already on
 //! its way, then ends its wait. Each wait used to race a `watch` on the stop flag, which
@@ -12,14 +12,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
+use std::time::Instant;
 
-/// No wait in progress in this slot.
-const NONE: RawFd = -1;
+/// A wait in progress: its socket and its deadline.
+#[derive(Clone, Copy)]
+struct Wait {
+    fd: RawFd,
+    deadline: Instant,
+}
 
 #[derive(Default)]
 pub struct Idle {
-    /// Per connection slot: the socket of a wait in progress, or `NONE`.
-    slots: RefCell<Vec<Cell<RawFd>>>,
+    /// Per connection slot: the wait in progress, if any.
+    slots: RefCell<Vec<Cell<Option<Wait>>>>,
     free: RefCell<Vec<usize>>,
 }
 
@@ -30,30 +35,40 @@ impl Idle {
             return slot;
         }
         let mut slots = self.slots.borrow_mut();
-        slots.push(Cell::new(NONE));
+        slots.push(Cell::new(None));
         slots.len() - 1
     }
 
     /// Gives a connection's slot back (before its socket closes).
     pub fn release(&self, slot: usize) {
-        self.slots.borrow()[slot].set(NONE);
+        self.slots.borrow()[slot].set(None);
         self.free.borrow_mut().push(slot);
     }
 
-    /// Marks the connection in `slot` as waiting for a request on `fd` until the guard goes.
-    pub fn waiting(&self, slot: usize, fd: RawFd) -> Waiting<'_> {
-        self.slots.borrow()[slot].set(fd);
+    /// Marks the connection in `slot` as waiting for a request on `fd`, until `deadline`
+    /// at most, until the guard goes.
+    pub fn waiting(&self, slot: usize, fd: RawFd, deadline: Instant) -> Waiting<'_> {
+        self.slots.borrow()[slot].set(Some(Wait { fd, deadline }));
         Waiting { idle: self, slot }
     }
 
     /// Ends every wait in progress: each one's read returns the end of the stream.
     pub fn end_waits(&self) {
+        self.end(|_| true);
+    }
+
+    /// Ends the waits whose deadline is `now` or earlier.
+    pub fn end_expired(&self, now: Instant) {
+        self.end(|wait| wait.deadline <= now);
+    }
+
+    fn end(&self, which: impl Fn(&Wait) -> bool) {
         for slot in self.slots.borrow().iter() {
-            let fd = slot.get();
-            if fd != NONE {
+            if let Some(wait) = slot.get().filter(&which) {
                 // SAFETY: a slot holds a descriptor only while its connection, which owns
                 // the open socket, waits on it (cleared before the socket closes).
-                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+                unsafe { libc::shutdown(wait.fd, libc::SHUT_RD) };
+                slot.set(None);
             }
         }
     }
@@ -67,6 +82,6 @@ pub struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.idle.slots.borrow()[self.slot].set(NONE);
+        self.idle.slots.borrow()[self.slot].set(None);
     }
 }

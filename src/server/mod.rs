@@ -171,14 +171,20 @@ async fn serve(
         tracker: Tracker::default(),
     });
 
-    // Every SIGNAL_POLL: run Python's pending signal handlers (it runs them only when
-    // asked), tell the master the loop is alive, and stop if the master is gone.
+    // Every SIGNAL_POLL: end the keep-alive waits past their deadline, run Python's
+    // pending signal handlers (it runs them only when asked), tell the master the loop is
+    // alive, and stop if the master is gone.
     let ticker = {
         let ctx = ctx.clone();
         let stop = stop.clone();
+        // Weak: the end of `serve` takes `shared` back whole for its pool.
+        let weak = Rc::downgrade(&shared);
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(SIGNAL_POLL).await;
+                if let Some(shared) = weak.upgrade() {
+                    shared.idle.end_expired(std::time::Instant::now());
+                }
                 ctx.beat();
                 if let Err(err) = Python::attach(|py| py.check_signals()) {
                     ctx.set_interrupt(err);
