@@ -177,14 +177,11 @@ async fn serve(
     let ticker = {
         let ctx = ctx.clone();
         let stop = stop.clone();
-        // Weak: the end of `serve` takes `shared` back whole for its pool.
-        let weak = Rc::downgrade(&shared);
+        let shared = shared.clone();
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(SIGNAL_POLL).await;
-                if let Some(shared) = weak.upgrade() {
-                    shared.idle.end_expired(std::time::Instant::now());
-                }
+                shared.idle.end_expired(std::time::Instant::now());
                 ctx.beat();
                 if let Err(err) = Python::attach(|py| py.check_signals()) {
                     ctx.set_interrupt(err);
@@ -286,8 +283,12 @@ async fn serve(
             ));
         }
     }
+    // Both hold `shared`: awaited once aborted, so their futures are gone and `shared`
+    // comes back whole, with the pool to stop (an abort alone only schedules that).
     ticker.abort();
     lingering.abort();
+    let _ = ticker.await;
+    let _ = lingering.await;
     let shared = Rc::try_unwrap(shared).ok();
     Ok(shared.and_then(|s| s.pool))
 }
