@@ -307,7 +307,10 @@ impl Template {
         let mut seen: u32 = 0;
         const CONTENT_TYPE_SEEN: u32 = 1 << COMMON_HEADERS.len();
         const _: () = assert!(COMMON_HEADERS.len() < 32, "`seen` has a bit per header");
-        const _: () = assert!(COMMON_HEADERS[HOST].len() == 4, "the Host header is common");
+        const _: () = assert!(
+            matches!(COMMON_HEADERS[HOST].as_bytes(), b"host"),
+            "HOST is the index of the Host header"
+        );
         for i in 0..head.headers.len() {
             let name = head.header_name(i);
             let value = head.header_value(i);
@@ -366,8 +369,7 @@ impl Template {
                 // The Host changed: the base stays for the one it was made for.
                 Some(_) => {}
                 None => {
-                    let dict = self.base.bind(py).copy()?;
-                    self.set_connection_keys(&dict, host, peer)?;
+                    let dict = self.fresh_environ(py, host, peer)?;
                     let env = dict.copy()?;
                     *base = Some(ConnectionBase {
                         host: host.map(Box::from),
@@ -377,6 +379,16 @@ impl Template {
                 }
             }
         }
+        self.fresh_environ(py, host, peer)
+    }
+
+    /// A copy of the template with the connection's keys set for `host`.
+    fn fresh_environ<'py>(
+        &self,
+        py: Python<'py>,
+        host: Option<&[u8]>,
+        peer: &Peer,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let env = self.base.bind(py).copy()?;
         self.set_connection_keys(&env, host, peer)?;
         Ok(env)

@@ -411,8 +411,9 @@ impl StartResponse {
 }
 
 /// A connection's `StartResponse` with its two bound methods, kept from one of its
-/// requests to the next instead of made and freed for each: ~950 instructions of a hello
-/// request (callgrind).
+/// requests to the next instead of made and freed for each. Keeping the object and its
+/// `write` saved ~730 instructions of a hello request (callgrind, 12.48k -> 11.75k,
+/// before the app was handed the bound `start_response`, which is kept the same way).
 pub struct KeptStartResponse {
     sr: Py<StartResponse>,
     start: Py<PyAny>,
