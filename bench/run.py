@@ -196,12 +196,28 @@ def installed_versions(packages: list[str], python: Path | None = None) -> dict[
     return json.loads(r.stdout) if r.returncode == 0 else {p: None for p in packages}
 
 
-def build_epoll_server() -> Path:
-    out = DATA / "epoll_server"
-    src = BENCH / "ref" / "epoll_server.c"
+def build_ref(name: str) -> Path:
+    """Compiles bench/ref/NAME.c into .data/NAME (again only when the source is newer)."""
+    out = DATA / name
+    src = BENCH / "ref" / f"{name}.c"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(src)], check=True, timeout=120)
+        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(out), str(src)], check=True, timeout=120)
     return out
+
+
+def core_rtt_ns() -> float | None:
+    """The round trip of a cache line between SERVER_CORE and CLIENT_CORE (ref/core_rtt.c),
+    in ns; None if the probe is not built or fails. It tells the placement of the two
+    vCPUs, which moves every server's kernel cost per request (see README, Conditions)."""
+    probe = DATA / "core_rtt"
+    if not probe.exists():
+        return None
+    try:
+        r = subprocess.run([str(probe), SERVER_CORE, CLIENT_CORE], capture_output=True, text=True,
+                           timeout=10, check=False)
+        return float(r.stdout) if r.returncode == 0 else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
 
 
 def prepare_data() -> None:
@@ -438,6 +454,9 @@ class Run:
     # How often wrk waited for data, per request: each wait is a wake-up the server's
     # sends pay for (see bench/README, the stream's bimodal runs). None in older results.
     client_sleeps_per_req: float | None = None
+    # Placement probe (core_rtt_ns) just before and just after the measured run.
+    # None in older results.
+    core_rtt_ns: tuple[float | None, float | None] | None = None
 
 
 @dataclass
@@ -451,6 +470,8 @@ class Cell:
     idle_rss_worker_kib: int | None = None
     idle_uss_worker_kib: int | None = None
     idle_pss_worker_kib: int | None = None
+    # Runs measured again because the placement of the two cores changed during them.
+    moved_runs: int = 0
 
 
 def start_server(cell: Cell, wl: Workload, python: Path) -> Server | None:
@@ -488,10 +509,12 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
         run_wrk(wl, srv.port, args.warmup)
     cpu0 = tree_cpu_seconds(srv.proc.pid)
     client0, sleeps0 = children_usage()
+    rtt0 = core_rtt_ns()
     busy0 = machine_busy_seconds()
     t0 = time.monotonic()
     r = run_wrk(wl, srv.port, wl.duration(args.duration))
     elapsed = time.monotonic() - t0
+    rtt1 = core_rtt_ns()
     cpu1 = tree_cpu_seconds(srv.proc.pid)
     client1, sleeps1 = children_usage()
     busy1 = machine_busy_seconds()
@@ -513,7 +536,19 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
         client_cpu_pct=100 * (client1 - client0) / elapsed,
         other_cpu_pct=max(0.0, 100 * ((busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)) / elapsed),
         client_sleeps_per_req=(sleeps1 - sleeps0) / reqs if reqs else None,
+        core_rtt_ns=(rtt0, rtt1),
     )
+
+
+# A run whose placement probe differs this much before and after it saw the two cores
+# move (the two levels seen are ~7 x apart); it is measured again, up to MOVED_RETRIES times.
+MOVED_FACTOR = 2.0
+MOVED_RETRIES = 2
+
+
+def moved(run: Run) -> bool:
+    a, b = run.core_rtt_ns or (None, None)
+    return a is not None and b is not None and max(a, b) > MOVED_FACTOR * min(a, b)
 
 
 def settle(srv: Server, timeout: float = 10.0) -> None:
@@ -551,7 +586,14 @@ def measure_workload(wl: Workload, servers: list[str], python: Path, args) -> li
                     cell.status = "failed: server exited during the run"
                     continue
                 try:
-                    cell.runs.append(measure_run(srv, wl, args))
+                    run = measure_run(srv, wl, args)
+                    for _ in range(MOVED_RETRIES):
+                        if not moved(run):
+                            break
+                        cell.moved_runs += 1
+                        settle(srv)
+                        run = measure_run(srv, wl, args)
+                    cell.runs.append(run)
                 except Exception as e:  # noqa: BLE001 -- a broken cell must not stop the benchmark
                     cell.status = f"failed: {e}"[:300]
                 settle(srv)
@@ -570,27 +612,47 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def summarize(cell: Cell) -> dict:
-    rs = cell.runs
-    if not rs:
+def summarize(runs: list[dict]) -> dict:
+    """Medians (and min-max of req/s) of runs, each a Run as a dict (asdict or results.json)."""
+    if not runs:
         return {}
+
+    def present(key):
+        return [r[key] for r in runs if r.get(key) is not None]
+
     return {
-        "rps": median([r.rps for r in rs]),
-        "rps_min": min(r.rps for r in rs),
-        "rps_max": max(r.rps for r in rs),
-        "p50": median([r.p50_ms for r in rs if r.p50_ms is not None]),
-        "p99": median([r.p99_ms for r in rs if r.p99_ms is not None]),
-        "errors": sum(r.errors for r in rs),
-        "non2xx": sum(r.non2xx for r in rs),
-        "socket_errors": sum(r.socket_errors for r in rs),
-        "rss_mib": median([r.rss_kib for r in rs]) / 1024,
-        "cpu_us": median([r.cpu_us_per_req for r in rs if r.cpu_us_per_req is not None]),
-        "cpu_pct": median([r.server_cpu_pct for r in rs]),
-        "client_cpu_pct": median([r.client_cpu_pct for r in rs]),
-        "other_cpu_pct": max(r.other_cpu_pct for r in rs),
-        "client_sleeps": median(sleeps) if (sleeps := [r.client_sleeps_per_req for r in rs
-                                                     if r.client_sleeps_per_req is not None]) else None,
+        "rps": median(present("rps")),
+        "rps_min": min(present("rps")),
+        "rps_max": max(present("rps")),
+        "p50": median(present("p50_ms")),
+        "p99": median(present("p99_ms")),
+        "errors": sum(present("errors")),
+        "non2xx": sum(present("non2xx")),
+        "socket_errors": sum(present("socket_errors")),
+        "rss_mib": median(present("rss_kib")) / 1024,
+        "cpu_us": median(present("cpu_us_per_req")),
+        "cpu_pct": median(present("server_cpu_pct")),
+        "client_cpu_pct": median(present("client_cpu_pct")),
+        "other_cpu_pct": max(present("other_cpu_pct")),
+        "client_sleeps": median(present("client_sleeps_per_req")),
     }
+
+
+def near_limit(doc: dict) -> float | None:
+    """The placement probe's dividing line: MOVED_FACTOR x its lowest reading in the run."""
+    rtts = [x for c in doc["cells"] for r in c.get("runs", []) for x in (r.get("core_rtt_ns") or ()) if x]
+    return MOVED_FACTOR * min(rtts) if rtts else None
+
+
+def placement(run: dict, limit: float | None) -> str | None:
+    """near or far: the two cores' placement during the run, from the probe before and after
+    it ("moved" if they differ: it changed during the run); None without probe readings."""
+    rtts = [x for x in (run.get("core_rtt_ns") or ()) if x]
+    if not rtts or limit is None:
+        return None
+    if max(rtts) < limit:
+        return "near"
+    return "far" if min(rtts) >= limit else "moved"
 
 
 def fmt_rps(x: float) -> str:
@@ -648,6 +710,15 @@ def render_markdown(doc: dict) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
         "",
     ]
+    limit = near_limit(doc)
+    if limit is not None:
+        rtts = [x for c in doc["cells"] for r in c.get("runs", []) for x in (r.get("core_rtt_ns") or ()) if x]
+        moved_runs = sum(c.get("moved_runs", 0) for c in doc["cells"])
+        lines.append(
+            f"Placement of cores {SERVER_CORE} and {CLIENT_CORE} (a cache line's round trip between them, "
+            f"before and after each run): {min(rtts):.0f}–{max(rtts):.0f} ns; a run is *near* below "
+            f"{limit:.0f} ns, *far* above. {moved_runs} run(s) during which it changed were measured again.")
+        lines.append("")
     if doc["not_installed"]:
         lines.append("Not installed: " + "; ".join(f"{k}: {v}" for k, v in doc["not_installed"].items()) + ".")
         lines.append("")
@@ -688,13 +759,16 @@ def render_markdown(doc: dict) -> str:
             continue
         qiao = next((c["summary"] for c in cells if c["server"] == "qiao" and c.get("summary")), None)
         lines.append("| server | req/s median (min–max) | ÷ qiao | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req "
-                     "| server CPU % | wrk CPU % | wrk sleeps/req | other CPU % |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "| server CPU % | wrk CPU % | wrk sleeps/req | other CPU % | runs near/far |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in sorted(cells, key=lambda c: -(c.get("summary") or {}).get("rps", -1)):
             s = c.get("summary")
             if not s:
-                lines.append(f"| {c['server']} | {c['status']} | | | | | | | | | | |")
+                lines.append(f"| {c['server']} | {c['status']} | | | | | | | | | | | |")
                 continue
+            places = [placement(r, limit) for r in c["runs"]]
+            where = (f"{places.count('near')}/{places.count('far')}"
+                     + (f" ({places.count('moved')} moved)" if "moved" in places else "")) if limit else "–"
             ratio = f"{s['rps'] / qiao['rps']:.2f}" if qiao and qiao["rps"] else "–"
             err = f"{s['errors']}" + (f" ({s['non2xx']} non-2xx)" if s["non2xx"] else "")
             note = "" if c["status"] == "ok" else f" ⚠ {c['status']}"
@@ -702,7 +776,7 @@ def render_markdown(doc: dict) -> str:
                 f"| {c['server']}{note} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–{fmt_rps(s['rps_max'])}) | {ratio} "
                 f"| {fmt_ms(s['p50'])} | {fmt_ms(s['p99'])} | {err} | {s['rss_mib']:.1f} | {s['cpu_us']:.1f} "
                 f"| {s['cpu_pct']:.0f} | {s['client_cpu_pct']:.0f} | {fmt_sleeps(s.get('client_sleeps'))} "
-                f"| {s.get('other_cpu_pct', 0):.0f} |"
+                f"| {s.get('other_cpu_pct', 0):.0f} | {where} |"
             )
         f = floor.get(wl.app)
         if wl.name == "sleep10":
@@ -727,15 +801,21 @@ def render_targets(doc: dict) -> str:
     """Issue 4's targets, evaluated on this run's medians. "Best peer": the peer with the
     highest median req/s (the C server is a reference, not a peer)."""
     summaries = {(c["workload"], c["server"]): c for c in doc["cells"]}
+    limit = near_limit(doc)
 
-    def summary(wname, server):
+    def summary(wname, server, where=None):
+        """The cell's medians; with where, over its runs in that placement only."""
         c = summaries.get((wname, server))
-        return (c or {}).get("summary") or None
+        if not c:
+            return None
+        if where is None:
+            return c.get("summary") or None
+        return summarize([r for r in c["runs"] if placement(r, limit) == where]) or None
 
-    def best_peer(wname):
+    def best_peer(wname, where=None):
         peers = [(s["rps"], c["server"], s) for c in doc["cells"]
                  if c["workload"] == wname and c["server"] not in ("qiao", "epoll-c")
-                 and (s := c.get("summary"))]
+                 and (s := summary(wname, c["server"], where))]
         return max(peers, key=lambda p: p[0])[1:] if peers else (None, None)
 
     rows = []
@@ -743,17 +823,23 @@ def render_targets(doc: dict) -> str:
     def row(target, text, holds):
         rows.append(f"| {target} | {text} | {'yes' if holds else '**no**'} |")
 
-    def ratio_row(target, wname, factor):
-        q, (peer, p) = summary(wname, "qiao"), best_peer(wname)
+    def ratio_row(target, wname, factor, where=None):
+        q, (peer, p) = summary(wname, "qiao", where), best_peer(wname, where)
         if q and p:
             r = q["rps"] / p["rps"]
             row(target, f"{fmt_rps(q['rps'])} vs {peer} {fmt_rps(p['rps'])} ({r:.2f} ×)", r >= factor)
 
-    ratio_row("hello: req/s ≥ best peer", "hello", 1.0)
-    q, c = summary("hello", "qiao"), summary("hello", "epoll-c")
-    if q and c:
-        r = q["cpu_us"] / c["cpu_us"]
-        row("hello: CPU/req ≤ 1.15 × the C server", f"{q['cpu_us']:.1f} vs {c['cpu_us']:.1f} µs ({r:.2f} ×)", r <= 1.15)
+    # hello is where the placement shows most (the kernel is most of its cost): when its runs
+    # fell in both, the targets are also compared within each.
+    hello_places = {placement(r, limit) for c in doc["cells"] if c["workload"] == "hello" for r in c["runs"]}
+    for where in [None] + (["near", "far"] if {"near", "far"} <= hello_places else []):
+        tag = f", {where} runs only" if where else ""
+        ratio_row(f"hello: req/s ≥ best peer{tag}", "hello", 1.0, where)
+        q, c = summary("hello", "qiao", where), summary("hello", "epoll-c", where)
+        if q and c:
+            r = q["cpu_us"] / c["cpu_us"]
+            row(f"hello: CPU/req ≤ 1.15 × the C server{tag}",
+                f"{q['cpu_us']:.1f} vs {c['cpu_us']:.1f} µs ({r:.2f} ×)", r <= 1.15)
     ratio_row("pipelined: ≥ 1.5 × best peer", "pipeline16", 1.5)
     q, (peer, p) = summary("hello_close", "qiao"), best_peer("hello_close")
     if q and p:
@@ -821,7 +907,8 @@ def render_targets(doc: dict) -> str:
         "### Targets (issue 4) in this run",
         "",
         ("Medians of this run. Best peer: the peer with the highest median req/s (the C server is a "
-         "reference, not a peer); p99 leaves out uWSGI and waitress (see the caveats)."),
+         "reference, not a peer); p99 leaves out uWSGI and waitress (see the caveats). "
+         "*near/far runs only*: the medians of the runs made in one placement of the two cores."),
         "",
         "| target | in this run | holds? |",
         "|---|---|---|",
@@ -928,7 +1015,11 @@ def main(argv=None) -> int:
         not_installed = setup_venv(servers, reinstall_qiao=not args.reuse_qiao)
     python = Path(args.python) if args.python else venv_python()
     if "epoll-c" in servers:
-        build_epoll_server()
+        build_ref("epoll_server")
+    try:
+        build_ref("core_rtt")
+    except (OSError, subprocess.SubprocessError) as e:
+        log(f"placement probe not built, runs will not record it: {e}")
 
     pkgs = sorted({SERVER_PACKAGE[s] for s in servers if SERVER_PACKAGE[s]} | {"flask"})
     versions = {k: v for k, v in installed_versions(pkgs, python).items()}
@@ -974,7 +1065,7 @@ def main(argv=None) -> int:
             server = cell.server
             n += 1
             d = asdict(cell)
-            d["summary"] = summarize(cell)
+            d["summary"] = summarize(d["runs"])
             doc["cells"].append(d)
             s = d["summary"]
             if wl.idle:
