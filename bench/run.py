@@ -227,12 +227,17 @@ def core_rtt_ns() -> float | None:
     return rtt
 
 
+def is_near(rtt: float) -> bool:
+    """Whether a probe reading is at the near level (below MOVED_FACTOR x the lowest so far)."""
+    return rtt < MOVED_FACTOR * LOWEST_RTT[0]
+
+
 def wait_until_near(max_wait: float) -> float:
     """Waits (probing every second, max_wait s at most) until the two cores are near;
     returns the seconds waited. Every server's runs then meet the same placement, as far
     as the machine allows in that time."""
     t0 = time.monotonic()
-    while (rtt := core_rtt_ns()) is not None and rtt >= MOVED_FACTOR * LOWEST_RTT[0]:
+    while (rtt := core_rtt_ns()) is not None and not is_near(rtt):
         if time.monotonic() - t0 >= max_wait:
             break
         time.sleep(1)
@@ -534,8 +539,7 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
         if args.warmup > 0:
             run_wrk(wl, srv.port, args.warmup)
         rtt0 = core_rtt_ns()
-        if args.placement_wait <= 0 or waited >= args.placement_wait or rtt0 is None \
-                or rtt0 < MOVED_FACTOR * LOWEST_RTT[0]:
+        if args.placement_wait <= 0 or waited >= args.placement_wait or rtt0 is None or is_near(rtt0):
             break
     cpu0 = tree_cpu_seconds(srv.proc.pid)
     client0, sleeps0 = children_usage()
@@ -668,9 +672,14 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def probe_readings(doc: dict) -> list[float]:
+    """Every placement probe reading of the run's cells (before and after each run)."""
+    return [x for c in doc["cells"] for r in c.get("runs", []) for x in (r.get("core_rtt_ns") or ()) if x]
+
+
 def near_limit(doc: dict) -> float | None:
     """The placement probe's dividing line: MOVED_FACTOR x its lowest reading in the run."""
-    rtts = [x for c in doc["cells"] for r in c.get("runs", []) for x in (r.get("core_rtt_ns") or ()) if x]
+    rtts = probe_readings(doc)
     return MOVED_FACTOR * min(rtts) if rtts else None
 
 
@@ -742,7 +751,7 @@ def render_markdown(doc: dict) -> str:
     ]
     limit = near_limit(doc)
     if limit is not None:
-        rtts = [x for c in doc["cells"] for r in c.get("runs", []) for x in (r.get("core_rtt_ns") or ()) if x]
+        rtts = probe_readings(doc)
         moved_runs = sum(c.get("moved_runs", 0) for c in doc["cells"])
         lines.append(
             f"Placement of cores {SERVER_CORE} and {CLIENT_CORE} (a cache line's round trip between them, "
