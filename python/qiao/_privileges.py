@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 
 from qiao.config import ConfigError
 
@@ -14,7 +12,10 @@ __all__ = ["drop_privileges"]
 def drop_privileges(user: str | None, group: str | None) -> None:
     """Switch the process to `group` and `user` (names or numeric ids); group first, while
     still allowed to. Errors are one-line ``ConfigError``s."""
+    # grp and pwd only when called for: a module the master imports is in every worker.
     if group is not None:
+        import grp
+
         gid = _lookup(group, grp.getgrnam, "group", lambda g: g.gr_gid)
         try:
             os.setgroups([gid])
@@ -22,6 +23,8 @@ def drop_privileges(user: str | None, group: str | None) -> None:
         except OSError as e:
             raise ConfigError(f"--group: cannot switch to {group!r}: {e.strerror}") from None
     if user is not None:
+        import pwd
+
         entry = _lookup(user, pwd.getpwnam, "user", lambda u: u)
         uid = entry if isinstance(entry, int) else entry.pw_uid
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -84,6 +83,8 @@ def _seconds(*, zero_ok: bool) -> Callable[[object], float]:
                 raw = float(raw.strip())
             except ValueError:
                 raise _Invalid(expected) from None
+        import math  # here: the master imports no module it does not need
+
         if not isinstance(raw, (int, float)) or not math.isfinite(raw):
             raise _Invalid(expected)
         if raw < 0 or (raw == 0 and not zero_ok):

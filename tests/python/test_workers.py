@@ -420,17 +420,18 @@ def test_quit_is_a_fast_stop():
 # Modules that are large and that a worker serving an app never needs: whatever the master
 # imports before forking is resident in every worker (DESIGN.md §3.6, worker memory).
 _NOT_BEFORE_FORK = (
-    "argparse", "ast", "difflib", "encodings.idna", "gettext", "locale", "qiao._cli",
-    "qiao._configfile", "random", "shutil", "threading", "tomllib", "traceback", "typing",
-    "unicodedata",
+    "argparse", "ast", "difflib", "encodings.idna", "enum", "gettext", "grp", "locale",
+    "math", "pwd", "qiao._cli", "qiao._configfile", "random", "shutil", "signal",
+    "threading", "tomllib", "traceback", "typing", "unicodedata",
 )
 
 
 def test_master_forks_workers_without_heavy_modules():
     """The worker starts with only what serving needs: the master imports no argument
     parser (the command line is resolved in a throwaway child), TOML parser, traceback
-    printer, typing, shutil or IDNA codec when none is called for. The baseline is the same interpreter starting `-m` with nothing else, so
-    that modules a site-packages hook loads at start-up are not counted against qiao."""
+    printer, typing, shutil, IDNA codec, signal's enums (it uses `_signal`), grp or pwd when
+    none is called for. The baseline is the same interpreter with nothing else, so that
+    modules a site-packages hook loads at start-up are not counted against qiao."""
     probe = "import json, sys; print(json.dumps(sorted(sys.modules)))"
     baseline = set(json.loads(subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True,
