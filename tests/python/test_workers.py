@@ -104,6 +104,22 @@ def test_term_under_load_finishes_requests_in_flight():
             c.close()
         assert statuses == [200] * 4
         assert server.proc.wait(timeout=15) == 0
+        assert "Received SIGTERM: graceful stop" in server.wait_log("graceful stop")
+
+
+def test_master_names_signals_as_the_signal_module_does():
+    """The master names signals from `_signal` (it does not import `signal`, see
+    test_master_forks_workers_without_heavy_modules): every number gets the name
+    `signal.Signals` gives it, aliases included (SIGABRT, not SIGIOT), and a number without
+    a name is logged as the number."""
+    from qiao.arbiter import _signal_name
+
+    for number in range(1, signal.NSIG + 2):
+        try:
+            expected = signal.Signals(number).name
+        except ValueError:
+            expected = str(number)
+        assert _signal_name(number) == expected
 
 
 def test_max_requests_recycles_workers():
