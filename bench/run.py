@@ -554,15 +554,16 @@ def floor_of(python: Path, app: str, seconds: float) -> float | None:
     return result[app]["calls_per_s"] if result else None
 
 
-def paired_floors(runs: list[dict]) -> list[tuple[float, float]]:
-    """(req/s, floor) of each run with a floor measured beside it: the mean of the floors
-    just before and after it (one of them if the other failed)."""
-    out = []
+def paired_floors(runs: list[dict]) -> tuple[list[float], list[float]]:
+    """The floors measured beside runs (each the mean of the two just before and after a
+    run, or the one that did not fail) and each such run's req/s as a share of its floor."""
+    floors, shares = [], []
     for r in runs:
         f = [x for x in (r.get("floor_calls_per_s") or ()) if x]
         if f and r.get("rps"):
-            out.append((r["rps"], sum(f) / len(f)))
-    return out
+            floors.append(sum(f) / len(f))
+            shares.append(r["rps"] / floors[-1])
+    return floors, shares
 
 
 def measure_run(srv: Server, wl: Workload, args) -> Run:
@@ -873,14 +874,12 @@ def render_markdown(doc: dict) -> str:
             lines.append("")
             lines.append(f"In-process floor of `{wl.app}` (the app called directly, no server): "
                          f"{fmt_rps(f['calls_per_s'])} calls/s ({f['us_per_call']:.2f} µs/call).")
-        pairs = paired_floors(next((c["runs"] for c in cells if c["server"] == "qiao"), []))
-        if pairs:
-            floors = [fl for _, fl in pairs]
-            shares = [100 * rps / fl for rps, fl in pairs]
-            lines[-1] += (f" Measured beside each of qiao's {len(pairs)} runs (just before and just after it): "
+        floors, shares = paired_floors(next((c["runs"] for c in cells if c["server"] == "qiao"), []))
+        if floors:
+            lines[-1] += (f" Measured beside each of qiao's {len(floors)} runs (just before and just after it): "
                           f"{fmt_rps(median(floors))} calls/s ({fmt_rps(min(floors))}–{fmt_rps(max(floors))}); "
-                          f"qiao's req/s as a share of the floor beside its run: {median(shares):.0f} % "
-                          f"({min(shares):.0f}–{max(shares):.0f} %).")
+                          f"qiao's req/s as a share of the floor beside its run: {100 * median(shares):.0f} % "
+                          f"({100 * min(shares):.0f}–{100 * max(shares):.0f} %).")
         lines.append("")
     return "\n".join(lines)
 
@@ -944,11 +943,10 @@ def render_targets(doc: dict) -> str:
     kernel = summary("hello", "epoll-c")
     for wname in ("flask_json", "flask_jinja"):
         q, cell = summary(wname, "qiao"), summaries.get((wname, "qiao"))
-        pairs = paired_floors(cell["runs"]) if cell else []
-        if pairs:  # each run against the floor measured beside it, then the median
-            share = median([rps / fl for rps, fl in pairs])
-            floor_cps = median([fl for _, fl in pairs])
-            text = (f"{100 * share:.0f} % (median of {len(pairs)} runs, each ÷ the floor beside it; "
+        floors, shares = paired_floors(cell["runs"]) if cell else ([], [])
+        if floors:  # each run against the floor measured beside it, then the median
+            share, floor_cps = median(shares), median(floors)
+            text = (f"{100 * share:.0f} % (median of {len(floors)} runs, each ÷ the floor beside it; "
                     f"{fmt_rps(q['rps'])} req/s, floor {fmt_rps(floor_cps)} calls/s)")
         elif q and (f := floor.get(WORKLOAD_BY_NAME[wname].app)):  # older results: the start's floor
             share, floor_cps = q["rps"] / f["calls_per_s"], f["calls_per_s"]
