@@ -865,21 +865,22 @@ def render_markdown(doc: dict) -> str:
                 f"| {s.get('other_cpu_pct', 0):.0f} | {where} |"
             )
         f = floor.get(wl.app)
+        floors, shares = paired_floors(next((c["runs"] for c in cells if c["server"] == "qiao"), []))
         if wl.name == "sleep10":
             lines.append("")
             lines.append("Ideal: 256 connections, 32 threads, 10 ms each: 3,200 req/s.")
             if wl.duration(doc["duration"]) > doc["duration"]:
                 lines.append(f"Runs of {wl.duration(doc['duration']):g} s here, for enough requests behind the p99.")
-        elif f and not wl.idle:
-            lines.append("")
-            lines.append(f"In-process floor of `{wl.app}` (the app called directly, no server): "
-                         f"{fmt_rps(f['calls_per_s'])} calls/s ({f['us_per_call']:.2f} µs/call).")
-        floors, shares = paired_floors(next((c["runs"] for c in cells if c["server"] == "qiao"), []))
-        if floors:
-            lines[-1] += (f" Measured beside each of qiao's {len(floors)} runs (just before and just after it): "
-                          f"{fmt_rps(median(floors))} calls/s ({fmt_rps(min(floors))}–{fmt_rps(max(floors))}); "
-                          f"qiao's req/s as a share of the floor beside its run: {100 * median(shares):.0f} % "
-                          f"({100 * min(shares):.0f}–{100 * max(shares):.0f} %).")
+        elif (f or floors) and not wl.idle:
+            note = (f"In-process floor of `{wl.app}` (the app called directly, no server): "
+                    + (f"{fmt_rps(f['calls_per_s'])} calls/s ({f['us_per_call']:.2f} µs/call)." if f
+                       else "not measured at the start."))
+            if floors:
+                note += (f" Measured beside each of qiao's {len(floors)} runs (just before and just after it): "
+                         f"{fmt_rps(median(floors))} calls/s ({fmt_rps(min(floors))}–{fmt_rps(max(floors))}); "
+                         f"qiao's req/s as a share of the floor beside its run: {100 * median(shares):.0f} % "
+                         f"({100 * min(shares):.0f}–{100 * max(shares):.0f} %).")
+            lines += ["", note]
         lines.append("")
     return "\n".join(lines)
 
