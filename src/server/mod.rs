@@ -3,6 +3,7 @@
 
 pub mod bodybuf;
 pub mod conn;
+pub mod gather;
 pub mod gil;
 pub mod idle;
 pub mod listener;

@@ -7,11 +7,13 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::config::OUTPUT_HIGH_WATER;
+use crate::server::gather::Gathered;
 use crate::server::outbuf::OutBuf;
 use crate::server::sockio;
 
 pub struct Output {
-    /// The connection's socket; only the thread holding this `Output` writes to it.
+    /// The connection's socket; only the thread holding this `Output` writes to it (and
+    /// the flusher, while this output's bytes are held: see `hold`).
     pub fd: RawFd,
     /// Bytes not yet handed to the kernel, oldest first; reused from request to request.
     pub buf: OutBuf,
@@ -19,6 +21,8 @@ pub struct Output {
     pub broken: bool,
     /// How long a client that stopped reading may keep a blocked write waiting.
     pub timeout: Duration,
+    /// Made at the first `hold` (fast streams only).
+    gathered: Option<Gathered>,
 }
 
 /// No socket: what a response holds while its output is away (a paused request's output
@@ -36,6 +40,37 @@ impl Output {
             buf,
             broken: false,
             timeout,
+            gathered: None,
+        }
+    }
+
+    /// Hands what is queued to the flusher's watch instead of the socket, for the app to
+    /// add its next block to (see `gather`). False if there is no flusher: then nothing
+    /// was held. Until `reclaim`, `buf` is empty.
+    pub fn hold(&mut self) -> bool {
+        if self.gathered.is_none() {
+            self.gathered = Gathered::new(self.fd);
+        }
+        let Some(gathered) = &mut self.gathered else {
+            return false;
+        };
+        gathered.hold(std::mem::take(&mut self.buf));
+        true
+    }
+
+    /// Takes back what `hold` handed over (less what the flusher sent meanwhile). Called
+    /// before anything touches the output again; a no-op when nothing is held.
+    pub fn reclaim(&mut self) {
+        let Some(gathered) = &mut self.gathered else {
+            return;
+        };
+        if !gathered.holding() {
+            return;
+        }
+        let (buf, failed) = gathered.take();
+        self.buf = buf;
+        if failed {
+            self.lost();
         }
     }
 

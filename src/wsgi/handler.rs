@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
 use crate::http::{RequestHead, Version};
+use crate::server::gather::{FAST, GATHER};
 use crate::server::output::Output;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
@@ -261,6 +262,7 @@ fn finalize(
         .resp
         .take()
         .expect("the response stays until the request ends");
+    resp.out.reclaim();
     let mut keep_alive = resp.keep_alive && !resp.out.broken;
     let mut unread_body = false;
     let raw_back = input.borrow_mut().stream.take().map(|stream| {
@@ -302,12 +304,15 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
+/// The response, with any output held for gathering taken back first.
 fn with_resp<T>(sr: &Bound<'_, StartResponse>, f: impl FnOnce(&mut Response) -> T) -> T {
     let mut guard = sr.borrow_mut();
-    f(guard
+    let resp = guard
         .resp
         .as_mut()
-        .expect("the response stays until the request ends"))
+        .expect("the response stays until the request ends");
+    resp.out.reclaim();
+    f(resp)
 }
 
 fn client_gone(sr: &Bound<'_, StartResponse>, err: PyErr) -> Failure {
@@ -388,7 +393,11 @@ fn send_iter(
     iter: Bound<'_, PyIterator>,
     may_pause: bool,
 ) -> Result<Sent, Failure> {
-    for item in iter.clone() {
+    let mut blocks = iter.clone();
+    loop {
+        let asked = Instant::now();
+        let Some(item) = blocks.next() else { break };
+        let quick = asked.elapsed() < FAST;
         let item = item.map_err(|e| client_gone(sr, e))?;
         let data = as_bytes(&item, iterable).map_err(Failure::App)?;
         if data.as_bytes().is_empty() {
@@ -408,6 +417,11 @@ fn send_iter(
             if may_pause && r.out.over_high_water() {
                 push_now(&mut r.out)?;
                 return Ok((true, r.out.over_high_water()));
+            }
+            // Produced quickly: the app probably has more at hand; gather it into one
+            // write, the flusher sending it if the app turns out slow (see `gather`).
+            if quick && r.out.buf.memory_len() < GATHER && r.out.hold() {
+                return Ok((true, false));
             }
             push(py, &mut r.out)?;
             Ok((true, false))

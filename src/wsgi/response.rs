@@ -403,10 +403,15 @@ pub struct StartResponse {
 }
 
 impl StartResponse {
+    /// The response, with any output held for gathering taken back first (the app may
+    /// call `write` or `start_response` while its generator runs).
     fn resp(&mut self) -> PyResult<&mut Response> {
-        self.resp
+        let resp = self
+            .resp
             .as_mut()
-            .ok_or_else(|| PyAssertionError::new_err("this response is already finished"))
+            .ok_or_else(|| PyAssertionError::new_err("this response is already finished"))?;
+        resp.out.reclaim();
+        Ok(resp)
     }
 }
 

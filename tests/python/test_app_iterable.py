@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+from apps.behaviour import burst_gate
 from httpclient import Conn, get
 
 FILE_DATA = bytes(range(256)) * 40  # apps/behaviour.py FILE_DATA
@@ -60,6 +61,23 @@ def test_each_block_sent_before_next_is_requested(threaded_server):
             assert other.request(get(f"/release?key={key}")).status == 200
         resp = c.read_response()
     assert resp.body == b"block-one;block-two:gate-opened"
+
+
+@pytest.mark.parametrize("server", ["behaviour_server", "threaded_server"])
+def test_blocks_gathered_from_a_fast_generator_still_reach_the_client(server, request):
+    """PEP 3333, buffering and streaming: blocks a generator yields back to back may be held
+    to go out in one write only because another thread sends them if the app then takes its
+    time. The app yields 8 blocks at once, then waits until the test has all of them."""
+    port = request.getfixturevalue(server).port
+    key = uuid.uuid4().hex
+    blocks = b"".join(bytes([65 + i]) * 16384 for i in range(8))
+    with Conn(port) as c:
+        c.send(get(f"/burst?key={key}&n=8"))
+        c.read_until(bytes([72]) * 16384, timeout=5)  # all of the last block, "H" * 16 KiB
+        with open(burst_gate(key), "x"):
+            pass
+        resp = c.read_response()
+    assert resp.body == blocks + b"|end:gate-opened"
 
 
 # --- close() -----------------------------------------------------------------------------------

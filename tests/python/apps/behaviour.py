@@ -460,6 +460,33 @@ def stream(environ, start_response):
     return gen()
 
 
+def burst_gate(key):
+    """The file whose creation opens `burst`'s gate (a file, so that a test can open it while
+    a one-thread server is busy in the app)."""
+    return os.path.join(tempfile.gettempdir(), f"qiao-burst-{key}")
+
+
+def burst(environ, start_response):
+    """Yield `n` blocks of 16 KiB as fast as a generator can, then wait (bounded) until the
+    test, having received all of them, creates the gate file, then yield a last block."""
+    q = _qs(environ)
+    path, n = burst_gate(q["key"]), int(q.get("n", "8"))
+
+    def gen():
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        for i in range(n):
+            yield bytes([65 + i % 26]) * 16384
+        deadline = time.monotonic() + MAX_WAIT
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        opened = os.path.exists(path)
+        if opened:
+            os.unlink(path)
+        yield b"|end:" + (b"gate-opened" if opened else b"gate-timeout")
+
+    return gen()
+
+
 def release(environ, start_response):
     gate(_qs(environ)["key"]).set()
     return _text(start_response, "released")
@@ -657,6 +684,7 @@ ROUTES = {
     "/cl-long": cl_long,
     "/stream": stream,
     "/release": release,
+    "/burst": burst,
     "/close": close_route,
     "/closed": closed,
     "/events": events,
