@@ -6,16 +6,16 @@
 //! wake-up costs the sender ~27 µs, and the client, woken for 16 KiB, drains and sleeps
 //! again. A 1 MiB response as 64 blocks so took ~2 x the CPU of the same MiB as one
 //! `bytes` (bench `big_stream`: 424–912 vs 225 µs per response, 8–23 client sleeps per
-//! response). Sent 256 KiB at a time it takes about what the single body takes.
+//! response). Gathered, it takes about what the single body takes.
 //!
 //! PEP 3333 ("Buffering and Streaming") forbids holding a block back to wait for the
 //! next, unless "a different thread" makes sure the block "continues to be transmitted"
 //! while the app produces the next. That thread is the flusher here: a block is held
 //! only when the app produced it quickly (`FAST`), so it probably has more coming; the
-//! held bytes are handed to the flusher's watch, and if the app does not come back
-//! with more within `HOLD_LIMIT`, the flusher sends them itself. A slow producer (a
-//! server-sent-events app, a generator waiting on a database) has every block sent at
-//! once, as before.
+//! held bytes are handed to the flusher's watch, and once the oldest of them has waited
+//! `HOLD_LIMIT` the flusher sends them itself, whether the app has gone quiet or is
+//! still adding to them. A slow producer (a server-sent-events app, a generator
+//! waiting on a database) has every block sent at once, as before.
 //!
 //! The held bytes move into a slot the two threads share (`Held`): the app's thread
 //! puts them there (`Gathered::hold`) and takes them back before it touches the response
@@ -27,22 +27,26 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::config::OUTPUT_HIGH_WATER;
 use crate::server::outbuf::OutBuf;
 
-/// Up to this many bytes of a fast stream are gathered into one write.
+/// Up to this many bytes of a fast stream are gathered into one write: as much as a
+/// response may queue for a slow client anyway (`OUTPUT_HIGH_WATER`).
 ///
-/// bench `big_stream` (64 x 16 KiB, wrk on the other core, 4 s runs): sending each block
-/// 1,083–2,123 req/s; gathering 64 KiB 2,833–3,057; 256 KiB 2,895–3,346 with the client
-/// at its ceiling (the 1 MiB single body: 3,706–3,880).
-pub const GATHER: usize = 256 * 1024;
+/// bench `big_stream` (64 x 16 KiB, wrk on the other core, 4 s runs, cores near):
+/// sending each block 1,083–2,123 req/s; gathering 64 KiB 2,833–3,057; 256 KiB
+/// 2,875–3,037 (p99 37–49 ms); 512 KiB 3,307–3,913; 1 MiB 3,641–4,299 (p99 20–29 ms),
+/// the same as the MiB sent as one `bytes` (3,706–3,880).
+pub const GATHER: usize = OUTPUT_HIGH_WATER;
 
 /// A block is held only if the app produced it within this time of being asked: a
 /// generator with its data at hand (a 16 KiB block takes a few µs), not one that waits
 /// between blocks.
 pub const FAST: Duration = Duration::from_micros(100);
 
-/// Held bytes the app has not added to within this time are sent by the flusher; they
-/// wait up to about twice this (the flusher looks once per `HOLD_LIMIT`).
+/// Bytes held this long are sent by the flusher, whether or not the app is still
+/// adding to them; no byte waits more than about twice this (the flusher looks once per
+/// `HOLD_LIMIT`).
 pub const HOLD_LIMIT: Duration = Duration::from_millis(1);
 
 /// What one response holds back, shared between its app's thread and the flusher.
@@ -95,6 +99,9 @@ impl Held {
 pub struct Gathered {
     held: Arc<Held>,
     holding: bool,
+    /// When the oldest byte not yet sent was first held: the flusher's clock runs from
+    /// there, however often the app adds to the held bytes.
+    since: Option<Instant>,
 }
 
 impl Gathered {
@@ -114,6 +121,7 @@ impl Gathered {
         Some(Gathered {
             held,
             holding: false,
+            since: None,
         })
     }
 
@@ -123,9 +131,10 @@ impl Gathered {
 
     /// Hands `buf` to the flusher's watch.
     pub fn hold(&mut self, buf: OutBuf) {
+        let since = *self.since.get_or_insert_with(Instant::now);
         let mut slot = self.held.lock();
         slot.buf = Some(buf);
-        slot.since = Instant::now();
+        slot.since = since;
         self.holding = true;
     }
 
@@ -135,7 +144,15 @@ impl Gathered {
         let mut slot = self.held.lock();
         self.holding = false;
         let buf = slot.buf.take().unwrap_or_default();
+        if buf.is_empty() {
+            self.since = None;
+        }
         (buf, std::mem::take(&mut slot.failed))
+    }
+
+    /// Everything queued was sent: the next byte held starts the flusher's clock anew.
+    pub fn sent(&mut self) {
+        self.since = None;
     }
 }
 
@@ -208,4 +225,77 @@ fn flusher() -> Option<&'static Flusher> {
         .ok()?;
     *started = Some((pid, flusher));
     Some(flusher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A handle the flusher does not watch: the test plays the flusher's part itself.
+    fn unwatched(fd: RawFd) -> Gathered {
+        Gathered {
+            held: Arc::new(Held {
+                slot: Mutex::new(Slot {
+                    fd,
+                    buf: None,
+                    since: Instant::now(),
+                    failed: false,
+                }),
+            }),
+            holding: false,
+            since: None,
+        }
+    }
+
+    /// The flusher's clock runs from the oldest held byte: bytes the app keeps adding to
+    /// are still sent once that byte has waited `HOLD_LIMIT`.
+    #[test]
+    fn the_oldest_held_byte_sets_the_clock() {
+        let (tx, mut rx) = UnixStream::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let mut gathered = unwatched(tx.as_raw_fd());
+        let mut buf = OutBuf::default();
+        buf.extend(b"a");
+        gathered.hold(buf);
+        std::thread::sleep(HOLD_LIMIT * 2);
+        let (mut buf, failed) = gathered.take();
+        assert!(!failed);
+        buf.extend(b"b");
+        gathered.hold(buf);
+        gathered.held.flush_if_stale();
+        let mut got = [0u8; 2];
+        rx.read_exact(&mut got)
+            .expect("the held bytes were sent at the flusher's look");
+        assert_eq!(&got, b"ab");
+        let (back, _) = gathered.take();
+        assert!(back.is_empty());
+        // Emptied, the clock starts again with the next byte held.
+        let mut buf = back;
+        buf.extend(b"c");
+        gathered.hold(buf);
+        gathered.held.flush_if_stale();
+        assert!(rx.read(&mut got).is_err(), "a fresh byte was sent at once");
+    }
+
+    /// Bytes held when the app goes quiet are sent by the flusher, all of them.
+    #[test]
+    fn held_bytes_go_out_when_the_app_goes_quiet() {
+        let (tx, mut rx) = UnixStream::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let mut gathered = Gathered::new(tx.as_raw_fd()).expect("the flusher starts");
+        let mut buf = OutBuf::default();
+        buf.extend(b"held block");
+        gathered.hold(buf);
+        rx.set_read_timeout(Some(HOLD_LIMIT * 5000)).unwrap();
+        let mut got = [0u8; 10];
+        rx.read_exact(&mut got)
+            .expect("the flusher sent the held bytes");
+        assert_eq!(&got, b"held block");
+        let (back, failed) = gathered.take();
+        assert!(back.is_empty() && !failed);
+    }
 }

@@ -84,7 +84,16 @@ impl Output {
                 Err(e) => return Err(self.fail(e)),
             }
         }
+        if self.buf.is_empty() {
+            self.all_sent();
+        }
         Ok(())
+    }
+
+    fn all_sent(&mut self) {
+        if let Some(gathered) = &mut self.gathered {
+            gathered.sent();
+        }
     }
 
     /// Whether the buffer holds so much memory that the app must wait for the client
@@ -108,6 +117,7 @@ impl Output {
                 Err(e) => return Err(self.fail(e)),
             }
         }
+        self.all_sent();
         Ok(())
     }
 
