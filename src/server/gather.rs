@@ -82,15 +82,9 @@ impl Held {
         if *failed || since.elapsed() < HOLD_LIMIT {
             return;
         }
-        while !buf.is_empty() {
-            match buf.send_to(*fd, false) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => {
-                    *failed = true;
-                    buf.clear();
-                }
-            }
+        if buf.send_available(*fd).is_err() {
+            *failed = true;
+            buf.clear();
         }
     }
 }

@@ -193,6 +193,17 @@ impl OutBuf {
         Ok(n)
     }
 
+    /// Hands the socket `fd` all it takes now, without waiting: `send_to` until the queue
+    /// is empty or the socket full.
+    pub fn send_available(&mut self, fd: RawFd) -> io::Result<()> {
+        while !self.is_empty() {
+            if self.send_to(fd, false)? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the first `n` queued bytes (they were written).
     pub fn advance(&mut self, mut n: usize) {
         self.len -= n;

@@ -77,12 +77,8 @@ impl Output {
     /// Hands the kernel what it takes now, without waiting.
     pub fn push(&mut self) -> io::Result<()> {
         self.check()?;
-        while !self.buf.is_empty() {
-            match self.buf.send_to(self.fd, false) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(self.fail(e)),
-            }
+        if let Err(e) = self.buf.send_available(self.fd) {
+            return Err(self.fail(e));
         }
         if self.buf.is_empty() {
             self.all_sent();
