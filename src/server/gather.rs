@@ -119,6 +119,7 @@ impl Gathered {
         })
     }
 
+    #[inline]
     pub fn holding(&self) -> bool {
         self.holding
     }

@@ -424,6 +424,7 @@ fn send_iter(
                 return Ok((true, false));
             }
             push(py, &mut r.out)?;
+            r.out.keep_sending();
             Ok((true, false))
         })
         .map_err(|e| client_gone(sr, e))?;

@@ -519,7 +519,9 @@ impl StartResponse {
         let resp = self.resp()?;
         resp.send_headers(None)?;
         resp.body(data);
-        push(py, &mut resp.out)
+        push(py, &mut resp.out)?;
+        resp.out.keep_sending();
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -192,6 +193,15 @@ def start_server(
     server = holder["server"]
     server._thread = thread
     return server
+
+
+def short_sock_path(tmp_path, name: str) -> str:
+    """A path for a Unix socket in tmp_path, or in a short temporary directory when
+    tmp_path is too long (AF_UNIX paths are limited to ~107 bytes)."""
+    path = tmp_path / name
+    if len(str(path)) > 100:
+        path = Path(tempfile.mkdtemp(prefix="qiao-")) / name
+    return str(path)
 
 
 @contextlib.contextmanager

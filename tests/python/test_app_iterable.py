@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from apps.behaviour import burst_gate
+from conftest import running_server, short_sock_path
 from httpclient import Conn, get
 
 FILE_DATA = bytes(range(256)) * 40  # apps/behaviour.py FILE_DATA
@@ -78,6 +79,28 @@ def test_blocks_gathered_from_a_fast_generator_still_reach_the_client(server, re
             pass
         resp = c.read_response()
     assert resp.body == blocks + b"|end:gate-opened"
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_block_the_socket_could_not_take_keeps_going_while_the_app_waits(tmp_path, threads):
+    """PEP 3333, buffering and streaming: a block is transmitted whole, or its
+    transmission continues while the app produces the next. Over a Unix socket (whose
+    buffer does not grow) a 768 KiB block fills the socket while the client is not yet
+    reading, and more than the kernel holds stays in qiao's buffer (under its 1 MiB
+    high-water mark); the app then waits until the client has the whole block."""
+    path = short_sock_path(tmp_path, "slow.sock")
+    key = uuid.uuid4().hex
+    size = 768 * 1024
+    server = running_server("behaviour:app", "--threads", threads, binds=[f"unix:{path}"])
+    with server, Conn(path) as c:
+        # delay: a block the app took its time over is sent at once, not gathered.
+        c.send(get(f"/burst?key={key}&n=1&size={size}&delay=0.01"))
+        time.sleep(0.3)  # the app has handed over its block and waits at the gate
+        c.read_until(b"A" * 64 + b"\r\n", timeout=5)  # the end of the block's chunk
+        with open(burst_gate(key), "x"):
+            pass
+        resp = c.read_response()
+    assert resp.body == b"A" * size + b"|end:gate-opened"
 
 
 # --- close() -----------------------------------------------------------------------------------

@@ -2,23 +2,13 @@
 
 import json
 
-from conftest import running_server
+from conftest import running_server, short_sock_path
 from httpclient import Conn, get
-
-
-def _short_sock_path(tmp_path, name):
-    # AF_UNIX paths are limited to ~107 bytes; pytest's tmp_path can be long.
-    path = tmp_path / name
-    if len(str(path)) > 100:
-        import tempfile
-
-        path = __import__("pathlib").Path(tempfile.mkdtemp(prefix="qiao-")) / name
-    return str(path)
 
 
 def test_unix_socket_serves(tmp_path):
     """-b unix:PATH: requests over the unix socket are served (REMOTE_ADDR may be empty)."""
-    path = _short_sock_path(tmp_path, "s.sock")
+    path = short_sock_path(tmp_path, "s.sock")
     with running_server("echo_environ:app", binds=[f"unix:{path}"]) as server, Conn(path) as c:
         resp = c.request(get("/over-unix"))
     assert resp.status == 200
@@ -28,7 +18,7 @@ def test_unix_socket_serves(tmp_path):
 
 def test_tcp_and_unix_together(tmp_path):
     """Several -b flags: the TCP and the unix listener both serve."""
-    path = _short_sock_path(tmp_path, "both.sock")
+    path = short_sock_path(tmp_path, "both.sock")
     with running_server("echo_environ:app", binds=["127.0.0.1:0", f"unix:{path}"]) as server:
         assert server.port
         with Conn(server.port) as c:
@@ -44,7 +34,7 @@ def test_umask_applies_to_the_socket_file(tmp_path):
     import stat
 
     for umask, mode in (("077", 0o700), (None, 0o755)):
-        path = _short_sock_path(tmp_path, f"m{umask}.sock")
+        path = short_sock_path(tmp_path, f"m{umask}.sock")
         flags = ("--umask", umask) if umask else ()
         with running_server("echo_environ:app", *flags, binds=[f"unix:{path}"]):
             assert stat.S_IMODE(os.stat(path).st_mode) == mode, (umask, oct(os.stat(path).st_mode))
@@ -55,7 +45,7 @@ def test_socket_file_removed_at_stop(tmp_path):
     the next run binds without a stale file in the way."""
     import os
 
-    path = _short_sock_path(tmp_path, "gone.sock")
+    path = short_sock_path(tmp_path, "gone.sock")
     with running_server("echo_environ:app", binds=[f"unix:{path}"]):
         assert os.path.exists(path)
     assert not os.path.exists(path)
@@ -70,7 +60,7 @@ def test_close_removes_only_the_file_qiao_bound(tmp_path):
 
     from qiao._bind import bind_all, close_listener, parse_bind
 
-    path = _short_sock_path(tmp_path, "own.sock")
+    path = short_sock_path(tmp_path, "own.sock")
     (sock,) = bind_all([parse_bind(f"unix:{path}")], 16)
     close_listener(sock)
     assert not os.path.exists(path)

@@ -467,15 +467,18 @@ def burst_gate(key):
 
 
 def burst(environ, start_response):
-    """Yield `n` blocks of 16 KiB as fast as a generator can, then wait (bounded) until the
-    test, having received all of them, creates the gate file, then yield a last block."""
+    """Yield `n` blocks of `size` bytes (16 KiB) as fast as a generator can, after sleeping
+    `delay` seconds (0), then wait (bounded) until the test, having received all of them,
+    creates the gate file, then yield a last block."""
     q = _qs(environ)
     path, n = burst_gate(q["key"]), int(q.get("n", "8"))
+    size, delay = int(q.get("size", "16384")), float(q.get("delay", "0"))
 
     def gen():
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        time.sleep(min(delay, MAX_WAIT))
         for i in range(n):
-            yield bytes([65 + i % 26]) * 16384
+            yield bytes([65 + i % 26]) * size
         deadline = time.monotonic() + MAX_WAIT
         while not os.path.exists(path) and time.monotonic() < deadline:
             time.sleep(0.01)
