@@ -103,20 +103,25 @@ impl Gathered {
     /// thread could not be started (then nothing is held).
     pub fn new(fd: RawFd) -> Option<Gathered> {
         let flusher = flusher()?;
-        let held = Arc::new(Held {
-            slot: Mutex::new(Slot {
-                fd,
-                buf: None,
-                since: Instant::now(),
-                failed: false,
+        let gathered = Gathered::unwatched(fd);
+        flusher.watch(gathered.held.clone());
+        Some(gathered)
+    }
+
+    /// A handle no flusher watches yet.
+    fn unwatched(fd: RawFd) -> Gathered {
+        Gathered {
+            held: Arc::new(Held {
+                slot: Mutex::new(Slot {
+                    fd,
+                    buf: None,
+                    since: Instant::now(),
+                    failed: false,
+                }),
             }),
-        });
-        flusher.watch(held.clone());
-        Some(Gathered {
-            held,
             holding: false,
             since: None,
-        })
+        }
     }
 
     #[inline]
@@ -229,22 +234,6 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
-    /// A handle the flusher does not watch: the test plays the flusher's part itself.
-    fn unwatched(fd: RawFd) -> Gathered {
-        Gathered {
-            held: Arc::new(Held {
-                slot: Mutex::new(Slot {
-                    fd,
-                    buf: None,
-                    since: Instant::now(),
-                    failed: false,
-                }),
-            }),
-            holding: false,
-            since: None,
-        }
-    }
-
     /// The flusher's clock runs from the oldest held byte: bytes the app keeps adding to
     /// are still sent once that byte has waited `HOLD_LIMIT`.
     #[test]
@@ -252,7 +241,8 @@ mod tests {
         let (tx, mut rx) = UnixStream::pair().unwrap();
         tx.set_nonblocking(true).unwrap();
         rx.set_nonblocking(true).unwrap();
-        let mut gathered = unwatched(tx.as_raw_fd());
+        // Unwatched: the test plays the flusher's part itself.
+        let mut gathered = Gathered::unwatched(tx.as_raw_fd());
         let mut buf = OutBuf::default();
         buf.extend(b"a");
         gathered.hold(buf);
