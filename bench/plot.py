@@ -28,7 +28,7 @@ def main() -> None:
         rps = [c["summary"]["rps"] for c in cells]
         lo = [c["summary"]["rps"] - c["summary"]["rps_min"] for c in cells]
         hi = [c["summary"]["rps_max"] - c["summary"]["rps"] for c in cells]
-        colors = ["tab:red" if n == "qiao" else "tab:gray" if n == "epoll-c" else "tab:blue" for n in names]
+        colors = ["tab:red" if n == "qiao" else "tab:gray" if n in ("epoll-c", "bare-py") else "tab:blue" for n in names]
         ax = axes[i][0]
         ax.barh(names, rps, xerr=[lo, hi], color=colors)
         ax.set_title(f"{w}: req/s (median, min–max)", fontsize=10)

@@ -71,8 +71,11 @@ SERVER_PACKAGE = {
     "fastwsgi": "fastwsgi",
     "pyruvate": "pyruvate",
     "epoll-c": None,
+    "bare-py": None,
 }
 ALL_SERVERS = list(SERVER_PACKAGE)
+# The physical references: measured beside the peers, never counted as one.
+REFERENCES = ("epoll-c", "bare-py")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,17 @@ WORKLOADS = [
 WORKLOAD_BY_NAME = {w.name: w for w in WORKLOADS}
 # The C reference answers only GET heads with a canned hello.
 EPOLL_WORKLOADS = {"hello", "hello_close", "pipeline16", "idle_rss"}
+
+
+def serves(server: str, wl: Workload) -> bool:
+    """Whether `server` has a cell in `wl`: the C reference answers only its canned hello,
+    and the bare Python server (`ref/bare_server.py`) is measured where the target is a
+    share of the app's floor."""
+    if server == "epoll-c":
+        return wl.name in EPOLL_WORKLOADS
+    if server == "bare-py":
+        return wl.paired_floor
+    return True
 
 
 # --------------------------------------------------------------------------- setup
@@ -390,6 +404,8 @@ def server_command(server: str, wl: Workload, port: int, python: Path) -> list[s
         return [str(python), str(BENCH / "launch.py"), server, spec, str(port), str(t)]
     if server == "epoll-c":
         return [str(DATA / "epoll_server"), str(port)]
+    if server == "bare-py":
+        return [str(python), str(BENCH / "ref" / "bare_server.py"), spec, str(port)]
     raise ValueError(server)
 
 
@@ -658,7 +674,8 @@ def measure_workload(wl: Workload, servers: list[str], python: Path, args) -> li
                     cell.status = "failed: server exited during the run"
                     continue
                 try:
-                    paired = wl.paired_floor and cell.server == "qiao" and args.floor_seconds > 0
+                    paired = (wl.paired_floor and cell.server in ("qiao", "bare-py")
+                              and args.floor_seconds > 0)
                     before = floor_of(python, wl.app, args.floor_seconds) if paired else None
                     run = measure_run(srv, wl, args)
                     for _ in range(MOVED_RETRIES):
@@ -880,6 +897,11 @@ def render_markdown(doc: dict) -> str:
                          f"{fmt_rps(median(floors))} calls/s ({fmt_rps(min(floors))}–{fmt_rps(max(floors))}); "
                          f"qiao's req/s as a share of the floor beside its run: {100 * median(shares):.0f} % "
                          f"({100 * min(shares):.0f}–{100 * max(shares):.0f} %).")
+            _, bare = paired_floors(next((c["runs"] for c in cells if c["server"] == "bare-py"), []))
+            if bare:
+                note += (f" The bare server's (`ref/bare_server.py`: the syscalls and the app call, nothing "
+                         f"else), each run against the floor beside it: {100 * median(bare):.0f} % "
+                         f"({100 * min(bare):.0f}–{100 * max(bare):.0f} %).")
             lines += ["", note]
         lines.append("")
     return "\n".join(lines)
@@ -907,7 +929,7 @@ def render_targets(doc: dict) -> str:
 
     def best_peer(wname, where=None):
         peers = [(s["rps"], c["server"], s) for c in doc["cells"]
-                 if c["workload"] == wname and c["server"] not in ("qiao", "epoll-c")
+                 if c["workload"] == wname and c["server"] not in ("qiao", *REFERENCES)
                  and (s := summary(wname, c["server"], where))]
         return max(peers, key=lambda p: p[0])[1:] if peers else (None, None)
 
@@ -960,6 +982,12 @@ def render_targets(doc: dict) -> str:
             app_us = 1e6 / floor_cps
             ceiling = app_us / (app_us + kernel["cpu_us"])
             text += f"; ceiling with the C server's {kernel['cpu_us']:.1f} µs/req: {100 * ceiling:.0f} %"
+        bare = summaries.get((wname, "bare-py"))
+        _, bare_shares = paired_floors(bare["runs"]) if bare else ([], [])
+        if bare_shares:
+            # Measured, not computed: the app behind a server that does nothing but the
+            # two syscalls (the kernel's time and its effect on the app's caches).
+            text += f"; the bare server: {100 * median(bare_shares):.0f} %"
         row(f"{wname}: ≥ 95 % of the in-process floor", text, share >= 0.95)
     ratio_row("1 MiB bytes: ≥ best peer", "big_bytes", 1.0)
     q, (peer, p), b = summary("big_stream", "qiao"), best_peer("big_stream"), summary("big_bytes", "qiao")
@@ -980,7 +1008,7 @@ def render_targets(doc: dict) -> str:
         share = q["rps"] / 3200
         row("sleeping app: ≥ 90 % of 3,200 req/s", f"{fmt_rps(q['rps'])} ({100 * share:.0f} %)", share >= 0.9)
     idle = [c for c in doc["cells"] if c["workload"] == "idle_rss" and c["status"] == "ok"
-            and c.get("idle_rss_worker_kib") and c["server"] != "epoll-c"]
+            and c.get("idle_rss_worker_kib") and c["server"] not in REFERENCES]
     q = next((c for c in idle if c["server"] == "qiao"), None)
     peers = [c for c in idle if c["server"] != "qiao"]
     if q and peers:
@@ -992,7 +1020,7 @@ def render_targets(doc: dict) -> str:
     for wname in doc["workloads"]:
         q = summary(wname, "qiao")
         peers = [(s["p99"], c["server"]) for c in doc["cells"] if c["workload"] == wname
-                 and c["server"] not in ("qiao", "epoll-c", *P99_NOT_COMPARABLE)
+                 and c["server"] not in ("qiao", *REFERENCES, *P99_NOT_COMPARABLE)
                  and (s := c.get("summary")) and s.get("p99") is not None]
         if not q or q.get("p99") is None or not peers:
             continue
@@ -1153,12 +1181,12 @@ def main(argv=None) -> int:
         log(f"in-process floor: {', '.join(apps)}")
         doc["floor"] = measure_floor(python, apps, args.floor_seconds) or {}
 
-    total = sum(1 for w in workloads for s in runnable if s != "epoll-c" or w in EPOLL_WORKLOADS)
+    total = sum(1 for w in workloads for s in runnable if serves(s, WORKLOAD_BY_NAME[w]))
     n = 0
     (DATA / "server-logs").mkdir(parents=True, exist_ok=True)
     for wname in workloads:
         wl = WORKLOAD_BY_NAME[wname]
-        servers = [s for s in runnable if s != "epoll-c" or wname in EPOLL_WORKLOADS]
+        servers = [s for s in runnable if serves(s, wl)]
         for cell in measure_workload(wl, servers, python, args):
             server = cell.server
             n += 1
