@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/, for floor.py
 sys.path.insert(0, ".")
-from floor import base_environ
+from floor import base_environ, caller
 
 RECV = 65536
 
@@ -50,21 +50,8 @@ def prepared(app, environ: dict) -> bytes:
 
 
 def serve(app, module: str, port: int) -> None:
-    template = base_environ(module)
-    response = prepared(app, template)
-
-    def start_response(status, headers, exc_info=None):
-        return None
-
-    def call() -> None:  # floor.py's `one`, for a GET
-        body = app(template.copy(), start_response)
-        try:
-            for _ in body:
-                pass
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+    response = prepared(app, base_environ(module))
+    call = caller(app, module)  # the floor's call, for the same work per request
 
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
