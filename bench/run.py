@@ -914,7 +914,7 @@ P99_NOT_COMPARABLE = {"uwsgi", "waitress"}
 
 def render_targets(doc: dict) -> str:
     """Issue 4's targets, evaluated on this run's medians. "Best peer": the peer with the
-    highest median req/s (the C server is a reference, not a peer)."""
+    highest median req/s (the C and bare servers are references, not peers)."""
     summaries = {(c["workload"], c["server"]): c for c in doc["cells"]}
     limit = near_limit(doc)
 
@@ -1034,8 +1034,8 @@ def render_targets(doc: dict) -> str:
     return "\n".join([
         "### Targets (issue 4) in this run",
         "",
-        ("Medians of this run. Best peer: the peer with the highest median req/s (the C server is a "
-         "reference, not a peer); p99 leaves out uWSGI and waitress (see the caveats). "
+        ("Medians of this run. Best peer: the peer with the highest median req/s (the C and bare "
+         "servers are references, not peers); p99 leaves out uWSGI and waitress (see the caveats). "
          "*near/far runs only*: the medians of the runs made in one placement of the two cores."),
         "",
         "| target | in this run | holds? |",
