@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from run import REFERENCES  # beside this file; stdlib-only imports
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
         rps = [c["summary"]["rps"] for c in cells]
         lo = [c["summary"]["rps"] - c["summary"]["rps_min"] for c in cells]
         hi = [c["summary"]["rps_max"] - c["summary"]["rps"] for c in cells]
-        colors = ["tab:red" if n == "qiao" else "tab:gray" if n in ("epoll-c", "bare-py") else "tab:blue" for n in names]
+        colors = ["tab:red" if n == "qiao" else "tab:gray" if n in REFERENCES else "tab:blue" for n in names]
         ax = axes[i][0]
         ax.barh(names, rps, xerr=[lo, hi], color=colors)
         ax.set_title(f"{w}: req/s (median, min–max)", fontsize=10)
