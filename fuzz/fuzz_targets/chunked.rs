@@ -1,6 +1,7 @@
-//! Fuzzes `ChunkedDecoder` over arbitrary bytes: it never panics, and feeding the input
+//! Fuzzes `ChunkedDecoder` over arbitrary bytes: it never panics; feeding the input
 //! whole, one byte at a time, or in two pieces (split where the input says) gives the
-//! same data, the same bytes consumed and the same error.
+//! same data, the same bytes consumed and the same error; and the data it accepts never
+//! exceeds its body limit, whatever the chunk sizes.
 #![no_main]
 
 use _qiao::http::{ChunkedDecoder, HttpError};
@@ -35,7 +36,11 @@ fuzz_target!(|input: &[u8]| {
     for small in [false, true] {
         let make = || {
             if small {
-                ChunkedDecoder::new(usize::from(first % 16), usize::from(first / 16) * 4)
+                ChunkedDecoder::new(
+                    usize::from(first % 16),
+                    usize::from(first / 16) * 4,
+                    u64::from(first),
+                )
             } else {
                 ChunkedDecoder::default()
             }
@@ -46,8 +51,11 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(whole, bytewise, "byte-at-a-time differs");
         assert_eq!(whole, two, "split at {cut} differs");
         if let Ok((out, consumed, _)) = &whole {
-            // The data never exceeds the bytes it came from.
+            // The data never exceeds the bytes it came from, nor the body limit.
             assert!(out.len() <= *consumed);
+            if small && first > 0 {
+                assert!(out.len() as u64 <= u64::from(first));
+            }
         }
     }
 });

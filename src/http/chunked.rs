@@ -66,6 +66,11 @@ pub struct ChunkedDecoder {
     trailer_len: usize,
     /// Bound on `trailer_len` (`usize::MAX` for none).
     max_trailer: usize,
+    /// Data bytes the chunks so far declared (delivered or still to come).
+    declared: u64,
+    /// Bound on `declared` (`u64::MAX` for none): the body limit lives here, where the
+    /// sizes are decoded, so no caller can sum them wrong.
+    max_body: u64,
     /// The current trailer field line, kept until its CRLF to be validated;
     /// allocated only when a body has trailers.
     line: Vec<u8>,
@@ -73,7 +78,7 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder::new(DEFAULT_MAX_CHUNK_EXT, DEFAULT_MAX_TRAILER)
+        ChunkedDecoder::new(DEFAULT_MAX_CHUNK_EXT, DEFAULT_MAX_TRAILER, 0)
     }
 }
 
@@ -82,9 +87,9 @@ const fn bad(why: &'static str) -> HttpError {
 }
 
 impl ChunkedDecoder {
-    /// A decoder with the given bounds on one chunk's extensions and on the
-    /// trailer section, in bytes; 0 means unlimited.
-    pub fn new(max_chunk_ext: usize, max_trailer: usize) -> Self {
+    /// A decoder with the given bounds on one chunk's extensions, on the trailer
+    /// section and on the body's data, in bytes; 0 means unlimited.
+    pub fn new(max_chunk_ext: usize, max_trailer: usize, max_body: u64) -> Self {
         let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
         ChunkedDecoder {
             state: State::Size,
@@ -95,19 +100,12 @@ impl ChunkedDecoder {
             trailer_len: 0,
             max_trailer: unlimited(max_trailer),
             line: Vec::new(),
+            declared: 0,
+            max_body: if max_body == 0 { u64::MAX } else { max_body },
         }
     }
 
     /// Whether the last chunk and the trailer section have been read.
-    /// Data bytes the chunk being read has declared and not yet delivered: lets the
-    /// caller refuse a body whose declared size already passes its limit.
-    pub fn pending(&self) -> u64 {
-        match self.state {
-            State::Data { remaining } => remaining,
-            _ => 0,
-        }
-    }
-
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -151,6 +149,12 @@ impl ChunkedDecoder {
                             .checked_mul(16)
                             .and_then(|s| s.checked_add(u64::from(digit)))
                             .ok_or(bad("chunk size overflow"))?;
+                        // RFC 9110 §15.5.14: refused as soon as the declared sizes pass
+                        // the limit, before any of the chunk's data is read. (`declared`
+                        // never exceeds `max_body`, so the subtraction cannot wrap.)
+                        if self.size > self.max_body - self.declared {
+                            return Err(HttpError::PayloadTooLarge);
+                        }
                     }
                     _ if self.digits == 0 => return Err(bad("invalid chunk size")),
                     b';' => {
@@ -194,6 +198,7 @@ impl ChunkedDecoder {
                     self.state = if self.size == 0 {
                         State::TrailerStart
                     } else {
+                        self.declared += self.size;
                         State::Data {
                             remaining: self.size,
                         }
@@ -562,10 +567,10 @@ mod tests {
             err(b"5;a\x7fb\r\nhello\r\n"),
             bad("control byte in chunk extension")
         );
-        let mut d = ChunkedDecoder::new(8, 0);
+        let mut d = ChunkedDecoder::new(8, 0, 0);
         let mut out = Vec::new();
         assert!(d.decode(b"5;1234567\r\nhello\r\n", &mut out).is_ok());
-        let mut d = ChunkedDecoder::new(8, 0);
+        let mut d = ChunkedDecoder::new(8, 0, 0);
         assert_eq!(
             d.decode(b"5;12345678\r\n", &mut out).unwrap_err(),
             bad("chunk extension too long")
@@ -614,16 +619,82 @@ mod tests {
     /// The trailer section is bounded.
     #[test]
     fn trailer_limit() {
-        let mut d = ChunkedDecoder::new(0, 10);
+        let mut d = ChunkedDecoder::new(0, 10, 0);
         let mut out = Vec::new();
         // "A: 12345\r\n" is 10 bytes; the final CRLF makes 12.
         assert_eq!(
             d.decode(b"0\r\nA: 12345\r\n\r\n", &mut out).unwrap_err(),
             bad("trailer section too long")
         );
-        let mut d = ChunkedDecoder::new(0, 12);
+        let mut d = ChunkedDecoder::new(0, 12, 0);
         assert!(d.decode(b"0\r\nA: 12345\r\n\r\n", &mut out).is_ok());
         assert!(d.is_done());
+    }
+
+    /// RFC 9110 §15.5.14: the body limit is the decoder's. A small chunk followed by one
+    /// declaring nearly 2^64 bytes is refused before any of its data, not summed into a
+    /// wrapped total that lets the body through.
+    #[test]
+    fn declared_sizes_past_the_limit_are_413() {
+        let limit = |max: u64, body: &[u8]| {
+            let mut d = ChunkedDecoder::new(0, 0, max);
+            let mut out = Vec::new();
+            d.decode(body, &mut out).map(|_| out.len())
+        };
+        assert_eq!(
+            limit(1 << 20, b"1\r\na\r\nfffffffffffffff0\r\n"),
+            Err(HttpError::PayloadTooLarge)
+        );
+        assert_eq!(
+            limit(1 << 20, b"1\r\na\r\nffffffffffffffff\r\n"),
+            Err(HttpError::PayloadTooLarge)
+        );
+        // Refused at the digits, before the line ends and before any data arrives.
+        assert_eq!(limit(10, b"b"), Err(HttpError::PayloadTooLarge));
+        // Exactly the limit passes; one byte more, spread over chunks, does not.
+        assert_eq!(limit(10, b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n"), Ok(10));
+        assert_eq!(
+            limit(10, b"5\r\nhello\r\n5\r\nworld\r\n1\r\n"),
+            Err(HttpError::PayloadTooLarge)
+        );
+        // 0: no limit (the size overflow check still holds).
+        assert_eq!(limit(0, b"ffffffffffffffff\r\n"), Ok(0));
+        assert_eq!(
+            limit(0, b"10000000000000000\r\n"),
+            Err(bad("chunk size overflow"))
+        );
+    }
+
+    /// Whatever the chunk sizes, the data a decoder hands out never exceeds its limit.
+    #[test]
+    fn decoded_data_never_exceeds_the_limit() {
+        let mut rand = xorshift(0x1234_5678_9abc_def1);
+        for _ in 0..5_000 {
+            let max = 1 + rand(200) as u64;
+            let mut wire = Vec::new();
+            for _ in 0..rand(8) {
+                let n = rand(80);
+                encode_chunk_header(
+                    if rand(10) == 0 {
+                        usize::MAX - rand(5)
+                    } else {
+                        n
+                    },
+                    &mut wire,
+                );
+                wire.extend(std::iter::repeat_n(b'z', n));
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            let mut d = ChunkedDecoder::new(0, 0, max);
+            let mut out = Vec::new();
+            for piece in wire.chunks(1 + rand(40)) {
+                if d.decode(piece, &mut out).is_err() || d.is_done() {
+                    break;
+                }
+            }
+            assert!(out.len() as u64 <= max, "{} > {max}", out.len());
+        }
     }
 
     /// No input makes the decoder panic, and splitting never changes the outcome.
@@ -636,7 +707,7 @@ mod tests {
             let input = mutate(seed, 3, BYTES, &mut rand);
             let one = whole(&input);
             let cut = rand(input.len() + 1);
-            let mut d = ChunkedDecoder::new(8, 16);
+            let mut d = ChunkedDecoder::new(8, 16, 0);
             let mut out = Vec::new();
             let _ = d
                 .decode(&input[..cut], &mut out)

@@ -459,8 +459,13 @@ impl Connection {
         let settings = &shared.ctx.settings;
         let max_body = settings.limits.max_body;
         let keep = settings.body_buffer_size as u64;
-        let decoder =
-            || ChunkedDecoder::new(settings.limit_chunk_ext_size, settings.limit_trailer_size);
+        let decoder = || {
+            ChunkedDecoder::new(
+                settings.limit_chunk_ext_size,
+                settings.limit_trailer_size,
+                max_body,
+            )
+        };
         match *framing {
             BodyFraming::Empty | BodyFraming::Length(0) => Ok(Body::Empty),
             BodyFraming::Length(n) if expect_continue => {
@@ -489,7 +494,7 @@ impl Connection {
             // Boxed, these two: they are rarer, and their futures (a spool file, a decoder)
             // would otherwise enlarge every connection's future, which is moved whole.
             BodyFraming::Length(n) => Box::pin(self.spool_body(n)).await,
-            BodyFraming::Chunked => Box::pin(self.read_chunked(decoder(), max_body, keep)).await,
+            BodyFraming::Chunked => Box::pin(self.read_chunked(decoder(), keep)).await,
         }
     }
 
@@ -511,11 +516,11 @@ impl Connection {
         }
     }
 
-    /// A chunked body, in memory while it stays within `keep` bytes, else spooled.
+    /// A chunked body, in memory while it stays within `keep` bytes, else spooled. The
+    /// decoder refuses a body past the limit (413).
     async fn read_chunked(
         &mut self,
         mut dec: ChunkedDecoder,
-        max_body: u64,
         keep: u64,
     ) -> Result<Body, BodyError> {
         let mut decoded = Vec::new();
@@ -525,12 +530,6 @@ impl Connection {
                 .decode(&self.rbuf, &mut decoded)
                 .map_err(BodyError::Refused)?;
             self.rbuf.advance(used);
-            // RFC 9110 §15.5.14: refuse as soon as the declared size passes the limit.
-            let spooled = spool.as_ref().map_or(0, |s| s.len);
-            let total = spooled + decoded.len() as u64 + dec.pending();
-            if max_body > 0 && total > max_body {
-                return Err(BodyError::Refused(HttpError::PayloadTooLarge));
-            }
             if spool.is_some() || decoded.len() as u64 > keep {
                 let file = match spool.as_mut() {
                     Some(file) => file,

@@ -169,6 +169,16 @@ def test_declared_chunk_size_over_the_limit_is_413_at_once():
         refused(s, chunked(b"1000\r\nhello"), 413)
 
 
+def test_chunk_sizes_that_would_wrap_a_sum_are_413():
+    """RFC 9110 §15.5.14 and RFC 9112 §7.1 (guard against overflow): a small chunk then one
+    declaring 2^64 - 1 bytes. Summed in wrapping arithmetic the two made 0 and the body
+    was spooled to disk past the limit for as long as the client sent; it is refused
+    before any of that chunk's data is stored."""
+    with running_server("echo_environ:app", "--max-request-body-size", "1M") as s:
+        refused(s, chunked(b"1\r\na\r\nffffffffffffffff\r\n" + b"z" * (256 << 10)), 413)
+        refused(s, chunked(b"2\r\nab\r\nfffffffffffffffe\r\n" + b"z" * 1024), 413)
+
+
 @pytest.mark.parametrize(
     "body",
     [
