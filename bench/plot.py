@@ -1,5 +1,8 @@
 """Draws results.png from results.json: per workload, req/s (bar, min–max whiskers) and p99 per server.
 
+qiao is red, the peers blue; the references and a --baseline build of qiao are grey: they
+are measured beside the peers, not counted as one.
+
 Usage: python plot.py results.json results.png   (needs matplotlib: bench/.venv has it)
 """
 
@@ -16,20 +19,23 @@ from run import REFERENCES  # beside this file; stdlib-only imports
 def main() -> None:
     with open(sys.argv[1]) as f:
         doc = json.load(f)
-    workloads = [w for w in doc["workloads"] if any(c["workload"] == w and c.get("summary") for c in doc["cells"])]
-    idle = [c for c in doc["cells"] if c["workload"] == "idle_rss" and c.get("idle_rss_kib")]
+    all_cells = doc["cells"] + doc.get("baseline_cells", [])
+    baseline = {c["server"] for c in doc.get("baseline_cells", [])}
+    grey = {*REFERENCES, *baseline}
+    workloads = [w for w in doc["workloads"] if any(c["workload"] == w and c.get("summary") for c in all_cells)]
+    idle = [c for c in all_cells if c["workload"] == "idle_rss" and c.get("idle_rss_kib")]
     rows = len(workloads) + (1 if idle else 0)
     if rows == 0:
         return
     fig, axes = plt.subplots(rows, 2, figsize=(14, 2.6 * rows + 1), squeeze=False)
     for i, w in enumerate(workloads):
-        cells = sorted((c for c in doc["cells"] if c["workload"] == w and c.get("summary")),
+        cells = sorted((c for c in all_cells if c["workload"] == w and c.get("summary")),
                        key=lambda c: c["summary"]["rps"])
         names = [c["server"] for c in cells]
         rps = [c["summary"]["rps"] for c in cells]
         lo = [c["summary"]["rps"] - c["summary"]["rps_min"] for c in cells]
         hi = [c["summary"]["rps_max"] - c["summary"]["rps"] for c in cells]
-        colors = ["tab:red" if n == "qiao" else "tab:gray" if n in REFERENCES else "tab:blue" for n in names]
+        colors = ["tab:red" if n == "qiao" else "tab:gray" if n in grey else "tab:blue" for n in names]
         ax = axes[i][0]
         ax.barh(names, rps, xerr=[lo, hi], color=colors)
         ax.set_title(f"{w}: req/s (median, min–max)", fontsize=10)
@@ -53,7 +59,7 @@ def main() -> None:
 
         cells = sorted(idle, key=worker)
         names = [c["server"] for c in cells]
-        colors = ["tab:red" if n == "qiao" else "tab:blue" for n in names]
+        colors = ["tab:red" if n == "qiao" else "tab:gray" if n in baseline else "tab:blue" for n in names]
         ax = axes[rows - 1][0]
         ax.barh(names, [c["idle_rss_kib"] / 1024 for c in cells], color="lightgray",
                 label="process tree")

@@ -12,6 +12,15 @@ and the "Latest results" section of bench/README.md.
     python bench/run.py --quick               # 3 s x 1 run, short warm-up
     python bench/run.py --servers qiao,granian --workloads hello,flask_json
     python bench/run.py --smoke               # qiao, hello, 2 s, 1 run; asserts 0 errors
+    python bench/run.py --baseline main       # also qiao as built at `main`, as one more server
+
+--baseline REV (a hash, a tag, HEAD~3, main...) builds qiao as of that git revision
+the same way (a release wheel, from `git archive` of it in a temporary directory) into
+bench/.data/baseline/<revision>-<python>/ (reused while that directory is there), and
+runs it, PYTHONPATH pointing there, as the server `qiao@<short hash>` in every selected
+workload, taking turns with the others. It is never a peer: the report sets qiao beside
+it (qiao ÷ baseline for req/s, CPU per request and p99, per workload) and results.json
+keeps its cells apart, under "baseline_cells".
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +86,16 @@ SERVER_PACKAGE = {
 ALL_SERVERS = list(SERVER_PACKAGE)
 # The physical references: measured beside the peers, never counted as one.
 REFERENCES = ("epoll-c", "bare-py")
+# --baseline REV: qiao built at another revision, run as one more server named
+# "qiao@<short hash>". Never a peer either; its cells are kept apart in results.json.
+BASELINE_PREFIX = "qiao@"
+BASELINE_HOME = DATA / "baseline"  # <revision>-<python>/ per build, and their cargo target dir
+# This run's baseline server -> the directory its wheel is installed in (pip --target).
+BASELINE_SITES: dict[str, Path] = {}
+
+
+def is_baseline(server: str) -> bool:
+    return server.startswith(BASELINE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -178,7 +198,7 @@ def setup_venv(servers: list[str], reinstall_qiao: bool) -> dict[str, str]:
         # A release wheel built from the working tree (the editable install of the
         # project env may be a debug build). Its own cargo target dir so that it
         # never waits on, or invalidates, the developers' builds.
-        log("pip install /work/main (qiao, release build)")
+        log(f"pip install {REPO} (qiao, release build)")
         env = dict(os.environ, CARGO_TARGET_DIR=str(VENV / "cargo-target"))
         rc = run_quiet(
             [str(venv_python()), "-m", "pip", "install", "--force-reinstall", "--no-deps", str(REPO)],
@@ -213,6 +233,73 @@ def installed_versions(packages: list[str], python: Path | None = None) -> dict[
     py = python or venv_python()
     r = subprocess.run([str(py), "-c", code, *packages], capture_output=True, text=True, timeout=60, check=False)
     return json.loads(r.stdout) if r.returncode == 0 else {p: None for p in packages}
+
+
+def git(*args: str) -> str | None:
+    """The output of a git command in the repository, stripped; None if it failed."""
+    try:
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def resolve_revision(rev: str) -> dict | None:
+    """The commit `rev` names (as given, full and short hash, subject, commit date); None if
+    it names none. A branch name moves: the hash is what gets built and reported."""
+    full = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if not full:
+        return None
+    short, date, subject = (git("log", "-1", "--format=%h%n%cI%n%s", full) or "\n\n").split("\n", 2)
+    return {"ref": rev, "revision": full, "short": short, "date": date, "subject": subject,
+            "server": BASELINE_PREFIX + short}
+
+
+def build_baseline(base: dict, python: Path) -> tuple[Path | None, str]:
+    """Installs qiao as of base["revision"] into a directory of its own, for `python`, and
+    returns (the directory, a line saying when it was built); (None, why) if it failed.
+
+    Built like setup_venv builds the working tree: pip builds a release wheel, from `git
+    archive` of the revision unpacked in a temporary directory, with its own cargo target
+    dir (shared by every baseline, apart from the current build's). `pip install --target`
+    puts the package and its `bin/qiao` script in the directory, so nothing in the venv
+    changes; the server runs with PYTHONPATH set to it. A revision's source never changes,
+    so a directory already built for it and this Python (its stamp written last) is reused;
+    delete it to build again."""
+    tag = subprocess.run([str(python), "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, timeout=60, check=False).stdout.strip() or "python"
+    home = BASELINE_HOME / f"{base['revision'][:12]}-{tag}"
+    stamp = home / "built.txt"
+    if stamp.exists():
+        log(f"baseline {base['server']}: reusing {home}")
+        return home, stamp.read_text().strip()
+    logs = DATA / "install-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    logfile = logs / f"{base['server']}.log"
+    log(f"building the baseline {base['server']} ({base['ref']}: {base['revision'][:12]}, release build)")
+    shutil.rmtree(home, ignore_errors=True)  # a build that did not finish
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="qiao-baseline-") as tmp:
+        src, archive = Path(tmp) / "src", Path(tmp) / "src.tar"
+        src.mkdir()
+        if git("archive", "--format=tar", "-o", str(archive), base["revision"]) is None:
+            return None, "git archive failed"
+        if subprocess.run(["tar", "-xf", str(archive), "-C", str(src)], timeout=300, check=False).returncode:
+            return None, f"could not unpack git archive of {base['revision'][:12]}"
+        env = dict(os.environ, CARGO_TARGET_DIR=str(BASELINE_HOME / "cargo-target"))
+        rc = run_quiet([str(python), "-m", "pip", "install", "--no-deps", "--target", str(home), str(src)],
+                       logfile, 1800, env=env)
+        if rc != 0:
+            return None, last_error_line(logfile)
+        # The directory must win over the venv's own qiao: check which one it imports.
+        r = subprocess.run([str(python), "-c", "import qiao._qiao as m; print(m.__file__)"], cwd=tmp,
+                           env=dict(os.environ, PYTHONPATH=str(home)), capture_output=True, text=True,
+                           timeout=60, check=False)
+    if not r.stdout.strip().startswith(str(home)) or not (home / "bin" / "qiao").exists():
+        return None, f"built, but {home} does not provide qiao: {(r.stdout + r.stderr).strip()[-200:]}"
+    built = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
+    stamp.write_text(f"built {built}\n")
+    return home, stamp.read_text().strip()
 
 
 def build_ref(name: str) -> Path:
@@ -386,6 +473,9 @@ def server_command(server: str, wl: Workload, port: int, python: Path) -> list[s
     t = wl.threads
     if server == "qiao":
         return [str(bindir / "qiao"), spec, "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", str(t)]
+    if is_baseline(server):  # its own `qiao` script, run by the same interpreter (what its #! says)
+        script = BASELINE_SITES[server] / "bin" / "qiao"
+        return [str(python), str(script), spec, "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", str(t)]
     if server == "gunicorn-sync":
         return [str(bindir / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", spec]
     if server == "gunicorn-gthread":
@@ -417,6 +507,8 @@ class Server:
         cmd = ["taskset", "-c", SERVER_CORE] + server_command(server, wl, self.port, python)
         env = dict(os.environ, BENCH_FILE=str(DATA / "1mib.bin"), PYTHONDONTWRITEBYTECODE="1")
         env.pop("PYTHONPATH", None)
+        if is_baseline(server):  # its qiao before the venv's
+            env["PYTHONPATH"] = str(BASELINE_SITES[server])
         self.log = open(logfile, "w")  # noqa: SIM115 -- closed by stop()
         self.log.write(" ".join(cmd) + "\n")
         self.log.flush()
@@ -503,8 +595,9 @@ class Run:
     # None in older results.
     core_rtt_ns: tuple[float | None, float | None] | None = None
     placement_wait_s: float | None = None  # waited before the run for the cores to be near
-    # The app's in-process floor (calls/s) just before and just after the run: qiao's runs
-    # of a `paired_floor` workload only. None elsewhere and in older results.
+    # The app's in-process floor (calls/s) just before and just after the run: the runs of
+    # qiao, its baseline and the bare server in a `paired_floor` workload only. None
+    # elsewhere and in older results.
     floor_calls_per_s: tuple[float | None, float | None] | None = None
 
 
@@ -674,8 +767,8 @@ def measure_workload(wl: Workload, servers: list[str], python: Path, args) -> li
                     cell.status = "failed: server exited during the run"
                     continue
                 try:
-                    paired = (wl.paired_floor and cell.server in ("qiao", "bare-py")
-                              and args.floor_seconds > 0)
+                    paired = (wl.paired_floor and args.floor_seconds > 0
+                              and (cell.server in ("qiao", "bare-py") or is_baseline(cell.server)))
                     before = floor_of(python, wl.app, args.floor_seconds) if paired else None
                     run = measure_run(srv, wl, args)
                     for _ in range(MOVED_RETRIES):
@@ -825,10 +918,13 @@ def render_markdown(doc: dict) -> str:
     if doc["not_installed"]:
         lines.append("Not installed: " + "; ".join(f"{k}: {v}" for k, v in doc["not_installed"].items()) + ".")
         lines.append("")
+    base = doc.get("baseline")
+    if base:
+        lines += [render_baseline(doc), ""]
     floor = doc.get("floor", {})
     for wname in doc["workloads"]:
         wl = WORKLOAD_BY_NAME[wname]
-        cells = [c for c in doc["cells"] if c["workload"] == wname]
+        cells = [c for c in doc["cells"] + doc.get("baseline_cells", []) if c["workload"] == wname]
         if not cells:
             continue
         lines.append(f"### {wl.title} (`{wname}`)")
@@ -846,9 +942,9 @@ def render_markdown(doc: dict) -> str:
 
             for c in sorted(cells, key=worker):
                 if c["status"] != "ok":
-                    lines.append(f"| {c['server']} | {c['status']} | | | | |")
+                    lines.append(f"| {label(c['server'])} | {c['status']} | | | | |")
                 else:
-                    lines.append(f"| {c['server']} | {mib(c.get('idle_rss_worker_kib'))} | "
+                    lines.append(f"| {label(c['server'])} | {mib(c.get('idle_rss_worker_kib'))} | "
                                  f"{mib(c.get('idle_uss_worker_kib'))} | "
                                  f"{mib(c.get('idle_pss_worker_kib'))} | "
                                  f"{mib(c['idle_rss_kib'])} | {mib(c['idle_rss_max_proc_kib'])} |")
@@ -867,7 +963,7 @@ def render_markdown(doc: dict) -> str:
         for c in sorted(cells, key=lambda c: -(c.get("summary") or {}).get("rps", -1)):
             s = c.get("summary")
             if not s:
-                lines.append(f"| {c['server']} | {c['status']} | | | | | | | | | | | |")
+                lines.append(f"| {label(c['server'])} | {c['status']} | | | | | | | | | | | |")
                 continue
             places = [placement(r, limit) for r in c["runs"]]
             where = (f"{places.count('near')}/{places.count('far')}"
@@ -876,7 +972,7 @@ def render_markdown(doc: dict) -> str:
             err = f"{s['errors']}" + (f" ({s['non2xx']} non-2xx)" if s["non2xx"] else "")
             note = "" if c["status"] == "ok" else f" ⚠ {c['status']}"
             lines.append(
-                f"| {c['server']}{note} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–{fmt_rps(s['rps_max'])}) | {ratio} "
+                f"| {label(c['server'])}{note} | {fmt_rps(s['rps'])} ({fmt_rps(s['rps_min'])}–{fmt_rps(s['rps_max'])}) | {ratio} "
                 f"| {fmt_ms(s['p50'])} | {fmt_ms(s['p99'])} | {err} | {s['rss_mib']:.1f} | {s['cpu_us']:.1f} "
                 f"| {s['cpu_pct']:.0f} | {s['client_cpu_pct']:.0f} | {fmt_sleeps(s.get('client_sleeps'))} "
                 f"| {s.get('other_cpu_pct', 0):.0f} | {where} |"
@@ -902,8 +998,114 @@ def render_markdown(doc: dict) -> str:
                 note += (f" The bare server's (`ref/bare_server.py`: the syscalls and the app call, nothing "
                          f"else), each run against the floor beside it: {100 * median(bare):.0f} % "
                          f"({100 * min(bare):.0f}–{100 * max(bare):.0f} %).")
+            _, based = paired_floors(next((c["runs"] for c in cells if base and c["server"] == base["server"]), []))
+            if based:
+                note += (f" The baseline's ({base['server']}), the same way: {100 * median(based):.0f} % "
+                         f"({100 * min(based):.0f}–{100 * max(based):.0f} %).")
             lines += ["", note]
+        versus = versus_baseline(doc, wname)
+        if versus and versus.get("rps"):
+            lines += ["", (f"qiao ÷ its baseline {base['server']}: req/s {versus['rps']:.2f} ×, CPU/req "
+                           f"{fmt_ratio(versus['cpu'])} ×, p99 {fmt_ratio(versus['p99'])} × ({versus['runs']}).")]
         lines.append("")
+    return "\n".join(lines)
+
+
+def label(server: str) -> str:
+    """A server's name in the tables: the baseline says what it is."""
+    return f"{server} (baseline)" if is_baseline(server) else server
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def versus_baseline(doc: dict, wname: str) -> dict | None:
+    """qiao ÷ its baseline in one workload: the ratios of their medians (req/s, CPU per
+    request, p99; for idle_rss the RSS and USS of one worker), both summaries, and whether
+    the req/s of their runs overlap. None without a baseline, or if either has no cell."""
+    base = doc.get("baseline")
+    if not base:
+        return None
+    q = next((c for c in doc["cells"] if c["workload"] == wname and c["server"] == "qiao"), None)
+    b = next((c for c in doc.get("baseline_cells", []) if c["workload"] == wname), None)
+    if not q or not b:
+        return None
+
+    def ratio(x, y):
+        return x / y if x is not None and y else None
+
+    if WORKLOAD_BY_NAME[wname].idle:
+        return {"rss": ratio(q.get("idle_rss_worker_kib"), b.get("idle_rss_worker_kib")),
+                "uss": ratio(q.get("idle_uss_worker_kib"), b.get("idle_uss_worker_kib")), "q": q, "b": b}
+    qs, bs = q.get("summary") or {}, b.get("summary") or {}
+    if not qs or not bs:
+        return {"q": qs, "b": bs}
+    if min(len(q["runs"]), len(b["runs"])) < 2:
+        runs = "one run: no spread"
+    elif qs["rps_min"] > bs["rps_max"]:
+        runs = "qiao faster in every run"
+    elif qs["rps_max"] < bs["rps_min"]:
+        runs = "**qiao slower in every run**"
+    else:
+        runs = "req/s runs overlap"
+    busy = max(qs.get("other_cpu_pct") or 0, bs.get("other_cpu_pct") or 0)
+    if busy >= 10:  # other people's work on the machine: see the "other CPU %" column
+        runs += f"; the machine was busy: other CPU up to {busy:.0f} %"
+    return {"rps": ratio(qs["rps"], bs["rps"]), "cpu": ratio(qs.get("cpu_us"), bs.get("cpu_us")),
+            "p99": ratio(qs.get("p99"), bs.get("p99")), "runs": runs, "q": qs, "b": bs}
+
+
+def render_baseline(doc: dict) -> str:
+    """qiao beside its baseline (--baseline), one row per workload."""
+    base = doc["baseline"]
+    current = doc["versions"].get("qiao", "?")
+    lines = [
+        f"### qiao against its baseline `{base['server']}`",
+        "",
+        (f"The baseline is qiao built at {base['revision'][:12]} (`--baseline {base['ref']}`: "
+         f"\"{base['subject']}\", committed {base['date']}; {base.get('built', 'built ?')}), run as one "
+         f"more server in every workload, taking turns with the others; the current build is qiao "
+         f"{current}. The baseline is not a peer: no best-peer comparison or target counts it. "
+         "Each ratio is qiao's median ÷ the baseline's: above 1 is more req/s, below 1 is less "
+         "CPU per request and a lower p99. The last column compares the req/s of the two builds' "
+         "runs (min–max)."),
+        "",
+        ("| workload | req/s qiao | req/s baseline | ÷ | CPU µs/req qiao | baseline | ÷ | p99 ms qiao "
+         "| baseline | ÷ | runs |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    idle = []
+    for wname in doc["workloads"]:
+        v = versus_baseline(doc, wname)
+        if v is None:
+            continue
+        if WORKLOAD_BY_NAME[wname].idle:
+            q, b = v["q"], v["b"]
+            if v["rss"]:
+                idle.append(f"Idle worker (`{wname}`): RSS {q['idle_rss_worker_kib'] / 1024:.1f} MiB against "
+                            f"{b['idle_rss_worker_kib'] / 1024:.1f} ({v['rss']:.2f} ×)"
+                            + (f", USS {q['idle_uss_worker_kib'] / 1024:.1f} against "
+                               f"{b['idle_uss_worker_kib'] / 1024:.1f} MiB ({v['uss']:.2f} ×)." if v["uss"] else "."))
+            continue
+        q, b = v["q"], v["b"]
+        if not v.get("rps"):
+            lines.append(f"| `{wname}` | {'measured' if q else 'failed'} | {'measured' if b else 'failed'} "
+                         "| | | | | | | | |")
+            continue
+
+        def us(x):
+            return "–" if x is None else f"{x:.1f}"
+
+        lines.append(
+            f"| `{wname}` | {fmt_rps(q['rps'])} ({fmt_rps(q['rps_min'])}–{fmt_rps(q['rps_max'])}) "
+            f"| {fmt_rps(b['rps'])} ({fmt_rps(b['rps_min'])}–{fmt_rps(b['rps_max'])}) | {v['rps']:.2f} "
+            f"| {us(q.get('cpu_us'))} | {us(b.get('cpu_us'))} | {fmt_ratio(v['cpu'])} "
+            f"| {fmt_ms(q.get('p99'))} | {fmt_ms(b.get('p99'))} | {fmt_ratio(v['p99'])} | {v['runs']} |")
+    if len(lines) == 6:  # no row
+        lines[-2:] = ["qiao was not among the servers measured: nothing to set beside the baseline."]
+    if idle:
+        lines += [""] + idle
     return "\n".join(lines)
 
 
@@ -1077,6 +1279,10 @@ def parse_args(argv=None):
     p.add_argument("--python", help="interpreter whose qiao/peers to run (default: bench/.venv's; --smoke: this one)")
     p.add_argument("--no-setup", action="store_true", help="do not create/update bench/.venv")
     p.add_argument("--reuse-qiao", action="store_true", help="do not rebuild qiao into the venv if it is there")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run qiao as built at git revision REV (a hash, tag, HEAD~3, main...), as the "
+                        "server qiao@<short hash> beside the others, and report qiao ÷ it per workload; "
+                        "the build is kept in bench/.data/baseline/ and reused for the same revision")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the 'Latest results' section of README.md")
     p.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
     p.add_argument("--report-only", action="store_true",
@@ -1133,6 +1339,11 @@ def main(argv=None) -> int:
     for w in workloads:
         if w not in WORKLOAD_BY_NAME:
             sys.exit(f"unknown workload {w!r}; choose from {', '.join(WORKLOAD_BY_NAME)}")
+    base = None
+    if args.baseline:
+        base = resolve_revision(args.baseline)
+        if base is None:
+            sys.exit(f"--baseline {args.baseline!r}: not a revision of {REPO}")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
     if not shutil.which("taskset"):
@@ -1161,6 +1372,16 @@ def main(argv=None) -> int:
         built = QIAO_BUILD.read_text().strip() if python == venv_python() and QIAO_BUILD.exists() else None
         versions["qiao"] += f" ({built or qiao_revision()})"
     runnable = [s for s in servers if SERVER_PACKAGE[s] is None or versions.get(SERVER_PACKAGE[s])]
+    measured = list(runnable)
+    if base:
+        site, built = build_baseline(base, python)
+        if site is None:
+            sys.exit(f"--baseline {args.baseline}: qiao at {base['short']} did not build: {built} "
+                     f"(log: {DATA / 'install-logs' / (base['server'] + '.log')})")
+        base["built"], base["install"] = built, str(site)
+        BASELINE_SITES[base["server"]] = site
+        # Right after qiao, so that the two builds' runs are neighbours in every round.
+        measured.insert(measured.index("qiao") + 1 if "qiao" in measured else len(measured), base["server"])
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1175,24 +1396,26 @@ def main(argv=None) -> int:
         "placement_wait": args.placement_wait,
         "servers": runnable, "workloads": workloads, "cells": [], "floor": {},
     }
+    if base:  # its cells go apart from the peers' and the references'
+        doc["baseline"], doc["baseline_cells"] = base, []
 
     apps = sorted({WORKLOAD_BY_NAME[w].app for w in workloads if not WORKLOAD_BY_NAME[w].idle})
     if apps and not args.smoke:
         log(f"in-process floor: {', '.join(apps)}")
         doc["floor"] = measure_floor(python, apps, args.floor_seconds) or {}
 
-    total = sum(1 for w in workloads for s in runnable if serves(s, WORKLOAD_BY_NAME[w]))
+    total = sum(1 for w in workloads for s in measured if serves(s, WORKLOAD_BY_NAME[w]))
     n = 0
     (DATA / "server-logs").mkdir(parents=True, exist_ok=True)
     for wname in workloads:
         wl = WORKLOAD_BY_NAME[wname]
-        servers = [s for s in runnable if serves(s, wl)]
+        servers = [s for s in measured if serves(s, wl)]
         for cell in measure_workload(wl, servers, python, args):
             server = cell.server
             n += 1
             d = asdict(cell)
             d["summary"] = summarize(d["runs"])
-            doc["cells"].append(d)
+            doc["baseline_cells" if is_baseline(server) else "cells"].append(d)
             s = d["summary"]
             if wl.idle:
                 detail = f"idle RSS {cell.idle_rss_kib / 1024:.1f} MiB" if cell.idle_rss_kib else ""
@@ -1207,10 +1430,12 @@ def main(argv=None) -> int:
     write_report(doc, out, python, plot=not args.smoke, readme=not args.no_readme)
 
     if args.smoke:
-        cell = doc["cells"][0]
-        s = cell["summary"]
-        ok = cell["status"] == "ok" and s and s["errors"] == 0 and s["rps"] > 0
-        print(f"smoke: {'ok' if ok else 'FAILED'}: {cell['status']}, {s}")
+        ok = True
+        for cell in doc["cells"] + doc.get("baseline_cells", []):
+            s = cell["summary"]
+            good = cell["status"] == "ok" and s and s["errors"] == 0 and s["rps"] > 0
+            print(f"smoke: {cell['server']}: {'ok' if good else 'FAILED'}: {cell['status']}, {s}")
+            ok = ok and bool(good)
         return 0 if ok else 1
     return 0
 
