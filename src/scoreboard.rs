@@ -12,8 +12,11 @@ use pyo3::prelude::*;
 
 /// Milliseconds on the system-wide monotonic clock (the same in every process).
 pub fn now_ms() -> u64 {
-    // SAFETY: clock_gettime only writes into `ts`.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
@@ -22,14 +25,22 @@ pub fn now_ms() -> u64 {
 pub struct Scoreboard {
     /// `slots * (1 + threads)` cells: per slot a heartbeat, then one busy-since per thread.
     cells: *mut AtomicU64,
+    /// Rows: the most workers that may use this board at once.
     slots: usize,
+    /// Columns: the most app threads a worker using this board may have. Fixed at mapping
+    /// time; a worker with more threads needs another board (the master maps one when a
+    /// reload raises `--threads`).
     threads: usize,
+    /// Length of the mapping, for `munmap`.
     bytes: usize,
 }
 
-// SAFETY: the cells are atomics in memory that lives as long as the Scoreboard; every
-// access goes through atomic operations.
+// SAFETY: the cells are atomics in memory that lives as long as the Scoreboard (it is
+// unmapped only on drop); nothing else is behind the pointer, so moving the board to
+// another thread is sound.
 unsafe impl Send for Scoreboard {}
+// SAFETY: every access to the cells goes through atomic operations, so shared references
+// from several threads are sound.
 unsafe impl Sync for Scoreboard {}
 
 impl Drop for Scoreboard {
@@ -46,15 +57,31 @@ impl Scoreboard {
         unsafe { &*self.cells.add(slot * (1 + self.threads) + index) }
     }
 
+    /// The cell of app thread `thread` of worker `slot`.
+    ///
+    /// Panics when the board has no column for `thread`: two threads sharing a cell would
+    /// clear each other's state and let a stuck request escape `--timeout`, so a worker
+    /// must be given a board with a column per app thread (see `threads`).
+    fn thread_cell(&self, slot: usize, thread: usize) -> &AtomicU64 {
+        assert!(
+            thread < self.threads,
+            "scoreboard: app thread {thread} has no column (the board has {}); \
+             it must be mapped for the worker's --threads",
+            self.threads
+        );
+        self.cell(slot, 1 + thread)
+    }
+
     /// The worker's loop is alive.
     pub fn beat(&self, slot: usize) {
         self.cell(slot, 0).store(now_ms(), Ordering::Relaxed);
     }
 
     /// App thread `thread` of worker `slot` started a request now (`busy`) or finished.
+    /// Panics if the board has no column for `thread`.
     pub fn set_busy(&self, slot: usize, thread: usize, busy: bool) {
         let value = if busy { now_ms().max(1) } else { 0 };
-        self.cell(slot, 1 + thread.min(self.threads - 1))
+        self.thread_cell(slot, thread)
             .store(value, Ordering::Relaxed);
     }
 }
@@ -99,6 +126,12 @@ impl Scoreboard {
     #[getter]
     fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// The most app threads a worker using this board may have (one column each).
+    #[getter]
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Clears a slot for a new worker (the master, before forking it).
@@ -165,5 +198,14 @@ mod tests {
         assert_eq!(board.busiest(1).unwrap(), 0.0);
         assert!(board.silence(1).unwrap() < 5.0);
         assert!(board.reset(2).is_err());
+    }
+
+    /// A thread index past the board's columns is refused, not folded onto another
+    /// thread's cell (where one finishing would clear the other's stuck request).
+    #[test]
+    #[should_panic(expected = "app thread 2 has no column")]
+    fn thread_without_a_column_is_refused() {
+        let board = Scoreboard::new(1, 2).unwrap();
+        board.set_busy(0, 2, true);
     }
 }

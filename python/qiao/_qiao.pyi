@@ -88,6 +88,9 @@ class Scoreboard:
     def __new__(cls, slots: int, threads: int) -> Scoreboard: ...
     @property
     def slots(self) -> int: ...
+    @property
+    def threads(self) -> int:
+        """The most app threads a worker using this board may have (one cell each)."""
     def reset(self, slot: int) -> None:
         """Clear a row for a new worker."""
     def ready(self, slot: int) -> bool:
