@@ -329,10 +329,12 @@ class Arbiter:
     def _timed_out(self, worker: Worker, seconds: float) -> None:
         """Log, have the worker write every thread's Python stack (faulthandler on SIGABRT),
         then kill it; the loop starts a replacement."""
+        busy, waiting = worker.board.threads_state(worker.slot)
         self.log.log(
             "critical",
             f"WORKER TIMEOUT (pid:{worker.pid}): a request has run {seconds:.1f}s "
-            f"(--timeout {self.config.timeout:g}); its threads' stacks follow",
+            f"(--timeout {self.config.timeout:g}; {busy} thread(s) in the app, {waiting} "
+            f"waiting on a client); its threads' stacks follow",
         )
         self._kill(worker.pid, signal.SIGABRT)
         worker.kill_at = time.monotonic() + _KILL_AFTER_DUMP

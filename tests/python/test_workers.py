@@ -136,13 +136,15 @@ def test_max_requests_recycles_workers():
 
 def test_stuck_request_dumps_stacks_and_replaces_the_worker():
     """--timeout: a request running past it gets every thread's Python stack in the error
-    log, then its worker is replaced."""
+    log, then its worker is replaced. The log line counts the threads in the app apart
+    from those waiting on a client."""
     with running_server("behaviour:app", "--timeout", "1") as server:
         first = worker_pids(server, 1)
         with Conn(server.port, timeout=15) as c:
             c.send(get("/slow?s=8"))
             log = server.wait_log("in slow", timeout=10)
         assert "WORKER TIMEOUT" in log
+        assert "1 thread(s) in the app, 0 waiting on a client" in log
         assert "thread 0x" in log.lower() and "in slow" in log, log[-2000:]
         replaced = wait_for(lambda: (k := children(server.proc.pid)) and k != first and k)
         assert replaced
