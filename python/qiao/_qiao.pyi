@@ -83,11 +83,15 @@ class Logger:
 @final
 class Scoreboard:
     """Memory shared by a master and its workers (mapped before forking): each worker's
-    heartbeat and, per app thread, when its current request began."""
+    heartbeat and, per app thread, its current request's time in the application, or
+    that it is waiting on its client."""
 
     def __new__(cls, slots: int, threads: int) -> Scoreboard: ...
     @property
     def slots(self) -> int: ...
+    @property
+    def threads(self) -> int:
+        """The most app threads a worker using this board may have (one cell each)."""
     def reset(self, slot: int) -> None:
         """Clear a row for a new worker."""
     def ready(self, slot: int) -> bool:
@@ -95,7 +99,11 @@ class Scoreboard:
     def silence(self, slot: int) -> float:
         """Seconds since the worker's loop last beat."""
     def busiest(self, slot: int) -> float:
-        """Seconds its longest-running request has run (0 when idle)."""
+        """Seconds its longest-running request has spent in the application (0 when idle):
+        threads waiting on a client are left out, and time waited is not counted."""
+    def threads_state(self, slot: int) -> tuple[int, int]:
+        """``(busy, waiting)``: how many of the worker's app threads are running a request
+        in the application, and how many are waiting on a client to read a response."""
 
 def set_process_name(title: str) -> None:
     """Name this process for ps/top (the first 15 bytes)."""

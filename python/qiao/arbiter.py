@@ -32,6 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
+    from qiao._qiao import Scoreboard
+
 __all__ = ["WORKER_APP_ERROR", "WORKER_BOOT_ERROR", "Arbiter"]
 
 # Worker exit statuses the master reads as "this app cannot start": stop, do not respawn.
@@ -43,7 +45,7 @@ _BOOT_WINDOW = 2.0
 _MAX_BACKOFF = 10.0
 _TICK = 0.5  # the loop's pace when nothing happens (timeouts are checked this often)
 _KILL_AFTER_DUMP = 1.0  # time for a timed-out worker to write its stacks before SIGKILL
-_SLOTS = 1024  # scoreboard rows: the most workers alive at once, old and new
+_SLOTS = 1024  # scoreboard rows: the most workers alive at once on one board
 
 _SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
@@ -54,11 +56,15 @@ _SIGNALS = (
 class Worker:
     """A worker process as the master tracks it."""
 
-    __slots__ = ("generation", "kill_at", "pid", "retiring", "slot", "started")
+    __slots__ = ("board", "generation", "kill_at", "pid", "retiring", "slot", "started")
 
-    def __init__(self, pid: int, slot: int, generation: int) -> None:
+    def __init__(self, pid: int, board: Scoreboard, slot: int, generation: int) -> None:
         self.pid = pid
-        self.slot = slot  # its row in the scoreboard
+        # The scoreboard it was forked with (one column per app thread of its settings),
+        # and its row there. A reload that changes --threads maps a new board for the new
+        # workers; this one stays until the last worker using it is gone.
+        self.board = board
+        self.slot = slot
         self.generation = generation  # bumped by each reload; older generations are drained
         self.started = time.monotonic()
         self.retiring = False  # sent TERM: drains, then exits; a replacement is started
@@ -77,8 +83,6 @@ class Arbiter:
         reload_config: Callable[[], Config] | None = None,
         app_name: str | None = None,
     ) -> None:
-        from qiao._qiao import Scoreboard
-
         self.config = config
         self.app_spec = app_spec  # imported by each worker unless `app` was preloaded
         self.app = app
@@ -86,7 +90,7 @@ class Arbiter:
         self.sockets = sockets
         self.log = logger
         self.reload_config = reload_config  # re-reads the config file on HUP
-        self.board = Scoreboard(_SLOTS, max(config.threads, 1))
+        self.board = _map_board(config)  # for the workers started from now on
         self.workers: dict[int, Worker] = {}
         self.target = config.workers
         self.generation = 0
@@ -178,7 +182,7 @@ class Arbiter:
         return [w for w in self.workers.values() if not w.retiring]
 
     def _free_slot(self) -> int:
-        used = {w.slot for w in self.workers.values()}
+        used = {w.slot for w in self.workers.values() if w.board is self.board}
         return next(i for i in range(_SLOTS) if i not in used)
 
     def _spawn_missing(self) -> None:
@@ -195,7 +199,7 @@ class Arbiter:
             if not self.booted:
                 break
         # A new generation (after HUP) replaces the old one once it is serving.
-        if not missing and all(self.board.ready(w.slot) for w in current):
+        if not missing and all(w.board.ready(w.slot) for w in current):
             for worker in self._active():
                 if worker.generation != self.generation:
                     self._retire(worker, "replaced by reload")
@@ -214,8 +218,8 @@ class Arbiter:
         self._kill(worker.pid, signal.SIGTERM)
 
     def _spawn(self) -> None:
-        slot = self._free_slot()
-        self.board.reset(slot)
+        board, slot = self.board, self._free_slot()
+        board.reset(slot)
         max_requests = self.config.max_requests
         if max_requests and self.config.max_requests_jitter:
             # os.urandom rather than the random module: what the master imports, every
@@ -224,8 +228,8 @@ class Arbiter:
             max_requests += jitter % (self.config.max_requests_jitter + 1)
         pid = os.fork()
         if pid == 0:
-            run_child(lambda: self._worker_main(slot, max_requests))
-        self.workers[pid] = Worker(pid, slot, self.generation)
+            run_child(lambda: self._worker_main(board, slot, max_requests))
+        self.workers[pid] = Worker(pid, board, slot, self.generation)
 
     def _reap(self) -> None:
         while True:
@@ -240,7 +244,8 @@ class Arbiter:
                 continue
             code = os.waitstatus_to_exitcode(status)
             lived = time.monotonic() - worker.started
-            if code in (WORKER_BOOT_ERROR, WORKER_APP_ERROR) and not self.board.ready(worker.slot):
+            ready = worker.board.ready(worker.slot)
+            if code in (WORKER_BOOT_ERROR, WORKER_APP_ERROR) and not ready:
                 self._boot_failed(worker, code)
                 continue
             if worker.retiring or self.stopping:
@@ -263,7 +268,7 @@ class Arbiter:
         """A worker could not load the app. With nothing serving, the app is broken: stop
         (not an endless respawn loop). Within a reload, keep the old workers. Otherwise
         (a respawn, or --reload after an edit) retry with a back-off."""
-        serving = [w for w in self._active() if self.board.ready(w.slot)]
+        serving = [w for w in self._active() if w.board.ready(w.slot)]
         older = [w.generation for w in serving if w.generation < worker.generation]
         if older:
             self.log.log("error", "Reload failed: the app does not load; keeping the old workers")
@@ -289,13 +294,13 @@ class Arbiter:
                 if now >= worker.kill_at:
                     self._kill(worker.pid, signal.SIGKILL)
                 continue
-            ready = self.board.ready(worker.slot)
+            ready = worker.board.ready(worker.slot)
             if ready and not self.booted:
                 self.booted = True
                 self._announce()
             if timeout and ready:
-                busy = self.board.busiest(worker.slot)
-                silent = self.board.silence(worker.slot)
+                busy = worker.board.busiest(worker.slot)
+                silent = worker.board.silence(worker.slot)
                 if busy > timeout or silent > timeout:
                     self._timed_out(worker, max(busy, silent))
                     continue
@@ -324,10 +329,12 @@ class Arbiter:
     def _timed_out(self, worker: Worker, seconds: float) -> None:
         """Log, have the worker write every thread's Python stack (faulthandler on SIGABRT),
         then kill it; the loop starts a replacement."""
+        busy, waiting = worker.board.threads_state(worker.slot)
         self.log.log(
             "critical",
             f"WORKER TIMEOUT (pid:{worker.pid}): a request has run {seconds:.1f}s "
-            f"(--timeout {self.config.timeout:g}); its threads' stacks follow",
+            f"(--timeout {self.config.timeout:g}; {busy} thread(s) in the app, {waiting} "
+            f"waiting on a client); its threads' stacks follow",
         )
         self._kill(worker.pid, signal.SIGABRT)
         worker.kill_at = time.monotonic() + _KILL_AFTER_DUMP
@@ -343,6 +350,11 @@ class Arbiter:
             else:
                 self.config = config
                 self.target = config.workers
+                if self.board.threads != max(config.threads, 1):
+                    # The new workers need a column per app thread: sharing one, a thread
+                    # that finishes would clear the cell of another stuck in the app,
+                    # hiding it from --timeout. The old workers keep the board they have.
+                    self.board = _map_board(config)
         self.generation += 1
 
     # -- stopping
@@ -392,8 +404,16 @@ class Arbiter:
 
     # -- in the worker process
 
-    def _worker_main(self, slot: int, max_requests: int) -> int:
+    def _worker_main(self, board: Scoreboard, slot: int, max_requests: int) -> int:
         from qiao import _qiao
+
+        if board.threads < self.config.threads:
+            # The master maps a board for each --threads it starts workers with; reaching
+            # this is a bug, and sharing cells would let stuck requests escape --timeout.
+            raise RuntimeError(
+                f"the scoreboard has {board.threads} thread columns for "
+                f"--threads {self.config.threads}: refusing to start the worker"
+            )
 
         os.close(self.wakeup_r)
         os.close(self.wakeup_w)
@@ -420,7 +440,7 @@ class Arbiter:
         settings = self.config.engine_settings()
         settings["max_requests"] = max_requests
         settings["parent_pid"] = self.master_pid  # not getppid(): the master may be gone
-        engine = _qiao.Engine(app, settings, [s.fileno() for s in self.sockets], self.board, slot)
+        engine = _qiao.Engine(app, settings, [s.fileno() for s in self.sockets], board, slot)
         for s in self.sockets:
             s.close()
 
@@ -449,6 +469,14 @@ class Arbiter:
 
             return demo_app
         return load_app(self.app_spec, factory=self.config.factory, cwd=os.getcwd())
+
+
+def _map_board(config: Config) -> Scoreboard:
+    """A new scoreboard with a column per app thread of `config` (mapped shared, before the
+    forks that use it: no thread is started)."""
+    from qiao._qiao import Scoreboard
+
+    return Scoreboard(_SLOTS, max(config.threads, 1))
 
 
 def _signal_name(number: int) -> str:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
+from apps.parked import gate_path
 from conftest import TESTS_DIR, running_server
 from httpclient import Conn, get
 from loadgen import Load, children, wait_for
@@ -133,13 +136,15 @@ def test_max_requests_recycles_workers():
 
 def test_stuck_request_dumps_stacks_and_replaces_the_worker():
     """--timeout: a request running past it gets every thread's Python stack in the error
-    log, then its worker is replaced."""
+    log, then its worker is replaced. The log line counts the threads in the app apart
+    from those waiting on a client."""
     with running_server("behaviour:app", "--timeout", "1") as server:
         first = worker_pids(server, 1)
         with Conn(server.port, timeout=15) as c:
             c.send(get("/slow?s=8"))
             log = server.wait_log("in slow", timeout=10)
         assert "WORKER TIMEOUT" in log
+        assert "1 thread(s) in the app, 0 waiting on a client" in log
         assert "thread 0x" in log.lower() and "in slow" in log, log[-2000:]
         replaced = wait_for(lambda: (k := children(server.proc.pid)) and k != first and k)
         assert replaced
@@ -492,6 +497,94 @@ def test_hup_rereads_the_config_file_and_a_bad_one_keeps_the_old_settings(tmp_pa
         assert third, "the reload with the old settings did not end with two new workers"
         with Conn(server.port) as c:
             assert c.request(get("/single")).status == 200
+
+
+def test_hup_raising_threads_keeps_a_timeout_cell_per_thread(tmp_path):
+    """--timeout after a reload that raised `threads` (2 -> 8 in the config file): every
+    app thread of the new worker has its own scoreboard cell, so a request stuck on
+    thread 7 while threads 0-6 start and finish requests is still caught: its stack is
+    dumped and the worker replaced. (On a board mapped for two threads, threads 1-7
+    shared one cell, the first of them to finish cleared it, and the stuck request ran
+    on unseen.)"""
+    conf = tmp_path / "threads.toml"
+    conf.write_text("threads = 2\n")
+    keys = [uuid.uuid4().hex for _ in range(8)]
+    try:
+        with running_server("parked:app", "-c", str(conf), "--timeout", "2") as server:
+            master = server.proc.pid
+            (first,) = worker_pids(server, 1)
+            conf.write_text("threads = 8\n")
+            server.proc.send_signal(signal.SIGHUP)
+            second = wait_for(
+                lambda: (pids := children(master)) and first not in pids and pids, 15
+            )
+            assert second and len(second) == 1, "the reload did not end with one new worker"
+
+            # Eight requests at once, one per app thread, each parked in the app.
+            conns = [Conn(server.port, timeout=15) for _ in keys]
+            on_thread = {}
+            for conn, key in zip(conns, keys):
+                conn.send(get(f"/?key={key}"))
+            for conn, key in zip(conns, keys):
+                found = re.search(rb"thread=([\w-]+);", conn.read_until(b";\r\n", timeout=10))
+                assert found, conn.buf
+                on_thread[found.group(1).decode()] = (conn, key)
+            assert sorted(on_thread) == [f"qiao-app-{i}" for i in range(8)]
+
+            # Thread 7 stays stuck; the others finish, clearing their own cells.
+            stuck, _ = on_thread.pop("qiao-app-7")
+            for conn, key in on_thread.values():
+                open(gate_path(key), "x").close()
+                assert conn.read_response().body.endswith(b";end")
+                conn.close()
+
+            log = server.wait_log("in parked_in_app", timeout=8)
+            assert "WORKER TIMEOUT" in log, log[-2000:]
+            assert "in parked_in_app" in log, log[-2000:]
+            assert stuck.closed_by_peer(timeout=5)
+            assert b"end" not in stuck.buf
+            stuck.close()
+            replaced = wait_for(
+                lambda: (pids := children(master)) and not set(pids) & set(second) and pids
+            )
+            assert replaced, "the timed-out worker was not replaced"
+    finally:
+        for key in keys:
+            if os.path.exists(gate_path(key)):
+                os.unlink(gate_path(key))
+
+
+class _QuietLog:
+    def log(self, level: str, message: str) -> None:
+        pass
+
+
+def test_reload_maps_a_board_per_thread_count_and_a_worker_refuses_a_smaller_one():
+    """The master's side of the test above, in this process: a reload that changes
+    `threads` maps a new scoreboard with a column per thread (the same count keeps the
+    board), and a worker handed a board with fewer columns than its threads refuses to
+    start rather than share cells."""
+    from qiao import Config
+    from qiao.arbiter import Arbiter
+
+    settings = iter([{"threads": 8}, {"threads": 8, "workers": 2}])
+    arbiter = Arbiter(
+        Config({"threads": 2}, env={}), None, [], _QuietLog(),
+        reload_config=lambda: Config(next(settings), env={}),
+    )
+    try:
+        first = arbiter.board
+        assert first.threads == 2
+        arbiter._reload()
+        assert arbiter.board is not first and arbiter.board.threads == 8
+        second = arbiter.board
+        arbiter._reload()
+        assert arbiter.board is second
+        with pytest.raises(RuntimeError, match="2 thread columns for --threads 8"):
+            arbiter._worker_main(first, 0, 0)
+    finally:
+        os.close(arbiter.wakeup_r)
+        os.close(arbiter.wakeup_w)
 
 
 def test_max_requests_jitter_varies_each_workers_limit():
