@@ -149,10 +149,19 @@ def test_malformed_chunk_size_is_400(server, body):
     refused(server, chunked(body), 400)
 
 
-def test_chunk_size_overflowing_u64_is_400(server):
-    """RFC 9112 §7.1: a recipient MUST guard against integer overflow of chunk-size."""
-    refused(server, chunked(b"10000000000000000\r\nhello\r\n0\r\n\r\n"), 400)
-    refused(server, chunked(b"f" * 17 + b"\r\nhello\r\n"), 400)
+def test_chunk_size_overflowing_u64_is_400():
+    """RFC 9112 §7.1: a recipient MUST guard against integer overflow of chunk-size. With
+    no body limit (0) nothing else stops such a size; under a limit it is a 413 first
+    (test_declared_chunk_size_over_the_limit_is_413_at_once)."""
+    with running_server("echo_environ:app", "--max-request-body-size", "0") as s:
+        refused(s, chunked(b"10000000000000000\r\nhello\r\n0\r\n\r\n"), 400)
+        refused(s, chunked(b"f" * 17 + b"\r\nhello\r\n"), 400)
+
+
+def test_chunk_size_past_the_limit_is_413_before_it_overflows(server):
+    """RFC 9110 §15.5.14: a size with more hex digits than u64 holds passes the default
+    body limit (1 GiB) on its way, and is refused for that first."""
+    refused(server, chunked(b"10000000000000000\r\nhello\r\n0\r\n\r\n"), 413)
 
 
 def test_chunked_body_over_the_limit_is_413():
