@@ -596,6 +596,14 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
     if !buf[..method_end].iter().all(|&b| is_tchar(b)) {
         return Err(HttpError::BadRequest("invalid request method"));
     }
+    // RFC 9110 §5.6.2 lists `#` among tchar, so `GE#T` is a token; but no registered
+    // method contains one, and `#` is the fragment delimiter that request-smuggling
+    // scanners put into methods to find parsers that read the line differently. It is
+    // refused as deliberate hardening, as gunicorn does by default (its METHOD_BADCHAR
+    // check); every other token stays a method (RFC 9110 §9.1).
+    if buf[..method_end].contains(&b'#') {
+        return Err(HttpError::BadRequest("invalid request method"));
+    }
 
     let Some(shape) = scan_head(buf, limits)? else {
         return Ok(None);
@@ -1177,6 +1185,39 @@ mod tests {
         );
     }
 
+    /// RFC 9110 §5.6.2 makes `#` a tchar, so `GE#T` is a token; it is refused anyway as
+    /// hardening (no registered method holds `#`, the fragment delimiter that smuggling
+    /// scanners put in methods; gunicorn refuses it by default), and every other token
+    /// method is still accepted (RFC 9110 §9.1).
+    #[test]
+    fn method_with_hash_is_refused() {
+        for line in [
+            &b"GE#T / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"#GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET# / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"# / HTTP/1.0\r\n\r\n",
+        ] {
+            assert_eq!(
+                err(line),
+                BAD("invalid request method"),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // Refused on its first bytes, before the line ends.
+        assert_eq!(err(b"GE#"), BAD("invalid request method"));
+        for method in [
+            &b"-blargh"[..],
+            b"M-SEARCH",
+            b"PROPFIND",
+            b"!$%&'*+.^_`|~09aZ",
+        ] {
+            let mut line = method.to_vec();
+            line.extend_from_slice(b" / HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(ok(&line).method(), method);
+        }
+    }
+
     /// RFC 9112 §5.1-§5.2, RFC 9110 §5.5: field-name is a token with no
     /// whitespace before the colon, values have no CTLs, obs-fold is rejected.
     #[test]
@@ -1738,6 +1779,8 @@ mod tests {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         b"GET /#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GE#T / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"M-SEARCH /x HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",

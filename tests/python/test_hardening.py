@@ -346,6 +346,26 @@ def test_non_token_method_is_400(server, method):
     refused(server, method + b" / HTTP/1.1\r\nHost: h\r\n\r\n", 400)
 
 
+@pytest.mark.parametrize("method", [b"GE#T", b"#GET", b"GET#"])
+def test_method_with_hash_is_400(server, method):
+    """RFC 9110 §5.6.2 lists '#' among tchar, so GE#T is a token (RFC 9110 §9.1); qiao
+    refuses it anyway as hardening: no registered method contains '#', the fragment
+    delimiter that request-smuggling scanners put in methods, and gunicorn refuses it by
+    default too (METHOD_BADCHAR)."""
+    resp = refused(server, method + b" / HTTP/1.1\r\nHost: h\r\n\r\n", 400)
+    assert b"invalid request method" in resp.body
+
+
+@pytest.mark.parametrize("method", [b"-blargh", b"M-SEARCH", b"PROPFIND"])
+def test_other_token_methods_are_served(server, method):
+    """RFC 9110 §9.1: method = token, case-sensitive; refusing '#' leaves every other
+    token a method, passed on as sent."""
+    with Conn(server.port) as c:
+        resp = c.request(method + b" /m HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert resp.status == 200, resp
+        assert json.loads(resp.body)["environ"]["REQUEST_METHOD"] == method.decode()
+
+
 @pytest.mark.parametrize(
     "version", [b"http/1.1", b"HTTP/01.1", b"HTTP/1.10", b"HTTP/0.9", b"HTTP/1", b"HTTP1.1"]
 )
