@@ -7,7 +7,7 @@ use std::ops::Range;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::HttpError;
-use super::response::{is_tchar, is_token};
+use super::response::is_tchar;
 
 /// Size limits applied while reading a request head; 0 in any field means "unlimited".
 ///
@@ -534,28 +534,166 @@ fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> 
 /// Accumulated Transfer-Encoding codings over all its field lines (RFC 9112 §6.1).
 #[derive(Default)]
 struct Codings {
+    /// A Transfer-Encoding field line was received, even an empty one.
     present: bool,
+    /// How many times `chunked` was listed.
     chunked: u32,
+    /// The last coding listed so far is `chunked`.
     last_is_chunked: bool,
+    /// A coding other than `chunked` was listed.
     unknown: bool,
+    /// A value is not a list of transfer-codings (RFC 9110 §10.1.4).
     invalid: bool,
+    /// `chunked` came with parameters, which it does not define.
+    chunked_params: bool,
 }
 
 impl Codings {
     fn add(&mut self, value: &[u8]) {
         self.present = true;
-        for element in list_elements(value) {
-            // transfer-coding = token *( OWS ";" OWS transfer-parameter )
-            let name = trim_ows(element.split(|&b| b == b';').next().unwrap_or_default());
-            if name.is_empty() || !is_token(name) {
+        for coding in (CodingList { rest: value }) {
+            let Ok(coding) = coding else {
                 self.invalid = true;
-            }
-            if name.eq_ignore_ascii_case(b"chunked") {
+                return;
+            };
+            // RFC 9112 §7: "All transfer-coding names are case-insensitive".
+            if coding.name.eq_ignore_ascii_case(b"chunked") {
                 self.chunked += 1;
                 self.last_is_chunked = true;
+                self.chunked_params |= coding.has_params;
             } else {
                 self.unknown = true;
                 self.last_is_chunked = false;
+            }
+        }
+    }
+}
+
+/// One element of a Transfer-Encoding list.
+struct Coding<'a> {
+    /// The coding's name as sent.
+    name: &'a [u8],
+    /// Whether one or more `; name=value` parameters followed the name.
+    has_params: bool,
+}
+
+/// A Transfer-Encoding value breaks the transfer-coding grammar.
+struct Malformed;
+
+/// Reads the codings of one Transfer-Encoding value (RFC 9112 §6.1:
+/// `Transfer-Encoding = #transfer-coding`), as RFC 9110 §10.1.4 writes them:
+///
+/// ```text
+/// transfer-coding    = token *( OWS ";" OWS transfer-parameter )
+/// transfer-parameter = token BWS "=" BWS ( token / quoted-string )
+/// ```
+///
+/// A comma inside a quoted-string does not end an element. After a `Malformed`
+/// element it yields nothing more: where the grammar broke, the element
+/// boundaries are unknown.
+struct CodingList<'a> {
+    /// What is left of the field value.
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for CodingList<'a> {
+    type Item = Result<Coding<'a>, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // RFC 9110 §5.6.1.2: "A recipient MUST parse and ignore a reasonable
+        // number of empty list elements" (the value is bounded by the field limit).
+        loop {
+            self.skip_ows();
+            match self.rest.split_first() {
+                Some((b',', tail)) => self.rest = tail,
+                Some(_) => break,
+                None => return None,
+            }
+        }
+        let coding = self.coding();
+        if coding.is_err() {
+            self.rest = &[];
+        }
+        Some(coding)
+    }
+}
+
+impl<'a> CodingList<'a> {
+    /// One transfer-coding and the comma (or end) after it.
+    fn coding(&mut self) -> Result<Coding<'a>, Malformed> {
+        let name = self.token()?;
+        let mut has_params = false;
+        loop {
+            self.skip_ows();
+            match self.rest.split_first() {
+                None => break,
+                Some((b',', tail)) => {
+                    self.rest = tail;
+                    break;
+                }
+                Some((b';', tail)) => {
+                    self.rest = tail;
+                    self.skip_ows();
+                    self.token()?;
+                    // BWS = OWS (RFC 9110 §5.6.3).
+                    self.skip_ows();
+                    self.rest = self.rest.strip_prefix(b"=").ok_or(Malformed)?;
+                    self.skip_ows();
+                    if self.rest.first() == Some(&b'"') {
+                        self.quoted_string()?;
+                    } else {
+                        self.token()?;
+                    }
+                    has_params = true;
+                }
+                Some(_) => return Err(Malformed),
+            }
+        }
+        Ok(Coding { name, has_params })
+    }
+
+    /// RFC 9110 §5.6.3: OWS = *( SP / HTAB ).
+    fn skip_ows(&mut self) {
+        while let [b' ' | b'\t', tail @ ..] = self.rest {
+            self.rest = tail;
+        }
+    }
+
+    /// RFC 9110 §5.6.2: token = 1*tchar.
+    fn token(&mut self) -> Result<&'a [u8], Malformed> {
+        let len = self
+            .rest
+            .iter()
+            .position(|&b| !is_tchar(b))
+            .unwrap_or(self.rest.len());
+        if len == 0 {
+            return Err(Malformed);
+        }
+        let (token, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Ok(token)
+    }
+
+    /// RFC 9110 §5.6.4: `quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE`,
+    /// `qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text`,
+    /// `quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )`; `rest` starts at the
+    /// opening DQUOTE.
+    fn quoted_string(&mut self) -> Result<(), Malformed> {
+        // HTAB, SP, VCHAR and obs-text: every byte but the other controls and DEL.
+        let text = |b: u8| b == b'\t' || (b >= 0x20 && b != 0x7f);
+        let mut i = 1;
+        loop {
+            match self.rest.get(i) {
+                Some(b'"') => {
+                    self.rest = &self.rest[i + 1..];
+                    return Ok(());
+                }
+                Some(b'\\') => match self.rest.get(i + 1) {
+                    Some(&b) if text(b) => i += 2,
+                    _ => return Err(Malformed),
+                },
+                Some(&b) if text(b) => i += 1,
+                _ => return Err(Malformed),
             }
         }
     }
@@ -738,8 +876,18 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
                 "both Content-Length and Transfer-Encoding",
             ));
         }
+        // RFC 9110 §10.1.4: transfer-coding = token *( OWS ";" OWS
+        // transfer-parameter ), transfer-parameter = token BWS "=" BWS ( token /
+        // quoted-string ); a value outside that grammar (`chunked;`, `gzip;q`)
+        // says nothing reliable about the framing.
         if codings.invalid {
             return Err(HttpError::BadRequest("invalid Transfer-Encoding"));
+        }
+        // RFC 9112 §7.1 defines chunked without parameters, so `chunked;x=y` names
+        // a coding we do not know how to decode; gunicorn, waitress and granian
+        // refuse it too, and 400 keeps its framing from being guessed at.
+        if codings.chunked_params {
+            return Err(HttpError::BadRequest("parameters on chunked"));
         }
         // RFC 9112 §6.1: "A sender MUST NOT apply the chunked transfer coding
         // more than once to a message body".
@@ -1411,6 +1559,63 @@ mod tests {
         );
     }
 
+    /// RFC 9110 §10.1.4: transfer-coding = token *( OWS ";" OWS transfer-parameter ),
+    /// transfer-parameter = token BWS "=" BWS ( token / quoted-string ). RFC 9112 §7.1
+    /// defines chunked without parameters: a well-formed parameter on it is 400, and so
+    /// is a value outside the grammar; an unknown coding with well-formed parameters
+    /// stays 501.
+    #[test]
+    fn transfer_coding_parameters() {
+        let te = |value: &[u8]| {
+            let mut head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ".to_vec();
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n\r\n");
+            parse_with(&head, &Limits::default()).map(|h| h.unwrap().framing)
+        };
+        for value in [
+            &b"chunked;x=y"[..],
+            b"chunked ; x = y",
+            b"chunked;x=\"y\"",
+            b"chunked;x=\"a,b\";z=w",
+            b"CHUNKED;q=1",
+            b"gzip;q=1, chunked;x=y",
+        ] {
+            assert_eq!(te(value), Err(BAD("parameters on chunked")), "{value:?}");
+        }
+        for value in [
+            &b"chunked;"[..],
+            b"chunked; ",
+            b"chunked;x",
+            b"chunked;x=",
+            b"chunked;=y",
+            b"chunked;x=y;",
+            b"chunked;x=\"y",
+            b"chunked;x=\"y\\",
+            b"chunked;x=y z",
+            b"chunked;x=\"y\"z",
+            b"chunked x",
+            b"gzip;, chunked",
+            b";, chunked",
+        ] {
+            assert_eq!(
+                te(value),
+                Err(BAD("invalid Transfer-Encoding")),
+                "{value:?}"
+            );
+        }
+        let not_impl = Err(HttpError::NotImplemented("unsupported transfer coding"));
+        for value in [
+            &b"gzip;q=1"[..],
+            b"gzip ;\tlevel = 9 , chunked",
+            b"x-custom;a=\"1,2\\\"3\";b=c, chunked",
+            b"gzip;a=\"\xe9\", chunked",
+        ] {
+            assert_eq!(te(value), not_impl, "{value:?}");
+        }
+        // Empty list elements around codings are still ignored.
+        assert_eq!(te(b", ,chunked,, "), Ok(BodyFraming::Chunked));
+    }
+
     /// RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing.
     #[test]
     fn transfer_encoding_in_http10_is_400() {
@@ -1766,6 +1971,9 @@ mod tests {
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked;x=y\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked;\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip;q=\"a,b\", chunked\r\n\r\n",
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",

@@ -124,6 +124,40 @@ def test_chunked_not_exactly_once_and_last_is_400(server, headers):
     refused(server, post(headers, b"0\r\n\r\n"), 400)
 
 
+@pytest.mark.parametrize(
+    "te",
+    [b"chunked;x=y", b"chunked ; x = y", b'chunked;x="y"', b"gzip;q=1, chunked;x=y"],
+    ids=["param", "param-ows", "quoted-param", "param-after-gzip"],
+)
+def test_parameters_on_chunked_are_400(server, te):
+    """RFC 9112 §7.1 defines chunked without parameters (RFC 9110 §10.1.4 gives codings
+    their parameter syntax): chunked;x=y is not a coding qiao can decode, and guessing its
+    framing is a smuggling risk; gunicorn, waitress and granian refuse it too."""
+    resp = refused(server, post(b"Transfer-Encoding: " + te + b"\r\n", b"0\r\n\r\n"), 400)
+    assert b"parameters on chunked" in resp.body
+
+
+@pytest.mark.parametrize(
+    "te",
+    [b"chunked;", b"chunked;x", b"chunked;x=", b'chunked;x="y', b"gzip;, chunked"],
+    ids=["empty-param", "no-equals", "no-value", "open-quote", "empty-param-on-gzip"],
+)
+def test_malformed_transfer_coding_parameter_is_400(server, te):
+    """RFC 9110 §10.1.4: transfer-coding = token *( OWS ";" OWS transfer-parameter ),
+    transfer-parameter = token BWS "=" BWS ( token / quoted-string ); chunked; is not
+    that grammar, on chunked or on any other coding."""
+    resp = refused(server, post(b"Transfer-Encoding: " + te + b"\r\n", b"0\r\n\r\n"), 400)
+    assert b"invalid Transfer-Encoding" in resp.body
+
+
+@pytest.mark.parametrize("te", [b"gzip;q=1", b'gzip;level="1,2", chunked'])
+def test_parameters_on_an_unknown_coding_stay_501(server, te):
+    """RFC 9112 §6.1: a coding the server does not understand SHOULD be 501; well-formed
+    parameters (RFC 9110 §10.1.4, a comma inside a quoted-string included) do not change
+    that."""
+    refused(server, post(b"Transfer-Encoding: " + te + b"\r\n", b"0\r\n\r\n"), 501)
+
+
 def test_transfer_encoding_on_http10_is_400(server):
     """RFC 9112 §6.1: TE in an HTTP/1.0 message means the framing is faulty."""
     refused(server, post(b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n", version=b"HTTP/1.0"), 400)
