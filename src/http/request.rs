@@ -95,7 +95,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// Whether the client sent `Expect: 100-continue` on HTTP/1.1 and waits for a 100.
     pub expect_continue: bool,
-    /// The Host header value, if present.
+    /// The host the request is addressed to: the authority of an absolute-form
+    /// target (RFC 9112 §3.2.2), otherwise the Host header value, if present.
     pub host: Option<Range<usize>>,
 }
 
@@ -158,7 +159,9 @@ impl RequestHead {
             .map(|(_, v)| v)
     }
 
-    /// The Host header value, if present.
+    /// The host the request is addressed to, as `uri-host [ ":" port ]`: the
+    /// authority of an absolute-form target, which RFC 9112 §3.2.2 puts in place of
+    /// the Host header, otherwise the Host header value, if present.
     pub fn host(&self) -> Option<&[u8]> {
         self.host.clone().map(|r| &self.buf[r])
     }
@@ -459,6 +462,8 @@ fn classify(name: &[u8]) -> Field {
 struct TargetParts {
     path: Range<usize>,
     query: Range<usize>,
+    /// The authority of an absolute-form target; `None` for the other forms.
+    authority: Option<Range<usize>>,
 }
 
 /// RFC 9112 §3.2: the four forms of request-target, each allowed only where
@@ -478,6 +483,7 @@ fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> 
         TargetParts {
             path: start..q,
             query: if q == end { end..end } else { q + 1..end },
+            authority: None,
         }
     };
 
@@ -493,6 +499,7 @@ fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> 
         return Ok(TargetParts {
             path: 0..end,
             query: end..end,
+            authority: None,
         });
     }
     // RFC 9112 §3.2.1: origin-form = absolute-path [ "?" query ].
@@ -505,6 +512,7 @@ fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> 
             return Ok(TargetParts {
                 path: 0..1,
                 query: 1..1,
+                authority: None,
             });
         }
         return Err(HttpError::BadRequest(
@@ -524,11 +532,27 @@ fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, HttpError> 
         .iter()
         .position(|&b| b == b'/' || b == b'?')
         .map_or(end, |i| scheme_len + i);
-    // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
-    if authority_end == scheme_len {
+    let authority = &target[scheme_len..authority_end];
+    // RFC 9110 §4.2.1: "A recipient that processes such a URI reference [an http
+    // URI with an empty host identifier] MUST reject it as invalid."
+    if authority.is_empty() || authority[0] == b':' {
         return Err(HttpError::BadRequest("absolute-form target without host"));
     }
-    Ok(path_and_query(authority_end))
+    // RFC 9110 §4.2.4: a sender "MUST NOT generate the userinfo subcomponent (and
+    // its "@" delimiter)" in an http(s) target URI, and a recipient "SHOULD parse for
+    // userinfo and treat its presence as an error". The authority stands in for the
+    // Host header (RFC 9112 §3.2.2), so `user@host` must never reach the app as one.
+    if authority.contains(&b'@') {
+        return Err(HttpError::BadRequest("userinfo in request-target"));
+    }
+    // The same characters as a Host value: the authority is used as one.
+    if !is_valid_host(authority) {
+        return Err(HttpError::BadRequest("invalid host in request-target"));
+    }
+    Ok(TargetParts {
+        authority: Some(scheme_len..authority_end),
+        ..path_and_query(authority_end)
+    })
 }
 
 /// Accumulated Transfer-Encoding codings over all its field lines (RFC 9112 §6.1).
@@ -854,7 +878,8 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
     }
 
     // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
-    // code to any HTTP/1.1 request message that lacks a Host header field".
+    // code to any HTTP/1.1 request message that lacks a Host header field", even
+    // one whose absolute-form target names the host.
     if version == Version::Http11 && host.is_none() {
         return Err(HttpError::BadRequest("missing Host header"));
     }
@@ -930,6 +955,14 @@ pub fn parse_head(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestH
     let t0 = target_r.start;
     let path = parts.path.start + t0..parts.path.end + t0;
     let query = parts.query.start + t0..parts.query.end + t0;
+    // RFC 9112 §3.2.2: "When an origin server receives a request with an
+    // absolute-form of request-target, the origin server MUST ignore the received
+    // Host header field (if any) and instead use the host information of the
+    // request-target." (The Host header was still checked above.)
+    let host = match parts.authority {
+        Some(a) => Some(a.start + t0..a.end + t0),
+        None => host,
+    };
     let version_raw = ver.start..ver.start + 8;
     let head_len = shape.head_len;
     let buf = buf.split_to(head_len).freeze();
@@ -1246,6 +1279,88 @@ mod tests {
             err(b"PUT s://]ufd/: HTTP/1.1\r\nHost: h\r\n\r\n").status(),
             400
         );
+    }
+
+    /// RFC 9112 §3.2.2: "When an origin server receives a request with an absolute-form
+    /// of request-target, the origin server MUST ignore the received Host header field
+    /// (if any) and instead use the host information of the request-target"; the Host
+    /// header is still required on HTTP/1.1 (§3.2) and still checked.
+    #[test]
+    fn absolute_form_authority_replaces_host() {
+        let h = ok(b"GET http://a.example:81/p HTTP/1.1\r\nHost: b.example\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"a.example:81"[..]));
+        assert_eq!(h.header(b"host"), Some(&b"b.example"[..]));
+        assert_eq!(h.path(), b"/p");
+        let h = ok(b"GET https://[::1]:8443?q HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"[::1]:8443"[..]));
+        assert_eq!(h.query(), b"q");
+        // HTTP/1.0 may omit Host; the target still names the host.
+        let h = ok(b"GET HTTP://A.example/ HTTP/1.0\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"A.example"[..]));
+        // A higher minor version parses a patched copy; the ranges still hold.
+        let h = ok(b"GET http://a.example/p HTTP/1.3\r\nHost: b\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"a.example"[..]));
+        // Other forms keep the Host header.
+        let h = ok(b"GET /p HTTP/1.1\r\nHost: b.example\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"b.example"[..]));
+        let h = ok(b"CONNECT a.example:443 HTTP/1.1\r\nHost: b.example\r\n\r\n");
+        assert_eq!(h.host(), Some(&b"b.example"[..]));
+        // RFC 9112 §3.2: Host is required, single and valid whatever the target.
+        assert_eq!(
+            err(b"GET http://a.example/ HTTP/1.1\r\n\r\n"),
+            BAD("missing Host header")
+        );
+        assert_eq!(
+            err(b"GET http://a.example/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            BAD("multiple Host headers")
+        );
+        assert_eq!(
+            err(b"GET http://a.example/ HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+            BAD("invalid Host header")
+        );
+    }
+
+    /// RFC 9110 §4.2.4: a recipient "SHOULD parse for userinfo and treat its presence as
+    /// an error"; RFC 9110 §4.2.1: an empty host MUST be rejected; the authority is
+    /// checked with the Host value's characters (RFC 9112 §3.2), as it stands for one.
+    #[test]
+    fn absolute_form_authority_is_checked() {
+        for target in [
+            &b"http://user@a.example/p"[..],
+            b"http://user:pass@a.example:8080/p?q=1",
+            b"https://@a.example/",
+            b"http://a.example@b.example/",
+        ] {
+            let mut line = b"GET ".to_vec();
+            line.extend_from_slice(target);
+            line.extend_from_slice(b" HTTP/1.1\r\nHost: a.example\r\n\r\n");
+            assert_eq!(err(&line), BAD("userinfo in request-target"), "{target:?}");
+        }
+        for target in [&b"http://:80/p"[..], b"http://:/", b"https://?q"] {
+            let mut line = b"GET ".to_vec();
+            line.extend_from_slice(target);
+            line.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(
+                err(&line),
+                BAD("absolute-form target without host"),
+                "{target:?}"
+            );
+        }
+        for target in [
+            &b"http://a{b}/p"[..],
+            b"http://a\"b/",
+            b"http://a\\b/",
+            b"http://a^b?x",
+        ] {
+            let mut line = b"GET ".to_vec();
+            line.extend_from_slice(target);
+            line.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(
+                err(&line),
+                BAD("invalid host in request-target"),
+                "{target:?}"
+            );
+        }
     }
 
     /// RFC 9112 §3.2.3: authority-form only for CONNECT, and CONNECT only with it.
@@ -1988,6 +2103,8 @@ mod tests {
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         b"GET /#frag HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GE#T / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET http://a.example:81/p HTTP/1.1\r\nHost: b.example\r\n\r\n",
+        b"GET http://u@a.example/p HTTP/1.1\r\nHost: a.example\r\n\r\n",
         b"M-SEARCH /x HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",

@@ -484,6 +484,34 @@ def test_fragment_in_target_is_400(server, target):
     refused(server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", 400)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [b"http://user@a.example/p", b"http://user:pass@a.example:8080/p", b"https://@a.example/"],
+    ids=["user", "user-password", "empty-userinfo"],
+)
+def test_userinfo_in_absolute_form_target_is_400(server, target):
+    """RFC 9110 §4.2.4: a recipient SHOULD treat userinfo in an http(s) URI as an error;
+    the absolute-form authority replaces Host (RFC 9112 §3.2.2), so user@host never
+    reaches the app as its host."""
+    resp = refused(server, b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\n\r\n", 400)
+    assert b"userinfo in request-target" in resp.body
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://:80/p", b"http://a{b}/p"], ids=["empty-host", "bad-host-byte"]
+)
+def test_bad_authority_in_absolute_form_target_is_400(server, target):
+    """RFC 9110 §4.2.1: an http URI with an empty host MUST be rejected; RFC 9112 §3.2:
+    the authority, used as the Host, has a Host value's characters."""
+    refused(server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", 400)
+
+
+def test_absolute_form_target_still_needs_host_on_http11(server):
+    """RFC 9112 §3.2: an HTTP/1.1 request without Host is 400, even when its absolute-form
+    target names the host that replaces it (§3.2.2)."""
+    refused(server, b"GET http://a.example/p HTTP/1.1\r\n\r\n", 400)
+
+
 def test_missing_host_on_http11_is_400(server):
     """RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host."""
     refused(server, b"GET / HTTP/1.1\r\n\r\n", 400)
