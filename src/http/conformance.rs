@@ -25,6 +25,13 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "valid/009",
         "fragment in request-target (and Transfer-Encoding: identity)",
     ),
+    // RFC 9110 §4.2.4: userinfo in an http(s) target is refused (400), since the
+    // absolute-form authority stands in for Host (RFC 9112 §3.2.2); gunicorn
+    // accepts it.
+    (
+        "valid/rfc9112_target_absolute_userinfo_01",
+        "userinfo in an absolute-form target is 400",
+    ),
     // RFC 9112 §6.1: a transfer coding we do not implement is 501; gunicorn
     // passes gzip/identity through undecoded.
     ("valid/025", "Transfer-Encoding gzip is 501"),

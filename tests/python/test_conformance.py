@@ -37,6 +37,11 @@ _UNDERSCORE = (
     "header_map=refuse)"
 )
 _PROXY = "PROXY protocol lines are not enabled (no such setting yet): a plain 400"
+_USERINFO = (
+    "RFC 9110 §4.2.4: a recipient SHOULD treat userinfo in an http(s) URI as an error; "
+    "qiao refuses it with 400, because an absolute-form target's authority replaces Host "
+    "(RFC 9112 §3.2.2), and gunicorn accepts it"
+)
 EXPECTED_DIFFERENCES = {
     "valid/005": (400, _FRAGMENT),
     "valid/009": (400, _FRAGMENT),
@@ -53,6 +58,7 @@ EXPECTED_DIFFERENCES = {
     "valid/pp_02": (400, _PROXY),
     "valid/pp_04": (400, _PROXY),
     "valid/pp_05": (400, _PROXY),
+    "valid/rfc9112_target_absolute_userinfo_01": (400, _USERINFO),
     "invalid/040": (200, _UNDERSCORE),
 }
 

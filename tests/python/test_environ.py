@@ -213,6 +213,29 @@ def test_connection_keys_follow_each_request(threads):
         assert "CONTENT_LENGTH" not in after["environ"]
 
 
+def test_absolute_form_target_host_replaces_the_host_header(echo_server):
+    """RFC 9112 §3.2.2: a server receiving an absolute-form target "MUST ignore the received
+    Host header field (if any) and instead use the host information of the request-target":
+    HTTP_HOST and SERVER_NAME come from the target; SERVER_PORT stays the port the request
+    came in on (RFC 3875 §4.1.15). On one connection, an origin-form request after it gets
+    its own Host again, and HTTP/1.0 without a Host still gets the target's host."""
+    with Conn(echo_server.port) as c:
+
+        def host_keys(request):
+            resp = c.request(request)
+            assert resp.status == 200, resp
+            e = json.loads(resp.body)["environ"]
+            return e.get("HTTP_HOST"), e["SERVER_NAME"], e["SERVER_PORT"], e["PATH_INFO"]
+
+        port = str(echo_server.port)
+        absolute = b"GET http://a.example:81/p HTTP/1.1\r\nHost: b.example\r\n\r\n"
+        assert host_keys(absolute) == ("a.example:81", "a.example", port, "/p")
+        assert host_keys(absolute) == ("a.example:81", "a.example", port, "/p")
+        assert host_keys(get("/q", host="b.example")) == ("b.example", "b.example", port, "/q")
+        http10 = b"GET https://[::1]:8443/r HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        assert host_keys(http10) == ("[::1]:8443", "[::1]", port, "/r")
+
+
 def _http10_env(addr):
     """The environ of an HTTP/1.0 request without a Host header."""
     with Conn(addr) as c:

@@ -124,6 +124,40 @@ def test_chunked_not_exactly_once_and_last_is_400(server, headers):
     refused(server, post(headers, b"0\r\n\r\n"), 400)
 
 
+@pytest.mark.parametrize(
+    "te",
+    [b"chunked;x=y", b"chunked ; x = y", b'chunked;x="y"', b"gzip;q=1, chunked;x=y"],
+    ids=["param", "param-ows", "quoted-param", "param-after-gzip"],
+)
+def test_parameters_on_chunked_are_400(server, te):
+    """RFC 9112 §7.1 defines chunked without parameters (RFC 9110 §10.1.4 gives codings
+    their parameter syntax): chunked;x=y is not a coding qiao can decode, and guessing its
+    framing is a smuggling risk; gunicorn, waitress and granian refuse it too."""
+    resp = refused(server, post(b"Transfer-Encoding: " + te + b"\r\n", b"0\r\n\r\n"), 400)
+    assert b"parameters on chunked" in resp.body
+
+
+@pytest.mark.parametrize(
+    "te",
+    [b"chunked;", b"chunked;x", b"chunked;x=", b'chunked;x="y', b"gzip;, chunked"],
+    ids=["empty-param", "no-equals", "no-value", "open-quote", "empty-param-on-gzip"],
+)
+def test_malformed_transfer_coding_parameter_is_400(server, te):
+    """RFC 9110 §10.1.4: transfer-coding = token *( OWS ";" OWS transfer-parameter ),
+    transfer-parameter = token BWS "=" BWS ( token / quoted-string ); chunked; is not
+    that grammar, on chunked or on any other coding."""
+    resp = refused(server, post(b"Transfer-Encoding: " + te + b"\r\n", b"0\r\n\r\n"), 400)
+    assert b"invalid Transfer-Encoding" in resp.body
+
+
+@pytest.mark.parametrize("te", [b"gzip;q=1", b'gzip;level="1,2", chunked'])
+def test_parameters_on_an_unknown_coding_stay_501(server, te):
+    """RFC 9112 §6.1: a coding the server does not understand SHOULD be 501; well-formed
+    parameters (RFC 9110 §10.1.4, a comma inside a quoted-string included) do not change
+    that."""
+    refused(server, post(b"Transfer-Encoding: " + te + b"\r\n", b"0\r\n\r\n"), 501)
+
+
 def test_transfer_encoding_on_http10_is_400(server):
     """RFC 9112 §6.1: TE in an HTTP/1.0 message means the framing is faulty."""
     refused(server, post(b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n", version=b"HTTP/1.0"), 400)
@@ -355,6 +389,26 @@ def test_non_token_method_is_400(server, method):
     refused(server, method + b" / HTTP/1.1\r\nHost: h\r\n\r\n", 400)
 
 
+@pytest.mark.parametrize("method", [b"GE#T", b"#GET", b"GET#"])
+def test_method_with_hash_is_400(server, method):
+    """RFC 9110 §5.6.2 lists '#' among tchar, so GE#T is a token (RFC 9110 §9.1); qiao
+    refuses it anyway as hardening: no registered method contains '#', the fragment
+    delimiter that request-smuggling scanners put in methods, and gunicorn refuses it by
+    default too (METHOD_BADCHAR)."""
+    resp = refused(server, method + b" / HTTP/1.1\r\nHost: h\r\n\r\n", 400)
+    assert b"invalid request method" in resp.body
+
+
+@pytest.mark.parametrize("method", [b"-blargh", b"M-SEARCH", b"PROPFIND"])
+def test_other_token_methods_are_served(server, method):
+    """RFC 9110 §9.1: method = token, case-sensitive; refusing '#' leaves every other
+    token a method, passed on as sent."""
+    with Conn(server.port) as c:
+        resp = c.request(method + b" /m HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert resp.status == 200, resp
+        assert json.loads(resp.body)["environ"]["REQUEST_METHOD"] == method.decode()
+
+
 @pytest.mark.parametrize(
     "version", [b"http/1.1", b"HTTP/01.1", b"HTTP/1.10", b"HTTP/0.9", b"HTTP/1", b"HTTP1.1"]
 )
@@ -437,6 +491,34 @@ def test_each_target_form_where_allowed_is_served(server):
 def test_fragment_in_target_is_400(server, target):
     """RFC 9112 §3.2: a request-target has no fragment component."""
     refused(server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", 400)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"http://user@a.example/p", b"http://user:pass@a.example:8080/p", b"https://@a.example/"],
+    ids=["user", "user-password", "empty-userinfo"],
+)
+def test_userinfo_in_absolute_form_target_is_400(server, target):
+    """RFC 9110 §4.2.4: a recipient SHOULD treat userinfo in an http(s) URI as an error;
+    the absolute-form authority replaces Host (RFC 9112 §3.2.2), so user@host never
+    reaches the app as its host."""
+    resp = refused(server, b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\n\r\n", 400)
+    assert b"userinfo in request-target" in resp.body
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://:80/p", b"http://a{b}/p"], ids=["empty-host", "bad-host-byte"]
+)
+def test_bad_authority_in_absolute_form_target_is_400(server, target):
+    """RFC 9110 §4.2.1: an http URI with an empty host MUST be rejected; RFC 9112 §3.2:
+    the authority, used as the Host, has a Host value's characters."""
+    refused(server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", 400)
+
+
+def test_absolute_form_target_still_needs_host_on_http11(server):
+    """RFC 9112 §3.2: an HTTP/1.1 request without Host is 400, even when its absolute-form
+    target names the host that replaces it (§3.2.2)."""
+    refused(server, b"GET http://a.example/p HTTP/1.1\r\n\r\n", 400)
 
 
 def test_missing_host_on_http11_is_400(server):
