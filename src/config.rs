@@ -8,10 +8,6 @@ use pyo3::types::PyDict;
 
 use crate::http::Limits;
 
-/// Output a response may hold back from a client that reads slowly before the
-/// app is paused until the client catches up (backpressure).
-pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
-
 /// The settings the engine reads, validated by Python's settings table first.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -39,6 +35,8 @@ pub struct Settings {
     /// file. Either way the body is read whole before the app runs, so a slow client
     /// never holds a Python thread.
     pub body_buffer_size: usize,
+    /// Response bytes the worker may hold for slow clients across its connections.
+    pub output_budget: usize,
     /// Bound on one chunk extension of a chunked body.
     pub limit_chunk_ext_size: usize,
     /// Bound on the trailer section of a chunked body.
@@ -93,6 +91,7 @@ impl Settings {
             write_timeout: seconds(d, "write_timeout")?,
             worker_connections: item!(d, "worker_connections", usize)?.max(1),
             body_buffer_size: item!(d, "body_buffer_size", usize)?,
+            output_budget: item!(d, "output_budget", usize)?,
             limit_chunk_ext_size: item!(d, "limit_chunk_ext_size", usize)?,
             limit_trailer_size: item!(d, "limit_trailer_size", usize)?,
             limits: Limits {

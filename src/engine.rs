@@ -14,7 +14,8 @@ use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::{ErrorLog, Level, Sink};
 use crate::scoreboard::Scoreboard;
-use crate::server::{self, listener};
+use crate::server;
+use crate::sys;
 use crate::wsgi::environ::Template;
 use crate::wsgi::errors::Errors;
 use crate::wsgi::file_wrapper::FileWrapper;
@@ -49,6 +50,17 @@ impl Engine {
         slot: usize,
     ) -> PyResult<Engine> {
         let settings = Settings::from_dict(settings)?;
+        if let Some(board) = &scoreboard {
+            // Two app threads sharing a cell would clear each other's state and let a stuck
+            // request escape `--timeout`.
+            let columns = board.get().threads();
+            if columns < settings.threads {
+                return Err(PyValueError::new_err(format!(
+                    "the scoreboard has {columns} thread columns for threads={}",
+                    settings.threads
+                )));
+            }
+        }
         let level = Level::parse(&settings.log_level).ok_or_else(|| {
             PyValueError::new_err(format!(
                 "setting log_level: unknown level {:?}",
@@ -89,7 +101,7 @@ impl Engine {
         )?;
         let fds = fds
             .into_iter()
-            .map(listener::dup)
+            .map(sys::dup)
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| os_error("bad listening socket", e))?;
         let (stop, _) = watch::channel(false);
@@ -184,7 +196,7 @@ impl Engine {
                 ));
             }
             fds.iter()
-                .map(|fd| listener::dup(fd.as_raw_fd()))
+                .map(|fd| sys::dup(fd.as_raw_fd()))
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| os_error("cannot use a listening socket", e))?
         };

@@ -8,6 +8,7 @@ pub mod http;
 pub mod log;
 pub mod scoreboard;
 pub mod server;
+pub(crate) mod sys;
 pub mod wsgi;
 
 #[global_allocator]
@@ -18,11 +19,7 @@ use pyo3::prelude::*;
 /// Names this process `title` for `ps -o comm`, `top` and the kernel (15 bytes at most).
 #[pyfunction]
 fn set_process_name(title: &str) {
-    let mut name = [0u8; 16];
-    let n = title.len().min(15);
-    name[..n].copy_from_slice(&title.as_bytes()[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    sys::set_process_name(title);
 }
 
 /// Gives the C heap's free pages back to the kernel (glibc's `malloc_trim`). The master
@@ -31,11 +28,7 @@ fn set_process_name(title: &str) {
 /// measured with `bench/run.py --workloads idle_rss`).
 #[pyfunction]
 fn trim_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    sys::trim_c_heap();
 }
 
 #[pymodule]

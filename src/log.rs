@@ -157,31 +157,23 @@ impl ErrorLog {
 pub fn local_timestamp(apache: bool) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the call.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    unsafe { libc::localtime_r(&now, &mut tm) };
-    let off = tm.tm_gmtoff / 60;
+        .map_or(0, |d| d.as_secs() as i64);
+    let (year, month, day, hour, minute, second, gmtoff) = crate::sys::local_time(now);
+    let off = gmtoff / 60;
     let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let clock = format!(
-        "{:02}:{:02}:{:02} {}{:02}{:02}",
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        sign,
+        "{hour:02}:{minute:02}:{second:02} {sign}{:02}{:02}",
         off / 60,
         off % 60
     );
-    let (year, day) = (tm.tm_year + 1900, tm.tm_mday);
     if apache {
-        let month = MONTHS[tm.tm_mon.clamp(0, 11) as usize];
-        format!("{day:02}/{month}/{year}:{clock}")
+        let name = MONTHS[(month.clamp(1, 12) - 1) as usize];
+        format!("{day:02}/{name}/{year}:{clock}")
     } else {
-        format!("{year}-{:02}-{day:02} {clock}", tm.tm_mon + 1)
+        format!("{year}-{month:02}-{day:02} {clock}")
     }
 }
 

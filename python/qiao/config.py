@@ -385,6 +385,16 @@ SETTINGS: tuple[Setting, ...] = (
         ("--body-buffer-size",), metavar="BYTES", engine=True,
     ),
     Setting(
+        "output_budget", _size,
+        # Bounds the response bytes one worker holds in memory for clients that read
+        # slowly, across all its connections.
+        64 << 20,
+        "Response bytes one worker may hold in memory for clients that read slowly, across "
+        "its connections; past it, application threads that stream wait for their clients "
+        "(0: no bound).",
+        ("--output-budget",), metavar="BYTES", engine=True,
+    ),
+    Setting(
         "limit_request_line", _integer(0),
         # Bounds the request line's length in bytes (0 or more than 8190: the 8190 cap).
         4094,

@@ -36,13 +36,8 @@ pub fn http_date() -> [u8; DATE_LEN] {
 /// nothing, and it is the cheaper read on every response (~100 of `http_date`'s ~180
 /// instructions were `SystemTime::now`, callgrind, hello).
 fn unix_seconds() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into; the call has no other effect.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
-        return u64::try_from(ts.tv_sec).unwrap_or(0);
+    if let Some(now) = crate::sys::realtime_coarse() {
+        return now.as_secs();
     }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,8 +1,5 @@
 //! Checks and writes the response side: the app's status and header fields, and our own error responses.
 
-use super::date::write_http_date;
-use super::error::HttpError;
-
 /// PEP 3333 `start_response` status: `"200 OK"`, i.e. exactly three digits
 /// (100..=999), one space, then a reason phrase (possibly empty) of
 /// HTAB / SP / VCHAR / obs-text (RFC 9112 §4). Returns the code.
@@ -118,38 +115,6 @@ pub fn reason_phrase(code: u16) -> &'static str {
 /// carry no content.
 pub fn body_allowed(code: u16, head_request: bool) -> bool {
     !head_request && !(100..200).contains(&code) && code != 204 && code != 304
-}
-
-/// Appends a complete HTTP/1.1 response for a request we refused: status
-/// line, `Content-Type`, `Content-Length`, `Connection: close`, `Date`,
-/// `Server`, and a one-line plain-text body naming the problem.
-pub fn error_response(err: HttpError, out: &mut Vec<u8>) {
-    let code = err.status();
-    let reason = reason_phrase(code).as_bytes();
-    let detail = err.detail().as_bytes();
-    let mut code_buf = itoa::Buffer::new();
-    let code_text = code_buf.format(code).as_bytes();
-    // Body: "<code> <reason>: <detail>\n".
-    let body_len = code_text.len() + 1 + reason.len() + 2 + detail.len() + 1;
-    let mut len_buf = itoa::Buffer::new();
-    let len_text = len_buf.format(body_len).as_bytes();
-
-    out.reserve(160 + 2 * reason.len() + detail.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(code_text);
-    out.push(b' ');
-    out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    out.extend_from_slice(len_text);
-    out.extend_from_slice(b"\r\nConnection: close\r\nDate: ");
-    write_http_date(out);
-    out.extend_from_slice(b"\r\nServer: qiao\r\n\r\n");
-    out.extend_from_slice(code_text);
-    out.push(b' ');
-    out.extend_from_slice(reason);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(detail);
-    out.push(b'\n');
 }
 
 /// RFC 9110 §5.6.2 tchar.
@@ -301,42 +266,5 @@ mod tests {
         assert!(!body_allowed(204, false));
         assert!(!body_allowed(304, false));
         assert!(body_allowed(205, false));
-    }
-
-    /// The error response is complete and self-delimited.
-    #[test]
-    fn error_responses() {
-        let mut out = Vec::new();
-        error_response(HttpError::BadRequest("invalid Content-Length"), &mut out);
-        let text = String::from_utf8(out).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let lines: Vec<&str> = head.split("\r\n").collect();
-        assert_eq!(lines[0], "HTTP/1.1 400 Bad Request");
-        assert_eq!(lines[1], "Content-Type: text/plain; charset=utf-8");
-        assert_eq!(lines[2], format!("Content-Length: {}", body.len()));
-        assert_eq!(lines[3], "Connection: close");
-        assert!(lines[4].starts_with("Date: ") && lines[4].ends_with(" GMT"));
-        assert_eq!(lines[5], "Server: qiao");
-        assert_eq!(body, "400 Bad Request: invalid Content-Length\n");
-
-        for e in [
-            HttpError::UriTooLong,
-            HttpError::HeaderFieldsTooLarge,
-            HttpError::PayloadTooLarge,
-            HttpError::NotImplemented("unsupported transfer coding"),
-            HttpError::VersionNotSupported,
-        ] {
-            let mut out = Vec::new();
-            error_response(e, &mut out);
-            let text = String::from_utf8(out).unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with(&format!(
-                "HTTP/1.1 {} {}\r\n",
-                e.status(),
-                reason_phrase(e.status())
-            )));
-            assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
-            assert!(body.contains(e.detail()));
-        }
     }
 }

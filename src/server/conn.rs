@@ -1,93 +1,101 @@
-//! One client connection: read a request head, read or hand over its body, run the app,
-//! write the response, and again while the connection is kept alive (RFC 9112 §9).
+//! One client connection, from accept to close: read a request head, read its body whole,
+//! hand the request to the application, write the response, and again while the
+//! connection persists (RFC 9112 §9). The connection owns its transport and is the only
+//! code that reads or writes it: the application's response reaches it through the sink
+//! (`server::sink`), lent the transport only for an inline call on this same thread.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
-use crate::http::{error_response, parse_head, BodyFraming, ChunkedDecoder, HttpError};
-use crate::server::bodybuf::BodyBuf;
-use crate::server::listener::Conn;
+use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
+use crate::server::body::BodyError;
 use crate::server::outbuf::OutBuf;
-use crate::server::output::Output;
-use crate::server::spool::Spool;
+use crate::server::sink::{Channel, Delivery, H1Sink};
+use crate::server::transport::Transport;
 use crate::server::Shared;
 use crate::wsgi::environ::Peer;
-use crate::wsgi::handler::{resume, Body, Exchange, Step};
-use crate::wsgi::input::{Framing, Stream};
+use crate::wsgi::handler::{resume, Body, Exchange, Outcome, Step};
+use crate::wsgi::sink::ResponseSink;
 
 /// How long an idle keep-alive connection may still bring a request once a graceful stop
 /// began: enough for a request already on its way.
-pub const STOP_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+pub const STOP_LINGER: Duration = Duration::from_millis(500);
 
 /// Output held back for pipelined requests before it is written anyway.
 const PIPELINE_FLUSH: usize = 64 * 1024;
 
-/// Bytes read from the socket at a time while a large body is spooled.
-const SPOOL_READ: usize = 64 * 1024;
+/// After an error response: how long, and how much, the connection reads and drops of
+/// what the client still sends, so that the response is not lost to a reset.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-const SPOOL_FAILED: &[u8] =
-    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// Whether the connection may carry another request after the one in hand (RFC 9112
+/// §9.3). One value, fed by the request's head, the server's state and the response's
+/// end, and read in one place: the connection's loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    KeepAlive,
+    Close,
+}
 
-/// Why a request body could not be read.
-enum BodyError {
-    /// Its framing is invalid or it is too large: this status, then close.
-    Refused(HttpError),
-    /// The client paused longer than `body_timeout`: 408, then close.
-    TimedOut,
-    /// The client went away.
-    Closed,
-    /// The body could not be stored: its spool file could not be written (disk full?) or
-    /// its memory not allocated. 500, then close.
-    Store(std::io::Error),
+impl Persistence {
+    /// Nothing more is read on this connection after the current exchange.
+    pub fn disable(&mut self) {
+        *self = Persistence::Close;
+    }
+
+    pub fn persists(self) -> bool {
+        self == Persistence::KeepAlive
+    }
 }
 
 /// How a read for more request bytes ended, when it did not bring any.
-enum ReadEnd {
+pub enum ReadEnd {
     /// The client closed or the socket failed.
     Closed,
     /// The deadline passed.
     TimedOut,
 }
 
-/// One client connection, from accept to close.
-pub struct Connection {
-    conn: Conn,
-    shared: Rc<Shared>,
+/// One client connection.
+pub struct Connection<T: Transport> {
+    pub(super) shared: Rc<Shared>,
+    /// The byte stream; `None` only while lent to the sink for an inline app call.
+    pub(super) transport: Option<T>,
     peer: Arc<Peer>,
     /// Bytes received and not yet parsed.
-    rbuf: BytesMut,
-    /// Response bytes not yet written (pipelined responses wait here together).
-    out: OutBuf,
+    pub(super) rbuf: BytesMut,
+    /// The response sink, which holds the output queue (pipelined responses wait there
+    /// together). Boxed: it travels to the app's thread and back as a `dyn ResponseSink`.
+    pub(super) sink: Option<Box<H1Sink<T>>>,
     /// The deadline of the read in progress. One timer per connection, moved on by each
-    /// read: moving a registered timer later costs one atomic, where a new timer per read
-    /// took the timer driver's lock to register and again to cancel. Made by the first
-    /// read (see `timer_at`).
-    timer: Option<Pin<Box<Sleep>>>,
+    /// read: moving a registered timer later is cheap, where a new timer per read took
+    /// the timer driver's lock to register and again to cancel. Made by the first read
+    /// (see `timer_at`).
+    pub(super) timer: Option<Pin<Box<Sleep>>>,
     /// This connection's slot in `Shared::idle`.
     slot: usize,
-    /// Its place under `worker_connections` (none for `handle_request()`'s one connection),
-    /// given back as it closes.
+    /// Its place under `worker_connections` (none for `handle_request()`'s one
+    /// connection), given back as it closes.
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-impl Drop for Connection {
+impl<T: Transport> Drop for Connection<T> {
     fn drop(&mut self) {
         self.shared.idle.release(self.slot);
-        self.shared.spare.give(
-            std::mem::take(&mut self.rbuf),
-            std::mem::take(&mut self.out),
-        );
+        let out = self.sink.take().map(|mut s| std::mem::take(&mut s.out));
+        self.shared
+            .spare
+            .give(std::mem::take(&mut self.rbuf), out.unwrap_or_default());
         self.shared.tracker.closed(self.shared.stopping.get());
     }
 }
@@ -129,45 +137,10 @@ impl Spare {
     }
 }
 
-/// Sends all of `out` on `conn`, waiting in the event loop while the socket is full; false
-/// (and `out` emptied) if the client is gone or read nothing for `limit`. `last`: a
-/// `shutdown(2)` follows (see `OutBuf::send_to`).
-async fn send_all(conn: &Conn, out: &mut OutBuf, limit: std::time::Duration, last: bool) -> bool {
-    let fd = conn.fd();
-    // Most responses fit the socket's buffer: one write, and no timer to arm.
-    match out.send_to(fd, last) {
-        Ok(_) if out.is_empty() => return true,
-        Ok(_) => {}
-        Err(_) => {
-            out.clear();
-            return false;
-        }
-    }
-    // A client that stops reading is dropped after `limit`, not waited on forever.
-    let write = async {
-        while !out.is_empty() {
-            let step = conn.write_with(|| match out.send_to(fd, last) {
-                Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
-                other => other,
-            });
-            if step.await.is_err() {
-                return false;
-            }
-        }
-        true
-    };
-    // Boxed: this wait is the rare case, and its timer and write future would otherwise
-    // make every future that awaits `send_all` (each request's read) that much larger.
-    let ok = matches!(Box::pin(tokio::time::timeout(limit, write)).await, Ok(true));
-    out.clear();
-    ok
-}
-
 /// The connection's timer, set to `deadline`; made here at the first read. tokio puts a
 /// timer in its wheel when it is first polled or reset, so a first read that completes at
 /// once (the request is usually there by the time the connection is accepted) never
-/// registers one: a `Connection: close` request saves registering and removing it, ~300
-/// instructions (callgrind).
+/// registers one.
 fn timer_at(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut Sleep> {
     let deadline = TokioInstant::from_std(deadline);
     match timer {
@@ -181,9 +154,9 @@ fn timer_at(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut 
     }
 }
 
-/// Runs `read` (a read of the connection's socket) until `deadline`, on the connection's
-/// one timer: the bytes read, or why there were none.
-async fn read_by(
+/// Runs `read` (a read of the connection's transport) until `deadline`, on the
+/// connection's one timer: the bytes read, or why there were none.
+pub async fn read_by(
     timer: &mut Option<Pin<Box<Sleep>>>,
     deadline: Instant,
     read: impl Future<Output = std::io::Result<usize>>,
@@ -199,74 +172,121 @@ async fn read_by(
     }
 }
 
-impl From<ReadEnd> for BodyError {
-    fn from(end: ReadEnd) -> BodyError {
-        match end {
-            ReadEnd::TimedOut => BodyError::TimedOut,
-            ReadEnd::Closed => BodyError::Closed,
+/// Writes all of `out`, waiting in the event loop while the transport is full; false (and
+/// `out` emptied) if the client is gone or took nothing for `limit`. `last`: a shutdown
+/// follows.
+async fn write_all<T: Transport>(
+    transport: &T,
+    out: &mut OutBuf,
+    limit: Duration,
+    last: bool,
+) -> bool {
+    // Most responses fit the socket's buffer: one write, and no timer to arm.
+    match transport.try_write(out, last) {
+        Ok(_) if out.is_empty() => return true,
+        Ok(_) => {}
+        Err(_) => {
+            out.clear();
+            return false;
         }
     }
+    // A client that stops reading is dropped after `limit` without progress.
+    let write = async {
+        while !out.is_empty() {
+            let step = tokio::time::timeout(limit, transport.write(out, last)).await;
+            if !matches!(step, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
+    };
+    // Boxed: this wait is the rare case, and its state would otherwise make every future
+    // that awaits `write_all` (each request's read) that much larger.
+    let ok = Box::pin(write).await;
+    if !ok {
+        out.clear();
+    }
+    ok
 }
 
-impl Connection {
+impl<T: Transport> Connection<T> {
     /// A connection just accepted, counted open until it is dropped.
     pub fn new(
         shared: Rc<Shared>,
-        conn: Conn,
+        transport: T,
         peer: Peer,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> Connection {
+    ) -> Connection<T> {
         shared.tracker.opened();
         let slot = shared.idle.slot();
         let (rbuf, out) = shared.spare.take();
+        let delivery = if shared.inline() {
+            Delivery::Inline(None)
+        } else {
+            Delivery::Pooled(Arc::new(Channel::new(shared.budget.clone())))
+        };
+        let mut sink = Box::new(H1Sink::new(delivery, shared.ctx.settings.write_timeout));
+        sink.out = out;
         Connection {
-            conn,
             shared,
+            transport: Some(transport),
             peer: Arc::new(peer),
             rbuf,
-            out,
+            sink: Some(sink),
             timer: None,
             slot,
             _permit: permit,
         }
     }
 
-    /// Serves the connection to its end: the future a connection's task runs. It owns the
-    /// connection, so that it is no larger than the connection and `run`'s state
-    /// (~1.8 KiB): a wrapper holding the accept's results beside them was twice that,
-    /// copied whole into the task's allocation, new memory for every connection.
+    /// Serves the connection to its end: the future a connection's task runs.
     pub async fn serve(mut self) {
         self.run().await;
     }
 
-    async fn flush(&mut self) -> bool {
-        send_all(
-            &self.conn,
-            &mut self.out,
-            self.shared.ctx.settings.write_timeout,
-            false,
-        )
-        .await
+    pub(super) fn transport(&self) -> &T {
+        self.transport
+            .as_ref()
+            .expect("the transport is back between application calls")
+    }
+
+    fn out(&mut self) -> &mut OutBuf {
+        &mut self
+            .sink
+            .as_mut()
+            .expect("the sink is back between application calls")
+            .out
+    }
+
+    /// Writes all pending output; false if the client is gone.
+    pub(super) async fn flush(&mut self) -> bool {
+        let limit = self.shared.ctx.settings.write_timeout;
+        let (Some(transport), Some(sink)) = (self.transport.as_ref(), self.sink.as_mut()) else {
+            return false;
+        };
+        write_all(transport, &mut sink.out, limit, false).await
     }
 
     /// Sends the rest of the output and shuts our side: the client reads the end of the
     /// stream after the last response, which shares its final segment with the FIN.
     async fn finish(&mut self) {
         let limit = self.shared.ctx.settings.write_timeout;
-        send_all(&self.conn, &mut self.out, limit, true).await;
-        self.conn.shutdown();
+        let (Some(transport), Some(sink)) = (self.transport.as_ref(), self.sink.as_mut()) else {
+            return;
+        };
+        write_all(transport, &mut sink.out, limit, true).await;
+        transport.shutdown_write();
     }
 
     /// Writes any pending output before the connection waits for the client; false if the
     /// client is gone.
-    async fn flush_before_read(&mut self) -> bool {
-        if !self.out.is_empty() && self.shared.tracker.open.get() > 1 {
+    pub(super) async fn flush_before_read(&mut self) -> bool {
+        if !self.out().is_empty() && self.shared.tracker.open.get() > 1 {
             // Let the other connections with a request ready run first, so that the
             // responses of one loop turn go out back to back (see `yield_now`'s
-            // deferral: it resumes us after the next poll of the I/O driver). The client
-            // side then wakes once per turn, not once per response: under Flask on this
-            // VM, 0.05 instead of 0.99 wake-ups (IPIs) of wrk's core per request, and
-            // ~8k -> ~12.5k req/s. Alone, a connection has nobody to wait for.
+            // deferral: it resumes us after the next poll of the I/O driver): the client
+            // side then wakes once per turn, not once per response. Alone, a connection
+            // has nobody to wait for.
             tokio::task::yield_now().await;
         }
         self.flush().await
@@ -276,10 +296,10 @@ impl Connection {
     ///
     /// An idle wait (for the next request, nothing of it read yet) has no timer of its
     /// own: its deadline goes into its slot in `Shared::idle`, and the loop's ticker ends
-    /// it once past (`Idle::end_expired`, every `SIGNAL_POLL`, so up to 100 ms late).
-    /// Resetting the connection's timer for each wait, and racing it against the read,
-    /// cost ~280 instructions of a hello request (callgrind: 11.56k -> 11.28k). Other
-    /// waits (the rest of a head or a body, whose ends answer 408) keep the timer.
+    /// it once past (`Idle::end_expired`, up to one tick late). Resetting the
+    /// connection's timer for each wait, and racing it against the read, cost more than
+    /// the rest of a keep-alive request's bookkeeping. Other waits (the rest of a head or
+    /// a body, whose ends answer 408) keep the timer.
     ///
     /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
     /// cutting it: the client may be sending its next request right now, and closing
@@ -287,17 +307,19 @@ impl Connection {
     /// `Connection: close`. (A wait already in progress when the stop comes is ended by
     /// the stop itself, see `Idle`.) Once stopping, an idle wait uses the timer too: the
     /// ticker ends early when the app raised KeyboardInterrupt.
-    async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
+    pub(super) async fn read_more(&mut self, deadline: Instant, idle: bool) -> Result<(), ReadEnd> {
         if !self.flush_before_read().await {
             return Err(ReadEnd::Closed);
         }
         let stopping = self.shared.stopping.get();
+        let handle = self.transport().read_handle();
+        let transport = self
+            .transport
+            .as_ref()
+            .expect("the transport is back between application calls");
         if idle && !stopping {
-            let _waiting = self
-                .shared
-                .idle
-                .waiting(self.slot, self.conn.fd(), deadline);
-            return match self.conn.read_buf(&mut self.rbuf).await {
+            let _waiting = handle.map(|fd| self.shared.idle.waiting(self.slot, fd, deadline));
+            return match transport.read(&mut self.rbuf).await {
                 Ok(0) | Err(_) => Err(ReadEnd::Closed),
                 Ok(_) => Ok(()),
             };
@@ -306,17 +328,13 @@ impl Connection {
         if idle {
             deadline = deadline.min(Instant::now() + STOP_LINGER);
         }
-        let _waiting = idle.then(|| {
-            self.shared
-                .idle
-                .waiting(self.slot, self.conn.fd(), deadline)
-        });
-        // `read_by` inline: handed to it, the read future is moved into its state, which
-        // cost ~170 instructions (1 %) per keep-alive request (callgrind, 5 runs each).
+        let _waiting = handle
+            .filter(|_| idle)
+            .map(|fd| self.shared.idle.waiting(self.slot, fd, deadline));
         let timer = timer_at(&mut self.timer, deadline);
         let read = tokio::select! {
             biased;
-            read = self.conn.read_buf(&mut self.rbuf) => read,
+            read = transport.read(&mut self.rbuf) => read,
             () = timer => return Err(ReadEnd::TimedOut),
         };
         match read {
@@ -330,9 +348,8 @@ impl Connection {
         let settings = &shared.ctx.settings;
         let (keep_alive, header_timeout) = (settings.keep_alive, settings.header_timeout);
         let limits = &settings.limits;
-        // The ends of a connection (reject, timed_out, close_with, linger) are awaited
-        // boxed: this future is moved whole when its task starts and ends, and inline
-        // they made it 1,360 bytes instead of 1,096.
+        // The ends of a connection (refuse, linger) are awaited boxed: this future is
+        // moved whole when its task starts and ends, and inline they made it larger.
         let mut repeat = false;
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
@@ -343,7 +360,7 @@ impl Connection {
                 match parse_head(&mut self.rbuf, limits) {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
-                    Err(e) => return Box::pin(self.reject(e)).await,
+                    Err(e) => return Box::pin(self.refuse(Canned::Refused(e))).await,
                 }
                 if idle && !self.rbuf.is_empty() {
                     idle = false;
@@ -351,253 +368,190 @@ impl Connection {
                 }
                 match self.read_more(deadline, idle).await {
                     Ok(()) => {}
-                    Err(ReadEnd::TimedOut) if !idle => return Box::pin(self.timed_out()).await,
+                    Err(ReadEnd::TimedOut) if !idle => {
+                        return Box::pin(self.refuse(Canned::RequestTimeout)).await
+                    }
                     Err(_) => return,
                 }
             };
             let started = Instant::now();
 
-            // `--keep-alive 0` turns persistence off: say so in the response (RFC 9112 §9.6).
-            let force_close =
-                self.shared.one_request || keep_alive.is_zero() || self.shared.stopping.get();
-            let body = match self.read_body(&head.framing, head.expect_continue).await {
+            let mut persist = Persistence::KeepAlive;
+            // RFC 9112 §9.3: the client's wish; `--keep-alive 0`, a stop, or
+            // `handle_request()`: the server's (the response says so, RFC 9112 §9.6).
+            if !head.keep_alive
+                || shared.one_request
+                || keep_alive.is_zero()
+                || shared.stopping.get()
+            {
+                persist.disable();
+            }
+            let body = match self.read_body(&head).await {
                 Ok(body) => body,
-                Err(BodyError::Refused(e)) => return Box::pin(self.reject(e)).await,
-                Err(BodyError::TimedOut) => return Box::pin(self.timed_out()).await,
+                Err(BodyError::Refused(e)) => {
+                    return Box::pin(self.refuse(Canned::Refused(e))).await
+                }
+                Err(BodyError::TimedOut) => {
+                    return Box::pin(self.refuse(Canned::RequestTimeout)).await
+                }
                 Err(BodyError::Closed) => return,
                 Err(BodyError::Store(e)) => {
-                    self.shared
+                    shared
                         .ctx
                         .error_log
                         .error(&format!("Cannot store a request body: {e}"));
-                    return Box::pin(self.close_with(SPOOL_FAILED)).await;
+                    return Box::pin(self.refuse(Canned::BodyNotStored)).await;
                 }
             };
-            if matches!(body, Body::Stream { .. }) && !self.flush().await {
-                return;
-            }
-            let ex = Exchange {
-                head,
-                body,
-                out: Output::new(
-                    self.conn.fd(),
-                    std::mem::take(&mut self.out),
-                    shared.ctx.settings.write_timeout,
-                ),
-                peer: self.peer.clone(),
-                force_close,
-                repeat,
-                started,
-            };
+            let keep = repeat && persist.persists();
             repeat = true;
-            // Inline, without an async call in between: the Exchange is then moved once
-            // less (it is ~350 bytes).
-            let mut step = if self.shared.inline() {
-                self.shared.run_inline(ex)
-            } else {
-                // Boxed: a hand-off to a thread costs far more than an allocation, and
-                // inline this future (it holds the Exchange) made every connection's
-                // future larger.
-                match Box::pin(self.shared.run_pooled(ex)).await {
-                    Some(outcome) => Step::Done(outcome),
-                    None => return,
-                }
-            };
-            let outcome = loop {
-                match step {
-                    Step::Done(outcome) => break outcome,
-                    // The response got ahead of a slow client: send what is queued from
-                    // here, serving the other connections meanwhile, then let it go on.
-                    Step::Wait(mut waiting) => {
-                        let limit = self.shared.ctx.settings.write_timeout;
-                        if !send_all(&self.conn, &mut waiting.out.buf, limit, false).await {
-                            waiting.out.lost();
-                        }
-                        step = Python::attach(|py| resume(py, &self.shared.ctx, waiting));
-                    }
-                }
-            };
-            self.out = outcome.out.buf;
-            if self.shared.ctx.count_request() && !self.shared.stopping.get() {
-                self.shared.ctx.error_log.info(&format!(
-                    "Served max_requests ({}): stopping to be replaced",
-                    self.shared.ctx.settings.max_requests
-                ));
-                self.shared.stop_now();
-            }
-            if let Some(raw) = outcome.raw_back {
-                self.rbuf = raw;
-            }
-            if outcome.out.broken {
+            let Some(clean) = self.respond(head, body, persist, keep, started).await else {
                 return;
+            };
+            if !clean {
+                persist.disable();
             }
-            if !outcome.keep_alive || force_close {
+            if shared.ctx.count_request() && !shared.stopping.get() {
+                shared.ctx.error_log.info(&format!(
+                    "Served max_requests ({}): stopping to be replaced",
+                    settings.max_requests
+                ));
+                shared.stop_now();
+            }
+            if !persist.persists() {
                 self.finish().await;
                 // With the request read whole and nothing after it, closing cannot reset
                 // the response away: close at once. Otherwise drain first (see linger).
-                if self.rbuf.is_empty() && !outcome.unread_body {
+                if self.rbuf.is_empty() {
                     return;
                 }
                 return Box::pin(self.linger()).await;
             }
-            if self.out.len() >= PIPELINE_FLUSH && !self.flush().await {
+            if self.out().len() >= PIPELINE_FLUSH && !self.flush().await {
                 return;
             }
         }
     }
 
-    /// Reads the body the app will see, whole, before the app runs (so a slow client
-    /// never holds a Python thread): in memory up to `body_buffer_size`, beyond that into
-    /// an unnamed temporary file. Only a body behind `Expect: 100-continue` stays on the
-    /// socket, for the app to pull when it reads (the 100 goes out then).
-    async fn read_body(
+    /// Runs the request through the application and sees its response written or queued,
+    /// the sink back with the connection: whether the response ended so that the
+    /// connection may persist. `None` if the connection must close at once (the pool is
+    /// gone).
+    async fn respond(
         &mut self,
-        framing: &BodyFraming,
-        expect_continue: bool,
-    ) -> Result<Body, BodyError> {
-        let shared = self.shared.clone();
-        let settings = &shared.ctx.settings;
-        let max_body = settings.limits.max_body;
-        let keep = settings.body_buffer_size as u64;
-        let decoder = || {
-            ChunkedDecoder::new(
-                settings.limit_chunk_ext_size,
-                settings.limit_trailer_size,
-                max_body,
-            )
+        head: RequestHead,
+        body: Body,
+        persist: Persistence,
+        keep: bool,
+        started: Instant,
+    ) -> Option<bool> {
+        let mut sink = self.sink.take().expect("the sink is back between requests");
+        sink.prepare(
+            head.version == Version::Http11,
+            head.method() == b"HEAD",
+            persist.persists(),
+        );
+        let chan = match &sink.delivery {
+            Delivery::Pooled(chan) => Some(chan.clone()),
+            Delivery::Inline(_) => None,
         };
-        match *framing {
-            BodyFraming::Empty | BodyFraming::Length(0) => Ok(Body::Empty),
-            BodyFraming::Length(n) if expect_continue => {
-                Ok(self.stream(Vec::new(), Framing::Length(n), true))
-            }
-            BodyFraming::Chunked if expect_continue => {
-                Ok(self.stream(Vec::new(), Framing::Chunked(decoder()), true))
-            }
-            BodyFraming::Length(n) if n <= keep => {
-                let n = n as usize;
-                if !self.shared.inline() && self.rbuf.len() >= n {
-                    return Ok(Body::Buffered(self.rbuf.split_to(n).freeze()));
-                }
-                let mut buf = if self.shared.inline() {
-                    Python::attach(|py| BodyBuf::python(py, n))
-                        .map_err(|e| BodyError::Store(std::io::Error::other(e.to_string())))?
-                } else {
-                    BodyBuf::heap(n)
-                };
-                buf.take_from(&mut self.rbuf);
-                while !buf.is_full() {
-                    self.read_body_into(&mut buf).await?;
-                }
-                Ok(buf.into_body())
-            }
-            // Boxed, these two: they are rarer, and their futures (a spool file, a decoder)
-            // would otherwise enlarge every connection's future, which is moved whole.
-            BodyFraming::Length(n) => Box::pin(self.spool_body(n)).await,
-            BodyFraming::Chunked => Box::pin(self.read_chunked(decoder(), keep)).await,
+        if chan.is_none() {
+            sink.lend(self.transport.take().expect("the transport is here"));
         }
+        let ex = Exchange {
+            head,
+            body,
+            sink,
+            peer: self.peer.clone(),
+            keep,
+            started,
+        };
+        let sink = match chan {
+            None => {
+                let step = self.shared.run_inline(ex);
+                Box::pin(self.drive_inline(step)).await
+            }
+            Some(chan) => Box::pin(self.drive_pooled(ex, chan)).await?,
+        };
+        let clean = sink.persists();
+        self.sink = Some(sink);
+        Some(clean)
     }
 
-    /// A Content-Length body larger than `body_buffer_size`, into a temporary file.
-    async fn spool_body(&mut self, n: u64) -> Result<Body, BodyError> {
-        let mut spool = Spool::new().map_err(BodyError::Store)?;
+    /// Sees an inline request to its end: each time its client falls behind, writes what
+    /// is queued from the event loop (serving the other connections meanwhile), then lets
+    /// the application go on.
+    async fn drive_inline(&mut self, mut step: Step) -> Box<H1Sink<T>> {
+        let limit = self.shared.ctx.settings.write_timeout;
         loop {
-            let take = (n - spool.len).min(self.rbuf.len() as u64) as usize;
-            spool.write(&self.rbuf[..take]).map_err(BodyError::Store)?;
-            self.rbuf.advance(take);
-            if spool.len == n {
-                return Ok(Body::Spooled {
-                    file: spool.file,
-                    len: n,
-                });
+            match step {
+                Step::Done(Outcome { sink }) => {
+                    let mut sink = own::<T>(sink);
+                    self.transport = sink.take_back();
+                    return sink;
+                }
+                Step::Wait(mut waiting) => {
+                    let mut sink = own::<T>(waiting.sink.take().expect("a pause lends the sink"));
+                    let transport = sink.take_back().expect("the transport was lent");
+                    if !write_all(&transport, &mut sink.out, limit, false).await {
+                        sink.lost();
+                    }
+                    sink.lend(transport);
+                    waiting.sink = Some(sink);
+                    step = Python::attach(|py| resume(py, &self.shared.ctx, waiting));
+                }
             }
-            self.rbuf.reserve(SPOOL_READ);
-            self.read_body_bytes().await?;
         }
     }
 
-    /// A chunked body, in memory while it stays within `keep` bytes, else spooled. The
-    /// decoder refuses a body past the limit (413).
-    async fn read_chunked(
-        &mut self,
-        mut dec: ChunkedDecoder,
-        keep: u64,
-    ) -> Result<Body, BodyError> {
-        let mut decoded = Vec::new();
-        let mut spool: Option<Spool> = None;
-        loop {
-            let used = dec
-                .decode(&self.rbuf, &mut decoded)
-                .map_err(BodyError::Refused)?;
-            self.rbuf.advance(used);
-            if spool.is_some() || decoded.len() as u64 > keep {
-                let file = match spool.as_mut() {
-                    Some(file) => file,
-                    None => spool.insert(Spool::new().map_err(BodyError::Store)?),
-                };
-                file.write(&decoded).map_err(BodyError::Store)?;
-                decoded.clear();
-            }
-            if dec.is_done() {
-                return Ok(match spool {
-                    Some(s) => Body::Spooled {
-                        file: s.file,
-                        len: s.len,
-                    },
-                    None => Body::Buffered(decoded.into()),
-                });
-            }
-            self.rbuf.reserve(SPOOL_READ);
-            self.read_body_bytes().await?;
-        }
-    }
-
-    /// Reads more of a body: the client may pause at most `body_timeout` between reads.
-    async fn read_body_bytes(&mut self) -> Result<(), BodyError> {
-        let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
-        Ok(self.read_more(deadline, false).await?)
-    }
-
-    /// Reads more of a body straight into `buf`.
-    async fn read_body_into(&mut self, buf: &mut BodyBuf) -> Result<(), BodyError> {
-        if !self.flush_before_read().await {
-            return Err(BodyError::Closed);
-        }
-        let deadline = Instant::now() + self.shared.ctx.settings.body_timeout;
-        let n = read_by(
-            &mut self.timer,
-            deadline,
-            self.conn.read_uninit(buf.unfilled()),
-        )
-        .await?;
-        // SAFETY: the read initialised the first `n` bytes of `unfilled()`.
-        unsafe { buf.filled(n) };
-        Ok(())
-    }
-
-    fn stream(&mut self, already: Vec<u8>, framing: Framing, send_continue: bool) -> Body {
+    /// Sees a pooled request to its end: writes what the application hands over through
+    /// the channel as it comes, while the application goes on producing.
+    async fn drive_pooled(&mut self, ex: Exchange, chan: Arc<Channel>) -> Option<Box<H1Sink<T>>> {
+        let limit = self.shared.ctx.settings.write_timeout;
         let shared = self.shared.clone();
-        let settings = &shared.ctx.settings;
-        let total = already.len() as u64;
-        Body::Stream {
-            already,
-            stream: Box::new(Stream {
-                fd: self.conn.fd(),
-                raw: std::mem::take(&mut self.rbuf),
-                framing,
-                send_continue,
-                total,
-                max_body: settings.limits.max_body,
-                timeout: settings.body_timeout,
-                done: false,
-                failed: false,
-            }),
+        let mut job = std::pin::pin!(shared.run_pooled(ex));
+        let transport = self.transport();
+        let mut queue = OutBuf::default();
+        let mut lost = false;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                outcome = &mut job => break outcome?,
+                () = chan.ready() => {
+                    chan.take(&mut queue);
+                    let memory = queue.memory_len();
+                    if !lost && !write_all(transport, &mut queue, limit, false).await {
+                        lost = true;
+                        chan.lost();
+                    }
+                    queue.clear();
+                    chan.written(memory);
+                }
+            }
+        };
+        let mut sink = own::<T>(outcome.sink);
+        // What was handed over and not yet taken goes ahead of what the sink still holds.
+        chan.take(&mut queue);
+        queue.append(&mut sink.out);
+        sink.out = queue;
+        if lost {
+            sink.lost();
         }
+        Some(sink)
     }
 
-    /// RFC 9112 §2.2/§6: a request that cannot be framed gets its 4xx/5xx and the connection
-    /// closes, since what follows it can no longer be told apart from a new request.
-    async fn reject(&mut self, err: HttpError) {
+    /// Answers with a canned response and closes (RFC 9112 §2.2, §6: once a request cannot
+    /// be framed, what follows it can no longer be told apart from a new request).
+    async fn refuse(&mut self, canned: Canned) {
+        if let Canned::Refused(err) = canned {
+            self.log_refusal(err);
+        }
+        self.out().write_with(|v| canned.write(false, v));
+        self.finish().await;
+        self.linger().await;
+    }
+
+    fn log_refusal(&self, err: HttpError) {
         self.shared.ctx.error_log.info(&format!(
             "Invalid request from {}: {} {}",
             if self.peer.remote.host.is_empty() {
@@ -608,42 +562,31 @@ impl Connection {
             err.status(),
             err.detail()
         ));
-        self.out.write_with(|v| error_response(err, v));
-        self.finish().await;
-        self.linger().await;
-    }
-
-    /// RFC 9110 §15.5.9: the request did not arrive in time.
-    async fn timed_out(&mut self) {
-        self.close_with(REQUEST_TIMEOUT).await
-    }
-
-    /// Sends a complete canned response and closes.
-    async fn close_with(&mut self, response: &[u8]) {
-        self.out.extend(response);
-        self.finish().await;
-        self.linger().await;
     }
 
     /// After `finish`: closes so that the response is not lost to a reset (which a close
     /// with unread bytes would send): reads and drops what the client still sends, for a
     /// short bounded time.
     async fn linger(&mut self) {
-        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        let deadline = Instant::now() + LINGER_TIME;
         let mut drained = 0usize;
-        while drained < 1 << 20 {
+        let Some(transport) = self.transport.as_ref() else {
+            return;
+        };
+        while drained < LINGER_BYTES {
             self.rbuf.clear();
             self.rbuf.reserve(16 * 1024);
-            match read_by(
-                &mut self.timer,
-                deadline,
-                self.conn.read_buf(&mut self.rbuf),
-            )
-            .await
-            {
+            match read_by(&mut self.timer, deadline, transport.read(&mut self.rbuf)).await {
                 Ok(n) => drained += n,
                 Err(_) => return,
             }
         }
     }
+}
+
+/// The connection's own sink, back from the WSGI layer.
+fn own<T: Transport>(sink: Box<dyn ResponseSink>) -> Box<H1Sink<T>> {
+    sink.into_any()
+        .downcast()
+        .unwrap_or_else(|_| unreachable!("a connection gets back the sink it lent"))
 }

@@ -65,9 +65,10 @@ impl Idle {
     fn end(&self, which: impl Fn(&Wait) -> bool) {
         for slot in self.slots.borrow().iter() {
             if let Some(wait) = slot.get().filter(&which) {
-                // SAFETY: a slot holds a descriptor only while its connection, which owns
-                // the open socket, waits on it (cleared before the socket closes).
-                unsafe { libc::shutdown(wait.fd, libc::SHUT_RD) };
+                // A slot holds a descriptor only while its connection, which owns the open
+                // socket, waits on it (cleared before the socket closes), so this never
+                // reaches another file that took the number.
+                crate::sys::shutdown_raw(wait.fd, crate::sys::Side::Read);
                 slot.set(None);
             }
         }

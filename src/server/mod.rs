@@ -1,17 +1,18 @@
 //! The server loop of one process: listeners, connections, the app threads, and a stop
 //! that lets requests in flight finish.
 
-pub mod bodybuf;
-pub mod conn;
-pub mod gather;
-pub mod gil;
-pub mod idle;
-pub mod listener;
-pub mod outbuf;
-pub mod output;
-pub mod pool;
-pub mod sockio;
-pub mod spool;
+mod body;
+mod conn;
+mod gil;
+mod idle;
+mod listener;
+mod outbuf;
+mod pool;
+mod sink;
+mod spool;
+#[cfg(test)]
+mod tests;
+mod transport;
 
 use std::cell::Cell;
 use std::io;
@@ -24,9 +25,11 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::server::conn::Connection;
 use crate::server::idle::Idle;
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
+use crate::server::sink::Budget;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
 
@@ -50,9 +53,31 @@ pub struct Shared {
     pub one_request: bool,
     /// The connections being served, so a stop can wait for them.
     pub tracker: Tracker,
+    /// The response bytes the worker's connections hold in memory, and their bound.
+    pub budget: Arc<Budget>,
 }
 
 impl Shared {
+    fn new(
+        ctx: Arc<Context>,
+        pool: Option<Pool>,
+        stopper: Arc<watch::Sender<bool>>,
+        one_request: bool,
+    ) -> Shared {
+        let budget = Arc::new(Budget::new(ctx.settings.output_budget));
+        Shared {
+            ctx,
+            pool,
+            stopping: Cell::new(false),
+            stopper,
+            idle: Idle::default(),
+            spare: conn::Spare::default(),
+            one_request,
+            tracker: Tracker::default(),
+            budget,
+        }
+    }
+
     /// Whether the I/O thread calls the app itself, and so holds the GIL while it works.
     pub fn inline(&self) -> bool {
         self.pool.is_none()
@@ -161,16 +186,10 @@ async fn serve(
         ));
     }
     let pool = (ctx.settings.threads > 1).then(|| Pool::start(ctx.clone(), ctx.settings.threads));
-    let shared = Rc::new(Shared {
-        ctx: ctx.clone(),
-        pool,
-        stopping: Cell::new(false),
-        stopper: stop.clone(),
-        idle: Idle::default(),
-        spare: conn::Spare::default(),
-        one_request,
-        tracker: Tracker::default(),
-    });
+    if pool.is_none() {
+        crate::wsgi::on_app_thread(Some((ctx.clone(), 0)));
+    }
+    let shared = Rc::new(Shared::new(ctx.clone(), pool, stop.clone(), one_request));
 
     // Every SIGNAL_POLL: end the keep-alive waits past their deadline, run Python's
     // pending signal handlers (it runs them only when asked), tell the master the loop is
@@ -191,9 +210,8 @@ async fn serve(
                     stop.send_replace(true);
                     return;
                 }
-                // SAFETY: getppid has no preconditions.
                 let parent = ctx.settings.parent_pid;
-                if parent != 0 && unsafe { libc::getppid() } != parent && !*stop.borrow() {
+                if parent != 0 && crate::sys::parent_pid() != parent && !*stop.borrow() {
                     ctx.error_log
                         .warning("The master process is gone: stopping");
                     stop.send_replace(true);
@@ -223,7 +241,7 @@ async fn serve(
             _ = stopped.wait_for(|s| *s) => None,
         };
         if let Some(Ok((conn, peer))) = first {
-            conn::Connection::new(shared.clone(), conn, peer, None)
+            Connection::new(shared.clone(), conn, peer, None)
                 .serve()
                 .await;
         }
@@ -245,10 +263,10 @@ async fn serve(
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
-                            // Boxed: the task then holds a pointer, not the ~1.8 KiB
-                            // future, which it copied 6 times over a connection's life
-                            // (~1,300 instructions; one allocation is cheaper).
-                            let c = conn::Connection::new(shared.clone(), conn, peer, permit.ok());
+                            // Boxed: the task then holds a pointer, not the connection's
+                            // large future, which it would copy whole several times over
+                            // a connection's life; one allocation is cheaper.
+                            let c = Connection::new(shared.clone(), conn, peer, permit.ok());
                             tokio::task::spawn_local(Box::pin(c.serve()));
                         }
                         (Err(e), _) => {
@@ -290,6 +308,7 @@ async fn serve(
     lingering.abort();
     let _ = ticker.await;
     let _ = lingering.await;
+    crate::wsgi::on_app_thread(None);
     let shared = Rc::try_unwrap(shared).ok();
     Ok(shared.and_then(|s| s.pool))
 }

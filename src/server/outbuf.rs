@@ -4,18 +4,14 @@
 //! and ranges of files (`wsgi.file_wrapper`) sent with `sendfile(2)`. A 1 MiB body thus
 //! costs no copy in qiao before the kernel's, and a file none at all.
 //!
-//! `send_to` is the one place that writes a queue to a socket, one non-blocking step at a
-//! time; the app's thread (`Output`) and the connection's task (`conn::send_all`) only
-//! differ in how they wait when the socket is full.
+//! It is data only: the transport that owns the socket writes it (see `transport`).
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-
-use crate::server::sockio;
 
 /// Bodies at least this large are sent from the Python object instead of copied.
 pub const SHARE_AT: usize = 8 * 1024;
@@ -161,47 +157,67 @@ impl OutBuf {
         out
     }
 
-    /// Hands the socket `fd` what it takes now from the front of the queue, without
-    /// waiting: `Ok(0)` means the socket is full. One `writev` of the memory segments, or
-    /// one `sendfile` of a file range.
-    ///
-    /// `last`: these are the connection's last bytes and a `shutdown(2)` follows. They go
-    /// out with `MSG_MORE`: TCP keeps the last short segment back, and the shutdown's FIN
-    /// rides on it, so response and FIN are one segment (one packet to process on each
-    /// side, one wake-up of the client) instead of two.
-    pub fn send_to(&mut self, fd: RawFd, last: bool) -> io::Result<usize> {
-        let n = match self.segs.front() {
-            None => return Ok(0),
-            Some(Seg::File {
-                fd: file,
-                offset,
-                len,
-            }) => {
-                let mut at = (*offset + self.front_sent as u64) as libc::off_t;
-                let count = (*len - self.front_sent).min(1 << 30);
-                sockio::sendfile_now(fd, file.as_raw_fd(), &mut at, count)?
-            }
-            Some(_) => {
-                let slices = self.slices();
-                // A head followed by a file range: tell TCP more comes at once, so the
-                // head and the file's first bytes share a segment.
-                let more = last || matches!(self.segs.get(slices.len()), Some(Seg::File { .. }));
-                sockio::send_vectored_now(fd, &slices, more)?
-            }
-        };
-        self.advance(n);
-        Ok(n)
+    /// The file range at the front of the queue, if the front is one: the descriptor, the
+    /// offset of its first unsent byte, and the bytes left of it.
+    pub fn front_file(&self) -> Option<(BorrowedFd<'_>, u64, usize)> {
+        match self.segs.front() {
+            Some(Seg::File { fd, offset, len }) => Some((
+                fd.as_fd(),
+                offset + self.front_sent as u64,
+                len - self.front_sent,
+            )),
+            _ => None,
+        }
     }
 
-    /// Hands the socket `fd` all it takes now, without waiting: `send_to` until the queue
-    /// is empty or the socket full.
-    pub fn send_available(&mut self, fd: RawFd) -> io::Result<()> {
-        while !self.is_empty() {
-            if self.send_to(fd, false)? == 0 {
-                break;
+    /// Whether a file range follows the first `n` segments (the memory ones `slices`
+    /// returned): a writer then tells TCP more comes at once.
+    pub fn file_after(&self, n: usize) -> bool {
+        matches!(self.segs.get(n), Some(Seg::File { .. }))
+    }
+
+    /// Moves everything queued in `other` to the back of this queue.
+    pub fn append(&mut self, other: &mut OutBuf) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            std::mem::swap(&mut self.segs, &mut other.segs);
+            std::mem::swap(&mut self.front_sent, &mut other.front_sent);
+            self.len = std::mem::take(&mut other.len);
+            self.file_len = std::mem::take(&mut other.file_len);
+            return;
+        }
+        // The front of `other` may be partly sent; only its unsent part moves.
+        if other.front_sent > 0 {
+            let sent = std::mem::take(&mut other.front_sent);
+            match other.segs.pop_front() {
+                Some(Seg::Owned(v)) => {
+                    other.len -= v.len() - sent;
+                    self.extend(&v[sent..]);
+                }
+                Some(Seg::File { fd, offset, len }) => {
+                    other.len -= len - sent;
+                    other.file_len -= len - sent;
+                    self.push_file(fd, offset + sent as u64, len - sent);
+                }
+                Some(Seg::Shared { _obj, ptr, len }) => {
+                    other.len -= len - sent;
+                    self.len += len - sent;
+                    // SAFETY: `sent <= len`: the pointer stays inside the object's buffer.
+                    let ptr = unsafe { ptr.add(sent) };
+                    self.segs.push_back(Seg::Shared {
+                        _obj,
+                        ptr,
+                        len: len - sent,
+                    });
+                }
+                None => {}
             }
         }
-        Ok(())
+        self.len += std::mem::take(&mut other.len);
+        self.file_len += std::mem::take(&mut other.file_len);
+        self.segs.append(&mut other.segs);
     }
 
     /// Drops the first `n` queued bytes (they were written).
@@ -251,7 +267,8 @@ impl OutBuf {
         self.file_len = 0;
     }
 
-    /// The memory segments queued before any file range, copied (tests and diagnostics).
+    /// The memory segments queued before any file range, copied.
+    #[cfg(test)]
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
         for s in self.slices() {
@@ -278,76 +295,31 @@ mod tests {
         assert!(out.is_empty() && out.slices().is_empty());
     }
 
-    /// A file range between memory segments goes out in order, by `sendfile`, and the
-    /// accounting of bytes held in memory leaves it out.
+    /// Appending keeps order and counts, and moves only the unsent part of a partly
+    /// sent front segment.
     #[test]
-    fn file_ranges_are_sent_in_order_and_hold_no_memory() {
-        use std::io::{Read, Seek, Write};
-        use std::os::unix::net::UnixStream;
-
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut file = tempfile_with(&data);
-        file.seek(std::io::SeekFrom::Start(0)).unwrap();
-        let (tx, mut rx) = UnixStream::pair().unwrap();
-        tx.set_nonblocking(true).unwrap();
-
-        let mut out = OutBuf::default();
-        out.extend(b"head|");
-        let fd = OwnedFd::from(file.try_clone().unwrap());
-        out.push_file(fd, 1000, 150_000);
-        out.extend(b"|tail");
-        assert_eq!(out.len(), 5 + 150_000 + 5);
-        assert_eq!(out.memory_len(), 10);
-
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            rx.read_to_end(&mut got).unwrap();
-            got
-        });
-        while !out.is_empty() {
-            if out.send_to(tx.as_raw_fd(), false).unwrap() == 0 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            assert!(out.memory_len() <= 10);
-        }
-        assert_eq!(out.memory_len(), 0);
-        drop(tx);
-        let got = reader.join().unwrap();
-        let mut want = b"head|".to_vec();
-        want.extend_from_slice(&data[1000..151_000]);
-        want.extend_from_slice(b"|tail");
-        assert_eq!(got.len(), want.len());
-        assert!(got == want, "the bytes arrived out of order or altered");
-        file.flush().unwrap();
-    }
-
-    /// A file shorter than the range queued for it is an error, not a hang.
-    #[test]
-    fn a_file_that_ends_early_is_an_error() {
-        use std::os::unix::net::UnixStream;
-        let file = tempfile_with(b"short");
-        let (tx, _rx) = UnixStream::pair().unwrap();
-        let mut out = OutBuf::default();
-        out.push_file(OwnedFd::from(file), 0, 100);
-        assert_eq!(out.send_to(tx.as_raw_fd(), false).unwrap(), 5);
-        let err = out.send_to(tx.as_raw_fd(), false).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
-
-    fn tempfile_with(data: &[u8]) -> std::fs::File {
-        use std::io::Write;
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("qiao-outbuf-{}-{n}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f.write_all(data).unwrap();
-        f
+    fn append_moves_the_unsent_bytes_in_order() {
+        let mut a = OutBuf::default();
+        a.extend(b"one|");
+        let mut b = OutBuf::default();
+        b.extend(b"two|");
+        b.advance(1);
+        b.extend(b"three");
+        a.append(&mut b);
+        assert!(b.is_empty() && b.slices().is_empty());
+        assert_eq!(a.to_vec(), b"one|wo|three");
+        assert_eq!(a.len(), 12);
+        let mut empty = OutBuf::default();
+        empty.append(&mut a);
+        assert_eq!(empty.to_vec(), b"one|wo|three");
+        assert!(a.is_empty());
+        let file = tempfile::tempfile().unwrap();
+        let mut c = OutBuf::default();
+        c.push_file(OwnedFd::from(file), 10, 100);
+        c.advance(40);
+        empty.append(&mut c);
+        assert_eq!(empty.len(), 12 + 60);
+        assert_eq!(empty.memory_len(), 12);
     }
 
     #[test]

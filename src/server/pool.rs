@@ -32,6 +32,7 @@ impl Pool {
                         // Attached once for the thread's life, detached only to wait: a
                         // Python thread state made per request (attach on a bare thread)
                         // would cost its creation and lose thread-locals every time.
+                        crate::wsgi::on_app_thread(Some((ctx.clone(), i)));
                         Python::attach(|py| {
                             while let Ok((ex, reply)) = py.detach(|| rx.recv()) {
                                 let outcome = handle(py, &ctx, ex, i);

@@ -1,45 +1,24 @@
-//! Request bodies too large to keep in memory go to an unnamed temporary file: written
-//! by the connection as they arrive, read by the app through `wsgi.input`, gone with the
-//! last descriptor (nothing is left on disk, whatever happens to the process).
+//! Request bodies too large to keep in memory go to an unnamed temporary file (in
+//! `$TMPDIR`, else `/tmp`): written by the connection as they arrive, read by the app
+//! through `wsgi.input` (this is their `BodySource`), gone with the last descriptor
+//! (nothing is left on disk, whatever happens to the process).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::FromRawFd;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
 
-/// Where spool files go: `$TMPDIR`, else `/tmp`.
-fn spool_dir() -> PathBuf {
-    std::env::temp_dir()
-}
-
-/// A new empty file with no name (already unlinked), open for reading and writing.
-pub fn create() -> io::Result<File> {
-    let template = spool_dir().join("qiao-body-XXXXXX");
-    let template = CString::new(template.into_os_string().into_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "temp dir path has a NUL"))?;
-    let mut bytes = template.into_bytes_with_nul();
-    // SAFETY: `bytes` is a writable NUL-terminated template; mkstemp fills in the Xs.
-    let fd = unsafe { libc::mkstemp(bytes.as_mut_ptr().cast()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: mkstemp returned a new descriptor that we own; `bytes` holds its path.
-    let file = unsafe { File::from_raw_fd(fd) };
-    unsafe { libc::unlink(bytes.as_ptr().cast()) };
-    Ok(file)
-}
+use crate::wsgi::sink::BodySource;
 
 /// A body being written to a spool file.
 pub struct Spool {
-    pub file: File,
-    pub len: u64,
+    file: File,
+    len: u64,
 }
 
 impl Spool {
     pub fn new() -> io::Result<Spool> {
         Ok(Spool {
-            file: create()?,
+            file: tempfile::tempfile()?,
             len: 0,
         })
     }
@@ -49,26 +28,72 @@ impl Spool {
         self.len += bytes.len() as u64;
         Ok(())
     }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The whole body written: its source, read from the start.
+    pub fn into_source(self) -> SpoolSource {
+        SpoolSource {
+            file: self.file,
+            len: self.len,
+            read: 0,
+        }
+    }
+}
+
+/// A spooled body as the app reads it.
+pub struct SpoolSource {
+    file: File,
+    len: u64,
+    /// Bytes already read.
+    read: u64,
+}
+
+impl BodySource for SpoolSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.len - self.read) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..want], self.read)?;
+        if got == 0 {
+            // The file is shorter than what was written to it: end the body there.
+            self.read = self.len;
+        }
+        self.read += got as u64;
+        Ok(got)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.len - self.read
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Seek, SeekFrom};
 
     #[test]
-    fn spool_file_has_no_name_and_keeps_data() {
+    fn a_spooled_body_has_no_name_and_reads_back_whole() {
         let mut spool = Spool::new().unwrap();
         spool.write(b"hello ").unwrap();
         spool.write(b"world").unwrap();
-        assert_eq!(spool.len, 11);
-        let mut file = spool.file;
-        file.seek(SeekFrom::Start(0)).unwrap();
-        let mut text = String::new();
-        file.read_to_string(&mut text).unwrap();
-        assert_eq!(text, "hello world");
-        // SAFETY-free check: the descriptor's link count is 0 (the name is gone).
-        let meta = file.metadata().unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&meta), 0);
+        assert_eq!(spool.len(), 11);
+        let nlink = std::os::unix::fs::MetadataExt::nlink(&spool.file.metadata().unwrap());
+        assert_eq!(nlink, 0, "the file has no name");
+        let mut source = spool.into_source();
+        let mut buf = [0u8; 4];
+        let mut got = Vec::new();
+        loop {
+            let n = source.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"hello world");
+        assert_eq!(source.remaining(), 0);
     }
 }

@@ -56,14 +56,9 @@ impl FileWrapper {
     pub fn sendable(&self, py: Python<'_>) -> Option<(i32, u64, u64)> {
         let f = self.filelike.bind(py);
         let fd: i32 = f.call_method0("fileno").ok()?.extract().ok()?;
-        // SAFETY: fstat only writes into `st`.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
-        {
-            return None;
-        }
+        let size = crate::sys::regular_file_size(fd)?;
         // The Python object's logical position (its own read buffer may sit ahead of the fd's).
         let pos: u64 = f.call_method0("tell").ok()?.extract().ok()?;
-        Some((fd, pos, st.st_size as u64))
+        Some((fd, pos, size))
     }
 }

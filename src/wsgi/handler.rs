@@ -4,65 +4,48 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
-use crate::http::{RequestHead, Version};
-use crate::server::gather::{FAST, GATHER};
-use crate::server::output::Output;
+use crate::http::RequestHead;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
-use crate::wsgi::input::{Input, Stream};
-use crate::wsgi::response::{
-    push, push_now, type_name, RequestFacts, Responder, Response, StartResponse,
-};
+use crate::wsgi::input::Input;
+use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
+use crate::wsgi::sink::{BodySource, Flow, ResponseSink};
 use crate::wsgi::Context;
 
-/// The request body as the connection hands it over.
+/// The request body as the connection hands it over: always read whole before the app
+/// runs, so that no client can hold an application thread while it sends.
 pub enum Body {
     Empty,
-    /// Read whole before the app runs.
+    /// In memory.
     Buffered(Bytes),
-    /// Read whole, before the app runs, into the `bytes` object `read()` will return.
+    /// In memory, in the `bytes` object `read()` of the whole body returns.
     Object(Py<PyBytes>),
-    /// Read whole into an unnamed temporary file of `len` bytes (large bodies).
-    Spooled {
-        file: std::fs::File,
-        len: u64,
-    },
-    /// `already` decoded; the rest still on the socket (behind `Expect: 100-continue`).
-    Stream {
-        already: Vec<u8>,
-        /// Boxed: rare, and it would make every request's `Body` (moved a few times
-        /// on the way to the app) four times larger.
-        stream: Box<Stream>,
-    },
+    /// Outside memory (spooled to a file), read through its source.
+    Source(Box<dyn BodySource>),
 }
 
 /// One request, handed from the connection to the thread that runs the app.
 pub struct Exchange {
     pub head: RequestHead,
     pub body: Body,
-    pub out: Output,
+    /// Where the response goes.
+    pub sink: Box<dyn ResponseSink>,
     pub peer: Arc<Peer>,
-    /// The connection closes after this request (shutting down, or one-request mode).
-    pub force_close: bool,
-    /// The connection carried a request before this one.
-    pub repeat: bool,
+    /// The connection carried a request before this one and may carry another after it:
+    /// the per-connection objects are worth keeping (see `Peer`).
+    pub keep: bool,
     pub started: Instant,
 }
 
-/// What the connection gets back.
+/// What the connection gets back: its sink, holding what is still to be written.
 pub struct Outcome {
-    pub out: Output,
-    pub keep_alive: bool,
-    /// The read buffer a streamed body took with it: it may hold the next request.
-    pub raw_back: Option<BytesMut>,
-    /// Part of the request body was never read (the client may still be sending it).
-    pub unread_body: bool,
+    pub sink: Box<dyn ResponseSink>,
 }
 
 /// Why sending the body stopped early.
@@ -78,15 +61,17 @@ enum Failure {
 /// How the handling of a request stands when `handle_inline` or `resume` returns.
 pub enum Step {
     Done(Outcome),
-    /// The app's iterable is part-way and more than `OUTPUT_HIGH_WATER` waits for a slow
-    /// client: the connection sends `Waiting::out` from the event loop, then calls `resume`.
-    /// (Boxed: rare, and `Step` is moved on every request's way back.)
+    /// The app's iterable is part-way and its client has not taken the last block: the
+    /// connection writes what `Waiting::sink` holds from the event loop (serving the other
+    /// connections meanwhile), then calls `resume`. (Boxed: `Step` is moved on every
+    /// request's way back.)
     Wait(Box<Waiting>),
 }
 
 /// A request whose response iteration is paused until its client has read what is queued.
 pub struct Waiting {
-    pub out: Output,
+    /// The response's sink, lent back to the connection for the pause.
+    pub sink: Option<Box<dyn ResponseSink>>,
     /// `None` once resumed (or closed on drop).
     req: Option<Live>,
 }
@@ -105,8 +90,9 @@ struct Live {
 
 impl Drop for Waiting {
     /// A paused request dropped without being resumed (its connection was cut at the end
-    /// of a stop's grace period): PEP 3333 still wants the iterable's `close()`. The
-    /// response goes too: it may hold the `write` that holds its `StartResponse`.
+    /// of a stop's grace period, or its client went away): PEP 3333 still wants the
+    /// iterable's `close()`. The response goes too: it may hold the `write` that holds
+    /// its `StartResponse`.
     fn drop(&mut self) {
         if let Some(req) = self.req.take() {
             Python::attach(|py| {
@@ -127,18 +113,23 @@ pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Out
 }
 
 /// Runs one request on the event loop's own thread (one app thread, no pool): a response
-/// iteration that gets ahead of a slow client pauses (`Step::Wait`) instead of blocking
-/// the loop, so the other connections keep being served.
+/// iteration whose client falls behind pauses (`Step::Wait`) instead of blocking the
+/// loop, so the other connections keep being served.
 pub fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
     busy(ctx, 0, || run(py, ctx, ex, true))
 }
 
-/// Continues a paused request once its queued output was sent (or the client was lost:
-/// `out.broken`).
+/// Continues a paused request once its client took what was queued (or is gone: then the
+/// iteration ends at once).
 pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -> Step {
     let req = waiting.req.take().expect("a request is resumed once");
-    let out = std::mem::take(&mut waiting.out);
-    with_resp(req.sr.bind(py), |r| r.out = out);
+    let sink = waiting
+        .sink
+        .take()
+        .expect("the sink comes back with the pause");
+    if let Some(resp) = req.sr.bind(py).borrow_mut().resp.as_mut() {
+        resp.sink = Some(sink);
+    }
     busy(ctx, 0, || body(py, ctx, req, true))
 }
 
@@ -155,28 +146,18 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
     let Exchange {
         head,
         body: request_body,
-        out,
+        sink,
         peer,
-        force_close,
-        repeat,
+        keep,
         started,
     } = ex;
-    // A connection that carried a request before and may carry more keeps what its
-    // requests can reuse (see `Peer`).
-    let keep = repeat && head.keep_alive && !force_close;
-    let facts = RequestFacts {
-        head_request: head.method() == b"HEAD",
-        http11: head.version == Version::Http11,
-        keep_alive: head.keep_alive,
-    };
     let input = match request_body {
         Body::Empty => Ok(ctx.environ.empty_input.bind(py).clone()),
         Body::Buffered(b) => Bound::new(py, Input::buffered(b)),
         Body::Object(obj) => Bound::new(py, Input::object(py, obj)),
-        Body::Spooled { file, len } => Bound::new(py, Input::spooled(file, len)),
-        Body::Stream { already, stream } => Bound::new(py, Input::streamed(already, stream)),
+        Body::Source(source) => Bound::new(py, Input::source(source)),
     };
-    let resp = Response::new(out, facts, force_close);
+    let resp = Response::new(sink, head.method() == b"HEAD");
     let responder = StartResponse::for_request(py, &peer.start_response, resp, keep);
     let (input, Responder { sr, start }) = match (input, responder) {
         (Ok(i), Ok(s)) => (i, s),
@@ -191,7 +172,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         Ok(iterable) => iterable,
         Err(err) => {
             fail(py, ctx, &sr, &head, Failure::App(err));
-            return Step::Done(finalize(ctx, &sr, &input, &head, &peer, started));
+            return Step::Done(finalize(ctx, &sr, &head, &peer, started));
         }
     };
     let req = Live {
@@ -219,9 +200,9 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
         Ok(Sent::All) => {}
         Ok(Sent::Paused(iter)) => {
             req.iter = Some(iter);
-            let out = with_resp(&sr, |r| std::mem::take(&mut r.out));
+            let sink = with_resp(&sr, |r| r.sink.take());
             return Step::Wait(Box::new(Waiting {
-                out,
+                sink,
                 req: Some(req),
             }));
         }
@@ -237,22 +218,16 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
             &err,
         );
     }
-    let input = req.input.bind(py).clone();
-    Step::Done(finalize(
-        ctx,
-        &sr,
-        &input,
-        &req.head,
-        &req.peer,
-        req.started,
-    ))
+    // The body was read whole before the app ran: nothing of it is left on the wire,
+    // whatever the app read of it.
+    drop(req.input);
+    Step::Done(finalize(ctx, &sr, &req.head, &req.peer, req.started))
 }
 
 /// The request is over: the connection's outcome, and the access log line.
 fn finalize(
     ctx: &Context,
     sr: &Bound<'_, StartResponse>,
-    input: &Bound<'_, Input>,
     head: &RequestHead,
     peer: &Peer,
     started: Instant,
@@ -262,33 +237,18 @@ fn finalize(
         .resp
         .take()
         .expect("the response stays until the request ends");
-    resp.out.reclaim();
-    let mut keep_alive = resp.keep_alive && !resp.out.broken;
-    let mut unread_body = false;
-    let raw_back = input.borrow_mut().stream.take().map(|stream| {
-        // A body the app did not read to its end leaves the connection out of step.
-        if !stream.done || stream.failed {
-            keep_alive = false;
-            unread_body = true;
-        }
-        stream.raw
-    });
     if let Some(log) = &ctx.access_log {
         log.log(&AccessRecord {
             remote_addr: &peer.remote.host,
             head,
-            status: resp.status,
+            status: resp.head.status,
             body_bytes: resp.body_bytes,
-            response_head: &resp.head,
+            response_head: &resp.head.lines,
             started,
         });
     }
-    resp.head = Vec::new();
     Outcome {
-        out: resp.out,
-        keep_alive,
-        raw_back,
-        unread_body,
+        sink: resp.sink.take().expect("a finished response has its sink"),
     }
 }
 
@@ -304,19 +264,20 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
-/// The response, with any output held for gathering taken back first.
+/// The response (it stays until the request ends).
 fn with_resp<T>(sr: &Bound<'_, StartResponse>, f: impl FnOnce(&mut Response) -> T) -> T {
     let mut guard = sr.borrow_mut();
     let resp = guard
         .resp
         .as_mut()
         .expect("the response stays until the request ends");
-    resp.out.reclaim();
     f(resp)
 }
 
+/// An error the app raised, or the client's absence seen through it (`write()` raised
+/// `OSError` because the client was gone).
 fn client_gone(sr: &Bound<'_, StartResponse>, err: PyErr) -> Failure {
-    if with_resp(sr, |r| r.out.broken) {
+    if with_resp(sr, |r| r.client_gone()) {
         Failure::Client
     } else {
         Failure::App(err)
@@ -338,7 +299,7 @@ fn send_body(
 ) -> Result<Sent, Failure> {
     if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
         if let Some((fd, pos, size)) = wrapper.borrow().sendable(py) {
-            return send_file(py, sr, fd, pos, size).map(|()| Sent::All);
+            return send_file(sr, fd, pos, size).map(|()| Sent::All);
         }
     }
     // A list or tuple of bytes: the length is known, so Content-Length and one write. Read
@@ -375,7 +336,7 @@ fn send_items<'py>(
     with_resp(sr, |r| -> PyResult<()> {
         r.send_headers(Some(total))?;
         for i in 0..n {
-            r.body(item(i)?.cast::<PyBytes>().expect("checked above"));
+            r.body(item(i)?.cast::<PyBytes>().expect("checked above"))?;
         }
         Ok(())
     })
@@ -383,9 +344,10 @@ fn send_items<'py>(
     finish(sr).map(|()| Sent::All)
 }
 
-/// The blocks of an iteration, each handed to the socket before the next is asked for.
-/// Past `OUTPUT_HIGH_WATER` queued for a slow client, waits for it here (`may_pause`
-/// false: a pool thread) or returns `Sent::Paused` for the event loop to wait.
+/// The blocks of an iteration, each handed on before the next is asked for (PEP 3333
+/// "Buffering and Streaming"). When the client falls behind, waits for it here
+/// (`may_pause` false: a pool thread, GIL released) or returns `Sent::Paused` for the
+/// event loop to wait.
 fn send_iter(
     py: Python<'_>,
     sr: &Bound<'_, StartResponse>,
@@ -395,44 +357,39 @@ fn send_iter(
 ) -> Result<Sent, Failure> {
     let mut blocks = iter.clone();
     loop {
-        let asked = Instant::now();
         let Some(item) = blocks.next() else { break };
-        let quick = asked.elapsed() < FAST;
         let item = item.map_err(|e| client_gone(sr, e))?;
         let data = as_bytes(&item, iterable).map_err(Failure::App)?;
         if data.as_bytes().is_empty() {
             continue; // PEP 3333: headers go out with the first non-empty block.
         }
-        let (more, pause) = with_resp(sr, |r| -> PyResult<(bool, bool)> {
+        let flow = with_resp(sr, |r| -> PyResult<Option<Flow>> {
             r.send_headers(None)?;
-            r.body(&data);
-            let more = r.wants_body();
+            r.body(&data)?;
             // A block that completes the declared length is the last one: it goes out
-            // with the connection's next flush, together with the other responses of
-            // this loop turn, instead of in a send of its own (Flask's one-block
+            // with the connection's next write, together with the other responses of
+            // this loop turn, instead of in a write of its own (Flask's one-block
             // responses: one wake-up of the client per turn, not per response).
-            if !more {
-                return Ok((false, false));
+            if !r.wants_body() {
+                return Ok(None);
             }
-            if may_pause && r.out.over_high_water() {
-                push_now(&mut r.out)?;
-                return Ok((true, r.out.over_high_water()));
-            }
-            // Produced quickly: the app probably has more at hand; gather it into one
-            // write, the flusher sending it if the app turns out slow (see `gather`).
-            if quick && r.out.buf.memory_len() < GATHER && r.out.hold() {
-                return Ok((true, false));
-            }
-            push(py, &mut r.out)?;
-            r.out.keep_sending();
-            Ok((true, false))
+            Ok(Some(r.push_now()?))
         })
         .map_err(|e| client_gone(sr, e))?;
-        if !more {
-            break; // HEAD, or the declared Content-Length is complete: the rest is cut.
-        }
-        if pause {
-            return Ok(Sent::Paused(iter.unbind()));
+        match flow {
+            // HEAD, or the declared Content-Length is complete: the rest is cut.
+            None => break,
+            Some(Flow::Go) => {}
+            Some(Flow::Wait) if may_pause => return Ok(Sent::Paused(iter.unbind())),
+            Some(Flow::Wait) => {
+                let waited = with_resp(sr, |r| {
+                    let sink = r.sink.as_mut().expect("a running response has its sink");
+                    py.detach(|| crate::wsgi::waiting_on_client(|| sink.wait()))
+                });
+                if waited.is_err() {
+                    return Err(Failure::Client);
+                }
+            }
         }
     }
     finish(sr).map(|()| Sent::All)
@@ -464,11 +421,11 @@ fn as_bytes<'py>(
 }
 
 /// `wsgi.file_wrapper` over a regular file: the head, then the file from its current
-/// position, queued as a file range that `sendfile(2)` sends. What the socket takes at
-/// once goes now; the rest is sent by the connection's task, so a slow client never holds
-/// this thread (nor, with one thread, the event loop).
+/// position, as a file range the transport sends from the file itself (`sendfile(2)` on
+/// a plain socket), through a duplicate of its descriptor (the app may close its file as
+/// soon as the response is handed over). The connection sends it, so a slow client never
+/// holds this thread (nor, with one thread, the event loop).
 fn send_file(
-    py: Python<'_>,
     sr: &Bound<'_, StartResponse>,
     file_fd: i32,
     pos: u64,
@@ -479,11 +436,10 @@ fn send_file(
         r.send_headers(Some(available))?;
         let count = r.length_left().unwrap_or(0).min(available);
         if count > 0 {
-            let own = crate::server::listener::dup(file_fd)?;
-            r.out.buf.push_file(own, pos, count as usize);
-            r.sent_directly(count);
+            let own = crate::sys::dup(file_fd)?;
+            r.file(own, pos, count)?;
         }
-        push(py, &mut r.out)
+        Ok(())
     })
     .map_err(|e| client_gone(sr, e))?;
     finish(sr)
@@ -500,7 +456,7 @@ fn fail(
         Failure::Client => {
             ctx.error_log
                 .debug("client went away before the response was complete");
-            with_resp(sr, |r| r.keep_alive = false);
+            with_resp(sr, |r| r.abort());
             return;
         }
         Failure::Short(left) => {
@@ -544,5 +500,156 @@ pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     match formatted.and_then(|lines| lines.extract::<Vec<String>>()) {
         Ok(lines) => lines.concat(),
         Err(_) => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handler with an in-memory sink: what it hands on, when it pauses, and that
+    //! the iterable is closed on every path (PEP 3333).
+    use super::*;
+    use crate::http::{parse_head, Limits};
+    use crate::wsgi::environ::HostPort;
+    use crate::wsgi::testing::{app_global, context, py_run, settings, Event, MemorySink};
+    use std::sync::Mutex;
+
+    fn exchange(sink: MemorySink) -> Exchange {
+        let mut raw = bytes::BytesMut::from(&b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n"[..]);
+        let head = parse_head(&mut raw, &Limits::default()).unwrap().unwrap();
+        Exchange {
+            head,
+            body: Body::Empty,
+            sink: Box::new(sink),
+            peer: Arc::new(Peer::new(
+                HostPort::new("10.0.0.1".into(), "1".into()),
+                Arc::new(HostPort::new("127.0.0.1".into(), "80".into())),
+            )),
+            keep: false,
+            started: Instant::now(),
+        }
+    }
+
+    fn events(log: &Mutex<Vec<Event>>) -> Vec<Event> {
+        log.lock().unwrap().clone()
+    }
+
+    const THREE_BLOCKS: &str = r#"
+closed = 0
+class Body:
+    def __init__(self):
+        self.blocks = iter([b"aa", b"bb", b"cc"])
+    def __iter__(self):
+        return self
+    def __next__(self):
+        return next(self.blocks)
+    def close(self):
+        global closed
+        closed += 1
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return Body()
+"#;
+
+    /// PEP 3333 "Buffering and Streaming": on the event loop's thread, a client that is
+    /// behind pauses the iteration (no next block is asked for) until the connection
+    /// resumes it; close() is called once, at the end.
+    #[test]
+    fn a_client_behind_pauses_the_iteration_inline() {
+        py_run(|py| {
+            let ctx = context(py, THREE_BLOCKS, settings(1));
+            let (sink, log) = MemorySink::new(Some(1));
+            let mut step = handle_inline(py, &ctx, exchange(sink));
+            let mut pauses = 0;
+            while let Step::Wait(waiting) = step {
+                pauses += 1;
+                let asked = events(&log)
+                    .iter()
+                    .filter(|e| matches!(e, Event::Body(_)))
+                    .count();
+                assert_eq!(asked, pauses, "more blocks were taken during a pause");
+                step = resume(py, &ctx, waiting);
+            }
+            // The length is unknown: the last block is not known as such until the
+            // iteration ends, so it too is pushed and waited for.
+            assert_eq!(pauses, 3, "paused after each block");
+            let closed: usize = app_global(py, &ctx, "closed").extract().unwrap();
+            assert_eq!(closed, 1);
+            assert_eq!(events(&log).last(), Some(&Event::End));
+        });
+    }
+
+    /// On a pool thread the handler waits for the client itself instead of pausing.
+    #[test]
+    fn a_pool_thread_waits_for_a_client_behind() {
+        py_run(|py| {
+            let ctx = context(py, THREE_BLOCKS, settings(2));
+            let (sink, log) = MemorySink::new(Some(1));
+            handle(py, &ctx, exchange(sink), 0);
+            let log = events(&log);
+            assert_eq!(log.iter().filter(|e| **e == Event::Wait).count(), 3);
+            assert_eq!(log.last(), Some(&Event::End));
+        });
+    }
+
+    /// PEP 3333 "Error Handling": an exception before the headers went out becomes a 500;
+    /// after them, the response is cut (no clean end). close() is called either way.
+    #[test]
+    fn app_errors_before_and_after_the_headers() {
+        py_run(|py| {
+            let ctx = context(
+                py,
+                "def app(environ, start_response):\n    raise RuntimeError('boom')\n",
+                settings(1),
+            );
+            let (sink, log) = MemorySink::new(None);
+            assert!(matches!(
+                handle_inline(py, &ctx, exchange(sink)),
+                Step::Done(_)
+            ));
+            assert_eq!(events(&log), [Event::Fail]);
+
+            let ctx = context(
+                py,
+                r#"
+closed = 0
+class Body:
+    def __iter__(self):
+        yield b"first"
+        raise RuntimeError("late")
+    def close(self):
+        global closed
+        closed += 1
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return Body()
+"#,
+                settings(1),
+            );
+            let (sink, log) = MemorySink::new(None);
+            handle_inline(py, &ctx, exchange(sink));
+            let log = events(&log);
+            assert_eq!(log.last(), Some(&Event::Abort), "{log:?}");
+            assert!(!log.contains(&Event::End));
+            let closed: usize = app_global(py, &ctx, "closed").extract().unwrap();
+            assert_eq!(closed, 1);
+        });
+    }
+
+    /// A client gone mid-response ends the iteration (close() called) without a 500.
+    #[test]
+    fn a_gone_client_ends_the_iteration() {
+        py_run(|py| {
+            let ctx = context(py, THREE_BLOCKS, settings(1));
+            let (mut sink, log) = MemorySink::new(None);
+            sink.gone = true;
+            handle_inline(py, &ctx, exchange(sink));
+            let log = events(&log);
+            assert!(
+                !log.contains(&Event::Fail) && !log.contains(&Event::End),
+                "{log:?}"
+            );
+            let closed: usize = app_global(py, &ctx, "closed").extract().unwrap();
+            assert_eq!(closed, 1);
+        });
     }
 }

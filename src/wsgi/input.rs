@@ -1,126 +1,20 @@
-//! `wsgi.input` (PEP 3333 "Input and Error Streams"): the request body, decoded, which
-//! never reads past its end. Small bodies arrive whole; large ones and those behind
-//! `Expect: 100-continue` are read from the socket as the app asks for them.
+//! `wsgi.input` (PEP 3333 "Input and Error Streams"): the request body, decoded and read
+//! whole before the app runs, which never reads past its end. A body in memory is read
+//! by slicing it; a larger one through its `BodySource`, a window at a time. Every way of
+//! reading costs time linear in the body: `read()` of all or of a large size fills one
+//! `bytes` object of the final size straight from the source, and a line longer than the
+//! window grows one buffer, never copying what it already holds again.
 
-use std::io;
-use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
-
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use pyo3::exceptions::{PyOSError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::http::{ChunkedDecoder, HttpError};
-use crate::server::sockio;
+use crate::wsgi::bodybuf::unfilled_bytes;
+use crate::wsgi::sink::BodySource;
 
-/// A body written whole to an unnamed temporary file before the app ran.
-struct Spooled {
-    file: std::fs::File,
-    len: u64,
-    /// Bytes already read into the Input's buffer.
-    read: u64,
-}
-
-/// How much of a spooled body is read from its file at a time.
-const SPOOL_READ: usize = 64 * 1024;
-
-/// How the rest of a streamed body is framed on the wire.
-pub enum Framing {
-    /// Bytes of a Content-Length body still to come.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
-/// A body still (partly) on the socket.
-pub struct Stream {
-    pub fd: RawFd,
-    /// Bytes read from the socket and not yet decoded; after the body, the next request.
-    pub raw: BytesMut,
-    pub framing: Framing,
-    /// `Expect: 100-continue` was asked and the interim response is still owed.
-    pub send_continue: bool,
-    /// Decoded bytes so far, checked against the body limit.
-    pub total: u64,
-    pub max_body: u64,
-    pub timeout: Duration,
-    /// Set once the body's end was read.
-    pub done: bool,
-    /// Set when reading failed: the connection cannot be reused.
-    pub failed: bool,
-}
-
-impl Stream {
-    /// Reads and decodes more of the body into `out`; returns false at the end of the body.
-    fn fill(&mut self, py: Python<'_>, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.done {
-            return Ok(false);
-        }
-        if self.send_continue {
-            self.send_continue = false;
-            let fd = self.fd;
-            let timeout = self.timeout;
-            py.detach(|| sockio::send_all(fd, b"HTTP/1.1 100 Continue\r\n\r\n", timeout))?;
-        }
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let before = out.len();
-            self.decode(out)?;
-            if out.len() > before || self.done {
-                self.total += (out.len() - before) as u64;
-                if self.max_body > 0 && self.total > self.max_body {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "request body larger than max_request_body_size",
-                    ));
-                }
-                return Ok(out.len() > before || !self.done);
-            }
-            // Need bytes from the client.
-            self.raw.reserve(64 * 1024);
-            let fd = self.fd;
-            let raw = &mut self.raw;
-            let n = py.detach(|| -> io::Result<usize> {
-                loop {
-                    match sockio::recv_uninit(fd, raw.spare_capacity_mut())? {
-                        Some(n) => return Ok(n),
-                        None => sockio::wait(fd, false, deadline)?,
-                    }
-                }
-            })?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed the connection before the end of the body",
-                ));
-            }
-            // SAFETY: recv initialised `n` bytes past the old length.
-            unsafe { self.raw.set_len(self.raw.len() + n) };
-        }
-    }
-
-    fn decode(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        match &mut self.framing {
-            Framing::Length(left) => {
-                let n = (*left).min(self.raw.len() as u64) as usize;
-                out.extend_from_slice(&self.raw[..n]);
-                self.raw.advance(n);
-                *left -= n as u64;
-                self.done = *left == 0;
-            }
-            Framing::Chunked(dec) => {
-                let used = dec.decode(&self.raw, out).map_err(bad_body)?;
-                self.raw.advance(used);
-                self.done = dec.is_done();
-            }
-        }
-        Ok(())
-    }
-}
-
-fn bad_body(e: HttpError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.detail())
-}
+/// How much of a body outside memory is read into the window at a time.
+const WINDOW: usize = 64 * 1024;
 
 /// A `bytes` object as the storage of a `Bytes`, so the body can be read in pieces too.
 struct Held {
@@ -142,15 +36,14 @@ impl AsRef<[u8]> for Held {
 
 #[pyclass(module = "qiao._qiao")]
 pub struct Input {
-    /// Body bytes ready for the app; `pos` is how far it has read.
+    /// Body bytes in memory: the whole body, or the window last read from `source`;
+    /// `pos` is how far the app has read it.
     data: Bytes,
     pos: usize,
     /// The `bytes` object `data` lies in, while the app may still read it whole.
     whole: Option<Py<PyBytes>>,
-    /// The part of the body still on the socket, if any.
-    pub stream: Option<Box<Stream>>,
-    /// A spooled body, read from its file piece by piece.
-    spool: Option<Spooled>,
+    /// The rest of the body, outside memory.
+    source: Option<Box<dyn BodySource>>,
 }
 
 impl Input {
@@ -159,8 +52,7 @@ impl Input {
             data,
             pos: 0,
             whole: None,
-            stream: None,
-            spool: None,
+            source: None,
         }
     }
 
@@ -176,77 +68,43 @@ impl Input {
         }
     }
 
-    pub fn streamed(already: Vec<u8>, stream: Box<Stream>) -> Input {
+    /// A body read through `source`.
+    pub fn source(source: Box<dyn BodySource>) -> Input {
         Input {
-            stream: Some(stream),
-            ..Input::buffered(Bytes::from(already))
-        }
-    }
-
-    /// A body already written whole to `file` (`len` bytes from its start).
-    pub fn spooled(file: std::fs::File, len: u64) -> Input {
-        Input {
-            spool: Some(Spooled { file, len, read: 0 }),
+            source: Some(source),
             ..Input::buffered(Bytes::new())
         }
-    }
-
-    /// Reads the next piece of a spooled body (GIL released); false at its end.
-    fn more_from_spool(&mut self, py: Python<'_>) -> PyResult<bool> {
-        use std::os::unix::fs::FileExt;
-        let Some(spool) = self.spool.as_mut() else {
-            return Ok(false);
-        };
-        let left = spool.len - spool.read;
-        if left == 0 {
-            return Ok(false);
-        }
-        let kept = self.data.len() - self.pos;
-        let want = left.min(SPOOL_READ as u64) as usize;
-        let mut next = vec![0u8; kept + want];
-        next[..kept].copy_from_slice(&self.data[self.pos..]);
-        let (file, offset) = (&spool.file, spool.read);
-        let got = py
-            .detach(|| file.read_at(&mut next[kept..], offset))
-            .map_err(|e| PyOSError::new_err(format!("cannot read the spooled body: {e}")))?;
-        if got == 0 {
-            spool.read = spool.len; // the file is shorter than written: end the body
-            return Ok(false);
-        }
-        next.truncate(kept + got);
-        spool.read += got as u64;
-        self.data = Bytes::from(next);
-        self.pos = 0;
-        Ok(true)
     }
 
     fn available(&self) -> &[u8] {
         &self.data[self.pos..]
     }
 
-    /// Reads more of a spooled or streamed body; false at its end.
-    fn more(&mut self, py: Python<'_>) -> PyResult<bool> {
-        if self.spool.is_some() {
-            return self.more_from_spool(py);
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(false);
-        };
-        let mut next = Vec::with_capacity(self.data.len() - self.pos + 16 * 1024);
-        next.extend_from_slice(&self.data[self.pos..]);
-        let got = match stream.fill(py, &mut next) {
-            Ok(got) => got,
-            Err(e) => {
-                stream.failed = true;
-                stream.done = true;
-                return Err(PyOSError::new_err(e.to_string()));
-            }
-        };
-        self.data = Bytes::from(next);
-        self.pos = 0;
-        Ok(got)
+    /// Body bytes not yet read, in memory and in the source.
+    fn unread(&self) -> u64 {
+        self.available().len() as u64 + self.source.as_ref().map_or(0, |s| s.remaining())
     }
 
+    /// Replaces the (fully read) window with the next piece of the source; false at the
+    /// end of the body.
+    fn refill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        debug_assert!(self.available().is_empty());
+        let Some(source) = self.source.as_mut() else {
+            return Ok(false);
+        };
+        let want = source.remaining().min(WINDOW as u64) as usize;
+        if want == 0 {
+            return Ok(false);
+        }
+        let mut next = vec![0u8; want];
+        let got = py.detach(|| source.read(&mut next)).map_err(read_failed)?;
+        next.truncate(got);
+        self.data = Bytes::from(next);
+        self.pos = 0;
+        Ok(got > 0)
+    }
+
+    /// The next `n` bytes of what is in memory.
     fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
         if self.pos == 0 && n == self.data.len() && n > 0 {
             if let Some(whole) = self.whole.take() {
@@ -259,10 +117,69 @@ impl Input {
         out
     }
 
-    /// Whether the body was read to its end (so the connection can carry another request).
-    pub fn finished(&self) -> bool {
-        self.stream.as_ref().is_none_or(|s| s.done && !s.failed)
+    /// The next `n` bytes of the body, more than memory holds: one `bytes` object of that
+    /// size, filled from memory and then straight from the source.
+    fn read_through<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let (obj, ptr) = unfilled_bytes(py, n)?;
+        // SAFETY: `obj` holds `n` writable bytes nobody else sees until it is returned.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, n) };
+        let head = self.available().len();
+        buf[..head].copy_from_slice(self.available());
+        self.pos += head;
+        let source = self
+            .source
+            .as_mut()
+            .expect("more than memory holds is in the source");
+        let mut filled = head;
+        let outcome = py.detach(|| {
+            while filled < n {
+                match source.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(got) => filled += got,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        outcome.map_err(read_failed)?;
+        if filled < n {
+            // The source ended early (its file was cut): hand over what there is.
+            return Ok(PyBytes::new(py, &buf[..filled]));
+        }
+        Ok(obj)
     }
+
+    /// The next line, up to `limit` bytes; empty at the end of the body.
+    fn line<'py>(&mut self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyBytes>> {
+        // Most lines lie within the window: sliced out of it.
+        let avail = self.available();
+        let window = avail.len().min(limit);
+        if let Some(i) = avail[..window].iter().position(|&b| b == b'\n') {
+            return Ok(self.take(py, i + 1));
+        }
+        if window == limit || self.source.is_none() {
+            return Ok(self.take(py, window));
+        }
+        // A line that runs past the window: gathered in one buffer, each byte copied once.
+        let mut line = Vec::new();
+        loop {
+            let avail = self.available();
+            let room = avail.len().min(limit - line.len());
+            let (n, done) = match avail[..room].iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (room, line.len() + room == limit),
+            };
+            line.extend_from_slice(&avail[..n]);
+            self.pos += n;
+            if done || !self.refill(py)? {
+                return Ok(PyBytes::new(py, &line));
+            }
+        }
+    }
+}
+
+fn read_failed(e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("cannot read the request body: {e}"))
 }
 
 /// `size` as PEP 3333 callers pass it: None or negative means "all".
@@ -277,14 +194,12 @@ fn limit(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let want = limit(size);
-        while want.is_none_or(|w| self.available().len() < w) {
-            if !self.more(py)? {
-                break;
-            }
+        let unread = usize::try_from(self.unread()).unwrap_or(usize::MAX);
+        let n = limit(size).map_or(unread, |want| want.min(unread));
+        if n <= self.available().len() {
+            return Ok(self.take(py, n));
         }
-        let n = want.map_or(self.available().len(), |w| w.min(self.available().len()));
-        Ok(self.take(py, n))
+        self.read_through(py, n)
     }
 
     #[pyo3(signature = (size = None))]
@@ -293,20 +208,10 @@ impl Input {
         py: Python<'py>,
         size: Option<isize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let want = limit(size);
-        let mut scanned = 0;
-        loop {
-            let avail = self.available();
-            if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
-                let n = scanned + i + 1;
-                return Ok(self.take(py, want.map_or(n, |w| w.min(n))));
-            }
-            scanned = avail.len();
-            if want.is_some_and(|w| avail.len() >= w) || !self.more(py)? {
-                let n = self.available().len();
-                return Ok(self.take(py, want.map_or(n, |w| w.min(n))));
-            }
+        if self.available().is_empty() {
+            self.refill(py)?;
         }
+        self.line(py, limit(size).unwrap_or(usize::MAX))
     }
 
     #[pyo3(signature = (hint = None))]
@@ -343,5 +248,108 @@ impl Input {
             return Err(PyStopIteration::new_err(()));
         }
         Ok(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wsgi::testing::{py_run, MemorySource};
+
+    fn source_input(body: &[u8], piece: usize) -> Input {
+        Input::source(Box::new(MemorySource::new(body.to_vec(), piece)))
+    }
+
+    fn body(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| {
+                if i % 97 == 96 {
+                    b'\n'
+                } else {
+                    b'a' + (i % 26) as u8
+                }
+            })
+            .collect()
+    }
+
+    /// PEP 3333: `read()` of everything returns the whole body, in one object filled
+    /// straight from the source (it asked the source for all of it, not window by window).
+    #[test]
+    fn read_all_from_a_source() {
+        py_run(|py| {
+            let data = body(300_000);
+            let mut input = source_input(&data, 7_000);
+            assert_eq!(input.read(py, Some(10)).unwrap().as_bytes(), &data[..10]);
+            assert_eq!(input.read(py, None).unwrap().as_bytes(), &data[10..]);
+            assert_eq!(input.read(py, None).unwrap().as_bytes(), b"");
+            assert_eq!(input.read(py, Some(5)).unwrap().as_bytes(), b"");
+        });
+    }
+
+    /// Every strategy of reading gives back the body exactly, never past its end.
+    #[test]
+    fn every_strategy_reads_the_body_exactly() {
+        py_run(|py| {
+            let data = body(200_000);
+            for piece in [1_000, 65_536, 1 << 20] {
+                let mut input = source_input(&data, piece);
+                let mut got = Vec::new();
+                for size in [1usize, 100, 70_000, 3].iter().cycle() {
+                    let chunk = input.read(py, Some(*size as isize)).unwrap();
+                    if chunk.as_bytes().is_empty() {
+                        break;
+                    }
+                    got.extend_from_slice(chunk.as_bytes());
+                }
+                assert!(got == data, "read(n) with pieces of {piece}");
+
+                let mut input = source_input(&data, piece);
+                let mut got = Vec::new();
+                loop {
+                    let line = input.readline(py, None).unwrap();
+                    if line.as_bytes().is_empty() {
+                        break;
+                    }
+                    assert!(
+                        line.as_bytes().ends_with(b"\n")
+                            || got.len() + line.as_bytes().len() == data.len()
+                    );
+                    got.extend_from_slice(line.as_bytes());
+                }
+                assert!(got == data, "readline() with pieces of {piece}");
+            }
+        });
+    }
+
+    /// PEP 3333: `readline(size)` returns at most `size` bytes; a line longer than the
+    /// window arrives whole from `readline()`.
+    #[test]
+    fn long_lines_and_line_limits() {
+        py_run(|py| {
+            let mut data = vec![b'x'; 3 * WINDOW + 5];
+            data.push(b'\n');
+            data.extend_from_slice(b"tail");
+            let mut input = source_input(&data, WINDOW);
+            assert_eq!(
+                input.readline(py, Some(10)).unwrap().as_bytes(),
+                &data[..10]
+            );
+            let line = input.readline(py, None).unwrap();
+            assert_eq!(line.as_bytes().len(), 3 * WINDOW + 5 + 1 - 10);
+            assert_eq!(input.readline(py, None).unwrap().as_bytes(), b"tail");
+            assert_eq!(input.readline(py, None).unwrap().as_bytes(), b"");
+        });
+    }
+
+    /// A body in one `bytes` object: read whole, the app gets that very object.
+    #[test]
+    fn a_whole_object_is_handed_over_as_is() {
+        py_run(|py| {
+            let obj = PyBytes::new(py, b"hello world").unbind();
+            let mut input = Input::object(py, obj.clone_ref(py));
+            let got = input.read(py, None).unwrap();
+            assert!(got.is(obj.bind(py)));
+            assert_eq!(input.read(py, None).unwrap().as_bytes(), b"");
+        });
     }
 }

@@ -1,13 +1,18 @@
 //! The PEP 3333 side: the environ, `start_response`, `wsgi.input`, `wsgi.errors`,
 //! `wsgi.file_wrapper`, and the call of the application for one request.
 
+pub mod bodybuf;
 pub mod environ;
 pub mod errors;
 pub mod file_wrapper;
 pub mod handler;
 pub mod input;
 pub mod response;
+pub mod sink;
+#[cfg(test)]
+pub mod testing;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -61,6 +66,13 @@ impl Context {
         }
     }
 
+    /// Marks app thread `thread` as waiting on its client (or back in the application).
+    pub fn set_waiting(&self, thread: usize, waiting: bool) {
+        if let Some((board, slot)) = &self.board {
+            board.get().set_waiting(*slot, thread, waiting);
+        }
+    }
+
     /// Tells the master the loop is alive.
     pub fn beat(&self) {
         if let Some((board, slot)) = &self.board {
@@ -71,4 +83,31 @@ impl Context {
     pub fn interrupted(&self) -> bool {
         self.interrupt.lock().map(|s| s.is_some()).unwrap_or(false)
     }
+}
+
+thread_local! {
+    /// The context and app-thread index of the thread running this code, when it is one
+    /// of the threads that call the application (see `on_app_thread`).
+    static APP_THREAD: RefCell<Option<(Arc<Context>, usize)>> = const { RefCell::new(None) };
+}
+
+/// Declares the current thread app thread `thread` of `ctx`: its waits on clients are then
+/// shown apart on the scoreboard (`waiting_on_client`).
+/// `None`: it no longer is.
+pub fn on_app_thread(me: Option<(Arc<Context>, usize)>) {
+    APP_THREAD.with(|t| *t.borrow_mut() = me);
+}
+
+/// Runs `wait` (a wait for a slow client) marked on the scoreboard as a wait on the
+/// client, not time in the application, so that `--timeout` does not count it.
+pub fn waiting_on_client<T>(wait: impl FnOnce() -> T) -> T {
+    let me = APP_THREAD.with(|t| t.borrow().clone());
+    if let Some((ctx, thread)) = &me {
+        ctx.set_waiting(*thread, true);
+    }
+    let result = wait();
+    if let Some((ctx, thread)) = &me {
+        ctx.set_waiting(*thread, false);
+    }
+    result
 }

@@ -79,6 +79,7 @@ def test_engine_settings_has_exactly_the_engines_keys():
         "limit_request_head_size": 65536,
         "limit_chunk_ext_size": 4096,
         "limit_trailer_size": 8192,
+        "output_budget": 64 << 20,
     }
     assert isinstance(settings["keep_alive"], float)
 

@@ -7,6 +7,7 @@ import email.utils
 import json
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -94,8 +95,9 @@ def test_pipelined_requests_answered_in_order(behaviour_server):
     assert bodies == [b"block0;", b"hello", b"one single block"]
 
 
-def test_expect_100_continue_sent_when_app_reads(behaviour_server):
-    """RFC 9110 §10.1.1 / PEP 3333 (100 Continue): 100 goes out when the app reads the body."""
+def test_expect_100_continue_sent_before_the_body_is_read(behaviour_server):
+    """RFC 9110 §10.1.1 / PEP 3333 (the first way of supporting 100 Continue): the server
+    answers 100 at once, reads the body whole, then runs the app."""
     with Conn(behaviour_server.port) as c:
         c.send(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
@@ -107,15 +109,67 @@ def test_expect_100_continue_sent_when_app_reads(behaviour_server):
         assert final.status == 200 and final.body == b"hello"
 
 
-def test_expect_100_continue_not_sent_when_app_does_not_read(behaviour_server):
-    """PEP 3333 (100 Continue): an app that answers without reading wsgi.input gets no 100."""
+def test_expect_100_continue_keeps_the_connection_when_the_app_does_not_read(behaviour_server):
+    """RFC 9110 §10.1.1: the 100 goes out whether or not the app reads; the body was read
+    whole before the app ran, so the connection stays in step and carries the next
+    request (RFC 9112 §9.3)."""
     with Conn(behaviour_server.port) as c:
         c.send(
             b"POST /no-read HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
         )
+        assert c.read_response().status == 100
+        c.send(b"hello")
         first = c.read_response()
-        assert first.status == 200, "a 100 Continue was sent although the app never read"
-        assert first.body == b"not read"
+        assert first.status == 200 and first.body == b"not read"
+        assert first.header("Connection", "") != "close"
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        assert c.read_response().body == b"abc"
+
+
+def test_expect_100_continue_is_not_sent_for_a_body_over_the_limit():
+    """RFC 9110 §10.1.1: a server that will not take the body answers with its final
+    status instead of 100 (here 413, RFC 9110 §15.5.14), and the client need not send it."""
+    with running_server("behaviour:app", "--max-request-body-size", "10") as s:
+        with Conn(s.port) as c:
+            c.send(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 11\r\n\r\n"
+            )
+            assert c.read_response().status == 413
+
+
+def test_a_trickled_upload_behind_expect_does_not_stall_a_one_thread_worker(behaviour_server):
+    """PEP 3333 leaves reading to the server; with one thread qiao reads every body in its
+    event loop before the app runs, so a client that sends its body behind
+    `Expect: 100-continue` a byte at a time holds no thread: another client is answered
+    while the upload is still going on."""
+    size = 12
+    sent = [0]
+    with Conn(behaviour_server.port) as slow:
+        slow.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % size
+        )
+        assert slow.read_response().status == 100
+
+        def trickle():
+            for _ in range(size):
+                slow.send(b"x")
+                sent[0] += 1
+                time.sleep(0.25)
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        try:
+            with Conn(behaviour_server.port) as other:
+                other.send(get("/single"))
+                resp = other.read_response(timeout=10)
+                assert resp.body == b"one single block"
+                assert sent[0] < size - 1, "the other client waited for the upload to end"
+        finally:
+            t.join()
+        final = slow.read_response()
+        assert final.status == 200 and final.body == b"x" * size
 
 
 def test_absolute_form_target(echo_server):

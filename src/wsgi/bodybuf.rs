@@ -24,6 +24,22 @@ enum Owner {
     Py(Py<PyBytes>),
 }
 
+/// A new `bytes` object of `n` bytes whose contents are still to be written, and where
+/// they start. Nobody else can see it until the caller hands it out, so the caller fills
+/// all `n` bytes first.
+pub fn unfilled_bytes(py: Python<'_>, n: usize) -> PyResult<(Bound<'_, PyBytes>, *mut u8)> {
+    // SAFETY: a NULL source asks CPython for an uninitialised object of `n` bytes, which
+    // we own (refcount 1).
+    let obj = unsafe {
+        let raw = ffi::PyBytes_FromStringAndSize(std::ptr::null(), n as ffi::Py_ssize_t);
+        Bound::from_owned_ptr_or_err(py, raw)?.cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: `obj` is a bytes object; its storage never moves while it lives.
+    let ptr = unsafe { ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>();
+    Ok((obj, ptr))
+}
+
+/// A request body's memory, filled by the connection as the body arrives.
 pub struct BodyBuf {
     owner: Owner,
     /// Start of the owner's `cap` bytes of storage, of which the first `len` are filled.
@@ -46,14 +62,7 @@ impl BodyBuf {
 
     /// A `bytes` object of `n` bytes, its contents still to be written.
     pub fn python(py: Python<'_>, n: usize) -> PyResult<BodyBuf> {
-        // SAFETY: a NULL source asks CPython for an uninitialised object of `n` bytes, which
-        // we own (refcount 1) and fill before anyone else can see it.
-        let obj = unsafe {
-            let raw = ffi::PyBytes_FromStringAndSize(std::ptr::null(), n as ffi::Py_ssize_t);
-            Bound::from_owned_ptr_or_err(py, raw)?.cast_into_unchecked::<PyBytes>()
-        };
-        // SAFETY: `obj` is a bytes object; its storage never moves while we hold it.
-        let ptr = unsafe { ffi::PyBytes_AsString(obj.as_ptr()) }.cast::<u8>();
+        let (obj, ptr) = unfilled_bytes(py, n)?;
         Ok(BodyBuf {
             owner: Owner::Py(obj.unbind()),
             ptr,

@@ -1,0 +1,442 @@
+//! The response sink of an HTTP/1.1 connection (the WSGI layer's `ResponseSink`): it
+//! frames the response into the connection's output queue (`http::framing`) and delivers
+//! it in one of two ways. Inline, when the application runs on the connection's own
+//! thread: the connection lends the sink its transport for the call, and the sink writes
+//! what the transport takes at once. Pooled, when it runs on a pool thread: the sink
+//! hands its bytes to the connection's task through a `Channel`, and the task writes
+//! them while the application goes on (PEP 3333, "Buffering and Streaming": the block
+//! continues to be transmitted by a different thread).
+
+use std::any::Any;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::sync::Notify;
+
+use crate::http::framing::{End, CHUNK_END};
+use crate::http::{BodyLength, Canned, Framing};
+use crate::server::outbuf::OutBuf;
+use crate::server::transport::Transport;
+use crate::wsgi::sink::{Flow, Gone, ResponseHead, ResponseSink};
+
+/// Bytes a response may have queued for its connection before the application waits
+/// (pool threads): enough that a fast client never makes it wait, small enough that a
+/// slow one costs little.
+pub const HIGH_WATER: usize = 1 << 20;
+
+/// A waiting application goes on once its queue is down to this.
+const LOW_WATER: usize = HIGH_WATER / 2;
+
+/// How a response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Its head has not gone out.
+    Fresh,
+    /// Its head went out; its body is on its way.
+    Body,
+    /// Its body ended, delimited as this says.
+    Ended(End),
+    /// Cut short, or answered with the canned 500: the connection closes after it.
+    Broken,
+}
+
+/// How the bytes get to the transport.
+pub enum Delivery<T> {
+    /// The application runs on the connection's thread, which lent its transport for the
+    /// call (`None` between calls).
+    Inline(Option<T>),
+    /// The application runs on a pool thread.
+    Pooled(Arc<Channel>),
+}
+
+/// One connection's sink, reused from request to request.
+pub struct H1Sink<T> {
+    /// Response bytes not yet handed on: the connection's output queue, which may still
+    /// hold earlier pipelined responses ahead of this one.
+    pub out: OutBuf,
+    pub delivery: Delivery<T>,
+    /// An HTTP/1.1 client (chunked framing available), not HTTP/1.0.
+    http11: bool,
+    head_request: bool,
+    /// Whether the connection may carry another request after this response, as far as
+    /// the request and the server are concerned (the connection's persistence when it
+    /// dispatched the request).
+    keep_alive: bool,
+    /// Chosen when the head goes out.
+    framing: Option<Framing>,
+    state: State,
+    /// The client is gone: nothing more is sent.
+    gone: bool,
+    /// How long a client that reads nothing may keep a blocked write waiting.
+    write_timeout: Duration,
+}
+
+impl<T: Transport> H1Sink<T> {
+    pub fn new(delivery: Delivery<T>, write_timeout: Duration) -> H1Sink<T> {
+        H1Sink {
+            out: OutBuf::default(),
+            delivery,
+            http11: true,
+            head_request: false,
+            keep_alive: false,
+            framing: None,
+            state: State::Fresh,
+            gone: false,
+            write_timeout,
+        }
+    }
+
+    /// Readies the sink for the next request's response.
+    pub fn prepare(&mut self, http11: bool, head_request: bool, keep_alive: bool) {
+        self.http11 = http11;
+        self.head_request = head_request;
+        self.keep_alive = keep_alive;
+        self.framing = None;
+        self.state = State::Fresh;
+        self.gone = false;
+        if let Delivery::Pooled(chan) = &self.delivery {
+            chan.reset();
+        }
+    }
+
+    /// Whether the connection may carry another request after this response: its head
+    /// said so, its body ended delimited, and the client is still there.
+    pub fn persists(&self) -> bool {
+        self.state == State::Ended(End::Clean)
+            && self.framing.is_some_and(|f| f.keep_alive())
+            && !ResponseSink::gone(self)
+    }
+
+    /// Lends the connection's transport for an application call.
+    pub fn lend(&mut self, transport: T) {
+        if let Delivery::Inline(slot) = &mut self.delivery {
+            *slot = Some(transport);
+        }
+    }
+
+    /// Takes the lent transport back.
+    pub fn take_back(&mut self) -> Option<T> {
+        match &mut self.delivery {
+            Delivery::Inline(slot) => slot.take(),
+            Delivery::Pooled(_) => None,
+        }
+    }
+
+    /// Marks the client gone (a write by the connection failed): nothing more is sent.
+    pub fn lost(&mut self) {
+        self.gone = true;
+        self.out.clear();
+    }
+
+    /// The chunk-size line before a body block of `len` bytes, when the body is chunked:
+    /// whether one was written.
+    fn frame(&mut self, len: usize) -> bool {
+        let framing = self.framing.expect("a body block follows its head");
+        if !framing.is_chunked() || len == 0 {
+            return false;
+        }
+        self.out.write_with(|v| {
+            framing.chunk_header(len, v);
+        });
+        true
+    }
+}
+
+impl<T: Transport> ResponseSink for H1Sink<T> {
+    fn head(&mut self, head: &ResponseHead, length: BodyLength) {
+        let (http11, keep_alive) = (self.http11, self.keep_alive);
+        let mut framing = None;
+        self.out.write_with(|v| {
+            v.extend_from_slice(b"HTTP/1.1 ");
+            v.extend_from_slice(&head.lines);
+            framing = Some(Framing::start(
+                http11,
+                length,
+                head.has_date,
+                head.has_server,
+                keep_alive,
+                v,
+            ));
+        });
+        self.framing = framing;
+        self.state = State::Body;
+    }
+
+    fn block(&mut self, block: &Bound<'_, PyBytes>) {
+        let len = block.as_bytes().len();
+        let chunked = self.frame(len);
+        self.out.push_bytes(block);
+        if chunked {
+            self.out.extend(CHUNK_END);
+        }
+    }
+
+    fn bytes(&mut self, data: &[u8]) {
+        let chunked = self.frame(data.len());
+        self.out.extend(data);
+        if chunked {
+            self.out.extend(CHUNK_END);
+        }
+    }
+
+    fn file(&mut self, file: OwnedFd, offset: u64, len: u64) {
+        let len = len as usize;
+        let chunked = self.frame(len);
+        self.out.push_file(file, offset, len);
+        if chunked {
+            self.out.extend(CHUNK_END);
+        }
+    }
+
+    fn end(&mut self) {
+        let framing = self.framing.expect("a body ends after its head");
+        let mut end = End::Clean;
+        if framing.is_chunked() {
+            self.out.write_with(|v| end = framing.end(v));
+        } else {
+            end = framing.end(&mut Vec::new());
+        }
+        self.state = State::Ended(end);
+    }
+
+    fn abort(&mut self) {
+        self.state = State::Broken;
+    }
+
+    fn fail(&mut self) {
+        let head_request = self.head_request;
+        self.out
+            .write_with(|v| Canned::InternalError.write(head_request, v));
+        self.state = State::Broken;
+    }
+
+    fn push(&mut self) -> Result<Flow, Gone> {
+        if self.gone {
+            return Err(Gone);
+        }
+        let pushed = match &self.delivery {
+            Delivery::Inline(transport) => write_now(
+                transport.as_ref().expect("the transport is lent"),
+                &mut self.out,
+            ),
+            Delivery::Pooled(chan) => chan.put(&mut self.out),
+        };
+        if pushed.is_err() {
+            self.lost();
+        }
+        pushed
+    }
+
+    fn wait(&mut self) -> Result<(), Gone> {
+        let waited = match &self.delivery {
+            Delivery::Pooled(chan) => chan.wait(),
+            Delivery::Inline(transport) => {
+                let transport = transport.as_ref().expect("the transport is lent");
+                let deadline = Instant::now() + self.write_timeout;
+                loop {
+                    match write_now(transport, &mut self.out) {
+                        Ok(Flow::Go) => break Ok(()),
+                        Ok(Flow::Wait) => {}
+                        Err(gone) => break Err(gone),
+                    }
+                    if transport.wait_writable(deadline).is_err() {
+                        break Err(Gone);
+                    }
+                }
+            }
+        };
+        if waited.is_err() {
+            self.lost();
+        }
+        waited
+    }
+
+    fn gone(&self) -> bool {
+        self.gone
+            || match &self.delivery {
+                Delivery::Pooled(chan) => chan.lock().gone,
+                Delivery::Inline(_) => false,
+            }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Writes what the transport takes now: `Go` once everything is with it (PEP 3333
+/// "Buffering and Streaming", the first way: the block goes to the operating system
+/// before the application is asked for the next), `Wait` if it is full.
+fn write_now<T: Transport>(transport: &T, out: &mut OutBuf) -> Result<Flow, Gone> {
+    while !out.is_empty() {
+        match transport.try_write(out, false) {
+            Ok(0) => return Ok(Flow::Wait),
+            Ok(_) => {}
+            Err(_) => return Err(Gone),
+        }
+    }
+    Ok(Flow::Go)
+}
+
+/// The bytes a pooled response hands to its connection's task, and the two wake-ups
+/// between them: the task is woken when bytes arrive, the application's thread when the
+/// task has caught up.
+pub struct Channel {
+    state: Mutex<Handed>,
+    /// The application's thread waits here for the connection to catch up.
+    caught_up: Condvar,
+    /// The connection's task waits here for bytes to write.
+    ready: Notify,
+    /// The worker's output budget, shared by all its connections.
+    budget: Arc<Budget>,
+}
+
+struct Handed {
+    queue: OutBuf,
+    /// Bytes of memory handed over and not yet written by the connection.
+    pending: usize,
+    /// The connection was told about bytes it has not taken yet.
+    told: bool,
+    /// The client is gone (a write failed or timed out).
+    gone: bool,
+}
+
+impl Channel {
+    pub fn new(budget: Arc<Budget>) -> Channel {
+        Channel {
+            state: Mutex::new(Handed {
+                queue: OutBuf::default(),
+                pending: 0,
+                told: false,
+                gone: false,
+            }),
+            caught_up: Condvar::new(),
+            ready: Notify::new(),
+            budget,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Handed> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reset(&self) {
+        let mut s = self.lock();
+        s.queue.clear();
+        self.budget.release(std::mem::take(&mut s.pending));
+        s.told = false;
+        s.gone = false;
+    }
+
+    /// The application's side: hands over what `out` holds.
+    fn put(&self, out: &mut OutBuf) -> Result<Flow, Gone> {
+        let mut s = self.lock();
+        if s.gone {
+            return Err(Gone);
+        }
+        let memory = out.memory_len();
+        s.queue.append(out);
+        s.pending += memory;
+        self.budget.charge(memory);
+        if !s.told {
+            s.told = true;
+            self.ready.notify_one();
+        }
+        Ok(if s.pending > HIGH_WATER || self.budget.over() {
+            Flow::Wait
+        } else {
+            Flow::Go
+        })
+    }
+
+    /// The application's side: blocks until the connection caught up (or the client is
+    /// gone). Polls the worker's budget, which other connections' writes free.
+    fn wait(&self) -> Result<(), Gone> {
+        let mut s = self.lock();
+        loop {
+            if s.gone {
+                return Err(Gone);
+            }
+            if s.pending <= LOW_WATER && !self.budget.over() {
+                return Ok(());
+            }
+            s = self
+                .caught_up
+                .wait_timeout(s, Duration::from_millis(10))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The connection's side: waits until the application handed over bytes.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// The connection's side: moves what was handed over to the back of `out`.
+    pub fn take(&self, out: &mut OutBuf) {
+        let mut s = self.lock();
+        out.append(&mut s.queue);
+        s.told = false;
+    }
+
+    /// The connection's side: `memory` bytes of what was handed over were written.
+    pub fn written(&self, memory: usize) {
+        let mut s = self.lock();
+        let freed = memory.min(s.pending);
+        s.pending -= freed;
+        self.budget.release(freed);
+        if s.pending <= LOW_WATER {
+            self.caught_up.notify_all();
+        }
+    }
+
+    /// The connection's side: the client is gone; the application learns it at its next
+    /// push or wait.
+    pub fn lost(&self) {
+        let mut s = self.lock();
+        s.gone = true;
+        s.queue.clear();
+        self.budget.release(std::mem::take(&mut s.pending));
+        self.caught_up.notify_all();
+    }
+}
+
+/// The output one worker may hold in memory for its clients across all connections
+/// (`--max-output-buffer`... see `config`): past it, pooled producers wait.
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            limit: if limit == 0 { usize::MAX } else { limit },
+        }
+    }
+
+    fn charge(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.limit
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,234 @@
+//! Test doubles of the WSGI layer's two interfaces, and a context around a Python app
+//! defined in the test: the handler is tested with in-memory sinks and sources, no socket.
+
+use std::any::Any;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::config::Settings;
+use crate::http::Limits;
+use crate::log::{ErrorLog, Level, Sink};
+use crate::wsgi::environ::Template;
+use crate::wsgi::errors::Errors;
+use crate::wsgi::file_wrapper::FileWrapper;
+use crate::wsgi::sink::{BodyLength, BodySource, Flow, Gone, ResponseHead, ResponseSink};
+use crate::wsgi::Context;
+
+/// Runs `f` with the embedded interpreter (cargo test links libpython; nothing starts it
+/// for us).
+pub fn py_run<T>(f: impl for<'py> FnOnce(Python<'py>) -> T) -> T {
+    Python::initialize();
+    Python::attach(f)
+}
+
+/// The engine's settings as the Python table's defaults make them, with `threads`.
+pub fn settings(threads: usize) -> Settings {
+    Settings {
+        threads,
+        workers: 1,
+        root_path: String::new(),
+        access_logfile: None,
+        access_logformat: String::new(),
+        error_logfile: "-".into(),
+        log_level: "critical".into(),
+        keep_alive: Duration::from_secs(2),
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
+        write_timeout: Duration::from_secs(60),
+        worker_connections: 1000,
+        body_buffer_size: 1 << 20,
+        output_budget: 64 << 20,
+        limit_chunk_ext_size: 4096,
+        limit_trailer_size: 8192,
+        limits: Limits::default(),
+        url_scheme: "http".into(),
+        graceful_timeout: Duration::from_secs(30),
+        max_requests: 0,
+        parent_pid: 0,
+    }
+}
+
+/// A context for the WSGI application `app` defined by the Python source `code`.
+pub fn context(py: Python<'_>, code: &str, settings: Settings) -> Arc<Context> {
+    // A module of its own per context: CPython reuses a module of the same name, and
+    // tests run side by side.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = std::ffi::CString::new(format!("test_app_{n}")).unwrap();
+    let file = std::ffi::CString::new(format!("test_app_{n}.py")).unwrap();
+    let module = PyModule::from_code(py, &std::ffi::CString::new(code).unwrap(), &file, &name)
+        .expect("the test app compiles");
+    let app = module.getattr("app").expect("the test code defines app");
+    let error_log = Arc::new(ErrorLog::new(Level::Critical, Sink::Stderr));
+    let errors = Py::new(
+        py,
+        Errors {
+            log: error_log.clone(),
+        },
+    )
+    .unwrap();
+    let wrapper = py.get_type::<FileWrapper>();
+    let environ = Template::new(
+        py,
+        &settings,
+        errors.into_any(),
+        wrapper.into_any().unbind(),
+    )
+    .unwrap();
+    Arc::new(Context {
+        app: app.unbind(),
+        settings,
+        error_log,
+        access_log: None,
+        environ,
+        interrupt: Mutex::new(None),
+        served: AtomicU64::new(0),
+        board: None,
+    })
+}
+
+/// A module attribute of the test app's module, read back (a counter the app keeps).
+pub fn app_global<'py>(py: Python<'py>, ctx: &Context, name: &str) -> Bound<'py, PyAny> {
+    let globals: Bound<'_, PyDict> = ctx
+        .app
+        .bind(py)
+        .getattr("__globals__")
+        .expect("the app is a function")
+        .cast_into()
+        .unwrap();
+    globals.get_item(name).unwrap().expect("the global exists")
+}
+
+/// What a `MemorySink` was told, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Head(u16, BodyLength),
+    Body(Vec<u8>),
+    File(u64, u64),
+    End,
+    Abort,
+    Fail,
+    Push,
+    Wait,
+}
+
+/// A sink that records what it is told. `room`: how many body bytes a push hands on
+/// before the client is "behind" (`Flow::Wait`) until a wait; `None` for no limit.
+pub struct MemorySink {
+    pub events: Arc<Mutex<Vec<Event>>>,
+    room: Option<usize>,
+    queued: usize,
+    pub gone: bool,
+}
+
+impl MemorySink {
+    pub fn new(room: Option<usize>) -> (MemorySink, Arc<Mutex<Vec<Event>>>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = MemorySink {
+            events: events.clone(),
+            room,
+            queued: 0,
+            gone: false,
+        };
+        (sink, events)
+    }
+
+    fn note(&self, event: Event) {
+        self.events.lock().unwrap().push(event);
+    }
+}
+
+impl ResponseSink for MemorySink {
+    fn head(&mut self, head: &ResponseHead, length: BodyLength) {
+        self.note(Event::Head(head.status, length));
+    }
+
+    fn block(&mut self, block: &Bound<'_, PyBytes>) {
+        self.bytes(block.as_bytes());
+    }
+
+    fn bytes(&mut self, data: &[u8]) {
+        self.queued += data.len();
+        self.note(Event::Body(data.to_vec()));
+    }
+
+    fn file(&mut self, _file: OwnedFd, offset: u64, len: u64) {
+        self.note(Event::File(offset, len));
+    }
+
+    fn end(&mut self) {
+        self.note(Event::End);
+    }
+
+    fn abort(&mut self) {
+        self.note(Event::Abort);
+    }
+
+    fn fail(&mut self) {
+        self.note(Event::Fail);
+    }
+
+    fn push(&mut self) -> Result<Flow, Gone> {
+        self.note(Event::Push);
+        if self.gone {
+            return Err(Gone);
+        }
+        Ok(match self.room {
+            Some(room) if self.queued > room => Flow::Wait,
+            _ => Flow::Go,
+        })
+    }
+
+    fn wait(&mut self) -> Result<(), Gone> {
+        self.note(Event::Wait);
+        self.queued = 0;
+        if self.gone {
+            return Err(Gone);
+        }
+        Ok(())
+    }
+
+    fn gone(&self) -> bool {
+        self.gone
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// A body held in memory, handed out at most `piece` bytes per read.
+pub struct MemorySource {
+    data: Vec<u8>,
+    pos: usize,
+    piece: usize,
+}
+
+impl MemorySource {
+    pub fn new(data: Vec<u8>, piece: usize) -> MemorySource {
+        MemorySource {
+            data,
+            pos: 0,
+            piece,
+        }
+    }
+}
+
+impl BodySource for MemorySource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.piece).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn remaining(&self) -> u64 {
+        (self.data.len() - self.pos) as u64
+    }
+}
