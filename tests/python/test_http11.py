@@ -129,13 +129,15 @@ def test_expect_100_continue_keeps_the_connection_when_the_app_does_not_read(beh
 def test_expect_100_continue_is_not_sent_for_a_body_over_the_limit():
     """RFC 9110 §10.1.1: a server that will not take the body answers with its final
     status instead of 100 (here 413, RFC 9110 §15.5.14), and the client need not send it."""
-    with running_server("behaviour:app", "--max-request-body-size", "10") as s:
-        with Conn(s.port) as c:
-            c.send(
-                b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                b"Content-Length: 11\r\n\r\n"
-            )
-            assert c.read_response().status == 413
+    with (
+        running_server("behaviour:app", "--max-request-body-size", "10") as s,
+        Conn(s.port) as c,
+    ):
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 11\r\n\r\n"
+        )
+        assert c.read_response().status == 413
 
 
 def test_a_trickled_upload_behind_expect_does_not_stall_a_one_thread_worker(behaviour_server):
