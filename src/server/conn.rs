@@ -221,11 +221,15 @@ impl<T: Transport> Connection<T> {
         let slot = shared.idle.slot();
         let (rbuf, out) = shared.spare.take();
         let delivery = if shared.inline() {
-            Delivery::Inline(None)
+            Delivery::inline()
         } else {
             Delivery::Pooled(Arc::new(Channel::new(shared.budget.clone())))
         };
-        let mut sink = Box::new(H1Sink::new(delivery, shared.ctx.settings.write_timeout));
+        let mut sink = Box::new(H1Sink::new(
+            delivery,
+            shared.ctx.settings.write_timeout,
+            shared.budget.clone(),
+        ));
         sink.out = out;
         Connection {
             shared,
@@ -467,10 +471,15 @@ impl<T: Transport> Connection<T> {
             started,
         };
         let sink = match chan {
-            None => {
-                let step = self.shared.run_inline(ex);
-                Box::pin(self.drive_inline(step)).await
-            }
+            // Most responses are done in one call: no future to drive.
+            None => match self.shared.run_inline(ex) {
+                Step::Done(Outcome { sink }) => {
+                    let mut sink = own::<T>(sink);
+                    self.transport = sink.take_back();
+                    sink
+                }
+                step => Box::pin(self.drive_inline(step)).await,
+            },
             Some(chan) => Box::pin(self.drive_pooled(ex, chan)).await?,
         };
         let clean = sink.persists();
@@ -496,6 +505,7 @@ impl<T: Transport> Connection<T> {
                     if !write_all(&transport, &mut sink.out, limit, false).await {
                         sink.lost();
                     }
+                    sink.settle();
                     sink.lend(transport);
                     waiting.sink = Some(sink);
                     step = Python::attach(|py| resume(py, &self.shared.ctx, waiting));
@@ -509,6 +519,10 @@ impl<T: Transport> Connection<T> {
     async fn drive_pooled(&mut self, ex: Exchange, chan: Arc<Channel>) -> Option<Box<H1Sink<T>>> {
         let limit = self.shared.ctx.settings.write_timeout;
         let shared = self.shared.clone();
+        // Whatever ends this wait (the outcome, or the connection dropped at the end of a
+        // stop's grace period), the app's thread must not go on handing over bytes no one
+        // will write: the guard tells it the client is gone unless the request finished.
+        let mut guard = Handover(Some(chan.clone()));
         let mut job = std::pin::pin!(shared.run_pooled(ex));
         let transport = self.transport();
         let mut queue = OutBuf::default();
@@ -529,6 +543,7 @@ impl<T: Transport> Connection<T> {
                 }
             }
         };
+        guard.0 = None;
         let mut sink = own::<T>(outcome.sink);
         // What was handed over and not yet taken goes ahead of what the sink still holds.
         chan.take(&mut queue);
@@ -580,6 +595,18 @@ impl<T: Transport> Connection<T> {
                 Ok(n) => drained += n,
                 Err(_) => return,
             }
+        }
+    }
+}
+
+/// A pooled request's channel while the connection waits for the request's end: if the
+/// wait is dropped first, the app's thread learns that its client is gone.
+struct Handover(Option<Arc<Channel>>);
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(chan) = self.0.take() {
+            chan.lost();
         }
     }
 }

@@ -13,6 +13,7 @@ mod spool;
 #[cfg(test)]
 mod tests;
 mod transport;
+mod writer;
 
 use std::cell::Cell;
 use std::io;
@@ -145,14 +146,21 @@ pub fn run(
     if inline {
         gil::hold();
     }
-    let served = local.block_on(&rt, serve(ctx, fds, stop, one_request));
+    let served = local.block_on(&rt, serve(ctx.clone(), fds, stop, one_request));
+    // The connections go with the runtime: a request still in an app thread (a stop's
+    // grace period ended under it) learns that its client is gone.
     drop(local);
     drop(rt);
     // Last: the runtime's shutdown may have parked and unparked (taking the GIL again).
     gil::let_go();
-    let pool_slot = served?;
-    if let Some(pool) = pool_slot {
-        pool.stop();
+    let shared = served?;
+    if let Some(pool) = Rc::try_unwrap(shared).ok().and_then(|s| s.pool) {
+        let left = pool.stop(ctx.settings.graceful_timeout);
+        if left > 0 {
+            ctx.error_log.warning(&format!(
+                "{left} application thread(s) still running after the stop: left behind"
+            ));
+        }
     }
     Ok(())
 }
@@ -162,7 +170,7 @@ async fn serve(
     fds: Vec<OwnedFd>,
     stop: Arc<watch::Sender<bool>>,
     one_request: bool,
-) -> io::Result<Option<Pool>> {
+) -> io::Result<Rc<Shared>> {
     let listeners = fds
         .into_iter()
         .map(Listener::from_fd)
@@ -309,8 +317,7 @@ async fn serve(
     let _ = ticker.await;
     let _ = lingering.await;
     crate::wsgi::on_app_thread(None);
-    let shared = Rc::try_unwrap(shared).ok();
-    Ok(shared.and_then(|s| s.pool))
+    Ok(shared)
 }
 
 /// The first of several accepts to finish (a tiny `select_ok` without the futures crate).

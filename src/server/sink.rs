@@ -2,10 +2,13 @@
 //! frames the response into the connection's output queue (`http::framing`) and delivers
 //! it in one of two ways. Inline, when the application runs on the connection's own
 //! thread: the connection lends the sink its transport for the call, and the sink writes
-//! what the transport takes at once. Pooled, when it runs on a pool thread: the sink
-//! hands its bytes to the connection's task through a `Channel`, and the task writes
-//! them while the application goes on (PEP 3333, "Buffering and Streaming": the block
-//! continues to be transmitted by a different thread).
+//! what the transport takes at once, or, for blocks the application produces quickly one
+//! after another, gathers them and lends the transport on to the stream writer
+//! (`writer`), which sends them if the application turns out slow. Pooled, when it runs
+//! on a pool thread: the sink hands its bytes to the connection's task through a
+//! `Channel`, and the task writes them while the application goes on. Either way, PEP
+//! 3333's "Buffering and Streaming" holds: no block waits for the next unless another
+//! thread goes on transmitting it.
 
 use std::any::Any;
 use std::os::fd::OwnedFd;
@@ -21,6 +24,7 @@ use crate::http::framing::{End, CHUNK_END};
 use crate::http::{BodyLength, Canned, Framing};
 use crate::server::outbuf::OutBuf;
 use crate::server::transport::Transport;
+use crate::server::writer::Lent;
 use crate::wsgi::sink::{Flow, Gone, ResponseHead, ResponseSink};
 
 /// Bytes a response may have queued for its connection before the application waits
@@ -30,6 +34,14 @@ pub const HIGH_WATER: usize = 1 << 20;
 
 /// A waiting application goes on once its queue is down to this.
 const LOW_WATER: usize = HIGH_WATER / 2;
+
+/// Up to this many bytes of an inline stream are gathered into one write.
+const GATHER: usize = HIGH_WATER;
+
+/// An inline block is gathered only if the application produced it within this time of
+/// the previous one: a generator with its data at hand, not one that waits between
+/// blocks (server-sent events, rows from a database), whose blocks are written at once.
+const FAST: Duration = Duration::from_micros(100);
 
 /// How a response stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +58,43 @@ enum State {
 
 /// How the bytes get to the transport.
 pub enum Delivery<T> {
-    /// The application runs on the connection's thread, which lent its transport for the
-    /// call (`None` between calls).
-    Inline(Option<T>),
+    /// The application runs on the connection's thread.
+    Inline(Inline<T>),
     /// The application runs on a pool thread.
     Pooled(Arc<Channel>),
+}
+
+impl<T> Delivery<T> {
+    /// Inline delivery, with no transport lent yet.
+    pub fn inline() -> Delivery<T> {
+        Delivery::Inline(Inline {
+            transport: None,
+            writer: None,
+            lent: false,
+            since: None,
+            pushed: None,
+            keeping_up: true,
+        })
+    }
+}
+
+/// The transport an inline call was lent, and the gathering of its stream.
+pub struct Inline<T> {
+    /// The transport while the sink holds it (`None` between calls, and while it is lent
+    /// on to the writer).
+    transport: Option<T>,
+    /// This connection's slot with the stream writer, made at its first gathered block.
+    writer: Option<Arc<Lent<T>>>,
+    /// The transport and the queue are with the writer.
+    lent: bool,
+    /// When the oldest byte not yet written was first held.
+    since: Option<Instant>,
+    /// When the last block (or the head) was handed over: the application's time for
+    /// its next block runs from here.
+    pushed: Option<Instant>,
+    /// The client took everything the last time it was written to: gathering pays. A
+    /// client that falls behind gets each block written at once (and its generator paused).
+    keeping_up: bool,
 }
 
 /// One connection's sink, reused from request to request.
@@ -73,10 +117,20 @@ pub struct H1Sink<T> {
     gone: bool,
     /// How long a client that reads nothing may keep a blocked write waiting.
     write_timeout: Duration,
+    /// The worker's output budget, and this connection's bytes charged to it (inline; a
+    /// pooled response's are its channel's).
+    budget: Arc<Budget>,
+    charged: usize,
+}
+
+impl<T> Drop for H1Sink<T> {
+    fn drop(&mut self) {
+        self.budget.release(std::mem::take(&mut self.charged));
+    }
 }
 
 impl<T: Transport> H1Sink<T> {
-    pub fn new(delivery: Delivery<T>, write_timeout: Duration) -> H1Sink<T> {
+    pub fn new(delivery: Delivery<T>, write_timeout: Duration, budget: Arc<Budget>) -> H1Sink<T> {
         H1Sink {
             out: OutBuf::default(),
             delivery,
@@ -87,6 +141,8 @@ impl<T: Transport> H1Sink<T> {
             state: State::Fresh,
             gone: false,
             write_timeout,
+            budget,
+            charged: 0,
         }
     }
 
@@ -98,9 +154,14 @@ impl<T: Transport> H1Sink<T> {
         self.framing = None;
         self.state = State::Fresh;
         self.gone = false;
-        if let Delivery::Pooled(chan) = &self.delivery {
-            chan.reset();
+        match &mut self.delivery {
+            Delivery::Pooled(chan) => chan.reset(),
+            Delivery::Inline(io) => {
+                io.pushed = None;
+                io.keeping_up = true;
+            }
         }
+        self.settle();
     }
 
     /// Whether the connection may carry another request after this response: its head
@@ -113,23 +174,60 @@ impl<T: Transport> H1Sink<T> {
 
     /// Lends the connection's transport for an application call.
     pub fn lend(&mut self, transport: T) {
-        if let Delivery::Inline(slot) = &mut self.delivery {
-            *slot = Some(transport);
+        if let Delivery::Inline(io) = &mut self.delivery {
+            io.transport = Some(transport);
         }
     }
 
-    /// Takes the lent transport back.
+    /// Takes the lent transport back (from the writer, if it has it).
     pub fn take_back(&mut self) -> Option<T> {
+        self.reclaim();
         match &mut self.delivery {
-            Delivery::Inline(slot) => slot.take(),
+            Delivery::Inline(io) => io.transport.take(),
             Delivery::Pooled(_) => None,
         }
     }
 
-    /// Marks the client gone (a write by the connection failed): nothing more is sent.
+    /// Marks the client gone (a write failed): nothing more is sent.
     pub fn lost(&mut self) {
         self.gone = true;
         self.out.clear();
+        self.settle();
+    }
+
+    /// Charges the worker's budget with what this connection holds in memory now.
+    pub fn settle(&mut self) {
+        if matches!(self.delivery, Delivery::Inline(_)) {
+            let held = self.out.memory_len();
+            self.budget.adjust(&mut self.charged, held);
+        }
+    }
+
+    /// Takes the transport and the queue back from the writer, before anything touches
+    /// them. Nearly always nothing is lent: an inline check, the taking out of line.
+    #[inline]
+    fn reclaim(&mut self) {
+        if matches!(&self.delivery, Delivery::Inline(io) if io.lent) {
+            self.take_from_writer();
+        }
+    }
+
+    #[cold]
+    fn take_from_writer(&mut self) {
+        let Delivery::Inline(io) = &mut self.delivery else {
+            return;
+        };
+        let Some(writer) = &io.writer else { return };
+        let (transport, out, failed) = writer.take();
+        io.transport = transport;
+        io.lent = false;
+        if out.is_empty() {
+            io.since = None;
+        }
+        self.out = out;
+        if failed {
+            self.lost();
+        }
     }
 
     /// The chunk-size line before a body block of `len` bytes, when the body is chunked:
@@ -144,10 +242,69 @@ impl<T: Transport> H1Sink<T> {
         });
         true
     }
+
+    /// An inline push: gathers a block the application produced quickly, lending the
+    /// transport to the writer; else writes what the transport takes now.
+    fn push_inline(&mut self) -> Result<Flow, Gone> {
+        let Delivery::Inline(io) = &mut self.delivery else {
+            unreachable!("an inline push")
+        };
+        let now = Instant::now();
+        let quick = io.pushed.is_some_and(|t| now.duration_since(t) < FAST);
+        let memory = self.out.memory_len();
+        let flow = if quick
+            && io.keeping_up
+            && memory < GATHER
+            && !self.budget.over()
+            && gather(io, &mut self.out, now)
+        {
+            Ok(Flow::Go)
+        } else {
+            let transport = io
+                .transport
+                .as_ref()
+                .expect("the transport is lent for the call");
+            let flow = write_now(transport, &mut self.out);
+            io.keeping_up = flow == Ok(Flow::Go);
+            if io.keeping_up {
+                io.since = None;
+            }
+            flow
+        };
+        io.pushed = Some(Instant::now());
+        if flow.is_err() {
+            self.lost();
+        } else if !io.lent {
+            self.settle();
+        } else {
+            // The queue went to the writer whole: charge what it held.
+            self.budget.adjust(&mut self.charged, memory);
+        }
+        flow
+    }
+}
+
+/// Lends the transport and `out` to the stream writer, the oldest byte held since `now`
+/// or earlier; false if there is no writer (then nothing was lent).
+fn gather<T: Transport>(io: &mut Inline<T>, out: &mut OutBuf, now: Instant) -> bool {
+    if io.writer.is_none() {
+        io.writer = Lent::new();
+    }
+    let Some(writer) = &io.writer else {
+        return false;
+    };
+    let Some(transport) = io.transport.take() else {
+        return false;
+    };
+    let since = *io.since.get_or_insert(now);
+    writer.lend(transport, std::mem::take(out), since);
+    io.lent = true;
+    true
 }
 
 impl<T: Transport> ResponseSink for H1Sink<T> {
     fn head(&mut self, head: &ResponseHead, length: BodyLength) {
+        self.reclaim();
         let (http11, keep_alive) = (self.http11, self.keep_alive);
         let mut framing = None;
         self.out.write_with(|v| {
@@ -164,9 +321,14 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
         });
         self.framing = framing;
         self.state = State::Body;
+        if let Delivery::Inline(io) = &mut self.delivery {
+            // The first block follows at once: the application's time for it is spent.
+            io.pushed = Some(Instant::now());
+        }
     }
 
     fn block(&mut self, block: &Bound<'_, PyBytes>) {
+        self.reclaim();
         let len = block.as_bytes().len();
         let chunked = self.frame(len);
         self.out.push_bytes(block);
@@ -176,6 +338,7 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn bytes(&mut self, data: &[u8]) {
+        self.reclaim();
         let chunked = self.frame(data.len());
         self.out.extend(data);
         if chunked {
@@ -184,6 +347,7 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn file(&mut self, file: OwnedFd, offset: u64, len: u64) {
+        self.reclaim();
         let len = len as usize;
         let chunked = self.frame(len);
         self.out.push_file(file, offset, len);
@@ -193,6 +357,7 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn end(&mut self) {
+        self.reclaim();
         let framing = self.framing.expect("a body ends after its head");
         let mut end = End::Clean;
         if framing.is_chunked() {
@@ -204,10 +369,12 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn abort(&mut self) {
+        self.reclaim();
         self.state = State::Broken;
     }
 
     fn fail(&mut self) {
+        self.reclaim();
         let head_request = self.head_request;
         self.out
             .write_with(|v| Canned::InternalError.write(head_request, v));
@@ -215,14 +382,12 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn push(&mut self) -> Result<Flow, Gone> {
+        self.reclaim();
         if self.gone {
             return Err(Gone);
         }
         let pushed = match &self.delivery {
-            Delivery::Inline(transport) => write_now(
-                transport.as_ref().expect("the transport is lent"),
-                &mut self.out,
-            ),
+            Delivery::Inline(_) => return self.push_inline(),
             Delivery::Pooled(chan) => chan.put(&mut self.out),
         };
         if pushed.is_err() {
@@ -232,12 +397,13 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn wait(&mut self) -> Result<(), Gone> {
-        let waited = match &self.delivery {
+        self.reclaim();
+        let waited = match &mut self.delivery {
             Delivery::Pooled(chan) => chan.wait(),
-            Delivery::Inline(transport) => {
-                let transport = transport.as_ref().expect("the transport is lent");
+            Delivery::Inline(io) => {
+                let transport = io.transport.as_ref().expect("the transport is lent");
                 let deadline = Instant::now() + self.write_timeout;
-                loop {
+                let waited = loop {
                     match write_now(transport, &mut self.out) {
                         Ok(Flow::Go) => break Ok(()),
                         Ok(Flow::Wait) => {}
@@ -246,12 +412,15 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
                     if transport.wait_writable(deadline).is_err() {
                         break Err(Gone);
                     }
-                }
+                };
+                io.keeping_up = false;
+                waited
             }
         };
         if waited.is_err() {
             self.lost();
         }
+        self.settle();
         waited
     }
 
@@ -419,6 +588,16 @@ impl Budget {
             used: AtomicUsize::new(0),
             limit: if limit == 0 { usize::MAX } else { limit },
         }
+    }
+
+    /// Moves a holder's charge from `*charged` to `now`.
+    fn adjust(&self, charged: &mut usize, now: usize) {
+        if now > *charged {
+            self.charge(now - *charged);
+        } else {
+            self.release(*charged - now);
+        }
+        *charged = now;
     }
 
     fn charge(&self, n: usize) {

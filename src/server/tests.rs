@@ -279,56 +279,98 @@ fn persistence_follows_the_request() {
     });
 }
 
-/// A generator that counts the blocks asked of it.
-const STREAM: &str = r#"
+/// A generator of `BLOCKS` blocks of 64 KiB that counts the blocks asked of it, after
+/// `PAUSE` seconds each.
+fn stream(blocks: usize, pause: f64) -> String {
+    format!(
+        r#"
+import time
 asked = 0
 def app(environ, start_response):
-    start_response("200 OK", [("Content-Length", str(4 * 65536))])
+    start_response("200 OK", [("Content-Length", str({blocks} * 65536))])
     def blocks():
         global asked
-        for i in range(4):
+        for i in range({blocks}):
+            time.sleep({pause})
             asked += 1
-            yield bytes([65 + i]) * 65536
+            yield bytes([65 + i % 26]) * 65536
     return blocks()
-"#;
+"#
+    )
+}
 
 fn asked(ctx: &crate::wsgi::Context) -> usize {
     crate::wsgi::testing::py_run(|py| app_global(py, ctx, "asked").extract().unwrap())
 }
 
-/// PEP 3333 "Buffering and Streaming": with one thread, a block goes to the transport
-/// before the next is asked for; a client that has not taken it holds the generator
-/// (the event loop serves others meanwhile), and nothing is lost or reordered.
+/// The body after the head, checked block by block.
+fn check_body(out: &[u8], blocks: usize) {
+    let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body.len(), blocks * 65536);
+    for (i, block) in body.chunks(65536).enumerate() {
+        assert!(
+            block.iter().all(|&b| b == 65 + (i % 26) as u8),
+            "block {i} altered"
+        );
+    }
+}
+
+/// PEP 3333 "Buffering and Streaming", one thread: blocks the app produces quickly are
+/// gathered (the stream writer goes on sending them meanwhile), but only up to a bound:
+/// a client that takes nothing holds the generator there (the event loop serves others
+/// meanwhile), and nothing is lost or reordered.
 #[test]
-fn a_generator_waits_for_its_client_before_the_next_block() {
-    with_connection(STREAM, 1, 1000, |client, ctx| async move {
+fn a_slow_client_holds_a_fast_generator_at_the_gathering_bound() {
+    with_connection(&stream(48, 0.0), 1, 1000, |client, ctx| async move {
         client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         client.until("the head", |w| w.output.len() >= 1000).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = asked(&ctx);
+        assert!(
+            first < 24,
+            "{first} of 48 blocks asked while the client took 1000 bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
             asked(&ctx),
-            1,
-            "a second block was asked for before the first went out"
+            first,
+            "the generator went on while its client took nothing"
         );
-        client.give_room(70_000);
-        client
-            .until("the first block", |w| w.output.len() >= 66_000)
-            .await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(asked(&ctx), 2);
         client.give_room(usize::MAX / 2);
         client
-            .until("the whole body", |w| w.output.ends_with(&[b'D'; 100]))
+            .until("the whole body", |w| w.output.ends_with(&[b'V'; 100]))
             .await;
-        let out = client.output();
-        let body = &out[out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
-        assert_eq!(body.len(), 4 * 65536);
-        for (i, block) in body.chunks(65536).enumerate() {
-            assert!(
-                block.iter().all(|&b| b == 65 + i as u8),
-                "block {i} altered"
-            );
-        }
+        check_body(&client.output(), 48);
+    });
+}
+
+/// A generator that takes its time between blocks (server-sent events, rows from a
+/// database) has each block written as soon as it is produced, not held for the next.
+#[test]
+fn a_slow_generators_blocks_are_each_written_at_once() {
+    with_connection(&stream(5, 0.005), 1, usize::MAX, |client, _| async move {
+        client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        client
+            .until("the whole body", |w| w.output.ends_with(&[b'E'; 100]))
+            .await;
+        check_body(&client.output(), 5);
+        assert!(
+            client.wire.lock().unwrap().writes >= 5,
+            "blocks were held for the next"
+        );
+    });
+}
+
+/// A fast generator's blocks are gathered into fewer writes than blocks.
+#[test]
+fn a_fast_generators_blocks_are_gathered() {
+    with_connection(&stream(8, 0.0), 1, usize::MAX, |client, _| async move {
+        client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        client
+            .until("the whole body", |w| w.output.ends_with(&[b'H'; 100]))
+            .await;
+        check_body(&client.output(), 8);
+        assert!(client.wire.lock().unwrap().writes < 8, "a write per block");
     });
 }
 
@@ -337,7 +379,7 @@ fn a_generator_waits_for_its_client_before_the_next_block() {
 /// holds its bound.
 #[test]
 fn a_pooled_stream_reaches_a_slow_client_whole() {
-    with_connection(STREAM, 2, 1000, |client, _| async move {
+    with_connection(&stream(4, 0.0), 2, 1000, |client, _| async move {
         client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         client.until("the head", |w| w.output.len() >= 1000).await;
         for _ in 0..300 {
