@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Sender};
 use pyo3::prelude::*;
@@ -56,11 +57,20 @@ impl Pool {
         rx.await.ok()
     }
 
-    /// Lets the threads finish their queue and waits for them (call without the GIL).
-    pub fn stop(mut self) {
+    /// Lets the threads finish their queue and waits for them, up to `limit` (call
+    /// without the GIL): how many are still running then (an app stuck in its own code),
+    /// left to finish on their own.
+    pub fn stop(mut self, limit: Duration) -> usize {
         self.jobs.take();
-        for t in self.threads.drain(..) {
+        let deadline = Instant::now() + limit;
+        while !self.threads.iter().all(|t| t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (done, running): (Vec<_>, Vec<_>) =
+            self.threads.drain(..).partition(|t| t.is_finished());
+        for t in done {
             let _ = t.join();
         }
+        running.len()
     }
 }
