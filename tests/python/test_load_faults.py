@@ -239,6 +239,82 @@ def test_client_that_never_reads_a_100mb_stream_keeps_memory_bounded():
     assert closed == 1
 
 
+def test_300_clients_that_never_read_a_stream_cost_bounded_memory():
+    """Memory is bounded per worker, not per connection: 300 clients that ask for a 5 MiB
+    stream of fresh 64 KiB blocks and read nothing cost the one-thread worker under
+    128 MiB of RSS in all (each holds at most the block it is being sent: the generator
+    waits for its client, PEP 3333's first way), and another client is answered
+    meanwhile; every stream's close() is called once its client goes."""
+    clients = 300
+    raise_nofile(clients + 200)
+    with running_server(APP) as server:
+        pid = stats(server)["pid"]
+        served_promptly(server)
+        before = rss_kib(pid)
+        stalled = []
+        try:
+            for _ in range(clients):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(("127.0.0.1", server.port))
+                s.sendall(b"GET /stream?mb=5&fresh=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+                stalled.append(s)
+            deadline = time.monotonic() + 30
+            while stats(server)["started"] < clients:
+                assert time.monotonic() < deadline, "not every stream started"
+                time.sleep(0.1)
+            peak = before
+            for _ in range(10):
+                peak = max(peak, rss_kib(pid))
+                served_promptly(server)
+                time.sleep(0.1)
+            assert stats(server)["closed"] == 0, "a stream ended while its client read nothing"
+        finally:
+            for s in stalled:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+        deadline = time.monotonic() + 10
+        while stats(server)["closed"] < clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+        closed = stats(server)["closed"]
+    print(
+        f"\n[slow readers] {clients} clients: worker RSS before {before / 1024:.1f} MiB, "
+        f"peak {peak / 1024:.1f} MiB (+{(peak - before) / 1024:.1f})"
+    )
+    assert peak - before < 128 * 1024
+    assert closed == clients
+
+
+def test_app_threads_waiting_on_slow_readers_are_not_a_stuck_app():
+    """--timeout is for an app stuck in its own code: app threads held by clients that
+    read nothing (backpressure) are waiting on the client, which --write-timeout bounds,
+    and no worker is killed for it (-w 2 --threads 4 --timeout 2)."""
+    raise_nofile(200)
+    with running_server(APP, "-w", "2", "--threads", "4", "--timeout", "2") as server:
+        stalled = []
+        try:
+            for _ in range(16):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(("127.0.0.1", server.port))
+                s.sendall(b"GET /stream?fresh=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+                stalled.append(s)
+            mark = server.log_mark()
+            time.sleep(5)
+            log = server.log_since(mark)
+            assert "WORKER TIMEOUT" not in log, log
+            for s in stalled:
+                s.setblocking(False)
+                try:
+                    assert s.recv(1), "a stalled stream's connection was closed"
+                except BlockingIOError:
+                    pass
+        finally:
+            for s in stalled:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+
 def pipeline(sock: socket.socket, count: int, response_len: int) -> None:
     """Send `count` GET /ok back to back and read exactly their responses."""
     sock.sendall(OK * count)

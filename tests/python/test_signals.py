@@ -1,10 +1,13 @@
 """Signals to a single qiao process (the multi-process master is a later issue)."""
 
 import signal
+import socket
+import subprocess
+import sys
 import threading
 
 import pytest
-from conftest import running_server
+from conftest import TESTS_DIR, running_server
 from httpclient import Conn, get
 
 
@@ -58,3 +61,73 @@ def test_request_arriving_as_the_stop_begins_is_served():
             assert resp.status == 200 and resp.body == b"one single block"
             assert c.closed_by_peer(timeout=10)
         assert server.proc.wait(timeout=10) == 0
+
+
+def test_an_app_thread_past_the_grace_period_never_writes_to_a_reused_descriptor(tmp_path):
+    """A stop whose grace period ends while an app thread is still producing closes the
+    connection under it (serve_forever() then waits for the thread). That thread then opens
+    sockets of its own (a database pool), which take the freed descriptor numbers. Only
+    the connection writes its socket, so nothing of the late response may reach those
+    sockets: the stand-in database receives only the app's own lines."""
+    db = socket.create_server(("127.0.0.1", 0))
+    received = []
+
+    def serve_db():
+        db.settimeout(20)
+        try:
+            while True:
+                conn, _ = db.accept()
+                threading.Thread(target=lambda c=conn: received.append(_drain(c))).start()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve_db, daemon=True).start()
+    port = db.getsockname()[1]
+    script = tmp_path / "embedded.py"
+    script.write_text(
+        "import sys, threading\n"
+        f"sys.path.insert(0, {str(TESTS_DIR / 'apps')!r})\n"
+        "from behaviour import app\n"
+        "from qiao import make_server\n"
+        "server = make_server('127.0.0.1', 0, app, threads=2, graceful_timeout=1)\n"
+        "print(server.server_address[1], flush=True)\n"
+        "threading.Thread(target=lambda: (sys.stdin.readline(), server.shutdown())).start()\n"
+        "server.serve_forever()\n"
+        "print('returned', flush=True)\n"
+        # The program goes on, as an embedding one does, while anything the stop left
+        # running finishes.
+        "import time; time.sleep(3)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        server_port = int(proc.stdout.readline())
+        with Conn(server_port, timeout=10) as c:
+            c.send(get(f"/late-writer?db={port}&sleep=2"))
+            c.read_until(b"first block")
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            assert c.closed_by_peer(timeout=10)
+        assert proc.stdout.readline().strip() == "returned"
+        proc.wait(timeout=15)
+    finally:
+        proc.kill()
+        db.close()
+    data = b"".join(received)
+    assert b"app's own line" in data, "the app never reached the stand-in database"
+    assert b"late block" not in data, "the late response was written to the app's socket"
+
+
+def _drain(conn: socket.socket) -> bytes:
+    conn.settimeout(10)
+    chunks = []
+    try:
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    except OSError:
+        pass
+    conn.close()
+    return b"".join(chunks)

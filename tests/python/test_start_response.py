@@ -4,6 +4,7 @@ import json
 import uuid
 
 import pytest
+from conftest import is_gunicorn
 from httpclient import Conn, get
 
 
@@ -132,3 +133,19 @@ def test_write_before_iterable(behaviour_server):
         resp = c.request(get("/write"))
     assert resp.status == 200
     assert resp.body == b"written-twice-iterated"
+
+
+@pytest.mark.skipif(is_gunicorn(), reason="qiao's answer to an interim status from the app")
+@pytest.mark.parametrize("code", ["100", "101", "103"])
+def test_an_interim_status_is_a_500_and_never_desyncs_the_connection(behaviour_server, code):
+    """PEP 3333 has no interim responses. A 1xx sent as the response would be read as an
+    interim one (RFC 9110 §15.2), and the next response on the connection as this
+    request's: start_response refuses it, the request is a 500 with Connection: close, and
+    nothing is answered in its place to a request pipelined behind it."""
+    with Conn(behaviour_server.port) as c:
+        c.send(get(f"/status?code={code}&body=1") + get("/single"))
+        resp = c.read_response()
+        assert resp.status == 500, (resp.status, resp.body[:100])
+        assert resp.header("Connection", "").lower() == "close"
+        assert c.closed_by_peer(3), "the connection stayed open after the refused response"
+        assert c.buf == b"", f"a response followed the 500: {c.buf[:100]!r}"

@@ -406,7 +406,14 @@ def sequence(environ, start_response):
 def status_route(environ, start_response):
     q = _qs(environ)
     code = q.get("code", "204")
-    reasons = {"204": "No Content", "304": "Not Modified", "200": "OK"}
+    reasons = {
+        "100": "Continue",
+        "101": "Switching Protocols",
+        "103": "Early Hints",
+        "204": "No Content",
+        "304": "Not Modified",
+        "200": "OK",
+    }
     start_response(f"{code} {reasons.get(code, 'Whatever')}", [("Content-Type", "text/plain")])
     if q.get("body"):
         return [b"this body must not be sent"]
@@ -618,6 +625,33 @@ def big_stream(environ, start_response):
     return blocks()
 
 
+def late_writer(environ, start_response):
+    """Yields a block, then sleeps past the stop's grace period (the server closes the
+    connection meanwhile), then opens `n` sockets to the test's stand-in for a database on
+    port `db` (new descriptors take the lowest free numbers, the closed connection's
+    among them) and yields more blocks, sending `db` a line of its own on each socket."""
+    import socket
+
+    q = _qs(environ)
+    port, pause, n = int(q["db"]), float(q.get("sleep", "2")), int(q.get("n", "16"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def blocks():
+        yield b"first block\n"
+        time.sleep(min(pause, MAX_WAIT))
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+        try:
+            for s in socks:
+                s.sendall(b"app's own line\n")
+            for _ in range(50):
+                yield b"late block\n"
+        finally:
+            for s in socks:
+                s.close()
+
+    return blocks()
+
+
 # --- misc -------------------------------------------------------------------------------------
 
 
@@ -698,6 +732,7 @@ ROUTES = {
     "/slow": slow,
     "/echo": echo_body,
     "/log-error": log_error,
+    "/late-writer": late_writer,
 }
 
 

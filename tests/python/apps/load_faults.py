@@ -27,9 +27,12 @@ def _json(start_response, obj):
 
 
 class CountedStream:
-    """64 KiB blocks until `total` bytes or MAX_SECONDS; close() is counted."""
+    """64 KiB blocks until `total` bytes or MAX_SECONDS; close() is counted. `fresh`: each
+    block a new object, as an app that renders its output makes them (not one shared
+    constant, which costs nothing however many clients hold it)."""
 
-    def __init__(self, total):
+    def __init__(self, total, fresh=False):
+        self.fresh = fresh
         self.left = total
         self.deadline = time.monotonic() + MAX_SECONDS
         with _lock:
@@ -42,7 +45,7 @@ class CountedStream:
         if self.left <= 0 or time.monotonic() > self.deadline:
             raise StopIteration
         self.left -= len(BLOCK)
-        return BLOCK
+        return BLOCK[:-1] + b"\n" if self.fresh else BLOCK
 
     def close(self):
         with _lock:
@@ -64,7 +67,7 @@ def app(environ, start_response):
         query = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
         total = int(query.get("mb", "100000")) << 20
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return CountedStream(total)
+        return CountedStream(total, fresh=query.get("fresh") == "1")
     if path == "/upload":
         # Reads the body in 64 KiB pieces and keeps only the count.
         read = environ["wsgi.input"].read
