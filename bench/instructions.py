@@ -1,0 +1,154 @@
+"""Instructions per request in the worker, counted with callgrind (repeatable whatever else
+the machine does, unlike time): the server runs in-process under valgrind, serves N and
+then 2N requests of a workload in two runs, and the difference divided by N is the cost
+of one request, start-up and shut-down cancelled out.
+
+    python bench/instructions.py                         # hello, keep-alive, this qiao
+    python bench/instructions.py --workload hello_close  # a new connection per request
+    python bench/instructions.py --workload flask_json --requests 400
+    python bench/instructions.py --pythonpath bench/.data/baseline/<rev>-<python>  # a baseline build
+
+Needs valgrind (Debian's package). The client is a plain socket in this process, one
+request at a time, so only the server's work is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+APPS = BENCH / "apps"
+
+# workload -> (fixture module under bench/apps, request bytes, keep-alive)
+WORKLOADS = {
+    "hello": ("hello", b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n", True),
+    "hello_close": ("hello", b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", False),
+    "flask_json": ("flask_json", b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n", True),
+    "big_stream": ("big_stream", b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n", True),
+}
+
+SERVER = """
+import sys
+sys.path.insert(0, {apps!r})
+from {module} import app
+from qiao import make_server
+with make_server("127.0.0.1", {port}, app) as server:
+    print("ready", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_response(sock: socket.socket, buf: bytearray) -> None:
+    """Reads one response (Content-Length or chunked framing) off `sock`."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    if length is None:
+        raise ValueError(f"no Content-Length in {head[:200]!r}")
+    need = int(length.group(1))
+    while len(rest) < need:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        rest += chunk
+    buf[:] = rest[need:]
+
+
+def count(workload: str, requests: int, pythonpath: str | None, keep: str | None) -> int:
+    """Instructions callgrind counted in the server process for `requests` requests
+    (the profile copied to `keep`, when given, for callgrind_annotate)."""
+    module, request, keep_alive = WORKLOADS[workload]
+    port = free_port()
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        proc = subprocess.Popen(
+            [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                sys.executable, "-c",
+                SERVER.format(apps=str(APPS), module=module, port=port),
+            ],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            sock = None
+            buf = bytearray()
+            for _ in range(requests):
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+                    buf = bytearray()
+                sock.sendall(request)
+                read_response(sock, buf)
+                if not keep_alive:
+                    sock.close()
+                    sock = None
+            if sock is not None:
+                sock.close()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+        text = subprocess.run(
+            ["callgrind_annotate", str(out)], capture_output=True, text=True, check=True
+        ).stdout
+        if keep:
+            Path(keep).write_bytes(out.read_bytes())
+    total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text)
+    if total is None:
+        raise RuntimeError("no PROGRAM TOTALS in callgrind's report")
+    return int(total.group(1).replace(",", ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="hello")
+    parser.add_argument("--requests", type=int, default=2000, help="N (default 2000)")
+    parser.add_argument("--pythonpath", help="put this first on PYTHONPATH (a baseline build)")
+    parser.add_argument(
+        "--keep", metavar="PREFIX", help="keep the two profiles as PREFIX.N and PREFIX.2N"
+    )
+    args = parser.parse_args()
+    n = args.requests
+    keep = (lambda k: f"{args.keep}.{k}") if args.keep else (lambda k: None)
+    low = count(args.workload, n, args.pythonpath, keep(n))
+    high = count(args.workload, 2 * n, args.pythonpath, keep(2 * n))
+    print(f"{args.workload}: {(high - low) / n:,.0f} instructions per request "
+          f"({low:,} for {n}, {high:,} for {2 * n})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
