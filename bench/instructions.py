@@ -28,12 +28,18 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 
-# workload -> (fixture module under bench/apps, request bytes, keep-alive)
+GET = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+POST64K = b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 65536\r\n\r\n" + b"p" * 65536
+
+# workload -> (fixture module under bench/apps, request bytes, requests sent at once,
+# keep-alive)
 WORKLOADS = {
-    "hello": ("hello", b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n", True),
-    "hello_close": ("hello", b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", False),
-    "flask_json": ("flask_json", b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n", True),
-    "big_stream": ("big_stream", b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n", True),
+    "hello": ("hello", GET, 1, True),
+    "hello_close": ("hello", b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", 1, False),
+    "pipeline16": ("hello", GET, 16, True),
+    "flask_json": ("flask_json", GET, 1, True),
+    "big_stream": ("big_stream", GET, 1, True),
+    "post64k": ("post_read", POST64K, 1, True),
 }
 
 SERVER = """
@@ -79,7 +85,7 @@ def read_response(sock: socket.socket, buf: bytearray) -> None:
 def count(workload: str, requests: int, pythonpath: str | None, keep: str | None) -> int:
     """Instructions callgrind counted in the server process for `requests` requests
     (the profile copied to `keep`, when given, for callgrind_annotate)."""
-    module, request, keep_alive = WORKLOADS[workload]
+    module, request, depth, keep_alive = WORKLOADS[workload]
     port = free_port()
     env = dict(os.environ)
     if pythonpath:
@@ -107,12 +113,13 @@ def count(workload: str, requests: int, pythonpath: str | None, keep: str | None
                     time.sleep(0.2)
             sock = None
             buf = bytearray()
-            for _ in range(requests):
+            for _ in range(requests // depth):
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
                     buf = bytearray()
-                sock.sendall(request)
-                read_response(sock, buf)
+                sock.sendall(request * depth)
+                for _ in range(depth):
+                    read_response(sock, buf)
                 if not keep_alive:
                     sock.close()
                     sock = None

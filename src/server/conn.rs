@@ -409,9 +409,19 @@ impl<T: Transport> Connection<T> {
             };
             let keep = repeat && persist.persists();
             repeat = true;
-            let Some(clean) = self.respond(head, body, persist, keep, started).await else {
-                return;
+            // Most responses are done in one inline call: no future of their own.
+            let sink = match self.dispatch(head, body, persist, keep, started) {
+                Dispatched::Done(sink) => sink,
+                Dispatched::Paused(step) => Box::pin(self.drive_inline(step)).await,
+                Dispatched::Pooled(ex, chan) => {
+                    let Some(sink) = Box::pin(self.drive_pooled(ex, chan)).await else {
+                        return;
+                    };
+                    sink
+                }
             };
+            let clean = sink.persists();
+            self.sink = Some(sink);
             if !clean {
                 persist.disable();
             }
@@ -437,18 +447,16 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Runs the request through the application and sees its response written or queued,
-    /// the sink back with the connection: whether the response ended so that the
-    /// connection may persist. `None` if the connection must close at once (the pool is
-    /// gone).
-    async fn respond(
+    /// Hands the request to the application: inline, run to its end or its first pause
+    /// here; pooled, the exchange to send to a pool thread.
+    fn dispatch(
         &mut self,
         head: RequestHead,
         body: Body,
         persist: Persistence,
         keep: bool,
         started: Instant,
-    ) -> Option<bool> {
+    ) -> Dispatched<T> {
         let mut sink = self.sink.take().expect("the sink is back between requests");
         sink.prepare(
             head.version == Version::Http11,
@@ -457,11 +465,11 @@ impl<T: Transport> Connection<T> {
         );
         let chan = match &sink.delivery {
             Delivery::Pooled(chan) => Some(chan.clone()),
-            Delivery::Inline(_) => None,
+            Delivery::Inline(_) => {
+                sink.lend(self.transport.take().expect("the transport is here"));
+                None
+            }
         };
-        if chan.is_none() {
-            sink.lend(self.transport.take().expect("the transport is here"));
-        }
         let ex = Exchange {
             head,
             body,
@@ -470,21 +478,17 @@ impl<T: Transport> Connection<T> {
             keep,
             started,
         };
-        let sink = match chan {
-            // Most responses are done in one call: no future to drive.
-            None => match self.shared.run_inline(ex) {
+        let Some(chan) = chan else {
+            return match self.shared.run_inline(ex) {
                 Step::Done(Outcome { sink }) => {
                     let mut sink = own::<T>(sink);
                     self.transport = sink.take_back();
-                    sink
+                    Dispatched::Done(sink)
                 }
-                step => Box::pin(self.drive_inline(step)).await,
-            },
-            Some(chan) => Box::pin(self.drive_pooled(ex, chan)).await?,
+                step => Dispatched::Paused(step),
+            };
         };
-        let clean = sink.persists();
-        self.sink = Some(sink);
-        Some(clean)
+        Dispatched::Pooled(ex, chan)
     }
 
     /// Sees an inline request to its end: each time its client falls behind, writes what
@@ -597,6 +601,16 @@ impl<T: Transport> Connection<T> {
             }
         }
     }
+}
+
+/// Where a request stands once handed to the application.
+enum Dispatched<T: Transport> {
+    /// Its response is done (inline): the sink is back.
+    Done(Box<H1Sink<T>>),
+    /// Inline, paused for its client.
+    Paused(Step),
+    /// For a pool thread, with the channel its output comes back through.
+    Pooled(Exchange, Arc<Channel>),
 }
 
 /// A pooled request's channel while the connection waits for the request's end: if the
