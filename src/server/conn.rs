@@ -414,7 +414,7 @@ impl<T: Transport> Connection<T> {
                 Dispatched::Done(sink) => sink,
                 Dispatched::Paused(step) => Box::pin(self.drive_inline(step)).await,
                 Dispatched::Pooled(ex, chan) => {
-                    let Some(sink) = Box::pin(self.drive_pooled(ex, chan)).await else {
+                    let Some(sink) = Box::pin(self.drive_pooled(*ex, chan)).await else {
                         return;
                     };
                     sink
@@ -488,7 +488,7 @@ impl<T: Transport> Connection<T> {
                 step => Dispatched::Paused(step),
             };
         };
-        Dispatched::Pooled(ex, chan)
+        Dispatched::Pooled(Box::new(ex), chan)
     }
 
     /// Sees an inline request to its end: each time its client falls behind, writes what
@@ -610,7 +610,8 @@ enum Dispatched<T: Transport> {
     /// Inline, paused for its client.
     Paused(Step),
     /// For a pool thread, with the channel its output comes back through.
-    Pooled(Exchange, Arc<Channel>),
+    /// (Boxed: the exchange is large, and this value is returned on every request.)
+    Pooled(Box<Exchange>, Arc<Channel>),
 }
 
 /// A pooled request's channel while the connection waits for the request's end: if the
