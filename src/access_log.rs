@@ -34,7 +34,7 @@ enum Atom {
 }
 
 /// What the access log needs to know of one finished request.
-pub struct AccessRecord<'a> {
+pub(crate) struct AccessRecord<'a> {
     pub remote_addr: &'a str,
     pub head: &'a RequestHead,
     pub status: u16,
@@ -44,7 +44,7 @@ pub struct AccessRecord<'a> {
     pub started: Instant,
 }
 
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     atoms: Vec<Atom>,
     /// One writer for the process, so lines from several threads stay whole.
     sink: Mutex<Sink>,
@@ -52,7 +52,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Parses a `%(name)s` format; unknown atoms are an error naming the atom.
-    pub fn new(format: &str, sink: Sink) -> Result<AccessLog, String> {
+    pub(crate) fn new(format: &str, sink: Sink) -> Result<AccessLog, String> {
         Ok(AccessLog {
             atoms: parse_format(format)?,
             sink: Mutex::new(sink),
@@ -60,21 +60,14 @@ impl AccessLog {
     }
 
     /// Reopens the log file (USR1 after rotation).
-    pub fn reopen(&self) -> std::io::Result<()> {
+    pub(crate) fn reopen(&self) -> std::io::Result<()> {
         match self.sink.lock() {
             Ok(mut sink) => sink.reopen(),
             Err(_) => Ok(()),
         }
     }
 
-    /// Whether rendering needs the response head kept after it was sent.
-    pub fn wants_response_headers(&self) -> bool {
-        self.atoms
-            .iter()
-            .any(|a| matches!(a, Atom::ResponseHeader(_)))
-    }
-
-    pub fn log(&self, rec: &AccessRecord<'_>) {
+    pub(crate) fn log(&self, rec: &AccessRecord<'_>) {
         let mut line = String::with_capacity(160);
         for atom in &self.atoms {
             render(atom, rec, &mut line);

@@ -19,7 +19,7 @@ const MALLOC_ALIGN: usize = 16;
 /// Plain `mi_malloc` where its blocks are aligned enough, which is nearly every Rust
 /// allocation: `mi_malloc_aligned` for all of them (as the `mimalloc` crate does) cost ~60
 /// instructions more per call, 11 calls per request.
-pub struct Mimalloc;
+pub(crate) struct Mimalloc;
 
 fn plain(align: usize, size: usize) -> bool {
     align <= MALLOC_ALIGN && align <= size
@@ -30,33 +30,48 @@ fn plain(align: usize, size: usize) -> bool {
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain(layout.align(), layout.size()) {
-            mi::mi_malloc(layout.size()).cast()
-        } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
+        // SAFETY: mimalloc's allocation functions may be called with any size and a
+        // power-of-two alignment, which `Layout` guarantees.
+        unsafe {
+            if plain(layout.align(), layout.size()) {
+                mi::mi_malloc(layout.size()).cast()
+            } else {
+                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain(layout.align(), layout.size()) {
-            mi::mi_zalloc(layout.size()).cast()
-        } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+        // SAFETY: as for `alloc`.
+        unsafe {
+            if plain(layout.align(), layout.size()) {
+                mi::mi_zalloc(layout.size()).cast()
+            } else {
+                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        mi::mi_free(ptr.cast::<c_void>());
+        // SAFETY: the caller passes a block this allocator returned (GlobalAlloc's
+        // contract); mimalloc frees any of its blocks whatever their alignment.
+        unsafe {
+            mi::mi_free(ptr.cast::<c_void>());
+        }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if plain(layout.align(), new_size) {
-            mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
-        } else {
-            mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
+        // SAFETY: `ptr` is a block of this allocator of `layout` (GlobalAlloc's contract),
+        // and the aligned variant keeps `layout`'s alignment.
+        unsafe {
+            if plain(layout.align(), new_size) {
+                mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
+            } else {
+                mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
+            }
         }
     }
 }
@@ -74,6 +89,8 @@ mod tests {
         for align in [1, 2, 8, 16, 32, 128, 4096] {
             for size in [1, 8, 15, 16, 24, 100, 128, 384, 5000] {
                 let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: each block is used within its size and freed once, with the
+                // layout it was made with.
                 unsafe {
                     let p = a.alloc_zeroed(layout);
                     assert!(!p.is_null());

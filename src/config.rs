@@ -10,7 +10,7 @@ use crate::http::Limits;
 
 /// The settings the engine reads, validated by Python's settings table first.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Python threads calling the app; 1 means the I/O thread calls it itself.
     pub threads: usize,
     /// Worker processes (only reported in `wsgi.multiprocess` here).
@@ -69,7 +69,7 @@ fn seconds(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
 }
 
 impl Settings {
-    pub fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Settings> {
+    pub(crate) fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Settings> {
         let limit = |key: &str| -> PyResult<usize> { item!(d, key, usize) };
         let threads = item!(d, "threads", usize)?;
         if threads == 0 {

@@ -1,15 +1,15 @@
 //! qiao's engine: a WSGI (PEP 3333) server over HTTP/1.1, exposed to Python as `qiao._qiao`.
 
-pub mod access_log;
-pub mod alloc;
-pub mod config;
-pub mod engine;
+mod access_log;
+mod alloc;
+mod config;
+mod engine;
 pub mod http;
-pub mod log;
-pub mod scoreboard;
-pub mod server;
-pub(crate) mod sys;
-pub mod wsgi;
+mod log;
+mod scoreboard;
+mod server;
+mod sys;
+mod wsgi;
 
 #[global_allocator]
 static ALLOC: alloc::Mimalloc = alloc::Mimalloc;

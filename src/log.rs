@@ -154,7 +154,7 @@ impl ErrorLog {
 
 /// The local time as `2026-11-24 19:36:18 +0000` (error log) or
 /// `24/Nov/2026:19:36:18 +0000` (access log, Apache's `%t`).
-pub fn local_timestamp(apache: bool) -> String {
+pub(crate) fn local_timestamp(apache: bool) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

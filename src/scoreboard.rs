@@ -22,7 +22,7 @@ use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 /// Milliseconds on the system-wide monotonic clock (the same in every process).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -27,7 +27,11 @@ fn nonblocking(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
 
 /// Sends what the socket takes now of `slices`, in order; `Ok(0)` means it would block.
 /// `more`: more data follows at once (`MSG_MORE`), so TCP may hold a short segment back.
-pub fn send_vectored(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+pub(crate) fn send_vectored(
+    fd: BorrowedFd<'_>,
+    slices: &[IoSlice<'_>],
+    more: bool,
+) -> io::Result<usize> {
     let fd = fd.as_raw_fd();
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
     let sent = match slices {
@@ -56,7 +60,7 @@ pub fn send_vectored(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>], more: bool) -> 
 /// Sends up to `count` bytes of `file` from `*offset` (advanced past them) to the socket
 /// `fd` with `sendfile(2)`; `Ok(0)` means the socket is full. A file that ends before
 /// `count` bytes is an error: the response it was promised to fill cannot be completed.
-pub fn sendfile(
+pub(crate) fn sendfile(
     fd: BorrowedFd<'_>,
     file: BorrowedFd<'_>,
     offset: &mut u64,
@@ -81,7 +85,7 @@ pub fn sendfile(
 
 /// Receives what has arrived into `buf`, which need not be initialised: `Ok(Some(n))` with
 /// its first `n` bytes written, `Ok(None)` if nothing came yet, `Ok(Some(0))` at the end.
-pub fn recv(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
     nonblocking(|| {
         // SAFETY: `buf` is valid for `buf.len()` writes for the duration of the call.
         unsafe {
@@ -96,7 +100,7 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<Optio
 }
 
 /// Blocks the thread until `fd` is writable or `deadline` passes (`TimedOut`).
-pub fn wait_writable(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<()> {
+pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<()> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -124,7 +128,7 @@ pub fn wait_writable(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<()> {
 
 /// Which side(s) of a socket `shutdown` ends.
 #[derive(Clone, Copy)]
-pub enum Side {
+pub(crate) enum Side {
     /// Our sending side: the peer reads the end of the stream.
     Write,
     /// Our receiving side: a read in progress sees the end of the stream.
@@ -132,14 +136,14 @@ pub enum Side {
 }
 
 /// `shutdown(2)` of one side; failures (the peer is gone already) do not matter to callers.
-pub fn shutdown(fd: BorrowedFd<'_>, side: Side) {
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, side: Side) {
     shutdown_raw(fd.as_raw_fd(), side);
 }
 
 /// `shutdown` of a descriptor known only by its number. Memory-safe whatever the number
 /// (a closed one fails with `EBADF`); the caller makes sure the number is still the
 /// socket it means.
-pub fn shutdown_raw(fd: RawFd, side: Side) {
+pub(crate) fn shutdown_raw(fd: RawFd, side: Side) {
     let how = match side {
         Side::Write => libc::SHUT_WR,
         Side::Read => libc::SHUT_RD,
@@ -149,7 +153,7 @@ pub fn shutdown_raw(fd: RawFd, side: Side) {
 }
 
 /// Sets an `int` TCP option (`IPPROTO_TCP`) on `fd`.
-pub fn set_tcp_option(fd: BorrowedFd<'_>, option: TcpOption, value: i32) -> io::Result<()> {
+pub(crate) fn set_tcp_option(fd: BorrowedFd<'_>, option: TcpOption, value: i32) -> io::Result<()> {
     let option = match option {
         TcpOption::NoDelay => libc::TCP_NODELAY,
         TcpOption::DeferAccept => libc::TCP_DEFER_ACCEPT,
@@ -172,14 +176,14 @@ pub fn set_tcp_option(fd: BorrowedFd<'_>, option: TcpOption, value: i32) -> io::
 
 /// The TCP options the engine sets.
 #[derive(Clone, Copy)]
-pub enum TcpOption {
+pub(crate) enum TcpOption {
     NoDelay,
     DeferAccept,
 }
 
 /// A socket's own address (`getsockname(2)`): `Some` for IPv4/IPv6, `None` for a Unix
 /// socket.
-pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
+pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
     // SAFETY: an all-zero sockaddr_storage is valid; getsockname writes at most `len`
     // bytes into it.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -200,7 +204,9 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
 
 /// `accept4(2)` on a listening socket: the new connection, non-blocking and close-on-exec,
 /// and its peer's address (`None` for a Unix socket); `Ok(None)` if none is waiting.
-pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
+pub(crate) fn accept(
+    listener: BorrowedFd<'_>,
+) -> io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
     // SAFETY: an all-zero sockaddr_storage is valid.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -249,7 +255,7 @@ fn ip_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// A private, close-on-exec duplicate of a descriptor someone else keeps owning.
-pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only reads `fd` (an invalid one fails with EBADF) and
     // returns a new descriptor.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
@@ -261,7 +267,7 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// The size of `fd` when it is a regular file (`None` for pipes, sockets, bad descriptors).
-pub fn regular_file_size(fd: RawFd) -> Option<u64> {
+pub(crate) fn regular_file_size(fd: RawFd) -> Option<u64> {
     // SAFETY: an all-zero stat is valid; fstat only writes into it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above; an invalid `fd` fails with EBADF.
@@ -272,14 +278,14 @@ pub fn regular_file_size(fd: RawFd) -> Option<u64> {
 }
 
 /// The parent process's pid.
-pub fn parent_pid() -> i32 {
+pub(crate) fn parent_pid() -> i32 {
     // SAFETY: getppid has no preconditions.
     unsafe { libc::getppid() }
 }
 
 /// Names this thread (and, on the main thread, the process) for `ps -o comm` and `top`:
 /// 15 bytes at most.
-pub fn set_process_name(title: &str) {
+pub(crate) fn set_process_name(title: &str) {
     let mut name = [0u8; 16];
     let n = title.len().min(15);
     name[..n].copy_from_slice(&title.as_bytes()[..n]);
@@ -289,7 +295,7 @@ pub fn set_process_name(title: &str) {
 
 /// Gives the C heap's free pages back to the kernel (glibc's `malloc_trim`; elsewhere a
 /// no-op).
-pub fn trim_c_heap() {
+pub(crate) fn trim_c_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
     unsafe {
@@ -299,7 +305,7 @@ pub fn trim_c_heap() {
 
 /// The wall clock from the kernel's coarse clock (updated once per tick): cheaper than
 /// `SystemTime::now`, and a `Date` header needs whole seconds only. `None` if unavailable.
-pub fn realtime_coarse() -> Option<Duration> {
+pub(crate) fn realtime_coarse() -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -314,7 +320,7 @@ pub fn realtime_coarse() -> Option<Duration> {
 
 /// The local time's broken-down fields for `secs` since the epoch (for log timestamps):
 /// (year, month 1-12, day, hour, minute, second, UTC offset in seconds).
-pub fn local_time(secs: i64) -> (i32, u32, u32, u32, u32, u32, i64) {
+pub(crate) fn local_time(secs: i64) -> (i32, u32, u32, u32, u32, u32, i64) {
     let now = secs as libc::time_t;
     // SAFETY: an all-zero tm is valid; localtime_r writes into it and reads `now`.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

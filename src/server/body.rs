@@ -20,7 +20,7 @@ use crate::wsgi::handler::Body;
 const SPOOL_READ: usize = 64 * 1024;
 
 /// Why a request body could not be read.
-pub enum BodyError {
+pub(super) enum BodyError {
     /// Its framing is invalid or it is too large: this status, then close.
     Refused(HttpError),
     /// The client paused longer than `body_timeout`: 408, then close.

@@ -28,7 +28,7 @@ use crate::wsgi::sink::ResponseSink;
 
 /// How long an idle keep-alive connection may still bring a request once a graceful stop
 /// began: enough for a request already on its way.
-pub const STOP_LINGER: Duration = Duration::from_millis(500);
+pub(super) const STOP_LINGER: Duration = Duration::from_millis(500);
 
 /// Output held back for pipelined requests before it is written anyway.
 const PIPELINE_FLUSH: usize = 64 * 1024;
@@ -42,24 +42,24 @@ const LINGER_BYTES: usize = 1 << 20;
 /// §9.3). One value, fed by the request's head, the server's state and the response's
 /// end, and read in one place: the connection's loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Persistence {
+pub(super) enum Persistence {
     KeepAlive,
     Close,
 }
 
 impl Persistence {
     /// Nothing more is read on this connection after the current exchange.
-    pub fn disable(&mut self) {
+    pub(super) fn disable(&mut self) {
         *self = Persistence::Close;
     }
 
-    pub fn persists(self) -> bool {
+    pub(super) fn persists(self) -> bool {
         self == Persistence::KeepAlive
     }
 }
 
 /// How a read for more request bytes ended, when it did not bring any.
-pub enum ReadEnd {
+pub(super) enum ReadEnd {
     /// The client closed or the socket failed.
     Closed,
     /// The deadline passed.
@@ -67,7 +67,7 @@ pub enum ReadEnd {
 }
 
 /// One client connection.
-pub struct Connection<T: Transport> {
+pub(super) struct Connection<T: Transport> {
     pub(super) shared: Rc<Shared>,
     /// The byte stream; `None` only while lent to the sink for an inline app call.
     pub(super) transport: Option<T>,
@@ -110,7 +110,7 @@ const READ_BUFFER: usize = 8 * 1024;
 /// 8 KiB read buffer (a large allocation for glibc, which first consolidates its fast
 /// bins) and no output queue.
 #[derive(Default)]
-pub struct Spare {
+pub(crate) struct Spare {
     buffers: RefCell<Vec<(BytesMut, OutBuf)>>,
 }
 
@@ -156,7 +156,7 @@ fn timer_at(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> Pin<&mut 
 
 /// Runs `read` (a read of the connection's transport) until `deadline`, on the
 /// connection's one timer: the bytes read, or why there were none.
-pub async fn read_by(
+pub(super) async fn read_by(
     timer: &mut Option<Pin<Box<Sleep>>>,
     deadline: Instant,
     read: impl Future<Output = std::io::Result<usize>>,
@@ -211,7 +211,7 @@ async fn write_all<T: Transport>(
 
 impl<T: Transport> Connection<T> {
     /// A connection just accepted, counted open until it is dropped.
-    pub fn new(
+    pub(super) fn new(
         shared: Rc<Shared>,
         transport: T,
         peer: Peer,
@@ -244,7 +244,7 @@ impl<T: Transport> Connection<T> {
     }
 
     /// Serves the connection to its end: the future a connection's task runs.
-    pub async fn serve(mut self) {
+    pub(super) async fn serve(mut self) {
         self.run().await;
     }
 

@@ -12,7 +12,7 @@ thread_local! {
 }
 
 /// Takes the GIL for this thread (no-op if this module already holds it).
-pub fn hold() {
+pub(super) fn hold() {
     HELD.with(|held| {
         if held.get().is_none() {
             // SAFETY: the interpreter is initialised (we were called from Python), and the
@@ -23,7 +23,7 @@ pub fn hold() {
 }
 
 /// Gives back the GIL taken by `hold` (no-op if not held).
-pub fn let_go() {
+pub(super) fn let_go() {
     HELD.with(|held| {
         if let Some(state) = held.take() {
             // SAFETY: `state` came from PyGILState_Ensure on this thread.

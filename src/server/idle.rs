@@ -22,7 +22,7 @@ struct Wait {
 }
 
 #[derive(Default)]
-pub struct Idle {
+pub(crate) struct Idle {
     /// Per connection slot: the wait in progress, if any.
     slots: RefCell<Vec<Cell<Option<Wait>>>>,
     free: RefCell<Vec<usize>>,
@@ -30,7 +30,7 @@ pub struct Idle {
 
 impl Idle {
     /// A slot for a new connection, until `release`.
-    pub fn slot(&self) -> usize {
+    pub(crate) fn slot(&self) -> usize {
         if let Some(slot) = self.free.borrow_mut().pop() {
             return slot;
         }
@@ -40,25 +40,25 @@ impl Idle {
     }
 
     /// Gives a connection's slot back (before its socket closes).
-    pub fn release(&self, slot: usize) {
+    pub(crate) fn release(&self, slot: usize) {
         self.slots.borrow()[slot].set(None);
         self.free.borrow_mut().push(slot);
     }
 
     /// Marks the connection in `slot` as waiting for a request on `fd`, until `deadline`
     /// at most, until the guard goes.
-    pub fn waiting(&self, slot: usize, fd: RawFd, deadline: Instant) -> Waiting<'_> {
+    pub(crate) fn waiting(&self, slot: usize, fd: RawFd, deadline: Instant) -> Waiting<'_> {
         self.slots.borrow()[slot].set(Some(Wait { fd, deadline }));
         Waiting { idle: self, slot }
     }
 
     /// Ends every wait in progress: each one's read returns the end of the stream.
-    pub fn end_waits(&self) {
+    pub(crate) fn end_waits(&self) {
         self.end(|_| true);
     }
 
     /// Ends the waits whose deadline is `now` or earlier.
-    pub fn end_expired(&self, now: Instant) {
+    pub(crate) fn end_expired(&self, now: Instant) {
         self.end(|wait| wait.deadline <= now);
     }
 
@@ -76,7 +76,7 @@ impl Idle {
 }
 
 /// A wait in progress (see `Idle::waiting`).
-pub struct Waiting<'a> {
+pub(crate) struct Waiting<'a> {
     idle: &'a Idle,
     slot: usize,
 }

@@ -12,7 +12,7 @@ use crate::server::transport::Socket;
 use crate::sys::{self, TcpOption};
 use crate::wsgi::environ::{HostPort, Peer};
 
-pub enum Listener {
+pub(super) enum Listener {
     /// With the listening address as the environ shows it, when it is the same for every
     /// connection (not a wildcard such as 0.0.0.0): saves a getsockname per connection.
     Tcp(AsyncFd<std::net::TcpListener>, Option<Arc<HostPort>>),
@@ -21,7 +21,7 @@ pub enum Listener {
 
 impl Listener {
     /// Wraps a listening descriptor (takes ownership); must run inside the runtime.
-    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+    pub(super) fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
         if sys::local_addr(fd.as_fd())?.is_none() {
             let std = std::os::unix::net::UnixListener::from(fd);
             std.set_nonblocking(true)?;
@@ -52,7 +52,7 @@ impl Listener {
     }
 
     /// `http://127.0.0.1:8000` or `unix:/path`, for the banner.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             Listener::Tcp(l, _) => match l.get_ref().local_addr() {
                 Ok(a) => format!("http://{a}"),
@@ -70,7 +70,7 @@ impl Listener {
         }
     }
 
-    pub async fn accept(&self) -> io::Result<(Socket, Peer)> {
+    pub(super) async fn accept(&self) -> io::Result<(Socket, Peer)> {
         match self {
             Listener::Tcp(l, fixed) => {
                 let (fd, remote) = l.async_io(Interest::READABLE, accept).await?;

@@ -38,7 +38,7 @@ use crate::wsgi::Context;
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// What every connection of one serving run shares; lives on the I/O thread.
-pub struct Shared {
+pub(crate) struct Shared {
     pub ctx: Arc<Context>,
     /// `None`: the I/O thread calls the app itself (one thread, no hand-off).
     pool: Option<Pool>,
@@ -80,43 +80,43 @@ impl Shared {
     }
 
     /// Whether the I/O thread calls the app itself, and so holds the GIL while it works.
-    pub fn inline(&self) -> bool {
+    pub(crate) fn inline(&self) -> bool {
         self.pool.is_none()
     }
 
     /// Stops the server (after `max_requests`) as a signal would.
-    pub fn stop_now(&self) {
+    pub(crate) fn stop_now(&self) {
         self.stopping.set(true);
         self.stopper.send_replace(true);
     }
 
     /// Runs the request on this thread (`inline()`), to its end or its first pause.
-    pub fn run_inline(&self, ex: Exchange) -> Step {
+    pub(crate) fn run_inline(&self, ex: Exchange) -> Step {
         Python::attach(|py| handle_inline(py, &self.ctx, ex))
     }
 
     /// Hands the request to the thread pool and waits for its outcome; `None` if the pool
     /// is gone (stopping).
-    pub async fn run_pooled(&self, ex: Exchange) -> Option<Outcome> {
+    pub(crate) async fn run_pooled(&self, ex: Exchange) -> Option<Outcome> {
         self.pool.as_ref()?.run(ex).await
     }
 }
 
 /// Counts open connections so a stop can wait for them.
 #[derive(Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     pub open: Cell<usize>,
     /// Notified at each close during a stop.
     on_close: Notify,
 }
 
 impl Tracker {
-    pub fn opened(&self) {
+    pub(crate) fn opened(&self) {
         self.open.set(self.open.get() + 1);
     }
 
     /// A connection closed; `stopping`: a stop waits for the count to reach zero.
-    pub fn closed(&self, stopping: bool) {
+    pub(crate) fn closed(&self, stopping: bool) {
         self.open.set(self.open.get() - 1);
         if stopping {
             self.on_close.notify_waiters();
@@ -126,7 +126,7 @@ impl Tracker {
 
 /// Serves on `fds` until `stop` turns true (or, with `one_request`, one request).
 /// Runs with the GIL released; returns once connections are done or the grace period ends.
-pub fn run(
+pub(crate) fn run(
     ctx: Arc<Context>,
     fds: Vec<OwnedFd>,
     stop: Arc<watch::Sender<bool>>,

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 /// Bodies at least this large are sent from the Python object instead of copied.
-pub const SHARE_AT: usize = 8 * 1024;
+pub(super) const SHARE_AT: usize = 8 * 1024;
 
 /// At most this many segments go to one `writev` (the kernel's IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
@@ -41,6 +41,7 @@ enum Seg {
 // alive; reading it from any thread is sound (nothing ever writes it), and Py<T> may be
 // dropped from any thread.
 unsafe impl Send for Seg {}
+// SAFETY: as for `Send`: a shared `Seg` only ever reads the immutable buffer.
 unsafe impl Sync for Seg {}
 
 impl Seg {
@@ -63,7 +64,7 @@ impl Seg {
 }
 
 #[derive(Default)]
-pub struct OutBuf {
+pub(super) struct OutBuf {
     segs: VecDeque<Seg>,
     /// Bytes of the front segment already written.
     front_sent: usize,
@@ -76,21 +77,21 @@ pub struct OutBuf {
 }
 
 impl OutBuf {
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Bytes queued in memory (file ranges not counted): what backpressure bounds.
-    pub fn memory_len(&self) -> usize {
+    pub(super) fn memory_len(&self) -> usize {
         self.len - self.file_len
     }
 
     /// Queues a copy of `bytes`.
-    pub fn extend(&mut self, bytes: &[u8]) {
+    pub(super) fn extend(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -106,7 +107,7 @@ impl OutBuf {
 
     /// Lets `write` append to the owned buffer at the back (for code that formats into a
     /// `Vec<u8>`, such as the chunk-size line or an error response).
-    pub fn write_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+    pub(super) fn write_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         if !matches!(self.segs.back(), Some(Seg::Owned(_))) {
             let v = std::mem::take(&mut self.spare);
             self.segs.push_back(Seg::Owned(v));
@@ -120,7 +121,7 @@ impl OutBuf {
     }
 
     /// Queues `data`, by reference when it is large.
-    pub fn push_bytes(&mut self, data: &Bound<'_, PyBytes>) {
+    pub(super) fn push_bytes(&mut self, data: &Bound<'_, PyBytes>) {
         let bytes = data.as_bytes();
         if bytes.len() < SHARE_AT {
             return self.extend(bytes);
@@ -134,7 +135,7 @@ impl OutBuf {
     }
 
     /// Queues `len` bytes of the file `fd` from `offset` (sent with `sendfile(2)`).
-    pub fn push_file(&mut self, fd: OwnedFd, offset: u64, len: usize) {
+    pub(super) fn push_file(&mut self, fd: OwnedFd, offset: u64, len: usize) {
         if len == 0 {
             return;
         }
@@ -145,7 +146,7 @@ impl OutBuf {
 
     /// Up to MAX_IOVECS slices of the memory segments at the front (up to the first file
     /// range), oldest first.
-    pub fn slices(&self) -> Vec<IoSlice<'_>> {
+    pub(super) fn slices(&self) -> Vec<IoSlice<'_>> {
         let mut out = Vec::with_capacity(self.segs.len().min(MAX_IOVECS));
         for (i, seg) in self.segs.iter().take(MAX_IOVECS).enumerate() {
             if matches!(seg, Seg::File { .. }) {
@@ -159,7 +160,7 @@ impl OutBuf {
 
     /// The file range at the front of the queue, if the front is one: the descriptor, the
     /// offset of its first unsent byte, and the bytes left of it.
-    pub fn front_file(&self) -> Option<(BorrowedFd<'_>, u64, usize)> {
+    pub(super) fn front_file(&self) -> Option<(BorrowedFd<'_>, u64, usize)> {
         match self.segs.front() {
             Some(Seg::File { fd, offset, len }) => Some((
                 fd.as_fd(),
@@ -172,12 +173,12 @@ impl OutBuf {
 
     /// Whether a file range follows the first `n` segments (the memory ones `slices`
     /// returned): a writer then tells TCP more comes at once.
-    pub fn file_after(&self, n: usize) -> bool {
+    pub(super) fn file_after(&self, n: usize) -> bool {
         matches!(self.segs.get(n), Some(Seg::File { .. }))
     }
 
     /// Moves everything queued in `other` to the back of this queue.
-    pub fn append(&mut self, other: &mut OutBuf) {
+    pub(super) fn append(&mut self, other: &mut OutBuf) {
         if other.is_empty() {
             return;
         }
@@ -221,7 +222,7 @@ impl OutBuf {
     }
 
     /// Drops the first `n` queued bytes (they were written).
-    pub fn advance(&mut self, mut n: usize) {
+    pub(super) fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let front = self.segs.front().expect("advance within what is queued");
@@ -259,7 +260,7 @@ impl OutBuf {
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         while !self.segs.is_empty() {
             self.pop_front();
         }
@@ -269,7 +270,7 @@ impl OutBuf {
 
     /// The memory segments queued before any file range, copied.
     #[cfg(test)]
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub(super) fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
         for s in self.slices() {
             v.extend_from_slice(&s);

@@ -14,14 +14,14 @@ use crate::wsgi::Context;
 
 type Job = (Exchange, oneshot::Sender<Outcome>);
 
-pub struct Pool {
+pub(super) struct Pool {
     /// Dropping it ends every thread once the queue is empty.
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    pub fn start(ctx: Arc<Context>, n: usize) -> Pool {
+    pub(super) fn start(ctx: Arc<Context>, n: usize) -> Pool {
         let (tx, rx) = unbounded::<Job>();
         let threads = (0..n)
             .map(|i| {
@@ -51,7 +51,7 @@ impl Pool {
     }
 
     /// Runs one request on a pool thread; `None` if the thread died.
-    pub async fn run(&self, ex: Exchange) -> Option<Outcome> {
+    pub(super) async fn run(&self, ex: Exchange) -> Option<Outcome> {
         let (tx, rx) = oneshot::channel();
         self.jobs.as_ref()?.send((ex, tx)).ok()?;
         rx.await.ok()
@@ -60,7 +60,7 @@ impl Pool {
     /// Lets the threads finish their queue and waits for them, up to `limit` (call
     /// without the GIL): how many are still running then (an app stuck in its own code),
     /// left to finish on their own.
-    pub fn stop(mut self, limit: Duration) -> usize {
+    pub(super) fn stop(mut self, limit: Duration) -> usize {
         self.jobs.take();
         let deadline = Instant::now() + limit;
         while !self.threads.iter().all(|t| t.is_finished()) && Instant::now() < deadline {

@@ -30,7 +30,7 @@ use crate::wsgi::sink::{Flow, Gone, ResponseHead, ResponseSink};
 /// Bytes a response may have queued for its connection before the application waits
 /// (pool threads): enough that a fast client never makes it wait, small enough that a
 /// slow one costs little.
-pub const HIGH_WATER: usize = 1 << 20;
+pub(super) const HIGH_WATER: usize = 1 << 20;
 
 /// A waiting application goes on once its queue is down to this.
 const LOW_WATER: usize = HIGH_WATER / 2;
@@ -57,7 +57,7 @@ enum State {
 }
 
 /// How the bytes get to the transport.
-pub enum Delivery<T> {
+pub(super) enum Delivery<T> {
     /// The application runs on the connection's thread.
     Inline(Inline<T>),
     /// The application runs on a pool thread.
@@ -66,7 +66,7 @@ pub enum Delivery<T> {
 
 impl<T> Delivery<T> {
     /// Inline delivery, with no transport lent yet.
-    pub fn inline() -> Delivery<T> {
+    pub(super) fn inline() -> Delivery<T> {
         Delivery::Inline(Inline {
             transport: None,
             writer: None,
@@ -79,7 +79,7 @@ impl<T> Delivery<T> {
 }
 
 /// The transport an inline call was lent, and the gathering of its stream.
-pub struct Inline<T> {
+pub(super) struct Inline<T> {
     /// The transport while the sink holds it (`None` between calls, and while it is lent
     /// on to the writer).
     transport: Option<T>,
@@ -98,7 +98,7 @@ pub struct Inline<T> {
 }
 
 /// One connection's sink, reused from request to request.
-pub struct H1Sink<T> {
+pub(super) struct H1Sink<T> {
     /// Response bytes not yet handed on: the connection's output queue, which may still
     /// hold earlier pipelined responses ahead of this one.
     pub out: OutBuf,
@@ -130,7 +130,11 @@ impl<T> Drop for H1Sink<T> {
 }
 
 impl<T: Transport> H1Sink<T> {
-    pub fn new(delivery: Delivery<T>, write_timeout: Duration, budget: Arc<Budget>) -> H1Sink<T> {
+    pub(super) fn new(
+        delivery: Delivery<T>,
+        write_timeout: Duration,
+        budget: Arc<Budget>,
+    ) -> H1Sink<T> {
         H1Sink {
             out: OutBuf::default(),
             delivery,
@@ -147,7 +151,7 @@ impl<T: Transport> H1Sink<T> {
     }
 
     /// Readies the sink for the next request's response.
-    pub fn prepare(&mut self, http11: bool, head_request: bool, keep_alive: bool) {
+    pub(super) fn prepare(&mut self, http11: bool, head_request: bool, keep_alive: bool) {
         self.http11 = http11;
         self.head_request = head_request;
         self.keep_alive = keep_alive;
@@ -166,21 +170,21 @@ impl<T: Transport> H1Sink<T> {
 
     /// Whether the connection may carry another request after this response: its head
     /// said so, its body ended delimited, and the client is still there.
-    pub fn persists(&self) -> bool {
+    pub(super) fn persists(&self) -> bool {
         self.state == State::Ended(End::Clean)
             && self.framing.is_some_and(|f| f.keep_alive())
             && !ResponseSink::gone(self)
     }
 
     /// Lends the connection's transport for an application call.
-    pub fn lend(&mut self, transport: T) {
+    pub(super) fn lend(&mut self, transport: T) {
         if let Delivery::Inline(io) = &mut self.delivery {
             io.transport = Some(transport);
         }
     }
 
     /// Takes the lent transport back (from the writer, if it has it).
-    pub fn take_back(&mut self) -> Option<T> {
+    pub(super) fn take_back(&mut self) -> Option<T> {
         self.reclaim();
         match &mut self.delivery {
             Delivery::Inline(io) => io.transport.take(),
@@ -189,14 +193,14 @@ impl<T: Transport> H1Sink<T> {
     }
 
     /// Marks the client gone (a write failed): nothing more is sent.
-    pub fn lost(&mut self) {
+    pub(super) fn lost(&mut self) {
         self.gone = true;
         self.out.clear();
         self.settle();
     }
 
     /// Charges the worker's budget with what this connection holds in memory now.
-    pub fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         if matches!(self.delivery, Delivery::Inline(_)) {
             let held = self.out.memory_len();
             self.budget.adjust(&mut self.charged, held);
@@ -454,7 +458,7 @@ fn write_now<T: Transport>(transport: &T, out: &mut OutBuf) -> Result<Flow, Gone
 /// The bytes a pooled response hands to its connection's task, and the two wake-ups
 /// between them: the task is woken when bytes arrive, the application's thread when the
 /// task has caught up.
-pub struct Channel {
+pub(super) struct Channel {
     state: Mutex<Handed>,
     /// The application's thread waits here for the connection to catch up.
     caught_up: Condvar,
@@ -475,7 +479,7 @@ struct Handed {
 }
 
 impl Channel {
-    pub fn new(budget: Arc<Budget>) -> Channel {
+    pub(super) fn new(budget: Arc<Budget>) -> Channel {
         Channel {
             state: Mutex::new(Handed {
                 queue: OutBuf::default(),
@@ -542,19 +546,19 @@ impl Channel {
     }
 
     /// The connection's side: waits until the application handed over bytes.
-    pub async fn ready(&self) {
+    pub(super) async fn ready(&self) {
         self.ready.notified().await;
     }
 
     /// The connection's side: moves what was handed over to the back of `out`.
-    pub fn take(&self, out: &mut OutBuf) {
+    pub(super) fn take(&self, out: &mut OutBuf) {
         let mut s = self.lock();
         out.append(&mut s.queue);
         s.told = false;
     }
 
     /// The connection's side: `memory` bytes of what was handed over were written.
-    pub fn written(&self, memory: usize) {
+    pub(super) fn written(&self, memory: usize) {
         let mut s = self.lock();
         let freed = memory.min(s.pending);
         s.pending -= freed;
@@ -566,7 +570,7 @@ impl Channel {
 
     /// The connection's side: the client is gone; the application learns it at its next
     /// push or wait.
-    pub fn lost(&self) {
+    pub(super) fn lost(&self) {
         let mut s = self.lock();
         s.gone = true;
         s.queue.clear();
@@ -577,13 +581,13 @@ impl Channel {
 
 /// The output one worker may hold in memory for its clients across all connections
 /// (`--max-output-buffer`... see `config`): past it, pooled producers wait.
-pub struct Budget {
+pub(crate) struct Budget {
     used: AtomicUsize,
     limit: usize,
 }
 
 impl Budget {
-    pub fn new(limit: usize) -> Budget {
+    pub(crate) fn new(limit: usize) -> Budget {
         Budget {
             used: AtomicUsize::new(0),
             limit: if limit == 0 { usize::MAX } else { limit },
@@ -612,10 +616,5 @@ impl Budget {
 
     fn over(&self) -> bool {
         self.used.load(Ordering::Relaxed) > self.limit
-    }
-
-    /// Bytes held now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
     }
 }

@@ -10,31 +10,31 @@ use std::os::unix::fs::FileExt;
 use crate::wsgi::sink::BodySource;
 
 /// A body being written to a spool file.
-pub struct Spool {
+pub(super) struct Spool {
     file: File,
     len: u64,
 }
 
 impl Spool {
-    pub fn new() -> io::Result<Spool> {
+    pub(super) fn new() -> io::Result<Spool> {
         Ok(Spool {
             file: tempfile::tempfile()?,
             len: 0,
         })
     }
 
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)?;
         self.len += bytes.len() as u64;
         Ok(())
     }
 
-    pub fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.len
     }
 
     /// The whole body written: its source, read from the start.
-    pub fn into_source(self) -> SpoolSource {
+    pub(super) fn into_source(self) -> SpoolSource {
         SpoolSource {
             file: self.file,
             len: self.len,
@@ -44,7 +44,7 @@ impl Spool {
 }
 
 /// A spooled body as the app reads it.
-pub struct SpoolSource {
+pub(super) struct SpoolSource {
     file: File,
     len: u64,
     /// Bytes already read.

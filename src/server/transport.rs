@@ -20,7 +20,7 @@ use crate::sys;
 
 /// What a connection needs of its byte stream. Only the connection calls it (and, while
 /// the connection lends it for an application call on the same thread, its sink).
-pub trait Transport: Send + Sync + 'static {
+pub(super) trait Transport: Send + Sync + 'static {
     /// Reads what has arrived into `buf`'s spare capacity (4 KiB are made if it has none),
     /// waiting in the event loop until something does: how many bytes, 0 at the end.
     fn read(&self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> {
@@ -68,7 +68,7 @@ pub trait Transport: Send + Sync + 'static {
 /// and the response fits the socket's buffer, so they save the `EPOLL_CTL_ADD`, the
 /// `EPOLL_CTL_DEL` before `close`, the wake-up for the writable event reported at
 /// registration, and tokio's bookkeeping of the registration.
-pub struct Socket {
+pub(super) struct Socket {
     /// Declared before `fd`: dropped (taken out of the epoll set) before it closes.
     io: OnceLock<AsyncFd<RawSocket>>,
     fd: OwnedFd,
@@ -84,7 +84,7 @@ impl AsRawFd for RawSocket {
 }
 
 impl Socket {
-    pub fn new(fd: OwnedFd) -> Socket {
+    pub(super) fn new(fd: OwnedFd) -> Socket {
         Socket {
             io: OnceLock::new(),
             fd,

@@ -20,10 +20,10 @@ use crate::server::outbuf::OutBuf;
 use crate::server::transport::Transport;
 
 /// Bytes held this long are sent by the writer; it looks once per `HOLD_LIMIT`.
-pub const HOLD_LIMIT: Duration = Duration::from_millis(1);
+pub(super) const HOLD_LIMIT: Duration = Duration::from_millis(1);
 
 /// One connection's slot with the writer.
-pub struct Lent<T> {
+pub(super) struct Lent<T> {
     slot: Mutex<Slot<T>>,
 }
 
@@ -44,7 +44,7 @@ impl<T> Lent<T> {
     }
 
     /// Lends the transport and the gathered bytes, the oldest held since `since`.
-    pub fn lend(&self, transport: T, out: OutBuf, since: Instant) {
+    pub(super) fn lend(&self, transport: T, out: OutBuf, since: Instant) {
         let mut slot = self.lock();
         slot.transport = Some(transport);
         slot.out = out;
@@ -53,7 +53,7 @@ impl<T> Lent<T> {
 
     /// Takes the transport and the bytes not sent yet back; `true` if the writer found the
     /// client gone.
-    pub fn take(&self) -> (Option<T>, OutBuf, bool) {
+    pub(super) fn take(&self) -> (Option<T>, OutBuf, bool) {
         let mut slot = self.lock();
         let failed = std::mem::take(&mut slot.failed);
         (slot.transport.take(), std::mem::take(&mut slot.out), failed)
@@ -63,7 +63,7 @@ impl<T> Lent<T> {
 impl<T: Transport> Lent<T> {
     /// A slot watched by this process's writer; `None` if its thread cannot be started
     /// (then nothing is gathered).
-    pub fn new() -> Option<Arc<Lent<T>>> {
+    pub(super) fn new() -> Option<Arc<Lent<T>>> {
         let writer = writer()?;
         let lent = Arc::new(Lent::unwatched());
         writer.watch(lent.clone());

@@ -27,7 +27,7 @@ enum Owner {
 /// A new `bytes` object of `n` bytes whose contents are still to be written, and where
 /// they start. Nobody else can see it until the caller hands it out, so the caller fills
 /// all `n` bytes first.
-pub fn unfilled_bytes(py: Python<'_>, n: usize) -> PyResult<(Bound<'_, PyBytes>, *mut u8)> {
+pub(crate) fn unfilled_bytes(py: Python<'_>, n: usize) -> PyResult<(Bound<'_, PyBytes>, *mut u8)> {
     // SAFETY: a NULL source asks CPython for an uninitialised object of `n` bytes, which
     // we own (refcount 1).
     let obj = unsafe {
@@ -40,7 +40,7 @@ pub fn unfilled_bytes(py: Python<'_>, n: usize) -> PyResult<(Bound<'_, PyBytes>,
 }
 
 /// A request body's memory, filled by the connection as the body arrives.
-pub struct BodyBuf {
+pub(crate) struct BodyBuf {
     owner: Owner,
     /// Start of the owner's `cap` bytes of storage, of which the first `len` are filled.
     ptr: *mut u8,
@@ -50,7 +50,7 @@ pub struct BodyBuf {
 
 impl BodyBuf {
     /// Storage for `n` bytes outside Python.
-    pub fn heap(n: usize) -> BodyBuf {
+    pub(crate) fn heap(n: usize) -> BodyBuf {
         let mut v = Vec::with_capacity(n);
         BodyBuf {
             ptr: v.as_mut_ptr(),
@@ -61,7 +61,7 @@ impl BodyBuf {
     }
 
     /// A `bytes` object of `n` bytes, its contents still to be written.
-    pub fn python(py: Python<'_>, n: usize) -> PyResult<BodyBuf> {
+    pub(crate) fn python(py: Python<'_>, n: usize) -> PyResult<BodyBuf> {
         let (obj, ptr) = unfilled_bytes(py, n)?;
         Ok(BodyBuf {
             owner: Owner::Py(obj.unbind()),
@@ -71,12 +71,12 @@ impl BodyBuf {
         })
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.len == self.cap
     }
 
     /// Moves what `src` already holds of the body (from its start) into the buffer.
-    pub fn take_from(&mut self, src: &mut BytesMut) {
+    pub(crate) fn take_from(&mut self, src: &mut BytesMut) {
         let n = src.len().min(self.cap - self.len);
         // SAFETY: `n` bytes fit the unfilled part, and `src` does not overlap our storage.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(self.len), n) };
@@ -85,7 +85,7 @@ impl BodyBuf {
     }
 
     /// The part still to be filled.
-    pub fn unfilled(&mut self) -> &mut [MaybeUninit<u8>] {
+    pub(crate) fn unfilled(&mut self) -> &mut [MaybeUninit<u8>] {
         // SAFETY: the storage holds `cap` bytes, `len` of them filled; `&mut self` makes
         // this the only view of the rest.
         unsafe {
@@ -100,13 +100,13 @@ impl BodyBuf {
     ///
     /// # Safety
     /// The first `n` bytes of `unfilled()` must have been written.
-    pub unsafe fn filled(&mut self, n: usize) {
+    pub(crate) unsafe fn filled(&mut self, n: usize) {
         debug_assert!(n <= self.cap - self.len);
         self.len += n;
     }
 
     /// The full body, as the app's thread takes it.
-    pub fn into_body(self) -> Body {
+    pub(crate) fn into_body(self) -> Body {
         debug_assert!(self.is_full());
         match self.owner {
             Owner::Vec(mut v) => {

@@ -13,7 +13,7 @@ use crate::wsgi::input::Input;
 use crate::wsgi::response::KeptStartResponse;
 
 /// A host and port as the environ shows them.
-pub struct HostPort {
+pub(crate) struct HostPort {
     pub host: String,
     pub port: String,
     /// The two as `str`s, made at first use and shared after by every connection of a
@@ -28,7 +28,7 @@ pub struct HostPort {
 }
 
 impl HostPort {
-    pub fn new(host: String, port: String) -> HostPort {
+    pub(crate) fn new(host: String, port: String) -> HostPort {
         HostPort {
             host,
             port,
@@ -47,7 +47,7 @@ impl HostPort {
 /// at its second request that is not its last (a connection that carries one request
 /// keeps nothing), and only ever used with the GIL held, so their locks are never
 /// contended.
-pub struct Peer {
+pub(crate) struct Peer {
     /// REMOTE_ADDR / REMOTE_PORT (empty on a Unix socket).
     pub remote: HostPort,
     /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
@@ -58,7 +58,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(remote: HostPort, local: Arc<HostPort>) -> Peer {
+    pub(crate) fn new(remote: HostPort, local: Arc<HostPort>) -> Peer {
         Peer {
             remote,
             local,
@@ -102,7 +102,7 @@ const COMMON_HEADERS: [&str; 20] = [
 const HOST: usize = 0;
 
 /// Interned keys and the dict every environ starts as.
-pub struct Template {
+pub(crate) struct Template {
     base: Py<PyDict>,
     k_method: Py<PyString>,
     k_script_name: Py<PyString>,
@@ -136,7 +136,7 @@ fn interned(py: Python<'_>, s: &str) -> Py<PyString> {
 }
 
 /// A `str` whose code points are the bytes (PEP 3333 "Unicode Issues": latin-1 native strings).
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     if bytes.is_ascii() {
         // An ASCII str is its bytes: allocate it and copy them in, without the UTF-8
         // decoder PyString::new goes through.
@@ -183,7 +183,7 @@ fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
 }
 
 impl Template {
-    pub fn new(
+    pub(crate) fn new(
         py: Python<'_>,
         settings: &Settings,
         errors: Py<PyAny>,
@@ -258,7 +258,7 @@ impl Template {
 
     /// The environ of one request. `input` is its `wsgi.input` (`empty_input` when it has
     /// no body); `keep`: the connection keeps what it can reuse (see `Peer`).
-    pub fn build<'py>(
+    pub(crate) fn build<'py>(
         &self,
         py: Python<'py>,
         head: &RequestHead,

@@ -20,7 +20,7 @@ use crate::wsgi::Context;
 
 /// The request body as the connection hands it over: always read whole before the app
 /// runs, so that no client can hold an application thread while it sends.
-pub enum Body {
+pub(crate) enum Body {
     Empty,
     /// In memory.
     Buffered(Bytes),
@@ -31,7 +31,7 @@ pub enum Body {
 }
 
 /// One request, handed from the connection to the thread that runs the app.
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub head: RequestHead,
     pub body: Body,
     /// Where the response goes.
@@ -44,7 +44,7 @@ pub struct Exchange {
 }
 
 /// What the connection gets back: its sink, holding what is still to be written.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub sink: Box<dyn ResponseSink>,
 }
 
@@ -59,7 +59,7 @@ enum Failure {
 }
 
 /// How the handling of a request stands when `handle_inline` or `resume` returns.
-pub enum Step {
+pub(crate) enum Step {
     Done(Outcome),
     /// The app's iterable is part-way and its client has not taken the last block: the
     /// connection writes what `Waiting::sink` holds from the event loop (serving the other
@@ -69,7 +69,7 @@ pub enum Step {
 }
 
 /// A request whose response iteration is paused until its client has read what is queued.
-pub struct Waiting {
+pub(crate) struct Waiting {
     /// The response's sink, lent back to the connection for the pause.
     pub sink: Option<Box<dyn ResponseSink>>,
     /// `None` once resumed (or closed on drop).
@@ -105,7 +105,7 @@ impl Drop for Waiting {
 
 /// Runs one request to its end on app thread `thread` of the pool: waits for a slow client
 /// on this thread (the GIL released), never pausing.
-pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
+pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
     match busy(ctx, thread, || run(py, ctx, ex, false)) {
         Step::Done(outcome) => outcome,
         Step::Wait(_) => unreachable!("a request run without pausing paused"),
@@ -115,13 +115,13 @@ pub fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Out
 /// Runs one request on the event loop's own thread (one app thread, no pool): a response
 /// iteration whose client falls behind pauses (`Step::Wait`) instead of blocking the
 /// loop, so the other connections keep being served.
-pub fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
+pub(crate) fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
     busy(ctx, 0, || run(py, ctx, ex, true))
 }
 
 /// Continues a paused request once its client took what was queued (or is gone: then the
 /// iteration ends at once).
-pub fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -> Step {
+pub(crate) fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -> Step {
     let req = waiting.req.take().expect("a request is resumed once");
     let sink = waiting
         .sink
@@ -490,7 +490,7 @@ fn log_exception(py: Python<'_>, ctx: &Context, head: &RequestHead, what: &str, 
     ctx.error_log.error(&format!("{what} {target}\n{trace}"));
 }
 
-pub fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+pub(crate) fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
         tb.call_method1(
             "format_exception",

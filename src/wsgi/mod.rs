@@ -1,16 +1,16 @@
 //! The PEP 3333 side: the environ, `start_response`, `wsgi.input`, `wsgi.errors`,
 //! `wsgi.file_wrapper`, and the call of the application for one request.
 
-pub mod bodybuf;
-pub mod environ;
-pub mod errors;
-pub mod file_wrapper;
-pub mod handler;
-pub mod input;
-pub mod response;
-pub mod sink;
+pub(crate) mod bodybuf;
+pub(crate) mod environ;
+pub(crate) mod errors;
+pub(crate) mod file_wrapper;
+pub(crate) mod handler;
+pub(crate) mod input;
+pub(crate) mod response;
+pub(crate) mod sink;
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +24,7 @@ use crate::log::ErrorLog;
 use crate::scoreboard::Scoreboard;
 
 /// Everything a request needs that lives as long as the server: built once, shared by threads.
-pub struct Context {
+pub(crate) struct Context {
     /// The WSGI application callable.
     pub app: Py<PyAny>,
     pub settings: Settings,
@@ -43,44 +43,44 @@ pub struct Context {
 
 impl Context {
     /// Records an exception that must stop the server once requests in flight are done.
-    pub fn set_interrupt(&self, err: PyErr) {
+    pub(crate) fn set_interrupt(&self, err: PyErr) {
         if let Ok(mut slot) = self.interrupt.lock() {
             slot.get_or_insert(err);
         }
     }
 
-    pub fn take_interrupt(&self) -> Option<PyErr> {
+    pub(crate) fn take_interrupt(&self) -> Option<PyErr> {
         self.interrupt.lock().ok().and_then(|mut s| s.take())
     }
 
     /// Counts a finished request; true once `max_requests` is reached.
-    pub fn count_request(&self) -> bool {
+    pub(crate) fn count_request(&self) -> bool {
         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         self.settings.max_requests > 0 && n >= self.settings.max_requests
     }
 
     /// Marks app thread `thread` busy or idle in the master's table.
-    pub fn set_busy(&self, thread: usize, busy: bool) {
+    pub(crate) fn set_busy(&self, thread: usize, busy: bool) {
         if let Some((board, slot)) = &self.board {
             board.get().set_busy(*slot, thread, busy);
         }
     }
 
     /// Marks app thread `thread` as waiting on its client (or back in the application).
-    pub fn set_waiting(&self, thread: usize, waiting: bool) {
+    pub(crate) fn set_waiting(&self, thread: usize, waiting: bool) {
         if let Some((board, slot)) = &self.board {
             board.get().set_waiting(*slot, thread, waiting);
         }
     }
 
     /// Tells the master the loop is alive.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         if let Some((board, slot)) = &self.board {
             board.get().beat(*slot);
         }
     }
 
-    pub fn interrupted(&self) -> bool {
+    pub(crate) fn interrupted(&self) -> bool {
         self.interrupt.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 }
@@ -94,13 +94,13 @@ thread_local! {
 /// Declares the current thread app thread `thread` of `ctx`: its waits on clients are then
 /// shown apart on the scoreboard (`waiting_on_client`).
 /// `None`: it no longer is.
-pub fn on_app_thread(me: Option<(Arc<Context>, usize)>) {
+pub(crate) fn on_app_thread(me: Option<(Arc<Context>, usize)>) {
     APP_THREAD.with(|t| *t.borrow_mut() = me);
 }
 
 /// Runs `wait` (a wait for a slow client) marked on the scoreboard as a wait on the
 /// client, not time in the application, so that `--timeout` does not count it.
-pub fn waiting_on_client<T>(wait: impl FnOnce() -> T) -> T {
+pub(crate) fn waiting_on_client<T>(wait: impl FnOnce() -> T) -> T {
     let me = APP_THREAD.with(|t| t.borrow().clone());
     if let Some((ctx, thread)) = &me {
         ctx.set_waiting(*thread, true);

@@ -65,7 +65,7 @@ fn latin1_bytes<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
     )))
 }
 
-pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map(|n| n.to_string())
@@ -396,15 +396,20 @@ impl KeptStartResponse {
     /// can tell them from new ones. (None can be weakly referenced: `StartResponse` does
     /// not support it, and neither method has a weak reference.)
     fn unshared(&self) -> bool {
-        // SAFETY: all three are live objects (we hold them); a method is read as a builtin
-        // method object only once its type says it is one.
+        /// # Safety
+        /// `method` is a live object.
         unsafe fn alone(method: *mut ffi::PyObject) -> bool {
-            ffi::Py_REFCNT(method) == 1
-                && ffi::PyCFunction_Check(method) != 0
-                && (*method.cast::<ffi::PyCFunctionObject>())
-                    .m_weakreflist
-                    .is_null()
+            // SAFETY: the object is live (the caller's promise); it is read as a builtin
+            // method object only once its type says it is one.
+            unsafe {
+                ffi::Py_REFCNT(method) == 1
+                    && ffi::PyCFunction_Check(method) != 0
+                    && (*method.cast::<ffi::PyCFunctionObject>())
+                        .m_weakreflist
+                        .is_null()
+            }
         }
+        // SAFETY: all three are live objects (we hold them).
         unsafe {
             ffi::Py_REFCNT(self.sr.as_ptr()) == 3
                 && alone(self.start.as_ptr())

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-pub use crate::http::BodyLength;
+pub(crate) use crate::http::BodyLength;
 
 /// A response's head as the application gave it, checked (PEP 3333 "The
 /// start_response() Callable").

@@ -22,13 +22,13 @@ use crate::wsgi::Context;
 
 /// Runs `f` with the embedded interpreter (cargo test links libpython; nothing starts it
 /// for us).
-pub fn py_run<T>(f: impl for<'py> FnOnce(Python<'py>) -> T) -> T {
+pub(crate) fn py_run<T>(f: impl for<'py> FnOnce(Python<'py>) -> T) -> T {
     Python::initialize();
     Python::attach(f)
 }
 
 /// The engine's settings as the Python table's defaults make them, with `threads`.
-pub fn settings(threads: usize) -> Settings {
+pub(crate) fn settings(threads: usize) -> Settings {
     Settings {
         threads,
         workers: 1,
@@ -55,7 +55,7 @@ pub fn settings(threads: usize) -> Settings {
 }
 
 /// A context for the WSGI application `app` defined by the Python source `code`.
-pub fn context(py: Python<'_>, code: &str, settings: Settings) -> Arc<Context> {
+pub(crate) fn context(py: Python<'_>, code: &str, settings: Settings) -> Arc<Context> {
     // A module of its own per context: CPython reuses a module of the same name, and
     // tests run side by side.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -94,7 +94,7 @@ pub fn context(py: Python<'_>, code: &str, settings: Settings) -> Arc<Context> {
 }
 
 /// A module attribute of the test app's module, read back (a counter the app keeps).
-pub fn app_global<'py>(py: Python<'py>, ctx: &Context, name: &str) -> Bound<'py, PyAny> {
+pub(crate) fn app_global<'py>(py: Python<'py>, ctx: &Context, name: &str) -> Bound<'py, PyAny> {
     let globals: Bound<'_, PyDict> = ctx
         .app
         .bind(py)
@@ -107,7 +107,7 @@ pub fn app_global<'py>(py: Python<'py>, ctx: &Context, name: &str) -> Bound<'py,
 
 /// What a `MemorySink` was told, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     Head(u16, BodyLength),
     Body(Vec<u8>),
     File(u64, u64),
@@ -120,7 +120,7 @@ pub enum Event {
 
 /// A sink that records what it is told. `room`: how many body bytes a push hands on
 /// before the client is "behind" (`Flow::Wait`) until a wait; `None` for no limit.
-pub struct MemorySink {
+pub(crate) struct MemorySink {
     pub events: Arc<Mutex<Vec<Event>>>,
     room: Option<usize>,
     queued: usize,
@@ -128,7 +128,7 @@ pub struct MemorySink {
 }
 
 impl MemorySink {
-    pub fn new(room: Option<usize>) -> (MemorySink, Arc<Mutex<Vec<Event>>>) {
+    pub(crate) fn new(room: Option<usize>) -> (MemorySink, Arc<Mutex<Vec<Event>>>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = MemorySink {
             events: events.clone(),
@@ -204,14 +204,14 @@ impl ResponseSink for MemorySink {
 }
 
 /// A body held in memory, handed out at most `piece` bytes per read.
-pub struct MemorySource {
+pub(crate) struct MemorySource {
     data: Vec<u8>,
     pos: usize,
     piece: usize,
 }
 
 impl MemorySource {
-    pub fn new(data: Vec<u8>, piece: usize) -> MemorySource {
+    pub(crate) fn new(data: Vec<u8>, piece: usize) -> MemorySource {
         MemorySource {
             data,
             pos: 0,
