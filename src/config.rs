@@ -8,103 +8,141 @@ use pyo3::types::PyDict;
 
 use crate::http::Limits;
 
-/// The settings the engine reads, validated by Python's settings table first.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    /// Python threads calling the app; 1 means the I/O thread calls it itself.
-    pub threads: usize,
-    /// Worker processes (only reported in `wsgi.multiprocess` here).
-    pub workers: usize,
-    /// SCRIPT_NAME: the mount point stripped from the front of PATH_INFO.
-    pub root_path: String,
-    pub access_logfile: Option<String>,
-    pub access_logformat: String,
-    pub error_logfile: String,
-    pub log_level: String,
-    /// Idle time allowed between keep-alive requests.
-    pub keep_alive: Duration,
-    /// Time allowed to receive a whole request head (slowloris bound).
-    pub header_timeout: Duration,
-    /// Time allowed between two reads of a request body (slow POST bound).
-    pub body_timeout: Duration,
-    /// Time a client that stopped reading the response may keep us waiting.
-    pub write_timeout: Duration,
-    /// Connections one worker holds open at most; more wait in the listen backlog.
-    pub worker_connections: usize,
-    /// Bodies up to this size are kept in memory; larger ones are spooled to a temporary
-    /// file. Either way the body is read whole before the app runs, so a slow client
-    /// never holds a Python thread.
-    pub body_buffer_size: usize,
-    /// Response bytes the worker may hold for slow clients across its connections.
-    pub output_budget: usize,
-    /// Bound on one chunk extension of a chunked body.
-    pub limit_chunk_ext_size: usize,
-    /// Bound on the trailer section of a chunked body.
-    pub limit_trailer_size: usize,
-    pub limits: Limits,
-    pub url_scheme: String,
-    /// How long a graceful stop waits for requests in flight.
-    pub graceful_timeout: Duration,
-    /// Requests after which this worker stops gracefully to be replaced (0: never).
-    pub max_requests: u64,
-    /// The master's pid: when the parent is no longer it, the worker stops (0: no master).
-    pub parent_pid: i32,
+/// A value the settings dict holds for one key, as the Python table made it.
+trait FromSetting: Sized {
+    fn from_setting(value: &Bound<'_, PyAny>) -> PyResult<Self>;
 }
 
-macro_rules! item {
-    ($d:expr, $key:expr, $t:ty) => {
-        match $d.get_item($key)? {
-            Some(v) => v.extract::<$t>().map_err(|e| {
-                PyValueError::new_err(format!("setting {}: {}", $key, PyErr::from(e)))
-            }),
-            None => Err(PyValueError::new_err(format!("missing setting {}", $key))),
+macro_rules! extracted {
+    ($($t:ty),*) => {
+        $(impl FromSetting for $t {
+            fn from_setting(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+                Ok(value.extract()?)
+            }
+        })*
+    };
+}
+
+extracted!(usize, u64, i32, String, Option<String>);
+
+/// Durations arrive as seconds (a float).
+impl FromSetting for Duration {
+    fn from_setting(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let s: f64 = value.extract()?;
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| PyValueError::new_err(format!("bad duration {s}")))
+    }
+}
+
+/// Declares the engine's settings once: each field is read from the dict key of the same
+/// name, and `KEYS` lists them, so the Python table and the engine cannot drift apart
+/// (the engine refuses a dict with a key missing or one it does not know).
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $name:ident : $ty:ty, )*) => {
+        /// The settings the engine reads, validated by Python's settings table first.
+        #[derive(Debug, Clone)]
+        pub(crate) struct Settings {
+            $( $(#[$doc])* pub(crate) $name: $ty, )*
+            /// The request-head limits, gathered from the `limit_*` settings.
+            pub(crate) limits: Limits,
+        }
+
+        /// Every key of the settings dict, by name.
+        pub(crate) const KEYS: &[&str] = &[$(stringify!($name)),*];
+
+        impl Settings {
+            fn read(d: &Bound<'_, PyDict>) -> PyResult<Settings> {
+                Ok(Settings {
+                    $( $name: setting(d, stringify!($name))?, )*
+                    limits: Limits::default(),
+                })
+            }
         }
     };
 }
 
-fn seconds(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Duration> {
-    let s = item!(d, key, f64)?;
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| PyValueError::new_err(format!("setting {key}: bad duration {s}")))
+settings! {
+    /// Python threads calling the app; 1 means the I/O thread calls it itself.
+    threads: usize,
+    /// Worker processes (reported in `wsgi.multiprocess`).
+    workers: usize,
+    /// SCRIPT_NAME: the mount point stripped from the front of PATH_INFO.
+    root_path: String,
+    access_logfile: Option<String>,
+    access_logformat: String,
+    error_logfile: String,
+    log_level: String,
+    /// Idle time allowed between keep-alive requests.
+    keep_alive: Duration,
+    /// Time allowed to receive a whole request head (slowloris bound).
+    header_timeout: Duration,
+    /// Time allowed between two reads of a request body (slow POST bound).
+    body_timeout: Duration,
+    /// Time a client that stopped reading the response may keep us waiting.
+    write_timeout: Duration,
+    /// Connections one worker holds open at most; more wait in the listen backlog.
+    worker_connections: usize,
+    /// Bodies up to this size are kept in memory; larger ones are spooled to a temporary
+    /// file. Either way the body is read whole before the app runs, so a slow client
+    /// never holds a Python thread.
+    body_buffer_size: usize,
+    /// Response bytes the worker may hold for slow clients across its connections.
+    output_budget: usize,
+    /// Bound on one chunk extension of a chunked body.
+    limit_chunk_ext_size: usize,
+    /// Bound on the trailer section of a chunked body.
+    limit_trailer_size: usize,
+    /// Bound on the request line (414 past it).
+    limit_request_line: usize,
+    /// Bound on the number of header fields (431 past it).
+    limit_request_fields: usize,
+    /// Bound on one header field line (431 past it).
+    limit_request_field_size: usize,
+    /// Bound on the whole head (431 past it).
+    limit_request_head_size: usize,
+    /// Bound on a request body (413 past it).
+    max_request_body_size: u64,
+    url_scheme: String,
+    /// How long a graceful stop waits for requests in flight.
+    graceful_timeout: Duration,
+    /// Requests after which this worker stops gracefully to be replaced (0: never).
+    max_requests: u64,
+    /// The master's pid: when the parent is no longer it, the worker stops (0: no master).
+    parent_pid: i32,
+}
+
+/// The value of `key`, or an error naming it.
+fn setting<T: FromSetting>(d: &Bound<'_, PyDict>, key: &str) -> PyResult<T> {
+    match d.get_item(key)? {
+        Some(v) => T::from_setting(&v)
+            .map_err(|e| PyValueError::new_err(format!("setting {key}: {}", e.value(d.py())))),
+        None => Err(PyValueError::new_err(format!("missing setting {key}"))),
+    }
 }
 
 impl Settings {
     pub(crate) fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Settings> {
-        let limit = |key: &str| -> PyResult<usize> { item!(d, key, usize) };
-        let threads = item!(d, "threads", usize)?;
-        if threads == 0 {
+        for key in d.keys() {
+            let key: String = key.extract()?;
+            if !KEYS.contains(&key.as_str()) {
+                return Err(PyValueError::new_err(format!(
+                    "setting {key}: not an engine setting"
+                )));
+            }
+        }
+        let mut s = Settings::read(d)?;
+        if s.threads == 0 {
             return Err(PyValueError::new_err("setting threads: must be at least 1"));
         }
-        Ok(Settings {
-            threads,
-            workers: item!(d, "workers", usize)?,
-            root_path: item!(d, "root_path", String)?
-                .trim_end_matches('/')
-                .to_string(),
-            access_logfile: item!(d, "access_logfile", Option<String>)?,
-            access_logformat: item!(d, "access_logformat", String)?,
-            error_logfile: item!(d, "error_logfile", String)?,
-            log_level: item!(d, "log_level", String)?,
-            keep_alive: seconds(d, "keep_alive")?,
-            header_timeout: seconds(d, "header_timeout")?,
-            body_timeout: seconds(d, "body_timeout")?,
-            write_timeout: seconds(d, "write_timeout")?,
-            worker_connections: item!(d, "worker_connections", usize)?.max(1),
-            body_buffer_size: item!(d, "body_buffer_size", usize)?,
-            output_budget: item!(d, "output_budget", usize)?,
-            limit_chunk_ext_size: item!(d, "limit_chunk_ext_size", usize)?,
-            limit_trailer_size: item!(d, "limit_trailer_size", usize)?,
-            limits: Limits {
-                max_request_line: limit("limit_request_line")?,
-                max_headers: limit("limit_request_fields")?,
-                max_header_field_size: limit("limit_request_field_size")?,
-                max_body: item!(d, "max_request_body_size", u64)?,
-                max_header_block: limit("limit_request_head_size")?,
-            },
-            url_scheme: item!(d, "url_scheme", String)?,
-            graceful_timeout: seconds(d, "graceful_timeout")?,
-            max_requests: item!(d, "max_requests", u64)?,
-            parent_pid: item!(d, "parent_pid", i32)?,
-        })
+        s.root_path = s.root_path.trim_end_matches('/').to_string();
+        s.worker_connections = s.worker_connections.max(1);
+        s.limits = Limits {
+            max_request_line: s.limit_request_line,
+            max_headers: s.limit_request_fields,
+            max_header_field_size: s.limit_request_field_size,
+            max_body: s.max_request_body_size,
+            max_header_block: s.limit_request_head_size,
+        };
+        Ok(s)
     }
 }

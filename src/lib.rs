@@ -34,6 +34,7 @@ fn trim_memory() {
 #[pymodule]
 fn _qiao(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("ENGINE_SETTINGS", config::KEYS.to_vec())?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<scoreboard::Scoreboard>()?;
     m.add_class::<log::PyLogger>()?;

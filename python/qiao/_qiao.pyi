@@ -12,11 +12,14 @@ __all__ = [
     "Scoreboard",
     "StartResponse",
     "__version__",
+    "ENGINE_SETTINGS",
     "set_process_name",
     "trim_memory",
 ]
 
 __version__: str
+# The keys of the settings dict Engine() takes: exactly these, no other.
+ENGINE_SETTINGS: list[str]
 
 @final
 class Engine:

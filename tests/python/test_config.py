@@ -21,7 +21,10 @@ from qiao import Config, ConfigError, WSGIServer, make_server
 from qiao._bind import Address, BindError, bind_all, display, parse_bind
 from qiao._demo import demo_app
 from qiao._loader import AppLoadError, load_app
+from qiao import _qiao
 from qiao.config import SETTINGS
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 NO_ENV: dict[str, str] = {}
 
@@ -52,36 +55,27 @@ def test_defaults_are_gunicorns_where_the_names_match():
 
 
 def test_engine_settings_has_exactly_the_engines_keys():
-    """Config.engine_settings(): every key Engine(settings=...) requires, with its type."""
+    """Config.engine_settings() holds every key the engine reads (its own list, made from
+    its settings' names) and no other, and the engine accepts it; the defaults are the
+    table's."""
     settings = Config(env=NO_ENV).engine_settings()
-    assert settings == {
-        "threads": 1,
-        "workers": 1,
-        "root_path": "",
-        "access_logfile": None,
-        "access_logformat": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
-        "error_logfile": "-",
-        "log_level": "info",
-        "keep_alive": 2.0,
-        "header_timeout": 10.0,
-        "limit_request_line": 4094,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
-        "max_request_body_size": 1 << 30,
-        "url_scheme": "http",
-        "graceful_timeout": 30.0,
-        "max_requests": 0,
-        "parent_pid": 0,
-        "body_timeout": 30.0,
-        "write_timeout": 60.0,
-        "worker_connections": 1000,
-        "body_buffer_size": 1 << 20,
-        "limit_request_head_size": 65536,
-        "limit_chunk_ext_size": 4096,
-        "limit_trailer_size": 8192,
-        "output_budget": 64 << 20,
-    }
+    assert set(settings) == set(_qiao.ENGINE_SETTINGS)
+    for name in ("keep_alive", "threads", "output_budget", "write_timeout"):
+        assert settings[name] == _BY_NAME[name].default
     assert isinstance(settings["keep_alive"], float)
+    _qiao.Engine(demo_app, settings, [])
+
+
+def test_the_engine_refuses_a_settings_dict_it_does_not_match():
+    """One list of engine settings: a missing key and an unknown one are each an error
+    naming the key."""
+    settings = Config(env=NO_ENV).engine_settings()
+    missing = dict(settings)
+    del missing["keep_alive"]
+    with pytest.raises(ValueError, match="missing setting keep_alive"):
+        _qiao.Engine(demo_app, missing, [])
+    with pytest.raises(ValueError, match="setting nope: not an engine setting"):
+        _qiao.Engine(demo_app, dict(settings, nope=1), [])
 
 
 def test_engine_settings_turn_zero_limits_into_concrete_bounds():
