@@ -17,7 +17,7 @@ macro_rules! extracted {
     ($($t:ty),*) => {
         $(impl FromSetting for $t {
             fn from_setting(value: &Bound<'_, PyAny>) -> PyResult<Self> {
-                Ok(value.extract()?)
+                value.extract()
             }
         })*
     };

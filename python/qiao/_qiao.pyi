@@ -4,6 +4,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, final
 
 __all__ = [
+    "ENGINE_SETTINGS",
     "Engine",
     "Errors",
     "FileWrapper",
@@ -12,7 +13,6 @@ __all__ = [
     "Scoreboard",
     "StartResponse",
     "__version__",
-    "ENGINE_SETTINGS",
     "set_process_name",
     "trim_memory",
 ]

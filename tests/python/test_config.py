@@ -17,11 +17,10 @@ try:
 except ImportError:  # not installed yet: use the source tree
     sys.path.insert(0, str(ROOT / "python"))
 
-from qiao import Config, ConfigError, WSGIServer, make_server
+from qiao import Config, ConfigError, WSGIServer, _qiao, make_server
 from qiao._bind import Address, BindError, bind_all, display, parse_bind
 from qiao._demo import demo_app
 from qiao._loader import AppLoadError, load_app
-from qiao import _qiao
 from qiao.config import SETTINGS
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
