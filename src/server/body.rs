@@ -6,18 +6,19 @@
 
 use std::time::Instant;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use pyo3::Python;
 
 use crate::http::{BodyFraming, Canned, ChunkedDecoder, HttpError, RequestHead};
-use crate::server::conn::{read_by, Connection, ReadEnd};
+use crate::server::conn::{read_by, Connection, ReadEnd, READ_BUFFER};
 use crate::server::spool::Spool;
 use crate::server::transport::Transport;
 use crate::wsgi::bodybuf::BodyBuf;
 use crate::wsgi::handler::Body;
 
-/// Bytes read at a time while a large body is spooled.
-const SPOOL_READ: usize = 64 * 1024;
+/// Bytes read at a time while a large body is spooled: large reads and writes, few
+/// syscalls (the read buffer shrinks back once the body is stored, see `shrink`).
+const SPOOL_READ: usize = 256 * 1024;
 
 /// Why a request body could not be read.
 pub(super) enum BodyError {
@@ -100,6 +101,7 @@ impl<T: Transport> Connection<T> {
             spool.write(&self.rbuf[..take]).map_err(BodyError::Store)?;
             self.rbuf.advance(take);
             if spool.len() == n {
+                self.shrink_read_buffer();
                 return Ok(Body::Source(Box::new(spool.into_source())));
             }
             self.rbuf.reserve(SPOOL_READ);
@@ -130,6 +132,7 @@ impl<T: Transport> Connection<T> {
                 decoded.clear();
             }
             if dec.is_done() {
+                self.shrink_read_buffer();
                 return Ok(match spool {
                     Some(s) => Body::Source(Box::new(s.into_source())),
                     None if decoded.is_empty() => Body::Empty,
@@ -138,6 +141,17 @@ impl<T: Transport> Connection<T> {
             }
             self.rbuf.reserve(SPOOL_READ);
             self.read_body_bytes().await?;
+        }
+    }
+
+    /// Gives back the memory a spooled body's reads grew the read buffer to, keeping what
+    /// it holds (the next request, perhaps): a connection that uploaded once does not
+    /// keep a large buffer while it idles.
+    fn shrink_read_buffer(&mut self) {
+        if self.rbuf.capacity() > 4 * READ_BUFFER {
+            let mut small = BytesMut::with_capacity(READ_BUFFER.max(self.rbuf.len()));
+            small.extend_from_slice(&self.rbuf);
+            self.rbuf = small;
         }
     }
 

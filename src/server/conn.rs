@@ -104,7 +104,7 @@ impl<T: Transport> Drop for Connection<T> {
 const SPARE_BUFFERS: usize = 16;
 
 /// The read buffer's size for a new connection (a request head fits, most bodies do not).
-const READ_BUFFER: usize = 8 * 1024;
+pub(super) const READ_BUFFER: usize = 8 * 1024;
 
 /// The buffers of closed connections, handed to new ones: a connection then allocates no
 /// 8 KiB read buffer (a large allocation for glibc, which first consolidates its fast
