@@ -21,16 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 
-/// Milliseconds on the system-wide monotonic clock (the same in every process).
-pub(crate) fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
+use crate::sys::{monotonic_ms as now_ms, SharedMap};
 
 /// The flag bit of a thread cell waiting on its client; the bits below it are then the
 /// milliseconds spent in the application so far (see the module's documentation).
@@ -39,37 +30,28 @@ const WAITING: u64 = 1 << 63;
 #[pyclass(module = "qiao._qiao", frozen)]
 pub struct Scoreboard {
     /// `slots * (1 + threads)` cells: per slot a heartbeat, then one state per app thread.
-    cells: *mut AtomicU64,
+    cells: SharedMap,
     /// Rows: the most workers that may use this board at once.
     slots: usize,
     /// Columns: the most app threads a worker using this board may have. Fixed at mapping
     /// time; a worker with more threads needs another board (the master maps one when a
     /// reload raises `--threads`).
     threads: usize,
-    /// Length of the mapping, for `munmap`.
-    bytes: usize,
-}
-
-// SAFETY: the cells are atomics in memory that lives as long as the Scoreboard (it is
-// unmapped only on drop); nothing else is behind the pointer, so moving the board to
-// another thread is sound.
-unsafe impl Send for Scoreboard {}
-// SAFETY: every access to the cells goes through atomic operations, so shared references
-// from several threads are sound.
-unsafe impl Sync for Scoreboard {}
-
-impl Drop for Scoreboard {
-    fn drop(&mut self) {
-        // SAFETY: `cells` and `bytes` come from the mmap in `new`.
-        unsafe { libc::munmap(self.cells.cast(), self.bytes) };
-    }
 }
 
 impl Scoreboard {
     fn cell(&self, slot: usize, index: usize) -> &AtomicU64 {
         assert!(slot < self.slots && index <= self.threads);
         // SAFETY: the index is inside the mapping (checked above).
-        unsafe { &*self.cells.add(slot * (1 + self.threads) + index) }
+        // The mapping is zero-filled (a valid AtomicU64) and its cells are only ever
+        // accessed atomically, by this and the other processes that share it.
+        unsafe {
+            &*self
+                .cells
+                .as_ptr()
+                .cast::<AtomicU64>()
+                .add(slot * (1 + self.threads) + index)
+        }
     }
 
     /// The cell of app thread `thread` of worker `slot`.
@@ -154,29 +136,12 @@ impl Scoreboard {
             ));
         }
         let bytes = slots * (1 + threads) * std::mem::size_of::<AtomicU64>();
-        // SAFETY: an anonymous shared mapping; zero-filled by the kernel, which is a valid
-        // AtomicU64 bit pattern.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(PyOSError::new_err(format!(
-                "cannot map the scoreboard: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        let cells = SharedMap::new(bytes)
+            .map_err(|e| PyOSError::new_err(format!("cannot map the scoreboard: {e}")))?;
         Ok(Scoreboard {
-            cells: ptr.cast(),
+            cells,
             slots,
             threads,
-            bytes,
         })
     }
 

@@ -318,6 +318,67 @@ pub(crate) fn realtime_coarse() -> Option<Duration> {
     }
 }
 
+/// Milliseconds on the system-wide monotonic clock (the same in every process of the
+/// machine, unlike `Instant`'s opaque values).
+pub(crate) fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Memory shared with the processes this one forks afterwards: an anonymous shared
+/// mapping, zero-filled by the kernel, unmapped when dropped.
+pub(crate) struct SharedMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory that lives as long as the value; whoever reads and
+// writes it through `as_ptr` synchronises the access (the scoreboard uses atomics).
+unsafe impl Send for SharedMap {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    pub(crate) fn new(len: usize) -> io::Result<SharedMap> {
+        // SAFETY: an anonymous mapping of `len` bytes at an address of the kernel's
+        // choosing; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedMap {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The start of the mapping: `len` bytes, zeroed at first, valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are the mapping `new` made, unmapped only here.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 /// The local time's broken-down fields for `secs` since the epoch (for log timestamps):
 /// (year, month 1-12, day, hour, minute, second, UTC offset in seconds).
 pub(crate) fn local_time(secs: i64) -> (i32, u32, u32, u32, u32, u32, i64) {
