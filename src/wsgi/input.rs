@@ -286,6 +286,30 @@ mod tests {
         });
     }
 
+    /// Linear whatever the size: `read()` of a body outside memory fills one object of the
+    /// final size straight from the source, each read asked for all that is still
+    /// missing, so no byte is copied again as the body grows (it was copied once per
+    /// 64 KiB step, quadratic in the body).
+    #[test]
+    fn read_all_fills_one_object_from_the_source() {
+        py_run(|py| {
+            let data = body(1 << 20);
+            let source = MemorySource::new(data.clone(), 100_000);
+            let asked = source.asked.clone();
+            let mut input = Input::source(Box::new(source));
+            assert_eq!(input.read(py, Some(3)).unwrap().as_bytes(), &data[..3]);
+            let window = asked.lock().unwrap().len();
+            assert_eq!(input.read(py, None).unwrap().as_bytes(), &data[3..]);
+            let asked = asked.lock().unwrap()[window..].to_vec();
+            let mut missing = data.len() - 3;
+            for want in &asked {
+                assert_eq!(*want, missing, "a read asked for less than what was missing");
+                missing -= (*want).min(100_000);
+            }
+            assert_eq!(asked.len(), (data.len() - 3).div_ceil(100_000));
+        });
+    }
+
     /// Every strategy of reading gives back the body exactly, never past its end.
     #[test]
     fn every_strategy_reads_the_body_exactly() {

@@ -208,11 +208,13 @@ impl ResponseSink for MemorySink {
     }
 }
 
-/// A body held in memory, handed out at most `piece` bytes per read.
+/// A body held in memory, handed out at most `piece` bytes per read; `asked` records the
+/// size of every buffer it was asked to fill.
 pub(crate) struct MemorySource {
     data: Vec<u8>,
     pos: usize,
     piece: usize,
+    pub(crate) asked: Arc<Mutex<Vec<usize>>>,
 }
 
 impl MemorySource {
@@ -221,12 +223,14 @@ impl MemorySource {
             data,
             pos: 0,
             piece,
+            asked: Arc::default(),
         }
     }
 }
 
 impl BodySource for MemorySource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked.lock().unwrap().push(buf.len());
         let n = buf.len().min(self.piece).min(self.data.len() - self.pos);
         buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
         self.pos += n;
