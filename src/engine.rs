@@ -2,7 +2,7 @@
 //! sockets; `serve_forever()`, `handle_request()`, `shutdown()` from another thread, `close()`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -16,9 +16,6 @@ use crate::log::{ErrorLog, Level, Sink};
 use crate::scoreboard::Scoreboard;
 use crate::server;
 use crate::sys;
-use crate::wsgi::environ::Template;
-use crate::wsgi::errors::Errors;
-use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::Context;
 
 #[pyclass(module = "qiao._qiao", frozen)]
@@ -86,19 +83,6 @@ impl Engine {
                 )
             }
         };
-        let errors = Py::new(
-            py,
-            Errors {
-                log: error_log.clone(),
-            },
-        )?;
-        let wrapper = py.get_type::<FileWrapper>();
-        let environ = Template::new(
-            py,
-            &settings,
-            errors.into_any(),
-            wrapper.into_any().unbind(),
-        )?;
         let fds = fds
             .into_iter()
             .map(sys::dup)
@@ -106,16 +90,14 @@ impl Engine {
             .map_err(|e| os_error("bad listening socket", e))?;
         let (stop, _) = watch::channel(false);
         Ok(Engine {
-            ctx: Arc::new(Context {
+            ctx: Arc::new(Context::new(
+                py,
                 app,
                 settings,
                 error_log,
                 access_log,
-                environ,
-                interrupt: Mutex::new(None),
-                served: AtomicU64::new(0),
-                board: scoreboard.map(|b| (b, slot)),
-            }),
+                scoreboard.map(|b| (b, slot)),
+            )?),
             fds: Mutex::new(fds),
             stop: Arc::new(stop),
             serving: Arc::new((Mutex::new(false), Condvar::new())),

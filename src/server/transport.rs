@@ -185,12 +185,13 @@ impl Transport for Socket {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
-    fn pair() -> (Socket, UnixStream) {
+    /// A connected pair: the server's non-blocking side as a `Socket`, and the client's.
+    pub(crate) fn pair() -> (Socket, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         (Socket::new(OwnedFd::from(a)), b)

@@ -180,16 +180,8 @@ fn writer() -> Option<&'static Writer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::transport::Socket;
+    use crate::server::transport::tests::pair;
     use std::io::Read;
-    use std::os::fd::OwnedFd;
-    use std::os::unix::net::UnixStream;
-
-    fn pair() -> (Socket, UnixStream) {
-        let (a, b) = UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        (Socket::new(OwnedFd::from(a)), b)
-    }
 
     /// The clock runs from the oldest held byte: bytes the app keeps adding to are still
     /// sent once that byte has waited `HOLD_LIMIT`; a fresh byte is not.

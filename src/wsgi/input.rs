@@ -303,7 +303,10 @@ mod tests {
             let asked = asked.lock().unwrap()[window..].to_vec();
             let mut missing = data.len() - 3;
             for want in &asked {
-                assert_eq!(*want, missing, "a read asked for less than what was missing");
+                assert_eq!(
+                    *want, missing,
+                    "a read asked for less than what was missing"
+                );
                 missing -= (*want).min(100_000);
             }
             assert_eq!(asked.len(), (data.len() - 3).div_ceil(100_000));

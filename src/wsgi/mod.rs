@@ -42,6 +42,41 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// The context of `app` under `settings`: its environ template (with `wsgi.errors`
+    /// writing to `error_log`) made once here.
+    pub(crate) fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        settings: Settings,
+        error_log: Arc<ErrorLog>,
+        access_log: Option<AccessLog>,
+        board: Option<(Py<Scoreboard>, usize)>,
+    ) -> PyResult<Context> {
+        let errors = Py::new(
+            py,
+            errors::Errors {
+                log: error_log.clone(),
+            },
+        )?;
+        let wrapper = py.get_type::<file_wrapper::FileWrapper>();
+        let environ = environ::Template::new(
+            py,
+            &settings,
+            errors.into_any(),
+            wrapper.into_any().unbind(),
+        )?;
+        Ok(Context {
+            app,
+            settings,
+            error_log,
+            access_log,
+            environ,
+            interrupt: Mutex::new(None),
+            served: AtomicU64::new(0),
+            board,
+        })
+    }
+
     /// Records an exception that must stop the server once requests in flight are done.
     pub(crate) fn set_interrupt(&self, err: PyErr) {
         if let Ok(mut slot) = self.interrupt.lock() {

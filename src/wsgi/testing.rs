@@ -4,7 +4,6 @@
 use std::any::Any;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +13,6 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::config::Settings;
 use crate::http::Limits;
 use crate::log::{ErrorLog, Level, Sink};
-use crate::wsgi::environ::Template;
-use crate::wsgi::errors::Errors;
-use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::sink::{BodyLength, BodySource, Flow, Gone, ResponseHead, ResponseSink};
 use crate::wsgi::Context;
 
@@ -71,31 +67,7 @@ pub(crate) fn context(py: Python<'_>, code: &str, settings: Settings) -> Arc<Con
         .expect("the test app compiles");
     let app = module.getattr("app").expect("the test code defines app");
     let error_log = Arc::new(ErrorLog::new(Level::Critical, Sink::Stderr));
-    let errors = Py::new(
-        py,
-        Errors {
-            log: error_log.clone(),
-        },
-    )
-    .unwrap();
-    let wrapper = py.get_type::<FileWrapper>();
-    let environ = Template::new(
-        py,
-        &settings,
-        errors.into_any(),
-        wrapper.into_any().unbind(),
-    )
-    .unwrap();
-    Arc::new(Context {
-        app: app.unbind(),
-        settings,
-        error_log,
-        access_log: None,
-        environ,
-        interrupt: Mutex::new(None),
-        served: AtomicU64::new(0),
-        board: None,
-    })
+    Arc::new(Context::new(py, app.unbind(), settings, error_log, None, None).unwrap())
 }
 
 /// A module attribute of the test app's module, read back (a counter the app keeps).
