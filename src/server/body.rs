@@ -13,8 +13,7 @@ use crate::http::{BodyFraming, Canned, ChunkedDecoder, HttpError, RequestHead};
 use crate::server::conn::{read_by, Connection, ReadEnd, READ_BUFFER};
 use crate::server::spool::Spool;
 use crate::server::transport::Transport;
-use crate::wsgi::bodybuf::BodyBuf;
-use crate::wsgi::handler::Body;
+use crate::wsgi::bodybuf::{Body, BodyBuf};
 
 /// Bytes read at a time while a large body is spooled: large reads and writes, few
 /// syscalls (the read buffer shrinks back once the body is stored, see `shrink`).

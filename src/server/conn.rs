@@ -22,8 +22,9 @@ use crate::server::outbuf::OutBuf;
 use crate::server::sink::{Channel, Delivery, H1Sink};
 use crate::server::transport::Transport;
 use crate::server::Shared;
+use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
-use crate::wsgi::handler::{resume, Body, Exchange, Outcome, Step};
+use crate::wsgi::handler::{resume, Exchange, Outcome, Step};
 use crate::wsgi::sink::ResponseSink;
 
 /// How long an idle keep-alive connection may still bring a request once a graceful stop

@@ -1,5 +1,6 @@
-//! Memory for a request body read whole before the app runs, allocated once at the size the
-//! request declared and filled from the socket in place.
+//! The request body as the WSGI layer receives it (`Body`), and `BodyBuf`, the memory for
+//! one read whole before the app runs, allocated once at the size the request declared and
+//! filled from the socket in place.
 //!
 //! With one app thread the I/O thread holds the GIL (see `gil`), so the body is read
 //! straight into a `bytes` object of its final size, and `wsgi.input.read()` of the whole
@@ -16,7 +17,19 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::wsgi::handler::Body;
+use crate::wsgi::sink::BodySource;
+
+/// The request body as the connection hands it over: always read whole before the app
+/// runs, so that no client can hold an application thread while it sends.
+pub(crate) enum Body {
+    Empty,
+    /// In memory.
+    Buffered(Bytes),
+    /// In memory, in the `bytes` object `read()` of the whole body returns.
+    Object(Py<PyBytes>),
+    /// Outside memory (spooled to a file), read through its source.
+    Source(Box<dyn BodySource>),
+}
 
 enum Owner {
     Vec(Vec<u8>),

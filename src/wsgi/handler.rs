@@ -4,31 +4,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
 use crate::http::RequestHead;
+use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
-use crate::wsgi::sink::{BodySource, Flow, ResponseSink};
+use crate::wsgi::sink::{Flow, ResponseSink};
 use crate::wsgi::Context;
-
-/// The request body as the connection hands it over: always read whole before the app
-/// runs, so that no client can hold an application thread while it sends.
-pub(crate) enum Body {
-    Empty,
-    /// In memory.
-    Buffered(Bytes),
-    /// In memory, in the `bytes` object `read()` of the whole body returns.
-    Object(Py<PyBytes>),
-    /// Outside memory (spooled to a file), read through its source.
-    Source(Box<dyn BodySource>),
-}
 
 /// One request, handed from the connection to the thread that runs the app.
 pub(crate) struct Exchange {
