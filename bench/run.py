@@ -1117,8 +1117,9 @@ P99_NOT_COMPARABLE = {"uwsgi", "waitress"}
 
 
 def render_targets(doc: dict) -> str:
-    """Issue 4's targets, evaluated on this run's medians. "Best peer": the peer with the
-    highest median req/s (the C and bare servers are references, not peers)."""
+    """The targets (bench/README.md, "The targets, in the latest run"), evaluated on this
+    run's medians. "Best peer": the peer with the highest median req/s (the C and bare
+    servers are references, not peers)."""
     summaries = {(c["workload"], c["server"]): c for c in doc["cells"]}
     limit = near_limit(doc)
 
@@ -1236,7 +1237,7 @@ def render_targets(doc: dict) -> str:
     if not rows:
         return ""
     return "\n".join([
-        "### Targets (issue 4) in this run",
+        "### Targets in this run",
         "",
         ("Medians of this run. Best peer: the peer with the highest median req/s (the C and bare "
          "servers are references, not peers); p99 leaves out uWSGI and waitress (see the caveats). "

@@ -238,10 +238,11 @@ def test_file_wrapper_real_file_one_thread(behaviour_server):
 
 
 def test_file_wrapper_slow_reader_does_not_hold_the_worker(behaviour_server):
-    """A client that stops reading a large file_wrapper response must not stall the
-    others (DESIGN.md §3.4: slow clients never hold a Python thread): with one app thread
-    the file is sent from the event loop as the socket drains, not by a blocking wait
-    (which would hold everything until --write-timeout, 60 s)."""
+    """PEP 3333 "Optional Platform-Specific File Handling": a client that stops reading
+    a large file_wrapper response must not stall the others, since a slow client never
+    holds a Python thread (docs/behaviour.md, Responses): with one app thread the file is
+    sent from the event loop as the socket drains, not by a blocking wait (which would
+    hold everything until --write-timeout, 60 s)."""
     with Conn(behaviour_server.port) as stalled:
         stalled.send(get("/bigfile"))
         time.sleep(0.3)  # let the server fill the stalled socket
@@ -255,10 +256,11 @@ def test_file_wrapper_slow_reader_does_not_hold_the_worker(behaviour_server):
 
 
 def test_generator_ahead_of_a_slow_reader_does_not_hold_the_worker(behaviour_server):
-    """PEP 3333 (blocks are sent before the next is asked for) with a client that stops
-    reading: past the 1 MiB buffer the iteration pauses, and with one app thread the
-    event loop goes on serving other connections meanwhile (DESIGN.md §3.4) instead of
-    blocking until --write-timeout. Read later, the body is whole and in order, and the
+    """PEP 3333 "Buffering and Streaming" (blocks are sent before the next is asked for)
+    with a client that stops reading: past the 1 MiB gathered for it the iteration pauses,
+    and with one app thread the event loop goes on serving other connections meanwhile (a
+    slow client never holds the worker: docs/behaviour.md, Responses) instead of blocking
+    until --write-timeout. Read later, the body is whole and in order, and the
     generator's close() is called once."""
     key = uuid.uuid4().hex
     with Conn(behaviour_server.port) as stalled:
