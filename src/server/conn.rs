@@ -107,8 +107,7 @@ const SPARE_BUFFERS: usize = 16;
 const READ_BUFFER: usize = 8 * 1024;
 
 /// The buffers of closed connections, handed to new ones: a connection then allocates no
-/// 8 KiB read buffer (a large allocation for glibc, which first consolidates its fast
-/// bins) and no output queue.
+/// 8 KiB read buffer and no output queue, and frees none at its close.
 #[derive(Default)]
 pub(crate) struct Spare {
     buffers: RefCell<Vec<(BytesMut, OutBuf)>>,

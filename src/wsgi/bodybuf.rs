@@ -1,5 +1,5 @@
 //! Memory for a request body read whole before the app runs, allocated once at the size the
-//! request declared and filled from the socket in place.
+//! request declared and filled in place by the connection as the body arrives.
 //!
 //! With one app thread the I/O thread holds the GIL (see `gil`), so the body is read
 //! straight into a `bytes` object of its final size, and `wsgi.input.read()` of the whole

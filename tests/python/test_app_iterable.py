@@ -86,8 +86,10 @@ def test_a_block_the_socket_could_not_take_keeps_going_while_the_app_waits(tmp_p
     """PEP 3333, buffering and streaming: a block is transmitted whole, or its
     transmission continues while the app produces the next. Over a Unix socket (whose
     buffer does not grow) a 768 KiB block fills the socket while the client is not yet
-    reading, and more than the kernel holds stays in qiao's buffer (under its 1 MiB
-    high-water mark); the app then waits until the client has the whole block."""
+    reading; what the kernel does not hold stays queued in qiao, and the connection writes
+    it as the client reads (one thread: the generator is paused meanwhile; four: the app's
+    thread goes on, its connection holding under 1 MiB). The app then waits at its gate
+    until the client has the whole block."""
     path = short_sock_path(tmp_path, "slow.sock")
     key = uuid.uuid4().hex
     size = 768 * 1024
