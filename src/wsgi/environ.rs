@@ -246,8 +246,8 @@ impl Template {
             base.set_item(key, py.None())?;
         }
         // The values of nearly every request are the template's own, left as they are when
-        // the request has them: one dict store (a hash lookup and a reference swapped)
-        // fewer each.
+        // the request has them: a dict store (a hash lookup and a reference swapped)
+        // fewer for each.
         base.set_item(&template.k_method, interned(py, "GET"))?;
         base.set_item(&template.k_protocol, interned(py, "HTTP/1.1"))?;
         base.set_item(&template.k_query, PyString::new(py, ""))?;
@@ -352,7 +352,7 @@ impl Template {
     ///
     /// When `keep`, the connection makes these once, into its own copy of the template,
     /// and its later requests with the same Host copy that: five dict stores and three
-    /// `str`s fewer each, on every request of a keep-alive connection.
+    /// `str`s fewer on each later request of a keep-alive connection.
     fn connection_environ<'py>(
         &self,
         py: Python<'py>,

@@ -511,8 +511,8 @@ static WRITE: Method = Method {
 /// `method` bound to `sr`.
 ///
 /// The class's method descriptor is looked up once and bound directly, which is what
-/// `getattr` ends up doing after searching the type and the instance on every call, for
-/// every response.
+/// `getattr` ends up doing, after searching the type and the instance, each time a
+/// response binds the method.
 fn bound<'py>(sr: &Bound<'py, StartResponse>, method: &Method) -> PyResult<Bound<'py, PyAny>> {
     let py = sr.py();
     let descr = match method.descr.get() {
