@@ -108,13 +108,14 @@ class Workload:
     connections: int = 64
     threads: int = 1  # application threads per worker where the server has the knob
     idle: bool = False  # no load: RSS 2 s after start
-    # Measured runs last at least this long. sleep10 serves ~3.1k req/s: a 5 s run holds
-    # ~15k requests, and one server's p99 moved from 83 to 94 ms between such runs.
+    # Measured runs last at least this long: a workload with few requests per second has
+    # few samples in a short run, and its p99 then moves from run to run (README,
+    # Conditions, sleep10's runs).
     min_duration: float = 0.0
     # The target compares qiao with the app's in-process floor: measure the floor beside
-    # each of qiao's runs (just before and just after it), not once at the start. On this
-    # VM the floor moves by +-10 % from one minute to the next (flask_json 15.5k-19.2k
-    # calls/s in six 2 s measurements in a row).
+    # each of qiao's runs (just before and just after it), not once at the start, because
+    # the floor moves with the machine from one minute to the next (README, Workloads,
+    # the in-process floor).
     paired_floor: bool = False
 
     def duration(self, requested: float) -> float:
@@ -722,7 +723,8 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
 
 
 # A run whose placement probe differs this much before and after it saw the two cores
-# move (the two levels seen are ~7 x apart); it is measured again, up to MOVED_RETRIES times.
+# move (the two levels seen lie much further apart, see README, Conditions); it is
+# measured again, up to MOVED_RETRIES times.
 MOVED_FACTOR = 2.0
 MOVED_RETRIES = 2
 
@@ -747,9 +749,9 @@ def settle(srv: Server, timeout: float = 10.0) -> None:
 def measure_workload(wl: Workload, servers: list[str], python: Path, args) -> list[Cell]:
     """Every server's cell of one workload. The servers run side by side (all pinned to
     SERVER_CORE, idle but for the one under load) and take turns: run 1 of each, then run 2
-    of each, and so on, each run after its own warm-up. A slow spell of the machine (this
-    VM's throughput drifts by 10-20 % over minutes) then falls on every server's runs
-    alike instead of on one server's cell."""
+    of each, and so on, each run after its own warm-up. A slow spell of the machine (a
+    shared VM's throughput drifts over minutes, see README, Conditions) then falls on
+    every server's runs alike instead of on one server's cell."""
     if wl.idle:
         return [measure_idle(server, wl, python) for server in servers]
     cells = [Cell(wl.name, server) for server in servers]
@@ -1115,8 +1117,9 @@ P99_NOT_COMPARABLE = {"uwsgi", "waitress"}
 
 
 def render_targets(doc: dict) -> str:
-    """Issue 4's targets, evaluated on this run's medians. "Best peer": the peer with the
-    highest median req/s (the C and bare servers are references, not peers)."""
+    """The targets (bench/README.md, "The targets, in the latest run"), evaluated on this
+    run's medians. "Best peer": the peer with the highest median req/s (the C and bare
+    servers are references, not peers)."""
     summaries = {(c["workload"], c["server"]): c for c in doc["cells"]}
     limit = near_limit(doc)
 
@@ -1234,7 +1237,7 @@ def render_targets(doc: dict) -> str:
     if not rows:
         return ""
     return "\n".join([
-        "### Targets (issue 4) in this run",
+        "### Targets in this run",
         "",
         ("Medians of this run. Best peer: the peer with the highest median req/s (the C and bare "
          "servers are references, not peers); p99 leaves out uWSGI and waitress (see the caveats). "

@@ -2,11 +2,12 @@
 //! I/O registration per connection, buffers, boxed futures); Python's objects stay with
 //! Python's allocator.
 //!
-//! glibc's `malloc` cost ~3,000 instructions per `Connection: close` request, 12 % of it
-//! (callgrind): `posix_memalign` for tokio's 128-byte-aligned blocks, and bin
-//! consolidation. mimalloc is built v2 (about 250 KiB less resident than v3 in an idle
-//! worker), without transparent huge pages (they made an idle worker 4 MiB larger), and
-//! with dynamic TLS, as a library loaded by `dlopen` needs.
+//! glibc's `malloc` is slow for what the engine allocates per connection: tokio's
+//! 128-byte-aligned blocks go through `posix_memalign`, and it consolidates its bins.
+//! mimalloc is built v2 (v3 keeps more of an idle worker's heap resident), without
+//! transparent huge pages (with them, a few pages touched in 2 MiB of heap make the whole
+//! 2 MiB resident), and with dynamic TLS, as a library loaded by `dlopen` needs. The
+//! measurements: bench/README.md, "History of the measurements".
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -17,8 +18,9 @@ use libmimalloc_sys as mi;
 const MALLOC_ALIGN: usize = 16;
 
 /// Plain `mi_malloc` where its blocks are aligned enough, which is nearly every Rust
-/// allocation: `mi_malloc_aligned` for all of them (as the `mimalloc` crate does) cost ~60
-/// instructions more per call, 11 calls per request.
+/// allocation: `mi_malloc_aligned` for all of them (as the `mimalloc` crate does) takes a
+/// slower path that checks and adjusts the alignment on every call, and a request makes
+/// several allocations.
 pub(crate) struct Mimalloc;
 
 fn plain(align: usize, size: usize) -> bool {

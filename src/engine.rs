@@ -104,7 +104,8 @@ impl Engine {
         })
     }
 
-    /// Serves until `shutdown()` or Ctrl-C; the GIL is released except to run the app.
+    /// Serves until `shutdown()` or Ctrl-C; the GIL is released while the engine waits
+    /// (with one thread the I/O thread holds it while it works, see `server::gil`).
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
         self.run(py, false)
     }

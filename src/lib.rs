@@ -24,8 +24,7 @@ fn set_process_name(title: &str) {
 
 /// Gives the C heap's free pages back to the kernel (glibc's `malloc_trim`). The master
 /// calls it before forking: pages freed by start-up work (argument parsing, the settings
-/// check) would otherwise stay resident in the master and in every worker (0.9 MiB each,
-/// measured with `bench/run.py --workloads idle_rss`).
+/// check) would otherwise stay resident in the master and in every worker it forks.
 #[pyfunction]
 fn trim_memory() {
     sys::trim_c_heap();

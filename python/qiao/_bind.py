@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# The C module, not `socket`: the wrapper imports selectors and builds enums, ~300 KiB
-# resident in every idle worker (measured). `socket.socket` subclasses `_socket.socket`.
+# The C module, not `socket`: the wrapper imports selectors and builds enums, resident in
+# every idle worker the master forks. `socket.socket` subclasses `_socket.socket`.
 import _socket
 import os
 import stat
@@ -176,7 +176,7 @@ def _bind(address: Address, backlog: int, cls: type[_socket.socket]) -> _socket.
 
 def _bind_tcp(host: str, port: int, backlog: int, cls: type[_socket.socket]) -> _socket.socket:
     # An ASCII name goes as bytes: a str is IDNA-encoded first, which imports the idna
-    # codec and unicodedata (1.4 MiB, resident in every worker).
+    # codec and unicodedata, resident in every worker.
     name = host or "0.0.0.0"
     family, type_, proto, _, sockaddr = _socket.getaddrinfo(
         name.encode("ascii") if name.isascii() else name, port, _socket.AF_UNSPEC, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE

@@ -45,7 +45,7 @@ class _VersionAction(argparse.Action):
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     """argparse's formatter, told the width: left to find it, argparse imports shutil
-    (and with it bz2, lzma and zlib: 1.7 MiB resident in every worker)."""
+    (and with it bz2, lzma and zlib), which would stay resident in every worker."""
     try:
         width = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):

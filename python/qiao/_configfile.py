@@ -33,7 +33,7 @@ def read_config_file(explicit: str | None, cwd: str | None = None) -> tuple[dict
     else:
         return {}, "{name}"
     # TOML is parsed only when there is a file to read: the parser is resident in every
-    # worker once the master imported it (2.8 MiB of the interpreter's memory).
+    # worker once the master imported it.
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on older Pythons only

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 # `_signal` is the C module under `signal`: the same functions and constants, without the
 # Signals and Handlers enums. Importing `signal` loads enum, functools and collections into
-# the master, and so into every worker it forks. Without them (and with math, grp and pwd
-# imported where used), an idle hello worker went from 10.0 to 8.9 MiB RSS, its anonymous
-# memory from 4.6 to 3.8 MiB (bench `idle_rss`; uWSGI's worker is 10.0).
+# the master, and so into every worker it forks (math, grp and pwd would too: they are
+# imported where they are used). Measured: bench/README.md, the targets' "Idle RSS".
 import _signal as signal
 import errno
 import faulthandler

@@ -7,8 +7,8 @@ import sys
 
 from qiao._bind import Address, parse_bind
 
-# Annotations only: `typing` (1.7 MiB resident) is not imported at run time, since every
-# module the master imports is carried by each worker it forks. (mypy knows this name.)
+# Annotations only: `typing` is not imported at run time, since every module the master
+# imports is carried, resident, by each worker it forks. (mypy knows this name.)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse

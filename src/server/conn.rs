@@ -108,8 +108,7 @@ const SPARE_BUFFERS: usize = 16;
 pub(super) const READ_BUFFER: usize = 8 * 1024;
 
 /// The buffers of closed connections, handed to new ones: a connection then allocates no
-/// 8 KiB read buffer (a large allocation for glibc, which first consolidates its fast
-/// bins) and no output queue.
+/// 8 KiB read buffer and no output queue, and frees none at its close.
 #[derive(Default)]
 pub(crate) struct Spare {
     buffers: RefCell<Vec<(BytesMut, OutBuf)>>,
@@ -301,10 +300,11 @@ impl<T: Transport> Connection<T> {
     ///
     /// An idle wait (for the next request, nothing of it read yet) has no timer of its
     /// own: its deadline goes into its slot in `Shared::idle`, and the loop's ticker ends
-    /// it once past (`Idle::end_expired`, up to one tick late). Resetting the
-    /// connection's timer for each wait, and racing it against the read, cost more than
-    /// the rest of a keep-alive request's bookkeeping. Other waits (the rest of a head or
-    /// a body, whose ends answer 408) keep the timer.
+    /// it once past (`Idle::end_expired`, up to one tick late). A timer reset for each
+    /// wait goes into tokio's timer wheel and out again, and racing it against the read
+    /// polls both, on every keep-alive request; writing a slot costs neither, and a
+    /// keep-alive deadline needs no better than a tick's precision. Other waits (the rest
+    /// of a head or a body, whose ends answer 408) keep the timer.
     ///
     /// A graceful stop shortens an idle keep-alive wait to `STOP_LINGER` rather than
     /// cutting it: the client may be sending its next request right now, and closing

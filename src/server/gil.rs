@@ -1,6 +1,7 @@
 //! With one app thread, the I/O thread holds the GIL while it works and lets go of it only
-//! while it sleeps in epoll. Requests then cost no GIL hand-over each (DESIGN §3.1: release
-//! the GIL only around waiting), and the app's calls into Python find it already held.
+//! while it sleeps in epoll: the GIL is released around waiting, never around work.
+//! Requests then cost no GIL hand-over each, and the app's calls into Python find it
+//! already held.
 
 use std::cell::Cell;
 

@@ -2,11 +2,10 @@
 //! waits, and the loop's ticker those past their keep-alive deadline.
 //!
 //! A stop gives an idle keep-alive connection `STOP_LINGER` to bring a request already on
-//! its way, then ends its wait. Each wait used to race a `watch` on the stop flag, which
-//! registered and removed a waiter (two mutex round trips) on every request; with a new
-//! timer per read (see `Connection::timer`) that was ~1,000 instructions of a hello
-//! request's ~17,500 (callgrind). Now a wait writes its socket into the connection's slot
-//! here and clears it after, and the stop ends the waits still in progress with
+//! its way, then ends its wait. A wait does not race a `watch` on the stop flag: that
+//! registers and removes a waiter (two mutex round trips) on every request. Instead a
+//! wait writes its socket into the connection's slot here and clears it after, which
+//! takes no lock, and the stop ends the waits still in progress with
 //! `shutdown(SHUT_RD)`: the read then sees the end of the stream and the connection
 //! closes, as it would have at its shortened deadline.
 

@@ -580,7 +580,8 @@ impl Channel {
 }
 
 /// The output one worker may hold in memory for its clients across all connections
-/// (`--max-output-buffer`... see `config`): past it, pooled producers wait.
+/// (`--output-budget`): past it, pooled producers wait and inline streams are no longer
+/// gathered.
 pub(crate) struct Budget {
     used: AtomicUsize,
     limit: usize,

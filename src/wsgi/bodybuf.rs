@@ -1,14 +1,14 @@
 //! The request body as the WSGI layer receives it (`Body`), and `BodyBuf`, the memory for
 //! one read whole before the app runs, allocated once at the size the request declared and
-//! filled from the socket in place.
+//! filled in place by the connection as the body arrives.
 //!
 //! With one app thread the I/O thread holds the GIL (see `gil`), so the body is read
 //! straight into a `bytes` object of its final size, and `wsgi.input.read()` of the whole
-//! body hands the app that very object. Before, a 64 KiB POST was copied twice in user
-//! space: when the read buffer grew to hold it, and into the `bytes` that `read()` made.
-//! Those two copies were ~15% of the worker's CPU (perf, `post64k`); now only what came in
-//! with the head is copied. With a thread pool the I/O thread must not take the GIL, so
-//! the body goes to a `Vec` and `read()` copies it out as before.
+//! body hands the app that very object. Read through the connection's buffer, a body is
+//! copied twice in user space: when the read buffer grows to hold it, and into the
+//! `bytes` that `read()` makes; this way only what came in with the head is copied. With a
+//! thread pool the I/O thread must not take the GIL, so the body goes to a `Vec` and
+//! `read()` copies it out.
 
 use std::mem::MaybeUninit;
 

@@ -86,8 +86,10 @@ def test_a_block_the_socket_could_not_take_keeps_going_while_the_app_waits(tmp_p
     """PEP 3333, buffering and streaming: a block is transmitted whole, or its
     transmission continues while the app produces the next. Over a Unix socket (whose
     buffer does not grow) a 768 KiB block fills the socket while the client is not yet
-    reading, and more than the kernel holds stays in qiao's buffer (under its 1 MiB
-    high-water mark); the app then waits until the client has the whole block."""
+    reading; what the kernel does not hold stays queued in qiao, and the connection writes
+    it as the client reads (one thread: the generator is paused meanwhile; four: the app's
+    thread goes on, its connection holding under 1 MiB). The app then waits at its gate
+    until the client has the whole block."""
     path = short_sock_path(tmp_path, "slow.sock")
     key = uuid.uuid4().hex
     size = 768 * 1024
@@ -238,10 +240,11 @@ def test_file_wrapper_real_file_one_thread(behaviour_server):
 
 
 def test_file_wrapper_slow_reader_does_not_hold_the_worker(behaviour_server):
-    """A client that stops reading a large file_wrapper response must not stall the
-    others (DESIGN.md §3.4: slow clients never hold a Python thread): with one app thread
-    the file is sent from the event loop as the socket drains, not by a blocking wait
-    (which would hold everything until --write-timeout, 60 s)."""
+    """PEP 3333 "Optional Platform-Specific File Handling": a client that stops reading
+    a large file_wrapper response must not stall the others, since a slow client never
+    holds a Python thread (docs/behaviour.md, Responses): with one app thread the file is
+    sent from the event loop as the socket drains, not by a blocking wait (which would
+    hold everything until --write-timeout, 60 s)."""
     with Conn(behaviour_server.port) as stalled:
         stalled.send(get("/bigfile"))
         time.sleep(0.3)  # let the server fill the stalled socket
@@ -255,10 +258,11 @@ def test_file_wrapper_slow_reader_does_not_hold_the_worker(behaviour_server):
 
 
 def test_generator_ahead_of_a_slow_reader_does_not_hold_the_worker(behaviour_server):
-    """PEP 3333 (blocks are sent before the next is asked for) with a client that stops
-    reading: past the 1 MiB buffer the iteration pauses, and with one app thread the
-    event loop goes on serving other connections meanwhile (DESIGN.md §3.4) instead of
-    blocking until --write-timeout. Read later, the body is whole and in order, and the
+    """PEP 3333 "Buffering and Streaming" (blocks are sent before the next is asked for)
+    with a client that stops reading: past the 1 MiB gathered for it the iteration pauses,
+    and with one app thread the event loop goes on serving other connections meanwhile (a
+    slow client never holds the worker: docs/behaviour.md, Responses) instead of blocking
+    until --write-timeout. Read later, the body is whole and in order, and the
     generator's close() is called once."""
     key = uuid.uuid4().hex
     with Conn(behaviour_server.port) as stalled:

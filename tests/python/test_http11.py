@@ -479,9 +479,10 @@ def _peer_socket_nodelay(pid: int, client: socket.socket) -> int | None:
 
 
 def test_accepted_connections_have_nodelay(behaviour_server):
-    """DESIGN §3.5 / RFC 9112 §9.3: every accepted connection has TCP_NODELAY, so a
-    response sent in several writes is not held back waiting for the client's ACK
-    (set once on the listening socket; Linux copies it to accepted ones)."""
+    """RFC 1122 §4.2.3.4 (Nagle's algorithm, which an application must be able to turn
+    off) on a persistent connection (RFC 9112 §9.3): every accepted connection has
+    TCP_NODELAY, so a response sent in several writes is not held back waiting for the
+    client's ACK (set once on the listening socket; Linux copies it to accepted ones)."""
     with Conn(behaviour_server.port) as c:
         pid = json.loads(c.request(get("/pid")).body)["pid"]
         nodelay = _peer_socket_nodelay(pid, c.sock)

@@ -146,13 +146,15 @@ def test_no_body_reads_empty_every_way_every_time(request, mode):
             assert json.loads(resp.body)["pieces"] == [BODY.decode()]
 
 
-# Bodies above the engine's 1 MiB read-ahead stay on the socket and are read as the app asks.
+# Bodies above --body-buffer-size (1 MiB) are spooled to a temporary file before the app
+# runs; wsgi.input reads them from there a window at a time.
 BIG = bytes(range(256)) * (3 * 4096)
 
 
 @FRAMINGS
 def test_streamed_body_read_whole(behaviour_server, framing):
-    """PEP 3333, input: a 3 MiB body, past what the server reads ahead, arrives intact."""
+    """PEP 3333, input: a 3 MiB body, past what the server keeps in memory (spooled to a
+    file), arrives intact."""
     with Conn(behaviour_server.port, timeout=20) as c:
         resp = c.request(request("/echo", framing, BIG))
     assert resp.status == 200 and resp.body == BIG
@@ -160,8 +162,8 @@ def test_streamed_body_read_whole(behaviour_server, framing):
 
 @FRAMINGS
 def test_streamed_body_readlines(behaviour_server, framing):
-    """PEP 3333, input: readline() across socket reads and chunk boundaries of a streamed
-    body gives the same lines as the whole body split."""
+    """PEP 3333, input: readline() across the chunk boundaries of a spooled body, and the
+    windows wsgi.input reads it in, gives the same lines as the whole body split."""
     body = b"".join(b"line %06d\n" % i for i in range(300_000))  # ~3.3 MB
     with Conn(behaviour_server.port, timeout=20) as c:
         resp = c.request(request("/input?op=lines", framing, body))

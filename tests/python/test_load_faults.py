@@ -367,8 +367,9 @@ def test_worker_memory_is_flat_across_100000_requests():
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_worker_memory_is_flat_after_a_200mb_upload(framing):
-    """A 200 MB body read by the app in 64 KiB pieces is streamed, not held: the worker's
-    RSS during and after the upload stays within a few MB of where it started."""
+    """A 200 MB body read by the app in 64 KiB pieces goes to a spool file as it arrives,
+    not into memory: the worker's RSS during and after the upload stays within a few MB of
+    where it started."""
     size = 200 * MIB
     piece = b"u" * MIB
     with running_server(APP) as server:
@@ -416,8 +417,8 @@ def test_worker_memory_is_flat_after_a_200mb_upload(framing):
     assert after - before < 4 * 1024
 
 
-# --- settings the engine does not have yet ----------------------------------------------------
-# The flag names follow gunicorn where it has one; adjust them with the engine.
+# --- slow uploads, connections that wait: --body-timeout, TCP_DEFER_ACCEPT, --worker-connections
+# The flag names follow gunicorn's where it has one.
 
 
 

@@ -1,4 +1,6 @@
-"""Signals to a single qiao process (the multi-process master is a later issue)."""
+"""Signals to a qiao server with one worker: graceful stops (TERM, Ctrl-C) of requests in
+flight and of idle keep-alive connections, and what a stop's end leaves an app thread
+(embedded with make_server). Several workers, reloads and recycling: test_workers.py."""
 
 import signal
 import socket

@@ -78,8 +78,8 @@ def test_close_removes_only_the_file_qiao_bound(tmp_path):
 
 
 def test_binding_does_not_import_socket():
-    """The CLI binds with the C module `_socket`: the `socket` wrapper would add ~300 KiB to
-    every idle worker's resident memory (selectors, the enums). The Python API still hands out
+    """The CLI binds with the C module `_socket`: the `socket` wrapper would add selectors
+    and its enums to every idle worker's resident memory. The Python API still hands out
     `socket.socket` objects (wsgiref's `server.socket`)."""
     import subprocess
     import sys

@@ -439,7 +439,8 @@ def test_quit_is_a_fast_stop():
 
 
 # Modules that are large and that a worker serving an app never needs: whatever the master
-# imports before forking is resident in every worker (DESIGN.md §3.6, worker memory).
+# imports before forking is resident in every worker, so the master keeps itself small
+# (docs/deployment.md, on the master and its workers).
 _NOT_BEFORE_FORK = (
     "argparse", "ast", "difflib", "encodings.idna", "enum", "gettext", "grp", "locale",
     "math", "pwd", "qiao._cli", "qiao._configfile", "random", "shutil", "signal",

@@ -175,7 +175,8 @@ def input_route(environ, start_response):
 
 
 def no_read(environ, start_response):
-    """Answer without touching wsgi.input (no 100 Continue must be sent)."""
+    """Answer without touching wsgi.input (the body was read, and any 100 Continue sent,
+    before the app ran)."""
     return _text(start_response, "not read")
 
 
