@@ -18,8 +18,9 @@ use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
 use crate::server::body::BodyError;
+use crate::server::channel::Channel;
 use crate::server::outbuf::OutBuf;
-use crate::server::sink::{Channel, Delivery, H1Sink};
+use crate::server::sink::{Delivery, H1Sink};
 use crate::server::transport::Transport;
 use crate::server::Shared;
 use crate::wsgi::bodybuf::Body;

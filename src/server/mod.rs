@@ -2,6 +2,8 @@
 //! that lets requests in flight finish.
 
 mod body;
+mod budget;
+mod channel;
 mod conn;
 mod gil;
 mod idle;
@@ -26,11 +28,11 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::server::budget::Budget;
 use crate::server::conn::Connection;
 use crate::server::idle::Idle;
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
-use crate::server::sink::Budget;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
 
