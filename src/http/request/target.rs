@@ -172,6 +172,16 @@ mod tests {
     use super::*;
     use crate::http::request::tests::{err, ok, BAD};
 
+    /// A GET of `target` with the given Host.
+    fn get(target: &[u8], host: &str) -> Vec<u8> {
+        let mut line = b"GET ".to_vec();
+        line.extend_from_slice(target);
+        line.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        line.extend_from_slice(host.as_bytes());
+        line.extend_from_slice(b"\r\n\r\n");
+        line
+    }
+
     /// RFC 9112 §3.2.1: origin-form keeps the path raw and splits the query.
     #[test]
     fn origin_form() {
@@ -264,17 +274,15 @@ mod tests {
             b"https://@a.example/",
             b"http://a.example@b.example/",
         ] {
-            let mut line = b"GET ".to_vec();
-            line.extend_from_slice(target);
-            line.extend_from_slice(b" HTTP/1.1\r\nHost: a.example\r\n\r\n");
-            assert_eq!(err(&line), BAD("userinfo in request-target"), "{target:?}");
+            assert_eq!(
+                err(&get(target, "a.example")),
+                BAD("userinfo in request-target"),
+                "{target:?}"
+            );
         }
         for target in [&b"http://:80/p"[..], b"http://:/", b"https://?q"] {
-            let mut line = b"GET ".to_vec();
-            line.extend_from_slice(target);
-            line.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
             assert_eq!(
-                err(&line),
+                err(&get(target, "h")),
                 BAD("absolute-form target without host"),
                 "{target:?}"
             );
@@ -285,11 +293,8 @@ mod tests {
             b"http://a\\b/",
             b"http://a^b?x",
         ] {
-            let mut line = b"GET ".to_vec();
-            line.extend_from_slice(target);
-            line.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
             assert_eq!(
-                err(&line),
+                err(&get(target, "h")),
                 BAD("invalid host in request-target"),
                 "{target:?}"
             );
