@@ -268,36 +268,34 @@ mod tests {
     /// checked with the Host value's characters (RFC 9112 §3.2), as it stands for one.
     #[test]
     fn absolute_form_authority_is_checked() {
-        for target in [
-            &b"http://user@a.example/p"[..],
-            b"http://user:pass@a.example:8080/p?q=1",
-            b"https://@a.example/",
-            b"http://a.example@b.example/",
-        ] {
-            assert_eq!(
-                err(&get(target, "a.example")),
-                BAD("userinfo in request-target"),
-                "{target:?}"
-            );
-        }
-        for target in [&b"http://:80/p"[..], b"http://:/", b"https://?q"] {
-            assert_eq!(
-                err(&get(target, "h")),
-                BAD("absolute-form target without host"),
-                "{target:?}"
-            );
-        }
-        for target in [
-            &b"http://a{b}/p"[..],
-            b"http://a\"b/",
-            b"http://a\\b/",
-            b"http://a^b?x",
-        ] {
-            assert_eq!(
-                err(&get(target, "h")),
-                BAD("invalid host in request-target"),
-                "{target:?}"
-            );
+        let cases: [(&[&[u8]], &str); 3] = [
+            (
+                &[
+                    b"http://user@a.example/p",
+                    b"http://user:pass@a.example:8080/p?q=1",
+                    b"https://@a.example/",
+                    b"http://a.example@b.example/",
+                ],
+                "userinfo in request-target",
+            ),
+            (
+                &[b"http://:80/p", b"http://:/", b"https://?q"],
+                "absolute-form target without host",
+            ),
+            (
+                &[
+                    b"http://a{b}/p",
+                    b"http://a\"b/",
+                    b"http://a\\b/",
+                    b"http://a^b?x",
+                ],
+                "invalid host in request-target",
+            ),
+        ];
+        for (targets, reason) in cases {
+            for target in targets {
+                assert_eq!(err(&get(target, "a.example")), BAD(reason), "{target:?}");
+            }
         }
     }
 
