@@ -3,12 +3,14 @@ the machine does, unlike time): the server runs in-process under valgrind, serve
 then 2N requests of a workload in two runs, and the difference divided by N is the cost
 of one request, start-up and shut-down cancelled out.
 
-    python bench/instructions.py                         # hello, keep-alive, this qiao
+    bench/.venv/bin/python bench/instructions.py         # hello, keep-alive, run.py's build
+    python bench/instructions.py                         # the qiao this interpreter imports
     python bench/instructions.py --workload hello_close  # a new connection per request
     python bench/instructions.py --workload flask_json --requests 400
     python bench/instructions.py --pythonpath bench/.data/baseline/<rev>-<python>  # a baseline build
 
-Needs valgrind (Debian's package). The client is a plain socket in this process, one
+It measures the qiao the interpreter running it imports, and names it: `bench/.venv`'s
+is the build `run.py` installed from this checkout. Needs valgrind (Debian's package). The client is a plain socket in this process, one
 request at a time, so only the server's work is counted.
 """
 
@@ -46,9 +48,10 @@ SERVER = """
 import sys
 sys.path.insert(0, {apps!r})
 from {module} import app
+import qiao
 from qiao import make_server
 with make_server("127.0.0.1", {port}, app) as server:
-    print("ready", flush=True)
+    print("ready", qiao.__file__, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -82,9 +85,12 @@ def read_response(sock: socket.socket, buf: bytearray) -> None:
     buf[:] = rest[need:]
 
 
-def count(workload: str, requests: int, pythonpath: str | None, keep: str | None) -> int:
+def count(
+    workload: str, requests: int, pythonpath: str | None, keep: str | None
+) -> tuple[int, str]:
     """Instructions callgrind counted in the server process for `requests` requests
-    (the profile copied to `keep`, when given, for callgrind_annotate)."""
+    (the profile copied to `keep`, when given, for callgrind_annotate), and the path of
+    the qiao package it ran."""
     module, request, depth, keep_alive = WORKLOADS[workload]
     port = free_port()
     env = dict(os.environ)
@@ -101,7 +107,9 @@ def count(workload: str, requests: int, pythonpath: str | None, keep: str | None
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         try:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            assert proc.stdout is not None
+            ready, _, measured = proc.stdout.readline().strip().partition(" ")
+            assert ready == "ready", "the server did not start"
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -136,7 +144,7 @@ def count(workload: str, requests: int, pythonpath: str | None, keep: str | None
     total = re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text)
     if total is None:
         raise RuntimeError("no PROGRAM TOTALS in callgrind's report")
-    return int(total.group(1).replace(",", ""))
+    return int(total.group(1).replace(",", "")), measured
 
 
 def main() -> int:
@@ -150,8 +158,9 @@ def main() -> int:
     args = parser.parse_args()
     n = args.requests
     keep = (lambda k: f"{args.keep}.{k}") if args.keep else (lambda k: None)
-    low = count(args.workload, n, args.pythonpath, keep(n))
-    high = count(args.workload, 2 * n, args.pythonpath, keep(2 * n))
+    low, measured = count(args.workload, n, args.pythonpath, keep(n))
+    high, _ = count(args.workload, 2 * n, args.pythonpath, keep(2 * n))
+    print(f"qiao measured: {Path(measured).parent}")
     print(f"{args.workload}: {(high - low) / n:,.0f} instructions per request "
           f"({low:,} for {n}, {high:,} for {2 * n})")
     return 0
