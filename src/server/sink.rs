@@ -64,6 +64,7 @@ impl<T> Delivery<T> {
             transport: None,
             writer: None,
             lent: false,
+            held: 0,
             since: None,
             pushed: None,
             keeping_up: true,
@@ -80,6 +81,8 @@ pub(super) struct Inline<T> {
     writer: Option<Arc<Lent<T>>>,
     /// The transport and the queue are with the writer.
     lent: bool,
+    /// While they are: the memory of the queue as last lent or added to.
+    held: usize,
     /// When the oldest byte not yet written was first held.
     since: Option<Instant>,
     /// When the last block (or the head) was handed over: the application's time for
@@ -215,29 +218,69 @@ impl<T: Transport> H1Sink<T> {
             return;
         };
         let Some(writer) = &io.writer else { return };
-        let (transport, out, failed) = writer.take();
+        let (transport, out, since, failed) = writer.take();
         io.transport = transport;
         io.lent = false;
-        if out.is_empty() {
-            io.since = None;
-        }
+        io.since = (!out.is_empty()).then_some(since);
         self.out = out;
         if failed {
             self.lost();
         }
     }
 
-    /// The chunk-size line before a body block of `len` bytes, when the body is chunked:
-    /// whether one was written.
-    fn frame(&mut self, len: usize) -> bool {
+    /// Adds a body block of `len` bytes, which `add` queues, framed as the body is:
+    /// into the stream writer's slot while the queue is lent there (one lock, the
+    /// transport staying with the writer), else into the sink's own queue.
+    fn body_block(&mut self, len: usize, add: impl FnOnce(&mut OutBuf)) {
         let framing = self.framing.expect("a body block follows its head");
-        if !framing.is_chunked() || len == 0 {
-            return false;
+        let framed = |out: &mut OutBuf| {
+            let chunked = framing.is_chunked() && len > 0;
+            if chunked {
+                out.write_with(|v| {
+                    framing.chunk_header(len, v);
+                });
+            }
+            add(out);
+            if chunked {
+                out.extend(CHUNK_END);
+            }
+        };
+        let framed = match &mut self.delivery {
+            Delivery::Inline(io) if io.lent => {
+                let writer = io.writer.as_ref().expect("lent to the writer");
+                match writer.add(framed) {
+                    Ok(held) => {
+                        io.held = held;
+                        return;
+                    }
+                    // The client is gone: taken back, the sink learns it.
+                    Err(framed) => framed,
+                }
+            }
+            _ => framed,
+        };
+        self.reclaim();
+        framed(&mut self.out);
+    }
+
+    /// A push that keeps the queue with the writer, if the stream still gathers: the
+    /// application produced this block quickly, the client keeps up, and neither this
+    /// connection's bound nor the worker's budget is reached.
+    fn push_lent(&mut self) -> Option<Result<Flow, Gone>> {
+        let Delivery::Inline(io) = &mut self.delivery else {
+            return None;
+        };
+        if !io.lent || self.gone {
+            return None;
         }
-        self.out.write_with(|v| {
-            framing.chunk_header(len, v);
-        });
-        true
+        let now = Instant::now();
+        let quick = io.pushed.is_some_and(|t| now.duration_since(t) < FAST);
+        if !(quick && io.keeping_up && io.held < GATHER && !self.budget.over()) {
+            return None;
+        }
+        io.pushed = Some(now);
+        self.budget.adjust(&mut self.charged, io.held);
+        Some(Ok(Flow::Go))
     }
 
     /// An inline push: gathers a block the application produced quickly, lending the
@@ -294,6 +337,7 @@ fn gather<T: Transport>(io: &mut Inline<T>, out: &mut OutBuf, now: Instant) -> b
         return false;
     };
     let since = *io.since.get_or_insert(now);
+    io.held = out.memory_len();
     writer.lend(transport, std::mem::take(out), since);
     io.lent = true;
     true
@@ -325,32 +369,16 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn block(&mut self, block: &Bound<'_, PyBytes>) {
-        self.reclaim();
-        let len = block.as_bytes().len();
-        let chunked = self.frame(len);
-        self.out.push_bytes(block);
-        if chunked {
-            self.out.extend(CHUNK_END);
-        }
+        self.body_block(block.as_bytes().len(), |out| out.push_bytes(block));
     }
 
     fn bytes(&mut self, data: &[u8]) {
-        self.reclaim();
-        let chunked = self.frame(data.len());
-        self.out.extend(data);
-        if chunked {
-            self.out.extend(CHUNK_END);
-        }
+        self.body_block(data.len(), |out| out.extend(data));
     }
 
     fn file(&mut self, file: OwnedFd, offset: u64, len: u64) {
-        self.reclaim();
         let len = len as usize;
-        let chunked = self.frame(len);
-        self.out.push_file(file, offset, len);
-        if chunked {
-            self.out.extend(CHUNK_END);
-        }
+        self.body_block(len, |out| out.push_file(file, offset, len));
     }
 
     fn end(&mut self) {
@@ -379,6 +407,9 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
     }
 
     fn push(&mut self) -> Result<Flow, Gone> {
+        if let Some(gathered) = self.push_lent() {
+            return gathered;
+        }
         self.reclaim();
         if self.gone {
             return Err(Gone);

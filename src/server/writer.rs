@@ -51,12 +51,33 @@ impl<T> Lent<T> {
         slot.since = since;
     }
 
-    /// Takes the transport and the bytes not sent yet back; `true` if the writer found the
-    /// client gone.
-    pub(super) fn take(&self) -> (Option<T>, OutBuf, bool) {
+    /// Adds to the lent bytes where they are, the transport staying with the writer: the
+    /// bytes' memory after `add`, or `add` given back unrun if the writer found the client
+    /// gone. Bytes added once the writer has sent all before them are held from now.
+    pub(super) fn add<F: FnOnce(&mut OutBuf)>(&self, add: F) -> Result<usize, F> {
+        let mut slot = self.lock();
+        if slot.failed {
+            return Err(add);
+        }
+        if slot.out.is_empty() {
+            slot.since = Instant::now();
+        }
+        add(&mut slot.out);
+        Ok(slot.out.memory_len())
+    }
+
+    /// Takes the transport and the bytes not sent yet back, with when the oldest of them
+    /// was first held; `true` if the writer found the client gone.
+    pub(super) fn take(&self) -> (Option<T>, OutBuf, Instant, bool) {
         let mut slot = self.lock();
         let failed = std::mem::take(&mut slot.failed);
-        (slot.transport.take(), std::mem::take(&mut slot.out), failed)
+        let since = slot.since;
+        (
+            slot.transport.take(),
+            std::mem::take(&mut slot.out),
+            since,
+            failed,
+        )
     }
 }
 
@@ -196,7 +217,7 @@ mod tests {
         out.extend(b"a");
         lent.lend(tx, out, oldest);
         std::thread::sleep(HOLD_LIMIT * 2);
-        let (tx, mut out, failed) = lent.take();
+        let (tx, mut out, _, failed) = lent.take();
         assert!(!failed);
         out.extend(b"b");
         lent.lend(tx.unwrap(), out, oldest);
@@ -205,13 +226,49 @@ mod tests {
         rx.read_exact(&mut got)
             .expect("the held bytes were sent at the look");
         assert_eq!(&got, b"ab");
-        let (tx, out, _) = lent.take();
+        let (tx, out, _, _) = lent.take();
         assert!(out.is_empty());
         let mut out = out;
         out.extend(b"c");
         lent.lend(tx.unwrap(), out, Instant::now());
         lent.send_if_stale();
         assert!(rx.read(&mut got).is_err(), "a fresh byte was sent at once");
+    }
+
+    /// Bytes added in place are held from when they were added if the writer had sent all
+    /// before them, and from the oldest held byte otherwise; once the writer finds the
+    /// client gone, nothing more is added.
+    #[test]
+    fn bytes_added_in_place_keep_the_clock_of_the_oldest() {
+        let (tx, mut rx) = pair();
+        rx.set_nonblocking(true).unwrap();
+        let lent = Lent::unwatched();
+        let mut out = OutBuf::default();
+        out.extend(b"a");
+        lent.lend(tx, out, Instant::now());
+        std::thread::sleep(HOLD_LIMIT * 2);
+        assert_eq!(lent.add(|out| out.extend(b"b")).ok(), Some(2));
+        lent.send_if_stale();
+        let mut got = [0u8; 2];
+        rx.read_exact(&mut got)
+            .expect("the oldest byte's clock sent both");
+        assert_eq!(&got, b"ab");
+        std::thread::sleep(HOLD_LIMIT * 2);
+        assert!(lent.add(|out| out.extend(b"c")).is_ok());
+        lent.send_if_stale();
+        assert!(
+            rx.read(&mut got).is_err(),
+            "a byte added to an emptied slot was sent at once"
+        );
+        drop(rx);
+        std::thread::sleep(HOLD_LIMIT * 2);
+        lent.send_if_stale();
+        assert!(
+            lent.add(|out| out.extend(b"d")).is_err(),
+            "added after the client went"
+        );
+        let (_, _, _, failed) = lent.take();
+        assert!(failed);
     }
 
     /// Bytes held when the app goes quiet are sent by the writer thread, all of them, and
@@ -228,7 +285,7 @@ mod tests {
         rx.read_exact(&mut got)
             .expect("the writer sent the held bytes");
         assert_eq!(&got, b"held block");
-        let (tx, back, failed) = lent.take();
+        let (tx, back, _, failed) = lent.take();
         assert!(tx.is_some() && back.is_empty() && !failed);
     }
 }
