@@ -7,11 +7,12 @@
 //! back only if "a different thread" makes sure it continues to be transmitted while the
 //! application produces the next one. This is that thread. The connection lends it its
 //! transport together with the gathered bytes (`Lent::lend`): both move into a slot the
-//! two threads share, and the connection's side takes them back (`Lent::take`) before it
-//! touches the response again. The transport has one owner at any moment, and only the
-//! owner writes to it. Once the oldest held byte has waited `HOLD_LIMIT`, the writer sends
-//! what the transport takes, whether the application has gone quiet or is still adding
-//! to the bytes, so no byte waits more than about twice that.
+//! two threads share. While the stream still gathers, the next blocks are added in place
+//! (`Lent::add`); the connection's side takes both back (`Lent::take`) before it does
+//! anything else with the response. The transport has one owner at any moment, and only
+//! the owner writes to it. Once the oldest held byte has waited `HOLD_LIMIT`, the writer
+//! sends what the transport takes, whether the application has gone quiet or is still
+//! adding to the bytes, so no byte waits more than about twice that.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
