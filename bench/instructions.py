@@ -10,8 +10,9 @@ of one request, start-up and shut-down cancelled out.
     python bench/instructions.py --pythonpath bench/.data/baseline/<rev>-<python>  # a baseline build
 
 It measures the qiao the interpreter running it imports, and names it: `bench/.venv`'s
-is the build `run.py` installed from this checkout. Needs valgrind (Debian's package). The client is a plain socket in this process, one
-request at a time, so only the server's work is counted.
+is the build `run.py` installed from this checkout. Needs valgrind (Debian's package).
+The client is a plain socket in this process, one request at a time, so only the
+server's work is counted.
 """
 
 from __future__ import annotations

@@ -93,6 +93,17 @@ pub(super) struct Inline<T> {
     keeping_up: bool,
 }
 
+impl<T> Inline<T> {
+    /// Whether a block pushed `now`, with `held` bytes of the response in memory, is
+    /// gathered rather than written at once: the application produced it quickly, the
+    /// client keeps up, and neither this connection's bound nor the worker's budget is
+    /// reached.
+    fn gathers(&self, now: Instant, held: usize, budget: &Budget) -> bool {
+        let quick = self.pushed.is_some_and(|t| now.duration_since(t) < FAST);
+        quick && self.keeping_up && held < GATHER && !budget.over()
+    }
+}
+
 /// One connection's sink, reused from request to request.
 pub(super) struct H1Sink<T> {
     /// Response bytes not yet handed on: the connection's output queue, which may still
@@ -263,9 +274,7 @@ impl<T: Transport> H1Sink<T> {
         framed(&mut self.out);
     }
 
-    /// A push that keeps the queue with the writer, if the stream still gathers: the
-    /// application produced this block quickly, the client keeps up, and neither this
-    /// connection's bound nor the worker's budget is reached.
+    /// A push that keeps the queue with the writer, if the stream still gathers.
     fn push_lent(&mut self) -> Option<Result<Flow, Gone>> {
         let Delivery::Inline(io) = &mut self.delivery else {
             return None;
@@ -274,8 +283,7 @@ impl<T: Transport> H1Sink<T> {
             return None;
         }
         let now = Instant::now();
-        let quick = io.pushed.is_some_and(|t| now.duration_since(t) < FAST);
-        if !(quick && io.keeping_up && io.held < GATHER && !self.budget.over()) {
+        if !io.gathers(now, io.held, &self.budget) {
             return None;
         }
         io.pushed = Some(now);
@@ -290,14 +298,8 @@ impl<T: Transport> H1Sink<T> {
             unreachable!("an inline push")
         };
         let now = Instant::now();
-        let quick = io.pushed.is_some_and(|t| now.duration_since(t) < FAST);
         let memory = self.out.memory_len();
-        let flow = if quick
-            && io.keeping_up
-            && memory < GATHER
-            && !self.budget.over()
-            && gather(io, &mut self.out, now)
-        {
+        let flow = if io.gathers(now, memory, &self.budget) && gather(io, &mut self.out, now) {
             Ok(Flow::Go)
         } else {
             let transport = io
