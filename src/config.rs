@@ -1,5 +1,6 @@
 //! The engine's settings: the dict the Python settings table hands over, checked once, typed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
@@ -45,6 +46,9 @@ macro_rules! settings {
             $( $(#[$doc])* pub(crate) $name: $ty, )*
             /// The request-head limits, gathered from the `limit_*` settings.
             pub(crate) limits: Limits,
+            /// The TLS configuration made from `certfile` and its companions; `None`:
+            /// plain TCP.
+            pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
         }
 
         /// Every key of the settings dict, by name.
@@ -55,6 +59,7 @@ macro_rules! settings {
                 Ok(Settings {
                     $( $name: setting(d, stringify!($name))?, )*
                     limits: Limits::default(),
+                    tls: None,
                 })
             }
         }
@@ -109,6 +114,21 @@ settings! {
     max_requests: u64,
     /// The master's pid: when the parent is no longer it, the worker stops (0: no master).
     parent_pid: i32,
+    /// TLS: the certificate chain (PEM); unset serves plain HTTP.
+    certfile: Option<String>,
+    /// TLS: the private key (PEM); unset: in `certfile`.
+    keyfile: Option<String>,
+    /// TLS: the authorities client certificates are verified with.
+    ca_certs: Option<String>,
+    /// TLS: 0 asks no client certificate, 1 asks for an optional one, 2 requires one.
+    cert_reqs: u64,
+    /// TLS: the cipher suites allowed, in preference order (unset: rustls's).
+    ciphers: Option<String>,
+    /// TLS: the oldest version allowed ("1.2" or "1.3").
+    tls_min_version: String,
+    /// Time allowed for a TLS handshake (a client that never completes one holds a
+    /// connection slot until then).
+    tls_handshake_timeout: Duration,
 }
 
 /// The value of `key`, or an error naming it.
@@ -143,6 +163,20 @@ impl Settings {
             max_body: s.max_request_body_size,
             max_header_block: s.limit_request_head_size,
         };
+        if let Some(certfile) = &s.certfile {
+            let opts = crate::tls::TlsOptions {
+                certfile,
+                keyfile: s.keyfile.as_deref(),
+                ca_certs: s.ca_certs.as_deref(),
+                cert_reqs: s.cert_reqs,
+                ciphers: s.ciphers.as_deref(),
+                min_version: &s.tls_min_version,
+            };
+            let config = crate::tls::server_config(&opts).map_err(|e| {
+                PyValueError::new_err(format!("setting {}: {}", e.setting, e.reason))
+            })?;
+            s.tls = Some(config);
+        }
         Ok(s)
     }
 }

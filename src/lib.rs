@@ -9,6 +9,7 @@ mod log;
 mod scoreboard;
 mod server;
 mod sys;
+mod tls;
 mod wsgi;
 
 #[global_allocator]
@@ -39,6 +40,7 @@ fn _qiao(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<log::PyLogger>()?;
     m.add_function(wrap_pyfunction!(set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(trim_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(tls::check_tls, m)?)?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add_class::<wsgi::errors::Errors>()?;
     m.add_class::<wsgi::input::Input>()?;

@@ -99,6 +99,29 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Resul
     })
 }
 
+/// Reads up to `buf.len()` bytes of the file `fd` from `offset` (`pread(2)`, the file's
+/// own position untouched): how many; 0 at the end of the file.
+pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` writes for the duration of the call.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Blocks the thread until `fd` is writable or `deadline` passes (`TimedOut`).
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<()> {
     loop {

@@ -250,16 +250,16 @@ def close_listener(sock: _socket.socket) -> None:
             pass
 
 
-def display(sock: _socket.socket) -> str:
-    """The address a socket listens on, for people: ``http://127.0.0.1:8000``, ``unix:/path``."""
+def display(sock: _socket.socket, scheme: str = "http") -> str:
+    """The address a socket listens on, for people: ``http://127.0.0.1:8000``, ``unix:/path``
+    (``https://`` when ``scheme`` says so)."""
     name = sock.getsockname()
     if sock.family == _socket.AF_UNIX:
         return f"unix:{name if isinstance(name, str) else name.decode(errors='replace')}"
     host, port = name[0], name[1]
     if sock.family == _socket.AF_INET6:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
-
+    return f"{scheme}://{host}:{port}"
 
 
 def inherited_sockets() -> list[_socket.socket]:

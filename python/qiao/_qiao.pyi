@@ -114,6 +114,17 @@ def set_process_name(title: str) -> None:
 def trim_memory() -> None:
     """Give the C heap's free pages back to the kernel (glibc's malloc_trim; else no-op)."""
 
+def check_tls(
+    certfile: str,
+    keyfile: str | None,
+    ca_certs: str | None,
+    cert_reqs: int,
+    ciphers: str | None,
+    min_version: str,
+) -> None:
+    """Build the TLS configuration these settings make, reading the files; raises
+    ``ValueError(setting, reason)`` naming the setting at fault."""
+
 # The PEP 3333 objects the engine hands to the application; created only by the engine.
 
 @final

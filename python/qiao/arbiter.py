@@ -317,8 +317,9 @@ class Arbiter:
         from qiao._bind import display
 
         self.log.log("info", f"Starting qiao {__version__} (master pid {os.getpid()})")
+        scheme = "http" if self.config.certfile is None else "https"
         for sock in self.sockets:
-            self.log.log("info", f"Listening at: {display(sock)} ({os.getpid()})")
+            self.log.log("info", f"Listening at: {display(sock, scheme)} ({os.getpid()})")
         workers = f"{self.target} worker{'s' if self.target != 1 else ''}"
         threads = f"{self.config.threads} thread{'s' if self.config.threads != 1 else ''}"
         self.log.log(

@@ -181,6 +181,33 @@ def _root_path(raw: object) -> str:
     return value.rstrip("/")
 
 
+_CERT_REQS = {"none": 0, "optional": 1, "required": 2}
+
+
+def _cert_reqs(raw: object) -> int:
+    """gunicorn's ``cert_reqs``: 0, 1 or 2 (``ssl.CERT_*``), or the names of those."""
+    expected = "expected 0, 1, 2, none, optional or required"
+    if isinstance(raw, str):
+        word = raw.strip().lower().removeprefix("cert_")
+        if word in _CERT_REQS:
+            return _CERT_REQS[word]
+        if word in ("0", "1", "2"):
+            return int(word)
+        raise _Invalid(expected)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw not in (0, 1, 2):
+        raise _Invalid(expected)
+    return int(raw)
+
+
+def _tls_version(raw: object) -> str:
+    """``1.2`` or ``1.3`` (also ``TLSv1.2``, ``TLSv1_3``)."""
+    if isinstance(raw, str):
+        text = raw.strip().lower().removeprefix("tlsv").removeprefix("tls").replace("_", ".")
+        if text in ("1.2", "1.3"):
+            return text
+    raise _Invalid("expected 1.2 or 1.3")
+
+
 def _workers(raw: object) -> int:
     """A worker count, or ``auto``: one per CPU the process may run on."""
     if isinstance(raw, str) and raw.strip().lower() == "auto":
@@ -368,6 +395,57 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "Seconds a client may stop reading the response before it is disconnected.",
         ("--write-timeout",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "certfile", _path,
+        # Bounds nothing: set, every listener serves HTTPS (TLS 1.2 and 1.3, rustls).
+        None,
+        "TLS certificate chain (PEM, the server's certificate first); serves HTTPS on "
+        "every address.",
+        ("--certfile",), metavar="FILE", engine=True,
+    ),
+    Setting(
+        "keyfile", _path,
+        # Bounds nothing: the certificate's private key.
+        None,
+        "TLS private key (PEM: PKCS#8, RSA or EC); unset, it is read from --certfile.",
+        ("--keyfile",), metavar="FILE", engine=True,
+    ),
+    Setting(
+        "ca_certs", _path,
+        # Bounds who may present a client certificate: the authorities that sign them.
+        None,
+        "CA certificates (PEM) that client certificates are verified with.",
+        ("--ca-certs",), metavar="FILE", engine=True,
+    ),
+    Setting(
+        "cert_reqs", _cert_reqs,
+        # Bounds which clients may connect: 2 refuses those without a valid certificate.
+        0,
+        "Client certificates: 0 (none asked), 1 (optional, verified if sent), 2 (required); "
+        "also none, optional, required.",
+        ("--cert-reqs",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "ciphers", _optional_string,
+        # Bounds the cipher suites a client may negotiate (unset: rustls's, all strong).
+        None,
+        "TLS cipher suites in preference order, ':'-separated, by IANA or OpenSSL name.",
+        ("--ciphers",), metavar="LIST", engine=True,
+    ),
+    Setting(
+        "tls_min_version", _tls_version,
+        # Bounds the oldest protocol a client may use; nothing older than TLS 1.2 exists here.
+        "1.2",
+        "Oldest TLS version accepted: 1.2 or 1.3.",
+        ("--tls-min-version",), metavar="VERSION", engine=True,
+    ),
+    Setting(
+        "tls_handshake_timeout", _seconds(zero_ok=False),
+        # Bounds how long a client may hold a connection without completing a handshake.
+        10.0,
+        "Seconds a client has to complete the TLS handshake.",
+        ("--tls-handshake-timeout",), metavar="SECONDS", engine=True,
     ),
     Setting(
         "worker_connections", _integer(1),
@@ -610,6 +688,29 @@ class Config:
             sources[setting.name] = label
         self._values = values
         self._sources = sources
+        if values["certfile"] is not None:
+            self._check_tls()
+        elif values["keyfile"] is not None or values["cert_reqs"]:
+            name = "keyfile" if values["keyfile"] is not None else "cert_reqs"
+            raise ConfigError(f"{sources[name]}: needs --certfile, the server's certificate")
+
+    def _check_tls(self) -> None:
+        """Builds the TLS configuration once, so that a missing file, a key that does not
+        match or a bad cipher list stops the start with one line naming the setting."""
+        from qiao import _qiao
+
+        values = self._values
+        try:
+            _qiao.check_tls(
+                values["certfile"], values["keyfile"], values["ca_certs"],
+                values["cert_reqs"], values["ciphers"], values["tls_min_version"],
+            )
+        except ValueError as e:
+            setting, reason = e.args
+            label = self._sources[setting]
+            if label == "default":
+                label = _BY_NAME[setting].flag
+            raise ConfigError(f"{label}: {reason}") from None
 
     @classmethod
     def resolved(cls, values: Mapping[str, Any], sources: Mapping[str, str]) -> Config:
@@ -696,7 +797,7 @@ class Config:
             settings[name] = cap if value == 0 else min(value, cap)
         for name in _UNLIMITED_IF_ZERO:
             settings[name] = self._values[name] or sys.maxsize
-        settings["url_scheme"] = "http"
+        settings["url_scheme"] = "http" if self._values["certfile"] is None else "https"
         # A worker of a master learns the master's pid (to stop when it is gone).
         settings["parent_pid"] = 0
         return settings

@@ -77,7 +77,8 @@ class WSGIServer:
     @property
     def addresses(self) -> list[str]:
         """Every listening address, for people: ``http://127.0.0.1:8000``, ``unix:/path``."""
-        return [display(sock) for sock in self.sockets]
+        scheme = "http" if self.config.certfile is None else "https"
+        return [display(sock, scheme) for sock in self.sockets]
 
     def fileno(self) -> int:
         return self.sockets[0].fileno()

@@ -184,7 +184,7 @@ async fn write_all<T: Transport>(
 ) -> bool {
     // Most responses fit the socket's buffer: one write, and no timer to arm.
     match transport.try_write(out, last) {
-        Ok(_) if out.is_empty() => return true,
+        Ok(_) if transport.drained(out) => return true,
         Ok(_) => {}
         Err(_) => {
             out.clear();
@@ -193,7 +193,7 @@ async fn write_all<T: Transport>(
     }
     // A client that stops reading is dropped after `limit` without progress.
     let write = async {
-        while !out.is_empty() {
+        while !transport.drained(out) {
             let step = tokio::time::timeout(limit, transport.write(out, last)).await;
             if !matches!(step, Ok(Ok(_))) {
                 return false;

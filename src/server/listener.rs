@@ -51,12 +51,13 @@ impl Listener {
         }
     }
 
-    /// `http://127.0.0.1:8000` or `unix:/path`, for the banner.
-    pub(super) fn describe(&self) -> String {
+    /// `http://127.0.0.1:8000` (`https://` over TLS) or `unix:/path`, for the banner.
+    pub(super) fn describe(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
         match self {
             Listener::Tcp(l, _) => match l.get_ref().local_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => "http://?".into(),
+                Ok(a) => format!("{scheme}://{a}"),
+                Err(_) => format!("{scheme}://?"),
             },
             Listener::Unix(l, _) => match l.get_ref().local_addr() {
                 Ok(a) => format!(

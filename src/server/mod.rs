@@ -14,6 +14,7 @@ mod sink;
 mod spool;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod transport;
 mod writer;
 
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::LocalSet;
 
 use crate::server::budget::Budget;
@@ -33,6 +34,9 @@ use crate::server::conn::Connection;
 use crate::server::idle::Idle;
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
+use crate::server::tls::{HandshakeError, TlsStream};
+use crate::server::transport::Socket;
+use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
 
@@ -185,7 +189,7 @@ async fn serve(
         for l in &listeners {
             ctx.error_log.info(&format!(
                 "Listening at: {} ({})",
-                l.describe(),
+                l.describe(ctx.settings.tls.is_some()),
                 std::process::id()
             ));
         }
@@ -251,9 +255,7 @@ async fn serve(
             _ = stopped.wait_for(|s| *s) => None,
         };
         if let Some(Ok((conn, peer))) = first {
-            Connection::new(shared.clone(), conn, peer, None)
-                .serve()
-                .await;
+            serve_accepted(shared.clone(), conn, peer, None).await;
         }
     } else {
         // `worker_connections`: past it, a worker stops accepting, and further clients
@@ -276,8 +278,8 @@ async fn serve(
                             // Boxed: the task then holds a pointer, not the connection's
                             // large future, which it would copy whole several times over
                             // a connection's life; one allocation is cheaper.
-                            let c = Connection::new(shared.clone(), conn, peer, permit.ok());
-                            tokio::task::spawn_local(Box::pin(c.serve()));
+                            let c = serve_accepted(shared.clone(), conn, peer, permit.ok());
+                            tokio::task::spawn_local(Box::pin(c));
                         }
                         (Err(e), _) => {
                             // EMFILE and friends: wait a little rather than spin.
@@ -320,6 +322,37 @@ async fn serve(
     let _ = lingering.await;
     crate::wsgi::on_app_thread(None);
     Ok(shared)
+}
+
+/// Serves one accepted connection to its end: over TLS when the server has a
+/// certificate, after a handshake bounded by `tls_handshake_timeout`.
+async fn serve_accepted(
+    shared: Rc<Shared>,
+    socket: Socket,
+    mut peer: Peer,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let Some(config) = shared.ctx.settings.tls.clone() else {
+        return Connection::new(shared, socket, peer, permit).serve().await;
+    };
+    let limit = shared.ctx.settings.tls_handshake_timeout;
+    let failed = match tokio::time::timeout(limit, TlsStream::accept(socket, config)).await {
+        Ok(Ok((stream, session))) => {
+            peer.tls = Some(session);
+            return Box::pin(Connection::new(shared, stream, peer, permit).serve()).await;
+        }
+        Ok(Err(HandshakeError::PlainHttp)) => "plain HTTP sent to the TLS port".to_string(),
+        Ok(Err(HandshakeError::Failed(e))) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    shared.ctx.error_log.debug(&format!(
+        "TLS handshake with {} failed: {failed}",
+        if peer.remote.host.is_empty() {
+            "unix socket"
+        } else {
+            &peer.remote.host
+        }
+    ));
 }
 
 /// The first of several accepts to finish (a tiny `select_ok` without the futures crate).

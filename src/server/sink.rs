@@ -230,9 +230,12 @@ impl<T: Transport> H1Sink<T> {
         };
         let Some(writer) = &io.writer else { return };
         let (transport, out, since, failed) = writer.take();
+        let pending = transport
+            .as_ref()
+            .map_or(!out.is_empty(), |t| !t.drained(&out));
         io.transport = transport;
         io.lent = false;
-        io.since = (!out.is_empty()).then_some(since);
+        io.since = pending.then_some(since);
         self.out = out;
         if failed {
             self.lost();
@@ -471,9 +474,10 @@ impl<T: Transport> ResponseSink for H1Sink<T> {
 /// "Buffering and Streaming", the first way: the block goes to the operating system
 /// before the application is asked for the next), `Wait` if it is full.
 fn write_now<T: Transport>(transport: &T, out: &mut OutBuf) -> Result<Flow, Gone> {
-    while !out.is_empty() {
+    while !transport.drained(out) {
         match transport.try_write(out, false) {
-            Ok(0) => return Ok(Flow::Wait),
+            Ok(0) if !transport.drained(out) => return Ok(Flow::Wait),
+            Ok(0) => {}
             Ok(_) => {}
             Err(_) => return Err(Gone),
         }

@@ -48,6 +48,18 @@ pub(super) trait Transport: Send + Sync + 'static {
     /// some: how many bytes.
     fn write(&self, out: &mut OutBuf, last: bool) -> impl Future<Output = io::Result<usize>>;
 
+    /// Whether the stream holds bytes it took from an `OutBuf` and has not written yet
+    /// (a TLS stream's encrypted records, when the socket was full): a write is complete
+    /// only once the queue is empty and this is false.
+    fn holds_output(&self) -> bool {
+        false
+    }
+
+    /// Whether everything queued in `out`, and taken from it, is written.
+    fn drained(&self, out: &OutBuf) -> bool {
+        out.is_empty() && !self.holds_output()
+    }
+
     /// Blocks the thread until the stream can take more, or `deadline` (`TimedOut`).
     fn wait_writable(&self, deadline: Instant) -> io::Result<()>;
 
@@ -75,7 +87,7 @@ pub(super) struct Socket {
 }
 
 /// The socket's descriptor as its registration sees it (owned by `Socket::fd`).
-struct RawSocket(RawFd);
+pub(super) struct RawSocket(RawFd);
 
 impl AsRawFd for RawSocket {
     fn as_raw_fd(&self) -> RawFd {
@@ -91,12 +103,12 @@ impl Socket {
         }
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// The socket's registration with the event loop, made at the first wait.
-    fn io(&self) -> io::Result<&AsyncFd<RawSocket>> {
+    pub(super) fn io(&self) -> io::Result<&AsyncFd<RawSocket>> {
         if let Some(io) = self.io.get() {
             return Ok(io);
         }

@@ -121,10 +121,10 @@ impl<T: Transport> Watched for Lent<T> {
             failed,
         } = &mut *slot;
         let Some(transport) = transport else { return };
-        if *failed || out.is_empty() || since.elapsed() < HOLD_LIMIT {
+        if *failed || transport.drained(out) || since.elapsed() < HOLD_LIMIT {
             return;
         }
-        while !out.is_empty() {
+        while !transport.drained(out) {
             match transport.try_write(out, false) {
                 Ok(0) => break,
                 Ok(_) => {}

@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::config::Settings;
 use crate::http::{percent_decode, RequestHead};
+use crate::tls::SessionInfo;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::KeptStartResponse;
 
@@ -52,6 +53,8 @@ pub(crate) struct Peer {
     pub remote: HostPort,
     /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
     pub local: Arc<HostPort>,
+    /// The connection's TLS session (`None`: plain TCP), for the `HTTPS` and `SSL_*` keys.
+    pub tls: Option<SessionInfo>,
     /// This connection's own environ base (see `Template::connection_environ`).
     base: Mutex<Option<ConnectionBase>>,
     pub start_response: Mutex<Option<KeptStartResponse>>,
@@ -62,6 +65,7 @@ impl Peer {
         Peer {
             remote,
             local,
+            tls: None,
             base: Mutex::new(None),
             start_response: Mutex::new(None),
         }
@@ -400,6 +404,9 @@ impl Template {
         peer: &Peer,
     ) -> PyResult<()> {
         let py = env.py();
+        if let Some(tls) = &peer.tls {
+            set_tls_keys(env, tls)?;
+        }
         env.set_item(&self.k_remote_addr, latin1(py, peer.remote.host.as_bytes()))?;
         env.set_item(&self.k_remote_port, latin1(py, peer.remote.port.as_bytes()))?;
         let [local_host, local_port] = peer.local.strings(py);
@@ -449,6 +456,24 @@ impl Template {
             None => env.set_item(key, latin1(py, value)),
         }
     }
+}
+
+/// What the environ tells of a TLS connection, under mod_ssl's names (which apps written
+/// for Apache or nginx read): `HTTPS`, the protocol and cipher, and the client's
+/// certificate when it sent one.
+fn set_tls_keys(env: &Bound<'_, PyDict>, tls: &SessionInfo) -> PyResult<()> {
+    env.set_item("HTTPS", "on")?;
+    env.set_item("SSL_PROTOCOL", tls.protocol)?;
+    env.set_item("SSL_CIPHER", tls.cipher)?;
+    let Some(client) = &tls.client else {
+        return env.set_item("SSL_CLIENT_VERIFY", "NONE");
+    };
+    // rustls accepted the certificate only if it verified against --ca-certs.
+    env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
+    env.set_item("SSL_CLIENT_S_DN", &client.subject)?;
+    env.set_item("SSL_CLIENT_I_DN", &client.issuer)?;
+    env.set_item("SSL_CLIENT_M_SERIAL", &client.serial)?;
+    env.set_item("SSL_CLIENT_CERT", &client.pem)
 }
 
 /// `HTTP_` + the name upper-cased with '-' as '_'; `None` for names holding '_'.

@@ -52,6 +52,14 @@ pub(crate) fn settings(threads: usize) -> Settings {
         graceful_timeout: Duration::from_secs(30),
         max_requests: 0,
         parent_pid: 0,
+        certfile: None,
+        keyfile: None,
+        ca_certs: None,
+        cert_reqs: 0,
+        ciphers: None,
+        tls_min_version: "1.2".into(),
+        tls_handshake_timeout: Duration::from_secs(10),
+        tls: None,
     }
 }
 

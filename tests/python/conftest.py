@@ -27,6 +27,19 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 LISTENING_RE = re.compile(r"Listening at: (.+)")
 
+# QIAO_TEST_TLS=1: every server the harness starts serves HTTPS with a test authority's
+# certificate, which the clients (requests, httpclient) trust: the same tests then run
+# over TLS (the Makefile's test-tls runs the PEP 3333 and framework modules so).
+TLS = os.environ.get("QIAO_TEST_TLS") == "1"
+TLS_FLAGS: list[str] = []
+if TLS:
+    from tls_certs import make_certs
+
+    _certs = make_certs()
+    TLS_FLAGS = _certs.server_flags()
+    os.environ["REQUESTS_CA_BUNDLE"] = str(_certs.ca)
+    os.environ["QIAO_TEST_TLS_CA"] = str(_certs.ca)
+
 # qiao flags with no gunicorn equivalent: tests that need them skip under gunicorn.
 GUNICORN_UNSUPPORTED = {"--max-request-body-size", "--header-timeout"}
 # qiao flag -> gunicorn flag where the spelling differs.
@@ -46,10 +59,10 @@ class Server:
         self._log: list[str] = []
         self._log_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        tcp = [a for a in addrs if a.startswith("http://")]
+        tcp = [a for a in addrs if a.startswith(("http://", "https://"))]
         if tcp:
             self.url = tcp[0].rstrip("/")
-            hostport = self.url[len("http://") :]
+            hostport = self.url.split("://", 1)[1]
             self.host, _, port = hostport.rpartition(":")
             self.host = self.host.strip("[]")
             self.port = int(port)
@@ -108,6 +121,8 @@ def server_command(app: str, binds: Sequence[str], flags: Sequence[str]) -> tupl
         for b in binds:
             argv += ["-b", b]
         argv += ["--chdir", str(TESTS_DIR), *flags]
+        if TLS and "--certfile" not in flags:
+            argv += TLS_FLAGS
         return argv, env
     argv = [sys.executable, "-m", "gunicorn", f"apps.{app}", "-k", "gthread"]
     for b in binds:

@@ -34,8 +34,22 @@ def form(request):
     return JsonResponse({"form": request.POST.dict(), "method": request.method})
 
 
+def whoami(request):
+    """What Django makes of the request's origin: an absolute URL, the scheme, the client."""
+    return JsonResponse(
+        {
+            "external": request.build_absolute_uri("/api/1/"),
+            "scheme": request.scheme,
+            "secure": request.is_secure(),
+            "remote_addr": request.META.get("REMOTE_ADDR"),
+            "host": request.get_host(),
+        }
+    )
+
+
 urlpatterns = [
     path("hello/", hello),
+    path("whoami/", whoami),
     path("api/<int:item_id>/", api),
     path("form/", form),
 ]

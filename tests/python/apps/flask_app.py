@@ -11,6 +11,7 @@ from flask import (
     request,
     send_file,
     stream_with_context,
+    url_for,
 )
 
 app = Flask(__name__)
@@ -24,6 +25,18 @@ with os.fdopen(_fd, "wb") as f:
 @app.get("/json")
 def json_route():
     return jsonify(hello="world", args=request.args.to_dict())
+
+
+@app.get("/whoami")
+def whoami():
+    """What Flask makes of the request's origin: an absolute URL, the scheme, the client."""
+    return jsonify(
+        external=url_for("json_route", _external=True),
+        scheme=request.scheme,
+        secure=request.is_secure,
+        remote_addr=request.remote_addr,
+        host=request.host,
+    )
 
 
 @app.get("/template/<name>")
