@@ -1,16 +1,24 @@
 # Developer tasks. `make test` is what CI runs (after `pip install '.[test]'`).
-.PHONY: build-dev test test-rust test-python lint format bench
+.PHONY: build-dev test test-rust test-python test-tls lint format bench
 
 build-dev:            ## build the extension in place for development
 	pip install -e '.[test]'
 
-test: test-rust test-python
+test: test-rust test-python test-tls
+
+# The PEP 3333, HTTP/1.1 and framework modules again, every server serving HTTPS
+# (QIAO_TEST_TLS, see tests/python/conftest.py).
+TLS_MODULES = test_flask test_django test_falcon test_bottle test_environ test_input \
+	test_start_response test_app_iterable test_validator test_http11
 
 test-rust:
 	cargo test --quiet
 
 test-python:
 	python -m pytest -q
+
+test-tls:
+	QIAO_TEST_TLS=1 python -m pytest -q $(TLS_MODULES:%=tests/python/%.py)
 
 lint:
 	cargo fmt --all -- --check
