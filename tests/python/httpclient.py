@@ -6,7 +6,9 @@ checked with byte literals in test_harness.py; `Conn` adds the socket around it.
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Union
@@ -182,10 +184,16 @@ def connect(addr: Address, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         sock.connect(addr)
-        return sock
-    if isinstance(addr, int):
-        addr = ("127.0.0.1", addr)
-    return socket.create_connection(addr, timeout=timeout)
+    else:
+        if isinstance(addr, int):
+            addr = ("127.0.0.1", addr)
+        sock = socket.create_connection(addr, timeout=timeout)
+    ca = os.environ.get("QIAO_TEST_TLS_CA")
+    if ca:
+        # The suite runs over TLS (see conftest): the server's certificate is for localhost.
+        ctx = ssl.create_default_context(cafile=ca)
+        return ctx.wrap_socket(sock, server_hostname="localhost")
+    return sock
 
 
 def raw(
@@ -194,7 +202,8 @@ def raw(
     """Send `data`, optionally shut down the write side, read until close or `timeout`."""
     with connect(addr, timeout) as sock:
         sock.sendall(data)
-        if shutdown:
+        # A TLS socket cannot be half-closed (its shutdown ends the session): it stays open.
+        if shutdown and not isinstance(sock, ssl.SSLSocket):
             sock.shutdown(socket.SHUT_WR)
         chunks = []
         deadline = time.monotonic() + timeout

@@ -5,7 +5,7 @@ import socket
 import time
 
 import pytest
-from conftest import running_server
+from conftest import TLS, running_server
 from httpclient import Conn, get
 
 
@@ -138,7 +138,7 @@ def test_each_request_gets_a_fresh_environ(echo_server):
         env = json.loads(resp.body)["environ"]
     assert env["REQUEST_METHOD"] == "GET"
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
-    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.url_scheme"] == ("https" if TLS else "http")
     assert env["SCRIPT_NAME"] == ""
     assert env["PATH_INFO"] == "/" and env["QUERY_STRING"] == ""
 
@@ -346,7 +346,7 @@ def test_wsgi_keys(echo_server):
     """PEP 3333, environ: the wsgi.* keys and their values for a one-process, one-thread server."""
     env = env_of(echo_server.port, get("/"))
     assert env["wsgi.version"] == {"type": "tuple", "value": [1, 0]}
-    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.url_scheme"] == ("https" if TLS else "http")
     assert isinstance(env["wsgi.input"], dict)
     assert isinstance(env["wsgi.errors"], dict)
     assert env["wsgi.multithread"] == {"type": "bool", "value": False}
