@@ -24,7 +24,7 @@ macro_rules! extracted {
     };
 }
 
-extracted!(usize, u64, i32, String, Option<String>);
+extracted!(usize, u64, u32, i32, String, Option<String>);
 
 /// Durations arrive as seconds (a float).
 impl FromSetting for Duration {
@@ -129,6 +129,20 @@ settings! {
     /// Time allowed for a TLS handshake (a client that never completes one holds a
     /// connection slot until then).
     tls_handshake_timeout: Duration,
+    /// The protocols offered, by preference: "h2,h1", "h1" (HTTP/2 over TLS by ALPN).
+    http_protocols: String,
+    /// Cleartext HTTP/2: "off", or "prior-knowledge" (a connection that opens with the
+    /// HTTP/2 preface is served as HTTP/2).
+    http2_cleartext: String,
+    /// Streams one HTTP/2 connection may have open at once.
+    http2_max_concurrent_streams: u32,
+    /// The flow-control window each HTTP/2 stream starts with: what a client may send of
+    /// a body before the server reads it.
+    http2_initial_window_size: u32,
+    /// The largest HTTP/2 frame payload the server accepts.
+    http2_max_frame_size: u32,
+    /// The largest header list (decoded, RFC 9113 §6.5.2) a request may carry.
+    http2_max_header_list_size: u32,
 }
 
 /// The value of `key`, or an error naming it.
@@ -164,6 +178,7 @@ impl Settings {
             max_header_block: s.limit_request_head_size,
         };
         if let Some(certfile) = &s.certfile {
+            let h2 = s.http_protocols.split(',').any(|p| p.trim() == "h2");
             let opts = crate::tls::TlsOptions {
                 certfile,
                 keyfile: s.keyfile.as_deref(),
@@ -171,6 +186,7 @@ impl Settings {
                 cert_reqs: s.cert_reqs,
                 ciphers: s.ciphers.as_deref(),
                 min_version: &s.tls_min_version,
+                h2,
             };
             let config = crate::tls::server_config(&opts).map_err(|e| {
                 PyValueError::new_err(format!("setting {}: {}", e.setting, e.reason))

@@ -21,6 +21,8 @@ pub(crate) struct TlsOptions<'a> {
     pub ciphers: Option<&'a str>,
     /// "1.2" or "1.3".
     pub min_version: &'a str,
+    /// HTTP/2 is offered by ALPN (ahead of HTTP/1.1).
+    pub h2: bool,
 }
 
 /// A setting whose value cannot make a TLS configuration, and why (one line).
@@ -37,8 +39,9 @@ fn error(setting: &'static str, reason: impl Into<String>) -> TlsError {
     }
 }
 
-/// The protocols offered by ALPN, most preferred first.
+/// The ALPN names of HTTP/1.1 and HTTP/2 (RFC 7301, RFC 9113 §3.2).
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// The server configuration every TLS connection of the worker shares.
 pub(crate) fn server_config(opts: &TlsOptions<'_>) -> Result<Arc<ServerConfig>, TlsError> {
@@ -99,7 +102,11 @@ pub(crate) fn server_config(opts: &TlsOptions<'_>) -> Result<Arc<ServerConfig>, 
         ),
         other => error("keyfile", format!("{keyfile}: {other}")),
     })?;
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = if opts.h2 {
+        vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+    } else {
+        vec![ALPN_HTTP11.to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
@@ -224,6 +231,8 @@ pub(crate) struct SessionInfo {
     pub cipher: &'static str,
     /// The client's certificate, if it sent one (verified against `--ca-certs`).
     pub client: Option<ClientCertificate>,
+    /// ALPN chose HTTP/2.
+    pub h2: bool,
 }
 
 #[derive(Debug)]
@@ -256,6 +265,7 @@ impl SessionInfo {
             protocol,
             cipher,
             client,
+            h2: conn.alpn_protocol() == Some(ALPN_H2),
         }
     }
 }
@@ -325,6 +335,7 @@ pub(crate) fn check_tls(
         cert_reqs,
         ciphers,
         min_version,
+        h2: false,
     };
     server_config(&opts)
         .map(drop)

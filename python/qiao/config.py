@@ -199,6 +199,18 @@ def _cert_reqs(raw: object) -> int:
     return int(raw)
 
 
+def _protocols(raw: object) -> str:
+    """A list of ``h1`` and ``h2`` (gunicorn's ``http_protocols``), normalised: ``h2,h1``."""
+    expected = "expected a comma-separated list of h1 and h2, such as h2,h1"
+    items = raw if isinstance(raw, (list, tuple)) else _string(raw).split(",")
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    if not names or any(name not in ("h1", "h2") for name in names) or len(set(names)) != len(
+        names
+    ):
+        raise _Invalid(expected)
+    return ",".join(names)
+
+
 def _tls_version(raw: object) -> str:
     """``1.2`` or ``1.3`` (also ``TLSv1.2``, ``TLSv1_3``)."""
     if isinstance(raw, str):
@@ -439,6 +451,49 @@ SETTINGS: tuple[Setting, ...] = (
         "1.2",
         "Oldest TLS version accepted: 1.2 or 1.3.",
         ("--tls-min-version",), metavar="VERSION", engine=True,
+    ),
+    Setting(
+        "http_protocols", _protocols,
+        # Bounds nothing: which protocols ALPN offers over TLS, by preference.
+        "h2,h1",
+        "Protocols offered over TLS, by preference: h2,h1 (HTTP/2, then HTTP/1.1) or h1.",
+        ("--http-protocols",), metavar="LIST", engine=True,
+    ),
+    Setting(
+        "http2_cleartext", _choice("off", "prior-knowledge"),
+        # Bounds who speaks HTTP/2 without TLS: only a proxy that knows it should.
+        "off",
+        "Cleartext HTTP/2: off, or prior-knowledge (a plain connection that opens with the "
+        "HTTP/2 preface is served as HTTP/2; for proxies that speak it upstream).",
+        ("--http2-cleartext",), metavar="MODE", engine=True,
+    ),
+    Setting(
+        "http2_max_concurrent_streams", _integer(1, 2**31 - 1),
+        # Bounds the requests one HTTP/2 connection runs at once.
+        100,
+        "Streams one HTTP/2 connection may have open at once.",
+        ("--http2-max-concurrent-streams",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "http2_initial_window_size", _integer(1, 2**31 - 1),
+        # Bounds what a client may send of a body on one stream before the server reads it.
+        65535,
+        "Each HTTP/2 stream's initial flow-control window, in bytes.",
+        ("--http2-initial-window-size",), metavar="BYTES", engine=True,
+    ),
+    Setting(
+        "http2_max_frame_size", _integer(16384, 16777215),
+        # Bounds one HTTP/2 frame the server accepts (RFC 9113 §4.2 range).
+        16384,
+        "The largest HTTP/2 frame payload accepted, 16384 to 16777215 bytes.",
+        ("--http2-max-frame-size",), metavar="BYTES", engine=True,
+    ),
+    Setting(
+        "http2_max_header_list_size", _integer(1, 2**32 - 1),
+        # Bounds a request's decoded header list (HPACK bombs, CONTINUATION floods).
+        65536,
+        "The largest decoded header list an HTTP/2 request may carry, in bytes.",
+        ("--http2-max-header-list-size",), metavar="BYTES", engine=True,
     ),
     Setting(
         "tls_handshake_timeout", _seconds(zero_ok=False),

@@ -244,6 +244,13 @@ impl<T: Transport> Connection<T> {
         }
     }
 
+    /// The connection with `bytes` already received from it (read before it was known
+    /// to be HTTP/1.1).
+    pub(super) fn with_received(mut self, bytes: &[u8]) -> Connection<T> {
+        self.rbuf.extend_from_slice(bytes);
+        self
+    }
+
     /// Serves the connection to its end: the future a connection's task runs.
     pub(super) async fn serve(mut self) {
         self.run().await;

@@ -6,6 +6,7 @@ mod budget;
 mod channel;
 mod conn;
 mod gil;
+mod h2;
 mod idle;
 mod listener;
 mod outbuf;
@@ -25,6 +26,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+
 use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::LocalSet;
@@ -35,7 +38,7 @@ use crate::server::idle::Idle;
 use crate::server::listener::Listener;
 use crate::server::pool::Pool;
 use crate::server::tls::{HandshakeError, TlsStream};
-use crate::server::transport::Socket;
+use crate::server::transport::{Socket, Transport};
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
@@ -333,12 +336,19 @@ async fn serve_accepted(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let Some(config) = shared.ctx.settings.tls.clone() else {
+        if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
+            return Box::pin(serve_cleartext(shared, socket, peer, permit)).await;
+        }
         return Connection::new(shared, socket, peer, permit).serve().await;
     };
     let limit = shared.ctx.settings.tls_handshake_timeout;
     let failed = match tokio::time::timeout(limit, TlsStream::accept(socket, config)).await {
         Ok(Ok((stream, session))) => {
+            let h2 = session.h2;
             peer.tls = Some(session);
+            if h2 {
+                return Box::pin(h2::serve(shared, stream, Bytes::new(), peer, permit)).await;
+            }
             return Box::pin(Connection::new(shared, stream, peer, permit).serve()).await;
         }
         Ok(Err(HandshakeError::PlainHttp)) => "plain HTTP sent to the TLS port".to_string(),
@@ -353,6 +363,35 @@ async fn serve_accepted(
             &peer.remote.host
         }
     ));
+}
+
+/// A plain connection when cleartext HTTP/2 is on: served as HTTP/2 if it opens with the
+/// HTTP/2 preface (prior knowledge, RFC 9113 §3.3), else as HTTP/1.1 with what was read.
+async fn serve_cleartext(
+    shared: Rc<Shared>,
+    socket: Socket,
+    peer: Peer,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let mut first = BytesMut::with_capacity(conn::READ_BUFFER);
+    let limit = shared
+        .ctx
+        .settings
+        .keep_alive
+        .max(shared.ctx.settings.header_timeout);
+    while first.len() < h2::PREFACE.len() && h2::PREFACE.starts_with(&first) {
+        match tokio::time::timeout(limit, socket.read(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+    if first.starts_with(h2::PREFACE) {
+        return h2::serve(shared, socket, first.freeze(), peer, permit).await;
+    }
+    Connection::new(shared, socket, peer, permit)
+        .with_received(&first)
+        .serve()
+        .await
 }
 
 /// The first of several accepts to finish (a tiny `select_ok` without the futures crate).

@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::http::{Canned, HttpError};
+use crate::server::h2::io::NonBlocking;
 use crate::server::outbuf::OutBuf;
-use crate::server::transport::{Socket, Transport};
+use crate::server::transport::{RawSocket, Socket, Transport};
 use crate::sys;
 use crate::tls::SessionInfo;
 
@@ -336,6 +338,51 @@ impl Transport for TlsStream {
 
     fn read_handle(&self) -> Option<RawFd> {
         Some(self.socket.fd().as_raw_fd())
+    }
+}
+
+impl NonBlocking for TlsStream {
+    fn registration(&self) -> io::Result<&AsyncFd<RawSocket>> {
+        self.socket.io()
+    }
+
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut session = self.lock();
+        loop {
+            let state = self.process_here(&mut session)?;
+            if state.plaintext_bytes_to_read() > 0 {
+                return session.conn.reader().read(buf);
+            }
+            if state.peer_has_closed() {
+                return Ok(0);
+            }
+            self.flush_records(&mut session)?;
+            if session.conn.read_tls(&mut Wire(self.socket.fd()))? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        let mut session = self.lock();
+        let n = session.conn.writer().write(data)?;
+        self.flush_records(&mut session)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn flush_now(&self) -> io::Result<()> {
+        if self.flush_records(&mut self.lock())? {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    fn close_now(&self) {
+        self.shutdown_write();
     }
 }
 

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::server::h2::io::NonBlocking;
 use crate::server::outbuf::OutBuf;
 use crate::sys;
 
@@ -193,6 +194,34 @@ impl Transport for Socket {
 
     fn read_handle(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+}
+
+impl NonBlocking for Socket {
+    fn registration(&self) -> io::Result<&AsyncFd<RawSocket>> {
+        self.io()
+    }
+
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `recv` only writes initialised bytes, so viewing the initialised `buf`
+        // as possibly uninitialised bytes never de-initialises it.
+        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        sys::recv(self.fd(), uninit)?.ok_or_else(|| io::ErrorKind::WouldBlock.into())
+    }
+
+    fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        match sys::send_vectored(self.fd(), &[std::io::IoSlice::new(data)], false)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn flush_now(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn close_now(&self) {
+        self.shutdown_write();
     }
 }
 

@@ -59,6 +59,12 @@ pub(crate) fn settings(threads: usize) -> Settings {
         ciphers: None,
         tls_min_version: "1.2".into(),
         tls_handshake_timeout: Duration::from_secs(10),
+        http_protocols: "h2,h1".into(),
+        http2_cleartext: "off".into(),
+        http2_max_concurrent_streams: 100,
+        http2_initial_window_size: 65_535,
+        http2_max_frame_size: 16_384,
+        http2_max_header_list_size: 65_536,
         tls: None,
     }
 }

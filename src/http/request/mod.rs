@@ -14,6 +14,7 @@ pub use fields::parse_content_length;
 pub use target::percent_decode;
 
 mod fields;
+mod h2;
 mod scan;
 mod target;
 #[cfg(test)]
@@ -62,6 +63,8 @@ pub enum Version {
     Http10,
     /// HTTP/1.1 (and higher 1.x minors, RFC 9110 §2.5).
     Http11,
+    /// HTTP/2 (RFC 9113): a stream of a multiplexed connection.
+    Http2,
 }
 
 /// How the request body is delimited (RFC 9112 §6.3).
