@@ -405,3 +405,51 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def h2_http(certs):
+    httpx = pytest.importorskip("httpx")
+    return httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(certs.ca)),
+                        timeout=20)
+
+
+def test_validator_over_http2(certs):
+    """PEP 3333 as wsgiref.validate checks it, over HTTP/2: GET, POST with and without a
+    content-length, HEAD; no AssertionError, no WSGIWarning, every iterable closed."""
+    with running_server("validated:app", *certs.server_flags()) as server:
+        with h2_http(certs) as http:
+            base = f"https://localhost:{server.port}"
+            r = http.get(f"{base}/g?x=1")
+            assert (r.http_version, r.content) == ("HTTP/2", b"method=GET path=/g body=")
+            r = http.post(f"{base}/p", content=b"hello")
+            assert r.content == b"method=POST path=/p body=hello"
+            r = http.post(f"{base}/c", content=iter([b"abc", b"de"]))  # no content-length
+            assert r.content == b"method=POST path=/c body=abcde"
+            assert http.head(f"{base}/h").status_code == 200
+        server.stop()
+        log = server.log()
+    for bad in ("AssertionError", "WSGIWarning", "Traceback", "garbage collected"):
+        assert bad not in log, log
+
+
+FRAMEWORK_CASES = [
+    ("falcon_app:app", "POST", "/items/a1", {"x": [1, 2, 3]}, 201,
+     {"id": "a1", "stored": {"x": [1, 2, 3]}}),
+    ("bottle_app:app", "GET", "/hello/ann/3?q=x", None, 200,
+     {"name": "ann", "count": 3, "q": "x"}),
+    ("django_app:application", "GET", "/api/42/", None, 200,
+     {"id": 42, "method": "GET", "path": "/api/42/"}),
+    ("flask_app:app", "GET", "/json?a=1", None, 200, {"hello": "world", "args": {"a": "1"}}),
+]
+
+
+@pytest.mark.parametrize("app, method, path, payload, status, expected", FRAMEWORK_CASES,
+                         ids=["falcon", "bottle", "django", "flask"])
+def test_frameworks_over_http2(certs, app, method, path, payload, status, expected):
+    """The framework routes the HTTP/1.1 tests use, over HTTP/2 (httpx)."""
+    pytest.importorskip(app.split("_")[0])
+    with running_server(app, *certs.server_flags(), "--threads", "2") as server, \
+            h2_http(certs) as http:
+        r = http.request(method, f"https://localhost:{server.port}{path}", json=payload)
+    assert r.http_version == "HTTP/2"
+    assert r.status_code == status and r.json() == expected
