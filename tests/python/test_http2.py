@@ -453,3 +453,37 @@ def test_frameworks_over_http2(certs, app, method, path, payload, status, expect
         r = http.request(method, f"https://localhost:{server.port}{path}", json=payload)
     assert r.http_version == "HTTP/2"
     assert r.status_code == status and r.json() == expected
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed")
+def test_headless_chromium_loads_a_page_of_40_scripts_over_http2(certs):
+    """A real browser: Chromium, trusting the test certificate by its key, loads a page
+    whose 40 scripts it fetches over one HTTP/2 connection; each script ran and says it
+    came over HTTP/2 and https."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    cert = x509.load_pem_x509_certificate(certs.cert.read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    pin = base64.b64encode(digest.finalize()).decode()
+    with running_server("page:app", *certs.server_flags(), "--threads", "4") as server:
+        out = subprocess.run(
+            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={certs.dir / 'chrome'}",
+             f"--ignore-certificate-errors-spki-list={pin}", "--virtual-time-budget=10000",
+             "--dump-dom", f"https://localhost:{server.port}/page?n=40"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    lines = [line for line in out.stdout.split("<p>")[1:]]
+    seen = sorted(int(line.split()[1]) for line in lines)
+    assert seen == list(range(40)), out.stdout[-2000:] + out.stderr[-2000:]
+    assert all(" HTTP/2 https</p>" in line for line in lines), lines[:3]

@@ -394,3 +394,35 @@ def test_bad_tls_settings_exit_2_with_one_line(certs, tmp_path, flags, message):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("qiao: error: " + message.format(**names)), lines[0]
+
+
+def test_sslyze_finds_no_old_protocol_and_no_weak_cipher(tls_echo, tmp_path):
+    """sslyze's full scan: no SSL 2/3, TLS 1.0 or 1.1 (RFC 8996); every TLS 1.2 suite is
+    ECDHE with an AEAD (forward secrecy, no CBC, no RC4); TLS 1.3 served; not vulnerable to
+    Heartbleed, ROBOT, CCS injection, compression (CRIME) or client renegotiation."""
+    pytest.importorskip("sslyze")
+    out = tmp_path / "scan.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "sslyze", f"127.0.0.1:{tls_echo.port}", f"--json_out={out}"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    # (Its exit status also reflects the test certificate, which no public store trusts.)
+    assert out.exists(), run.stdout[-2000:] + run.stderr[-2000:]
+    scan = json.loads(out.read_text())["server_scan_results"][0]["scan_result"]
+
+    def accepted(key: str) -> list[str]:
+        assert scan[key]["status"] == "COMPLETED", scan[key]
+        return [c["cipher_suite"]["name"] for c in scan[key]["result"]["accepted_cipher_suites"]]
+
+    for old in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1"):
+        assert accepted(f"{old}_cipher_suites") == [], old
+    tls12 = accepted("tls_1_2_cipher_suites")
+    assert tls12 and all("ECDHE" in s and ("GCM" in s or "CHACHA20" in s) for s in tls12), tls12
+    assert accepted("tls_1_3_cipher_suites")
+    result = {k: scan[k]["result"] for k in (
+        "heartbleed", "robot", "openssl_ccs_injection", "tls_compression", "session_renegotiation")}
+    assert result["heartbleed"]["is_vulnerable_to_heartbleed"] is False
+    assert result["robot"]["robot_result"].startswith("NOT_VULNERABLE")
+    assert result["openssl_ccs_injection"]["is_vulnerable_to_ccs_injection"] is False
+    assert result["tls_compression"]["supports_compression"] is False
+    assert result["session_renegotiation"]["is_vulnerable_to_client_renegotiation_dos"] is False
