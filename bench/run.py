@@ -69,6 +69,7 @@ PEER_PACKAGES = {
     "bjoern": "peer (needs libev-dev)",
     "fastwsgi": "peer",
     "pyruvate": "peer",
+    "h2": "gunicorn's HTTP/2",
 }
 SERVER_PACKAGE = {
     "qiao": "qiao",
@@ -117,6 +118,11 @@ class Workload:
     # the floor moves with the machine from one minute to the next (README, Workloads,
     # the in-process floor).
     paired_floor: bool = False
+    # Over TLS (a certificate made once in .data), with wrk; `h2`: HTTP/2 by ALPN, with
+    # h2load, `streams` requests in flight on each of `connections`.
+    tls: bool = False
+    h2: bool = False
+    streams: int = 1
 
     def duration(self, requested: float) -> float:
         return max(requested, self.min_duration)
@@ -135,7 +141,17 @@ WORKLOADS = [
     Workload("sleep10", "sleep10", "app sleeps 10 ms, 256 conns, 32 threads", connections=256, threads=32,
              min_duration=10.0),
     Workload("idle_rss", "hello", "RSS of one idle worker, 2 s after start", idle=True),
+    Workload("https_hello", "hello", "hello over TLS 1.3, keep-alive", tls=True),
+    Workload("https_new_conn", "hello", "hello over TLS 1.3, a new connection (handshake) each",
+             headers=("Connection: close",), tls=True),
+    Workload("h2_hello", "hello", "hello over HTTP/2 (TLS), 4 connections x 100 streams",
+             connections=4, tls=True, h2=True, streams=100),
+    Workload("h2_flask_json", "flask_json", "Flask JSON over HTTP/2 (TLS), 4 x 100 streams",
+             connections=4, tls=True, h2=True, streams=100),
 ]
+# The servers with TLS (and, for `h2` workloads, HTTP/2) that the cells run.
+TLS_SERVERS = {"qiao", "granian", "gunicorn-sync", "gunicorn-gthread"}
+H2_SERVERS = {"qiao", "granian", "gunicorn-gthread"}
 WORKLOAD_BY_NAME = {w.name: w for w in WORKLOADS}
 # The C reference answers only GET heads with a canned hello.
 EPOLL_WORKLOADS = {"hello", "hello_close", "pipeline16", "idle_rss"}
@@ -145,6 +161,8 @@ def serves(server: str, wl: Workload) -> bool:
     """Whether `server` has a cell in `wl`: the C reference answers only its canned hello,
     and the bare Python server (`ref/bare_server.py`) is measured where the target is a
     share of the app's floor."""
+    if wl.tls:
+        return server in (H2_SERVERS if wl.h2 else TLS_SERVERS)
     if server == "epoll-c":
         return wl.name in EPOLL_WORKLOADS
     if server == "bare-py":
@@ -186,6 +204,8 @@ def setup_venv(servers: list[str], reinstall_qiao: bool) -> dict[str, str]:
         if shutil.which("apt-get"):
             run_quiet(["apt-get", "install", "-y", "libev-dev"], logs / "apt-libev.log", 600)
     wanted = ["flask", "matplotlib"] + sorted({SERVER_PACKAGE[s] for s in servers if SERVER_PACKAGE[s] not in (None, "qiao")})
+    if "gunicorn-gthread" in servers:
+        wanted.append("h2")  # gunicorn's HTTP/2 (the h2_* cells)
     have = installed_versions(wanted)
     for pkg in wanted:
         if have.get(pkg):
@@ -353,6 +373,12 @@ def wait_until_near(max_wait: float) -> float:
 
 def prepare_data() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
+    if not CERT.exists() or not KEY.exists():
+        # ECDSA P-256: what most sites present; the key in PKCS#8 (granian reads no other).
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", str(KEY), "-out", str(CERT), "-days", "3650",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
     f = DATA / "1mib.bin"
     if not f.exists() or f.stat().st_size != 1 << 20:
         f.write_bytes(os.urandom(1 << 20))
@@ -468,7 +494,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CERT, KEY = DATA / "tls-cert.pem", DATA / "tls-key.pem"
+
+
+def tls_flags(server: str, wl: Workload) -> list[str]:
+    """The flags that make `server` serve `wl` over TLS (HTTP/2 offered by ALPN for `h2`)."""
+    if not wl.tls:
+        return []
+    if server == "qiao":
+        return ["--certfile", str(CERT), "--keyfile", str(KEY)]
+    if server == "granian":
+        return ["--ssl-certificate", str(CERT), "--ssl-keyfile", str(KEY), "--http", "2" if wl.h2 else "1"]
+    if server.startswith("gunicorn"):
+        return ["--certfile", str(CERT), "--keyfile", str(KEY)] + (["--http-protocols", "h2,h1"] if wl.h2 else [])
+    raise ValueError(f"{server} has no TLS cell")
+
+
 def server_command(server: str, wl: Workload, port: int, python: Path) -> list[str]:
+    return plain_command(server, wl, port, python) + tls_flags(server, wl)
+
+
+def plain_command(server: str, wl: Workload, port: int, python: Path) -> list[str]:
     bindir = python.parent
     spec = f"{wl.app}:app"
     t = wl.threads
@@ -553,13 +599,51 @@ class Server:
 RESULT_RE = re.compile(r"BENCH_RESULT (.*)")
 
 
+def run_load(wl: Workload, port: int, duration: float) -> dict:
+    """The load generator's result for one run: wrk's, or h2load's for HTTP/2 workloads."""
+    return run_h2load(wl, port, duration) if wl.h2 else run_wrk(wl, port, duration)
+
+
+def run_h2load(wl: Workload, port: int, duration: float) -> dict:
+    """h2load for `duration` s, its per-request log read for the latency percentiles; the
+    same keys as wrk's report.lua gives."""
+    seconds = max(1, round(duration))
+    with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log", dir=DATA) as log_file:
+        cmd = ["taskset", "-c", CLIENT_CORE, "h2load", "-t1", f"-c{wl.connections}", f"-m{wl.streams}",
+               f"-D{seconds}", "--log-file", log_file.name, f"https://127.0.0.1:{port}/"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
+        durations = []
+        bad_status = 0
+        for line in Path(log_file.name).read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                status, us = int(parts[1]), int(parts[2])
+                durations.append(us)
+                bad_status += not 200 <= status < 300
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out)
+    t = re.search(r"finished in ([\d.]+)(m?s)", out)
+    if not m or not t or not durations:
+        raise RuntimeError(f"h2load gave no result: {out[-500:]}")
+    done, errored, timeouts = (int(m.group(i)) for i in (3, 6, 7))
+    elapsed_us = float(t.group(1)) * (1000 if t.group(2) == "ms" else 1_000_000)
+    durations.sort()
+
+    def pct(q: float) -> int:
+        return durations[min(len(durations) - 1, int(q * len(durations)))]
+
+    return {"requests": done, "duration_us": int(elapsed_us), "p50_us": pct(0.50), "p99_us": pct(0.99),
+            "err_connect": 0, "err_read": errored, "err_write": 0, "err_timeout": timeouts,
+            "err_status": bad_status}
+
+
 def run_wrk(wl: Workload, port: int, duration: float) -> dict:
     seconds = max(1, round(duration))  # wrk takes whole seconds only
     cmd = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{wl.connections}", f"-d{seconds}s",
            "--timeout", "5s", "--latency", "-s", str(DATA / "lua" / wl.script)]
     for h in wl.headers:
         cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{port}/")
+    cmd.append(f"{'https' if wl.tls else 'http'}://127.0.0.1:{port}/")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=seconds + 30)
@@ -685,7 +769,7 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
         if args.placement_wait > 0:
             waited += wait_until_near(args.placement_wait - waited)
         if args.warmup > 0:
-            run_wrk(wl, srv.port, args.warmup)
+            run_load(wl, srv.port, args.warmup)
         rtt0 = core_rtt_ns()
         if args.placement_wait <= 0 or waited >= args.placement_wait or rtt0 is None or is_near(rtt0):
             break
@@ -693,7 +777,7 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
     client0, sleeps0 = children_usage()
     busy0 = machine_busy_seconds()
     t0 = time.monotonic()
-    r = run_wrk(wl, srv.port, wl.duration(args.duration))
+    r = run_load(wl, srv.port, wl.duration(args.duration))
     elapsed = time.monotonic() - t0
     rtt1 = core_rtt_ns()
     cpu1 = tree_cpu_seconds(srv.proc.pid)
