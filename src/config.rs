@@ -118,6 +118,8 @@ settings! {
     certfile: Option<String>,
     /// TLS: the private key (PEM); unset: in `certfile`.
     keyfile: Option<String>,
+    /// TLS: the password of an encrypted `keyfile`.
+    keyfile_password: Option<String>,
     /// TLS: the authorities client certificates are verified with.
     ca_certs: Option<String>,
     /// TLS: 0 asks no client certificate, 1 asks for an optional one, 2 requires one.
@@ -182,6 +184,7 @@ impl Settings {
             let opts = crate::tls::TlsOptions {
                 certfile,
                 keyfile: s.keyfile.as_deref(),
+                keyfile_password: s.keyfile_password.as_deref(),
                 ca_certs: s.ca_certs.as_deref(),
                 cert_reqs: s.cert_reqs,
                 ciphers: s.ciphers.as_deref(),

@@ -15,6 +15,8 @@ use rustls::{RootCertStore, SupportedCipherSuite, SupportedProtocolVersion};
 pub(crate) struct TlsOptions<'a> {
     pub certfile: &'a str,
     pub keyfile: Option<&'a str>,
+    /// Decrypts an encrypted PKCS#8 key.
+    pub keyfile_password: Option<&'a str>,
     pub ca_certs: Option<&'a str>,
     /// 0: no client certificate asked for; 1: asked for, optional; 2: required.
     pub cert_reqs: u64,
@@ -91,7 +93,7 @@ pub(crate) fn server_config(opts: &TlsOptions<'_>) -> Result<Arc<ServerConfig>, 
 
     let chain = read_certificates("certfile", opts.certfile)?;
     let keyfile = opts.keyfile.unwrap_or(opts.certfile);
-    let key = read_key(keyfile)?;
+    let key = read_key(keyfile, opts.keyfile_password)?;
     let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => error(
             "keyfile",
@@ -141,8 +143,10 @@ fn read_certificates(
     Ok(certs)
 }
 
-/// The private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// The private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC); an encrypted PKCS#8
+/// key (PBES2, what `openssl genpkey -aes256` and `openssl pkcs8 -topk8` write) with
+/// `password`.
+fn read_key(path: &str, password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read_file("keyfile", path)?;
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&pem) {
         let (kind, der) = section.map_err(|e| pem_error("keyfile", path, e))?;
@@ -151,16 +155,53 @@ fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
         }
     }
     let text = String::from_utf8_lossy(&pem);
-    if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return decrypt_key(path, &text, password);
+    }
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(error(
             "keyfile",
-            format!("{path}: the key is encrypted; qiao reads unencrypted keys (`openssl pkey -in KEY -out PLAIN` decrypts it)"),
+            format!("{path}: the key is encrypted in OpenSSL's legacy form; `openssl pkcs8 -topk8 -in KEY -out NEW` writes it as encrypted PKCS#8, which --keyfile-password opens"),
         ));
     }
     Err(error(
         "keyfile",
         format!("{path}: no PEM private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY) in the file"),
     ))
+}
+
+/// An encrypted PKCS#8 key (RFC 5958 §3, PBES2 of RFC 8018), decrypted with `password`.
+fn decrypt_key(
+    path: &str,
+    text: &str,
+    password: Option<&str>,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use pkcs8::der::Decode;
+
+    let Some(password) = password else {
+        return Err(error(
+            "keyfile",
+            format!("{path}: the key is encrypted; give its password with --keyfile-password (or QIAO_KEYFILE_PASSWORD)"),
+        ));
+    };
+    let begin = text
+        .find("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        .unwrap_or(0);
+    let (_, der) = pkcs8::der::pem::decode_vec(&text.as_bytes()[begin..])
+        .map_err(|e| error("keyfile", format!("{path}: not a valid PEM file ({e})")))?;
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(&der).map_err(|e| {
+        error(
+            "keyfile",
+            format!("{path}: not an encrypted PKCS#8 key ({e})"),
+        )
+    })?;
+    let plain = info.decrypt(password).map_err(|_| {
+        error(
+            "keyfile_password",
+            format!("the password does not decrypt {path} (or its cipher is not PBES2)"),
+        )
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
 }
 
 fn pem_error(setting: &'static str, path: &str, e: pem::Error) -> TlsError {
@@ -314,15 +355,17 @@ fn to_pem(der: &[u8]) -> String {
     pem
 }
 
-/// `check_tls(certfile, keyfile, ca_certs, cert_reqs, ciphers, min_version)`: the settings
+/// `check_tls(certfile, keyfile, keyfile_password, ca_certs, cert_reqs, ciphers, min_version)`: the settings
 /// check builds the configuration once, so that a bad file or a key that does not match
 /// stops the start with one line, before any worker exists. Raises
 /// `ValueError(setting, reason)`.
 #[pyo3::pyfunction]
-#[pyo3(signature = (certfile, keyfile, ca_certs, cert_reqs, ciphers, min_version))]
+#[pyo3(signature = (certfile, keyfile, keyfile_password, ca_certs, cert_reqs, ciphers, min_version))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn check_tls(
     certfile: &str,
     keyfile: Option<&str>,
+    keyfile_password: Option<&str>,
     ca_certs: Option<&str>,
     cert_reqs: u64,
     ciphers: Option<&str>,
@@ -331,6 +374,7 @@ pub(crate) fn check_tls(
     let opts = TlsOptions {
         certfile,
         keyfile,
+        keyfile_password,
         ca_certs,
         cert_reqs,
         ciphers,

@@ -117,6 +117,7 @@ def trim_memory() -> None:
 def check_tls(
     certfile: str,
     keyfile: str | None,
+    keyfile_password: str | None,
     ca_certs: str | None,
     cert_reqs: int,
     ciphers: str | None,

@@ -424,6 +424,13 @@ SETTINGS: tuple[Setting, ...] = (
         ("--keyfile",), metavar="FILE", engine=True,
     ),
     Setting(
+        "keyfile_password", _optional_string,
+        # Bounds nothing: opens an encrypted private key (better from the environment).
+        None,
+        "Password of an encrypted --keyfile (PKCS#8); QIAO_KEYFILE_PASSWORD keeps it out of ps.",
+        ("--keyfile-password",), metavar="PASSWORD", engine=True,
+    ),
+    Setting(
         "ca_certs", _path,
         # Bounds who may present a client certificate: the authorities that sign them.
         None,
@@ -757,7 +764,8 @@ class Config:
         values = self._values
         try:
             _qiao.check_tls(
-                values["certfile"], values["keyfile"], values["ca_certs"],
+                values["certfile"], values["keyfile"], values["keyfile_password"],
+                values["ca_certs"],
                 values["cert_reqs"], values["ciphers"], values["tls_min_version"],
             )
         except ValueError as e:
@@ -864,7 +872,7 @@ class Config:
 
     def __repr__(self) -> str:
         changed = ", ".join(
-            f"{name}={value!r}"
+            f"{name}={'***' if 'password' in name else repr(value)}"
             for name, value in self._values.items()
             if self._sources[name] != "default"
         )

@@ -54,6 +54,7 @@ pub(crate) fn settings(threads: usize) -> Settings {
         parent_pid: 0,
         certfile: None,
         keyfile: None,
+        keyfile_password: None,
         ca_certs: None,
         cert_reqs: 0,
         ciphers: None,

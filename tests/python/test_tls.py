@@ -283,6 +283,26 @@ def test_combined_pem_and_pkcs1_rsa_key(certs, tmp_path):
         assert environ_of(server, ctx)["HTTPS"] == "on"
 
 
+def test_encrypted_key_with_its_password(certs, tmp_path):
+    """An encrypted PKCS#8 key (PBES2) opens with --keyfile-password, or with the password
+    in QIAO_KEYFILE_PASSWORD, out of sight of ps."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret"),
+    ))
+    flags = ["--certfile", str(certs.cert), "--keyfile", str(encrypted)]
+    with running_server("echo_environ:app", *flags, "--keyfile-password", "s3cret") as server:
+        assert environ_of(server, context(certs))["HTTPS"] == "on"
+    with running_server("echo_environ:app", *flags,
+                        extra_env={"QIAO_KEYFILE_PASSWORD": "s3cret"}) as server:
+        assert environ_of(server, context(certs))["HTTPS"] == "on"
+
+
 def test_certificates_are_read_again_on_hup(certs, tmp_path):
     """A reload (HUP) starts workers that read the certificate files again; a request in
     flight on the old certificate finishes."""
@@ -356,7 +376,9 @@ BAD_SETTINGS = [
     (["--certfile", "{cert}", "--keyfile", "{d}/other-key.pem"],
      "--keyfile: {d}/other-key.pem: the key does not match the certificate"),
     (["--certfile", "{cert}", "--keyfile", "{d}/encrypted.pem"],
-     "--keyfile: {d}/encrypted.pem: the key is encrypted"),
+     "--keyfile: {d}/encrypted.pem: the key is encrypted; give its password"),
+    (["--certfile", "{cert}", "--keyfile", "{d}/encrypted.pem", "--keyfile-password", "wrong"],
+     "--keyfile-password: the password does not decrypt {d}/encrypted.pem"),
     (["--certfile", "{cert}", "--keyfile", "{cert}"], "--keyfile: {cert}: no PEM private key"),
     (["--certfile", "{cert}", "--keyfile", "{key}", "--ciphers", "RC4-MD5"],
      "--ciphers: unknown cipher suite \"RC4-MD5\""),
