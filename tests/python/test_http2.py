@@ -487,3 +487,27 @@ def test_headless_chromium_loads_a_page_of_40_scripts_over_http2(certs):
     seen = sorted(int(line.split()[1]) for line in lines)
     assert seen == list(range(40)), out.stdout[-2000:] + out.stderr[-2000:]
     assert all(" HTTP/2 https</p>" in line for line in lines), lines[:3]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_graceful_stop_finishes_open_streams(certs):
+    """A graceful stop (TERM) during a stream: the server sends GOAWAY (RFC 9113 §6.8), the
+    stream in flight finishes with its response (curl, a client that follows GOAWAY), and
+    the server exits cleanly."""
+    import signal
+
+    flags = [*certs.server_flags(), "--threads", "2"]
+    with running_server("behaviour:app", *flags) as server:
+        curl = subprocess.Popen(
+            ["curl", "-sS", "--http2", "--cacert", str(certs.ca), "-w", "\n%{http_version} %{http_code}",
+             f"https://localhost:{server.port}/slow?s=1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(0.4)
+        server.proc.send_signal(signal.SIGTERM)
+        out, err = curl.communicate(timeout=20)
+        assert curl.returncode == 0, err
+        body, status = out.rsplit("\n", 1)
+        assert status == "2 200"
+        assert json.loads(body)["multithread"] is True
+        assert server.proc.wait(15) == 0

@@ -209,3 +209,54 @@ impl ResponseSink for H2Sink {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &str, has_date: bool) -> ResponseHead {
+        ResponseHead {
+            status: lines[..3].parse().unwrap(),
+            lines: lines.as_bytes().to_vec(),
+            content_length: None,
+            has_date,
+            has_server: false,
+        }
+    }
+
+    /// RFC 9113 §8.3.2: only `:status`, no reason phrase; the application's fields kept in
+    /// order (repeated ones too), names in lower case; Date and Server added.
+    #[test]
+    fn a_head_becomes_http2_fields() {
+        let h = head(
+            "201 Created\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
+            false,
+        );
+        let resp = response(&h, BodyLength::Computed(5));
+        assert_eq!(resp.status(), 201);
+        let f = resp.headers();
+        assert_eq!(f["content-type"], "text/plain");
+        let cookies: Vec<_> = f.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(f["content-length"], "5");
+        assert_eq!(f["server"], "qiao");
+        assert_eq!(f["date"].len(), 29);
+    }
+
+    /// RFC 9110 §9.3.2: a HEAD response announces the length GET would have had.
+    #[test]
+    fn a_head_response_keeps_the_computed_length() {
+        let h = head("200 OK\r\nDate: x\r\n", true);
+        let resp = response(&h, BodyLength::None { computed: Some(42) });
+        assert_eq!(resp.headers()["content-length"], "42");
+        assert_eq!(resp.headers()["date"], "x");
+    }
+
+    #[test]
+    fn canned_answers_say_what_went_wrong() {
+        let (resp, body) = canned(413, "request body too large");
+        assert_eq!(resp.status(), 413);
+        assert_eq!(body, b"413 Payload Too Large: request body too large\n");
+        assert_eq!(resp.headers()["content-length"], body.len().to_string());
+    }
+}
