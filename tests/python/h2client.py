@@ -22,6 +22,7 @@ class StreamResult:
     body: bytearray = field(default_factory=bytearray)
     ended: bool = False
     reset: int | None = None  # the error code of a RST_STREAM
+    informational: list[int] = field(default_factory=list)  # 1xx statuses received
 
     def header(self, name: str) -> str | None:
         return next((v for n, v in self.headers if n == name), None)
@@ -126,7 +127,9 @@ class H2Client:
     def handle(self, events) -> None:
         for ev in events:
             result = self.streams.get(getattr(ev, "stream_id", 0) or 0)
-            if isinstance(ev, h2.events.ResponseReceived) and result is not None:
+            if isinstance(ev, h2.events.InformationalResponseReceived) and result is not None:
+                result.informational.append(int(dict(ev.headers)[":status"]))
+            elif isinstance(ev, h2.events.ResponseReceived) and result is not None:
                 result.headers = list(ev.headers)
                 result.status = int(dict(ev.headers)[":status"])
             elif isinstance(ev, h2.events.DataReceived) and result is not None:

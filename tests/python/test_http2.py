@@ -111,6 +111,27 @@ def test_request_body_without_content_length(h2_echo, certs):
     assert report["body"].encode("latin-1") == body
 
 
+def test_expect_100_continue(h2_echo, certs):
+    """RFC 9110 §10.1.1 over HTTP/2: a client that sends `expect: 100-continue` and waits
+    gets the 100 before it sends its body; one over the size limit gets its 413 instead."""
+    with client(h2_echo, certs) as c:
+        sid = c.request("/", "POST", headers=[("expect", "100-continue"),
+                                               ("content-length", "5")], end=False)
+        c.pump(time.monotonic() + 5, lambda: c.streams[sid].informational == [100])
+        c.send_body(sid, b"hello")
+        [r] = c.wait(sid)
+    assert r.status == 200 and json.loads(bytes(r.body))["body"] == "hello"
+
+
+def test_expect_100_continue_over_the_limit_gets_413(certs):
+    flags = [*certs.server_flags(), "--max-request-body-size", "1000"]
+    with running_server("echo_environ:app", *flags) as server, client(server, certs) as c:
+        sid = c.request("/", "POST", headers=[("expect", "100-continue"),
+                                               ("content-length", "5000")], end=False)
+        [r] = c.wait(sid)
+    assert r.status == 413 and r.informational == []
+
+
 def test_upload_and_echo_3_mib(h2_server, certs):
     """A body larger than the stream's window arrives whole (the server opens the window as
     it reads)."""

@@ -145,13 +145,25 @@ async fn serve_stream(
 ) {
     let started = Instant::now();
     let (parts, mut recv) = request.into_parts();
+    // RFC 9110 §10.1.1: a client that expects 100-continue waits for it before its body;
+    // the body is read at once (as over HTTP/1.1), so it gets it now.
+    let expects = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = declared.is_some_and(|n| n > shared.ctx.settings.limits.max_body);
+    if expects && !too_large && !recv.is_end_stream() {
+        let mut proceed = http::Response::new(());
+        *proceed.status_mut() = http::StatusCode::CONTINUE;
+        let _ = respond.send_informational(proceed);
+    }
     let prepared = async {
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let settings = &shared.ctx.settings;
-        if declared.is_some_and(|n| n > settings.limits.max_body) {
+        if too_large {
             return Err(Refusal::from(HttpError::PayloadTooLarge));
         }
         let (body, length) = read_body(&shared, &mut recv).await?;
