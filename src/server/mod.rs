@@ -20,8 +20,10 @@ mod transport;
 mod writer;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,11 +280,8 @@ async fn serve(
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
-                            // Boxed: the task then holds a pointer, not the connection's
-                            // large future, which it would copy whole several times over
-                            // a connection's life; one allocation is cheaper.
-                            let c = serve_accepted(shared.clone(), conn, peer, permit.ok());
-                            tokio::task::spawn_local(Box::pin(c));
+                            let task = serve_accepted(shared.clone(), conn, peer, permit.ok());
+                            tokio::task::spawn_local(task);
                         }
                         (Err(e), _) => {
                             // EMFILE and friends: wait a little rather than spin.
@@ -327,20 +326,35 @@ async fn serve(
     Ok(shared)
 }
 
-/// Serves one accepted connection to its end: over TLS when the server has a
-/// certificate, after a handshake bounded by `tls_handshake_timeout`.
-async fn serve_accepted(
+/// The task that serves one accepted connection to its end: plain HTTP/1.1, or after a TLS
+/// handshake, or cleartext HTTP/2 by prior knowledge. Boxed, each kind on its own: the
+/// task holds a pointer, not the connection's large future, which it would otherwise copy
+/// whole several times over a connection's life; and a plain connection's future does not
+/// carry the space a TLS handshake needs, which is copied too (one allocation is cheaper).
+fn serve_accepted(
     shared: Rc<Shared>,
+    socket: Socket,
+    peer: Peer,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    if let Some(config) = shared.ctx.settings.tls.clone() {
+        return Box::pin(serve_tls(shared, config, socket, peer, permit));
+    }
+    if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
+        return Box::pin(serve_cleartext(shared, socket, peer, permit));
+    }
+    Box::pin(Connection::new(shared, socket, peer, permit).serve())
+}
+
+/// A TLS connection: the handshake, bounded by `tls_handshake_timeout`, then HTTP/2 or
+/// HTTP/1.1 as ALPN chose.
+async fn serve_tls(
+    shared: Rc<Shared>,
+    config: Arc<rustls::ServerConfig>,
     socket: Socket,
     mut peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let Some(config) = shared.ctx.settings.tls.clone() else {
-        if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
-            return Box::pin(serve_cleartext(shared, socket, peer, permit)).await;
-        }
-        return Connection::new(shared, socket, peer, permit).serve().await;
-    };
     let limit = shared.ctx.settings.tls_handshake_timeout;
     let failed = match tokio::time::timeout(limit, TlsStream::accept(socket, config)).await {
         Ok(Ok((stream, session))) => {
