@@ -6,6 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::http::forwarded::{Rules, TrustedNets};
 use crate::http::Limits;
 
 /// A value the settings dict holds for one key, as the Python table made it.
@@ -23,7 +24,15 @@ macro_rules! extracted {
     };
 }
 
-extracted!(usize, u64, i32, String, Option<String>);
+extracted!(
+    usize,
+    u64,
+    i32,
+    String,
+    Option<String>,
+    Vec<String>,
+    Vec<(String, String)>
+);
 
 /// Durations arrive as seconds (a float).
 impl FromSetting for Duration {
@@ -45,6 +54,10 @@ macro_rules! settings {
             $( $(#[$doc])* pub(crate) $name: $ty, )*
             /// The request-head limits, gathered from the `limit_*` settings.
             pub(crate) limits: Limits,
+            /// The peers whose forwarding fields are read (`forwarded_allow_ips`).
+            pub(crate) trusted: TrustedNets,
+            /// Which forwarding fields are read from them, and how.
+            pub(crate) forwarding: Rules,
         }
 
         /// Every key of the settings dict, by name.
@@ -55,6 +68,8 @@ macro_rules! settings {
                 Ok(Settings {
                     $( $name: setting(d, stringify!($name))?, )*
                     limits: Limits::default(),
+                    trusted: TrustedNets::default(),
+                    forwarding: Rules::default(),
                 })
             }
         }
@@ -109,6 +124,16 @@ settings! {
     max_requests: u64,
     /// The master's pid: when the parent is no longer it, the worker stops (0: no master).
     parent_pid: i32,
+    /// Peers (addresses, CIDR networks, or `*`) whose forwarding fields are believed.
+    forwarded_allow_ips: Vec<String>,
+    /// (field name, value meaning https) pairs, gunicorn's `secure_scheme_headers`.
+    secure_scheme_headers: Vec<(String, String)>,
+    /// How many proxies set `X-Forwarded-Host` (0: not read).
+    forwarded_host: usize,
+    /// How many proxies set `X-Forwarded-Port` (0: not read).
+    forwarded_port: usize,
+    /// How many proxies set `X-Forwarded-Prefix` (0: not read).
+    forwarded_prefix: usize,
 }
 
 /// The value of `key`, or an error naming it.
@@ -142,6 +167,23 @@ impl Settings {
             max_header_field_size: s.limit_request_field_size,
             max_body: s.max_request_body_size,
             max_header_block: s.limit_request_head_size,
+        };
+        s.trusted = TrustedNets::parse(&s.forwarded_allow_ips)
+            .map_err(|e| PyValueError::new_err(format!("setting forwarded_allow_ips: {e}")))?;
+        s.forwarding = Rules {
+            secure_scheme_headers: s
+                .secure_scheme_headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.to_ascii_lowercase().into_bytes().into(),
+                        value.as_bytes().into(),
+                    )
+                })
+                .collect(),
+            x_host: s.forwarded_host,
+            x_port: s.forwarded_port,
+            x_prefix: s.forwarded_prefix,
         };
         Ok(s)
     }

@@ -4,6 +4,7 @@ pub mod canned;
 pub mod chunked;
 pub mod date;
 pub mod error;
+pub mod forwarded;
 pub mod framing;
 pub mod request;
 pub mod response;

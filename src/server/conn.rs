@@ -16,6 +16,7 @@ use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
+use crate::http::forwarded::{self, Forwarded};
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
 use crate::server::body::BodyError;
 use crate::server::channel::Channel;
@@ -381,6 +382,10 @@ impl<T: Transport> Connection<T> {
                 }
             };
             let started = Instant::now();
+            let forwarded = match self.forwarded(&head) {
+                Ok(forwarded) => forwarded,
+                Err(e) => return Box::pin(self.refuse(Canned::Refused(e))).await,
+            };
 
             let mut persist = Persistence::KeepAlive;
             // RFC 9112 §9.3: the client's wish; `--keep-alive 0`, a stop, or
@@ -412,7 +417,7 @@ impl<T: Transport> Connection<T> {
             let keep = repeat && persist.persists();
             repeat = true;
             // Most responses are done in one inline call: no future of their own.
-            let sink = match self.dispatch(head, body, persist, keep, started) {
+            let sink = match self.dispatch(head, forwarded, body, persist, keep, started) {
                 Dispatched::Done(sink) => sink,
                 Dispatched::Paused(step) => Box::pin(self.drive_inline(step)).await,
                 Dispatched::Pooled(ex, chan) => {
@@ -454,6 +459,7 @@ impl<T: Transport> Connection<T> {
     fn dispatch(
         &mut self,
         head: RequestHead,
+        forwarded: Option<Box<Forwarded>>,
         body: Body,
         persist: Persistence,
         keep: bool,
@@ -474,6 +480,7 @@ impl<T: Transport> Connection<T> {
         };
         let ex = Exchange {
             head,
+            forwarded,
             body,
             sink,
             peer: self.peer.clone(),
@@ -559,6 +566,19 @@ impl<T: Transport> Connection<T> {
             sink.lost();
         }
         Some(sink)
+    }
+
+    /// What the peer, if it is a trusted proxy, says of the request's client, scheme, host
+    /// and prefix; a 400 for values it cannot stand behind (see `http::forwarded`).
+    fn forwarded(&self, head: &RequestHead) -> Result<Option<Box<Forwarded>>, HttpError> {
+        if !self.peer.trusted {
+            return Ok(None);
+        }
+        let settings = &self.shared.ctx.settings;
+        Ok(
+            forwarded::resolve(head.headers(), &settings.forwarding, &settings.trusted)?
+                .map(Box::new),
+        )
     }
 
     /// Answers with a canned response and closes (RFC 9112 §2.2, §6: once a request cannot

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::http::forwarded::TrustedNets;
 use crate::server::transport::Socket;
 use crate::sys::{self, TcpOption};
 use crate::wsgi::environ::{HostPort, Peer};
@@ -70,7 +71,10 @@ impl Listener {
         }
     }
 
-    pub(super) async fn accept(&self) -> io::Result<(Socket, Peer)> {
+    /// The next connection, and its peer; `trusted`: the proxies whose forwarding fields
+    /// are read (a Unix-socket peer always is, as in gunicorn: only processes allowed to
+    /// open the socket file can connect).
+    pub(super) async fn accept(&self, trusted: &TrustedNets) -> io::Result<(Socket, Peer)> {
         match self {
             Listener::Tcp(l, fixed) => {
                 let (fd, remote) = l.async_io(Interest::READABLE, accept).await?;
@@ -78,12 +82,15 @@ impl Listener {
                     Some(local) => local.clone(),
                     None => Arc::new(host_port(sys::local_addr(fd.as_fd())?.ok_or_else(not_ip)?)),
                 };
-                let peer = Peer::new(host_port(remote.ok_or_else(not_ip)?), local);
+                let remote = remote.ok_or_else(not_ip)?;
+                let peer =
+                    Peer::new(host_port(remote), local).trusted(trusted.contains(remote.ip()));
                 Ok((Socket::new(fd), peer))
             }
             Listener::Unix(l, local) => {
                 let (fd, _) = l.async_io(Interest::READABLE, accept).await?;
-                let peer = Peer::new(HostPort::new(String::new(), String::new()), local.clone());
+                let peer = Peer::new(HostPort::new(String::new(), String::new()), local.clone())
+                    .trusted(true);
                 Ok((Socket::new(fd), peer))
             }
         }

@@ -245,7 +245,8 @@ async fn serve(
     let mut stopped = stop.subscribe();
     if one_request {
         // handle_request(): the first connection on any listener, one request, done.
-        let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
+        let trusted = &ctx.settings.trusted;
+        let accepts = listeners.iter().map(|l| Box::pin(l.accept(trusted)));
         let first = tokio::select! {
             r = futures_select_ok(accepts.collect()) => Some(r),
             _ = stopped.wait_for(|s| *s) => None,
@@ -269,7 +270,7 @@ async fn serve(
                 loop {
                     let accepted = {
                         let permit = permits.clone().acquire_owned().await;
-                        (listener.accept().await, permit)
+                        (listener.accept(&shared.ctx.settings.trusted).await, permit)
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {

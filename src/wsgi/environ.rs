@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::config::Settings;
+use crate::http::forwarded::Forwarded;
 use crate::http::{percent_decode, RequestHead};
 use crate::wsgi::input::Input;
 use crate::wsgi::response::KeptStartResponse;
@@ -52,6 +53,10 @@ pub(crate) struct Peer {
     pub remote: HostPort,
     /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
     pub local: Arc<HostPort>,
+    /// Whether the peer is a trusted proxy (`--forwarded-allow-ips`), whose forwarding
+    /// fields are read: decided once, as the connection is accepted, so that a request
+    /// from anyone else pays nothing for them.
+    pub trusted: bool,
     /// This connection's own environ base (see `Template::connection_environ`).
     base: Mutex<Option<ConnectionBase>>,
     pub start_response: Mutex<Option<KeptStartResponse>>,
@@ -62,9 +67,16 @@ impl Peer {
         Peer {
             remote,
             local,
+            trusted: false,
             base: Mutex::new(None),
             start_response: Mutex::new(None),
         }
+    }
+
+    /// The same peer, trusted or not as a proxy.
+    pub(crate) fn trusted(mut self, trusted: bool) -> Peer {
+        self.trusted = trusted;
+        self
     }
 }
 
@@ -118,6 +130,11 @@ pub(crate) struct Template {
     k_input: Py<PyString>,
     k_raw_uri: Py<PyString>,
     k_request_uri: Py<PyString>,
+    k_url_scheme: Py<PyString>,
+    k_original: Py<PyString>,
+    /// `wsgi.url_scheme`'s two values, for what a trusted proxy says.
+    http: Py<PyString>,
+    https_str: Py<PyString>,
     common: Vec<Py<PyString>>,
     /// The `wsgi.input` of every request without a body, the template's own. It has
     /// nothing to read and so no state to keep, and one object serves them all: most
@@ -223,6 +240,10 @@ impl Template {
             k_input: interned(py, "wsgi.input"),
             k_raw_uri: interned(py, "RAW_URI"),
             k_request_uri: interned(py, "REQUEST_URI"),
+            k_url_scheme: interned(py, "wsgi.url_scheme"),
+            k_original: interned(py, "qiao.original"),
+            http: interned(py, "http"),
+            https_str: interned(py, "https"),
             common,
             empty_input: Py::new(py, Input::buffered(bytes::Bytes::new()))?,
             post: interned(py, "POST"),
@@ -261,6 +282,7 @@ impl Template {
         &self,
         py: Python<'py>,
         head: &RequestHead,
+        forwarded: Option<&Forwarded>,
         peer: &Peer,
         input: &Bound<'py, Input>,
         keep: bool,
@@ -344,7 +366,89 @@ impl Template {
                 }
             }
         }
+        if let Some(forwarded) = forwarded {
+            self.apply_forwarded(&env, head, forwarded, peer)?;
+        }
         Ok(env)
+    }
+
+    /// Puts what a trusted proxy said in place of what the connection shows, keeping each
+    /// value it replaces in the `qiao.original` dict (by environ key):
+    /// - the scheme: `wsgi.url_scheme`;
+    /// - the client: `REMOTE_ADDR`, and `REMOTE_PORT` (empty when the proxy gave no port);
+    /// - `X-Forwarded-Host`: `HTTP_HOST`, `SERVER_NAME`, and `SERVER_PORT` when it has a
+    ///   port (as Werkzeug's ProxyFix maps it);
+    /// - `X-Forwarded-Port`: `SERVER_PORT`, and the port of `HTTP_HOST` (left out when it
+    ///   is the scheme's default, so that URLs built from it do not spell it);
+    /// - `X-Forwarded-Prefix`: put in front of `SCRIPT_NAME`.
+    fn apply_forwarded(
+        &self,
+        env: &Bound<'_, PyDict>,
+        head: &RequestHead,
+        f: &Forwarded,
+        peer: &Peer,
+    ) -> PyResult<()> {
+        let py = env.py();
+        let original = PyDict::new(py);
+        let replace = |key: &Py<PyString>, value: Bound<'_, PyAny>| -> PyResult<()> {
+            let key = key.bind(py);
+            if !original.contains(key)? {
+                if let Some(old) = env.get_item(key)? {
+                    original.set_item(key, old)?;
+                }
+            }
+            env.set_item(key, value)
+        };
+        let https = f.https.unwrap_or(self.https);
+        if https != self.https {
+            let scheme = if https { &self.https_str } else { &self.http };
+            replace(&self.k_url_scheme, scheme.bind(py).clone().into_any())?;
+            // On a Unix socket SERVER_PORT is the Host's port or the scheme's default.
+            let host_port = head.host().and_then(|h| split_host(h).1);
+            if peer.local.port.is_empty() && host_port.is_none() {
+                let port = if https { "443" } else { "80" };
+                replace(&self.k_server_port, PyString::new(py, port).into_any())?;
+            }
+        }
+        if let Some(client) = &f.client {
+            let ip = client.ip.to_string();
+            replace(&self.k_remote_addr, PyString::new(py, &ip).into_any())?;
+            let port = client.port.map(|p| p.to_string()).unwrap_or_default();
+            replace(&self.k_remote_port, PyString::new(py, &port).into_any())?;
+        }
+        if let Some(host) = &f.host {
+            replace(&self.common[HOST], latin1(py, host).into_any())?;
+            let (name, port) = split_host(host);
+            replace(&self.k_server_name, latin1(py, name).into_any())?;
+            if let Some(port) = port {
+                replace(&self.k_server_port, latin1(py, port).into_any())?;
+            }
+        }
+        if let Some(port) = f.port {
+            let port = port.to_string();
+            let host = f.host.as_deref().or(head.host());
+            if let Some(host) = host {
+                let mut with_port = split_host(host).0.to_vec();
+                if port != if https { "443" } else { "80" } {
+                    with_port.push(b':');
+                    with_port.extend_from_slice(port.as_bytes());
+                }
+                replace(&self.common[HOST], latin1(py, &with_port).into_any())?;
+            }
+            replace(&self.k_server_port, PyString::new(py, &port).into_any())?;
+        }
+        if let Some(prefix) = &f.prefix {
+            let mut script_name = prefix.to_vec();
+            if let Some(mount) = env.get_item(&self.k_script_name)? {
+                let mount: String = mount.extract()?;
+                script_name.extend(mount.chars().map(|c| c as u32 as u8));
+            }
+            replace(&self.k_script_name, latin1(py, &script_name).into_any())?;
+        }
+        if !original.is_empty() {
+            env.set_item(&self.k_original, original)?;
+        }
+        Ok(())
     }
 
     /// A new environ with the keys a connection's requests share set: the peer's address,

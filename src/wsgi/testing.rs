@@ -52,6 +52,13 @@ pub(crate) fn settings(threads: usize) -> Settings {
         graceful_timeout: Duration::from_secs(30),
         max_requests: 0,
         parent_pid: 0,
+        forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+        secure_scheme_headers: Vec::new(),
+        forwarded_host: 0,
+        forwarded_port: 0,
+        forwarded_prefix: 0,
+        trusted: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
+        forwarding: crate::http::forwarded::Rules::default(),
     }
 }
 

@@ -34,10 +34,23 @@ def form(request):
     return JsonResponse({"form": request.POST.dict(), "method": request.method})
 
 
+def whoami(request):
+    """What the app believes of its client: behind a proxy, the proxy's headers decide."""
+    return JsonResponse(
+        {
+            "url": request.build_absolute_uri(),
+            "remote_addr": request.META["REMOTE_ADDR"],
+            "is_secure": request.is_secure(),
+            "host": request.get_host(),
+        }
+    )
+
+
 urlpatterns = [
     path("hello/", hello),
     path("api/<int:item_id>/", api),
     path("form/", form),
+    path("whoami/", whoami),
 ]
 
 application = get_wsgi_application()

@@ -11,6 +11,7 @@ from flask import (
     request,
     send_file,
     stream_with_context,
+    url_for,
 )
 
 app = Flask(__name__)
@@ -70,3 +71,14 @@ def stream():
 @app.get("/send-file")
 def send_file_route():
     return send_file(SEND_FILE_PATH, mimetype="text/plain")
+
+
+@app.get("/whoami")
+def whoami():
+    """What the app believes of its client: behind a proxy, the proxy's headers decide."""
+    return jsonify(
+        url=url_for("whoami", _external=True),
+        remote_addr=request.remote_addr,
+        is_secure=request.is_secure,
+        host=request.host,
+    )
