@@ -28,6 +28,7 @@ extracted!(
     usize,
     u64,
     i32,
+    bool,
     String,
     Option<String>,
     Vec<String>,
@@ -58,6 +59,8 @@ macro_rules! settings {
             pub(crate) trusted: TrustedNets,
             /// Which forwarding fields are read from them, and how.
             pub(crate) forwarding: Rules,
+            /// The peers that must begin with a PROXY header (`proxy_allow_ips`).
+            pub(crate) proxy_allowed: TrustedNets,
         }
 
         /// Every key of the settings dict, by name.
@@ -70,6 +73,7 @@ macro_rules! settings {
                     limits: Limits::default(),
                     trusted: TrustedNets::default(),
                     forwarding: Rules::default(),
+                    proxy_allowed: TrustedNets::default(),
                 })
             }
         }
@@ -134,6 +138,10 @@ settings! {
     forwarded_port: usize,
     /// How many proxies set `X-Forwarded-Prefix` (0: not read).
     forwarded_prefix: usize,
+    /// Connections from `proxy_allow_ips` begin with a PROXY protocol header.
+    proxy_protocol: bool,
+    /// Peers (addresses, CIDR networks, or `*`) allowed to send a PROXY header.
+    proxy_allow_ips: Vec<String>,
 }
 
 /// The value of `key`, or an error naming it.
@@ -170,6 +178,13 @@ impl Settings {
         };
         s.trusted = TrustedNets::parse(&s.forwarded_allow_ips)
             .map_err(|e| PyValueError::new_err(format!("setting forwarded_allow_ips: {e}")))?;
+        if s.secure_scheme_headers.len() > crate::http::forwarded::MAX_SCHEME_HEADERS {
+            return Err(PyValueError::new_err(
+                "setting secure_scheme_headers: at most 8 headers",
+            ));
+        }
+        s.proxy_allowed = TrustedNets::parse(&s.proxy_allow_ips)
+            .map_err(|e| PyValueError::new_err(format!("setting proxy_allow_ips: {e}")))?;
         s.forwarding = Rules {
             secure_scheme_headers: s
                 .secure_scheme_headers

@@ -255,6 +255,8 @@ def _scheme_headers(raw: object) -> dict[str, str]:
         pairs = list(raw.items())
     else:
         raise _Invalid(expected)
+    if len(pairs) > 8:  # the engine keeps their values on the stack
+        raise _Invalid("expected at most 8 headers")
     headers = {}
     for name, value in pairs:
         if not isinstance(name, str) or not _re().fullmatch(_FIELD_NAME, name):
@@ -645,6 +647,23 @@ SETTINGS: tuple[Setting, ...] = (
         "Also read X-Forwarded-Host, -Port, -Prefix from trusted proxies: some of host, "
         "port, prefix, each optionally =N for N proxies that set it.",
         ("--forwarded-headers",), metavar="FIELDS",
+    ),
+    Setting(
+        "proxy_protocol", _boolean,
+        # Bounds nothing: whether connections from --proxy-allow-from begin with a PROXY
+        # protocol header (v1 or v2) naming the client.
+        False,
+        "Connections from --proxy-allow-from must begin with a PROXY protocol header "
+        "(HAProxy's v1 or v2, told apart by their first bytes), which names the client.",
+        ("--proxy-protocol",), switch=True, engine=True,
+    ),
+    Setting(
+        "proxy_allow_ips", _ip_networks,
+        # Bounds who may say who the client is with a PROXY header: the local host only.
+        ["127.0.0.1", "::1"],
+        "Peers (IP addresses, CIDR networks, or '*' for all) that send a PROXY protocol "
+        "header with --proxy-protocol; from others one closes the connection.",
+        ("--proxy-allow-from",), metavar="ADDRESSES", engine=True,
     ),
 )
 

@@ -99,6 +99,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The most secure scheme headers read (the settings table refuses more): their values
+/// are then kept on the stack.
+pub const MAX_SCHEME_HEADERS: usize = 8;
+
 /// A secure scheme header: (lower-case field name, the value that means https).
 pub type SchemeHeader = (Box<[u8]>, Box<[u8]>);
 
@@ -182,14 +186,15 @@ pub fn resolve<'a>(
     trusted: &TrustedNets,
 ) -> Result<Option<Forwarded>, HttpError> {
     // Field values by name, in the order received (RFC 9110 §5.3: repeated field lines
-    // are one comma-separated list, in order). Most requests have none of these: nothing
-    // is allocated for them.
-    let mut xff: Vec<&[u8]> = Vec::new();
-    let mut forwarded: Vec<&[u8]> = Vec::new();
-    let mut secure: Vec<(usize, &[u8])> = Vec::new();
-    let mut hosts: Vec<&[u8]> = Vec::new();
-    let mut ports: Vec<&[u8]> = Vec::new();
-    let mut prefixes: Vec<&[u8]> = Vec::new();
+    // are one comma-separated list, in order). Most requests have none of these, or each
+    // once: nothing is allocated for them.
+    let mut xff = Values::default();
+    let mut forwarded = Values::default();
+    let (mut hosts, mut ports, mut prefixes) =
+        (Values::default(), Values::default(), Values::default());
+    // The rightmost element each secure scheme header has so far (what the nearest
+    // proxy said), by its place in the rules.
+    let mut secure: [Option<&[u8]>; MAX_SCHEME_HEADERS] = [None; MAX_SCHEME_HEADERS];
     for (name, value) in headers {
         // (A name with '_' matches none: "X_Forwarded_For" is not a forwarding field,
         // whatever it would become in the environ. Each comparison looks at the length
@@ -210,38 +215,44 @@ pub fn resolve<'a>(
             .iter()
             .position(|(n, _)| name.eq_ignore_ascii_case(n))
         {
-            secure.push((i, value));
+            let rightmost = value
+                .split(|&b| b == b',')
+                .map(trim)
+                .rfind(|e| !e.is_empty());
+            if let (Some(last), Some(slot)) = (rightmost, secure.get_mut(i)) {
+                *slot = Some(last);
+            }
         }
     }
 
     let mut out = Forwarded::default();
 
     // The scheme: every secure scheme header present must agree (gunicorn answers 400 to
-    // "contradictory scheme headers" too). A field repeated, or a list, is read at its
-    // rightmost element: what the nearest proxy said.
-    for (rule, (_, means_https)) in rules.secure_scheme_headers.iter().enumerate() {
-        let value = secure
-            .iter()
-            .rev()
-            .filter(|&&(r, _)| r == rule)
-            .find_map(|&(_, v)| v.split(|&b| b == b',').map(trim).rfind(|e| !e.is_empty()));
+    // "contradictory scheme headers" too).
+    for (value, (_, means_https)) in secure.iter().zip(&rules.secure_scheme_headers) {
         if let Some(value) = value {
             agree_scheme(&mut out.https, value.eq_ignore_ascii_case(means_https))?;
         }
     }
 
-    // The client: X-Forwarded-For and Forwarded: for=, walked from the right.
+    // The client: X-Forwarded-For and Forwarded: for=, walked from the right. Entries
+    // left of where the walk ends are not read: they are the client's own to write.
     if !xff.is_empty() {
-        let mut nodes = Vec::new();
-        for element in list_elements(&xff) {
-            nodes.push(xff_node(element).ok_or(HttpError::BadRequest("invalid X-Forwarded-For"))?);
-        }
-        out.client = walk(&nodes, trusted).0;
+        let nodes = xff.elements().rev().enumerate().map(|(i, element)| {
+            xff_node(element)
+                .map(|node| (i, node))
+                .ok_or(HttpError::BadRequest("invalid X-Forwarded-For"))
+        });
+        out.client = walk(nodes, trusted)?.0;
     }
     if !forwarded.is_empty() {
-        let elements = parse_forwarded(&forwarded)?;
-        let nodes: Vec<Node> = elements.iter().map(|e| e.node.clone()).collect();
-        let (client, at) = walk(&nodes, trusted);
+        let elements = parse_forwarded(&forwarded.all())?;
+        let nodes = elements
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, e)| Ok((i, e.node.clone())));
+        let (client, at) = walk(nodes, trusted)?;
         if let Some(client) = client {
             match &out.client {
                 Some(other) if other != &client => {
@@ -260,16 +271,16 @@ pub fn resolve<'a>(
         }
     }
 
-    if let Some(host) = nth_from_right(&hosts, rules.x_host) {
+    if let Some(host) = hosts.nth_from_right(rules.x_host) {
         if host.is_empty() || !is_valid_host(host) {
             return Err(HttpError::BadRequest("invalid X-Forwarded-Host"));
         }
         out.host = Some(host.into());
     }
-    if let Some(port) = nth_from_right(&ports, rules.x_port) {
+    if let Some(port) = ports.nth_from_right(rules.x_port) {
         out.port = Some(parse_port(port).ok_or(HttpError::BadRequest("invalid X-Forwarded-Port"))?);
     }
-    if let Some(prefix) = nth_from_right(&prefixes, rules.x_prefix) {
+    if let Some(prefix) = prefixes.nth_from_right(rules.x_prefix) {
         // Not `//host` nor `/\\host`: a browser reads a link that starts so as another
         // site's, and SCRIPT_NAME starts every link the app builds.
         if prefix.first() != Some(&b'/')
@@ -296,24 +307,51 @@ fn agree_scheme(seen: &mut Option<bool>, https: bool) -> Result<(), HttpError> {
     }
 }
 
-/// The non-empty elements of a comma-separated list spread over field lines, trimmed
-/// (RFC 9110 §5.6.1: empty elements are ignored).
-fn list_elements<'a>(values: &'a [&'a [u8]]) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
-    values
-        .iter()
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(trim)
-        .filter(|e| !e.is_empty())
+/// The values of one field, in the order received: most fields come once, and are kept
+/// without allocating.
+#[derive(Default)]
+struct Values<'a> {
+    first: Option<&'a [u8]>,
+    more: Vec<&'a [u8]>,
 }
 
-/// Werkzeug ProxyFix's count: with `n` proxies setting the field, the one nearest the
-/// client put its value `n` from the right; fewer values than that and the field is not
-/// read (a client cannot make up for a proxy that did not set it).
-fn nth_from_right<'a>(values: &'a [&'a [u8]], n: usize) -> Option<&'a [u8]> {
-    if n == 0 {
-        return None;
+impl<'a> Values<'a> {
+    fn push(&mut self, value: &'a [u8]) {
+        match self.first {
+            None => self.first = Some(value),
+            Some(_) => self.more.push(value),
+        }
     }
-    list_elements(values).rev().nth(n - 1)
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn all(&self) -> Vec<&'a [u8]> {
+        self.first
+            .into_iter()
+            .chain(self.more.iter().copied())
+            .collect()
+    }
+
+    /// The list elements of all the lines, in order.
+    fn elements(&self) -> impl DoubleEndedIterator<Item = &'a [u8]> + '_ {
+        let lines = self.first.iter().chain(self.more.iter());
+        lines
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(trim)
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Werkzeug ProxyFix's count: with `n` proxies setting the field, the one nearest the
+    /// client put its value `n` from the right; fewer values than that and the field is
+    /// not read (a client cannot make up for a proxy that did not set it).
+    fn nth_from_right(&self, n: usize) -> Option<&'a [u8]> {
+        if n == 0 {
+            return None;
+        }
+        self.elements().rev().nth(n - 1)
+    }
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -337,30 +375,35 @@ enum Node {
     Hidden,
 }
 
-/// The client: the rightmost hop that is not trusted, with the index of its node; if
-/// every hop is trusted, the leftmost. A hidden hop ends the walk without an address
-/// (the proxy that knew it did not say): the peer's own stays.
-fn walk(nodes: &[Node], trusted: &TrustedNets) -> (Option<Client>, Option<usize>) {
+/// The client, from the hops given right to left with their indexes: the first that is
+/// not trusted, with its index; if every hop is trusted, the leftmost. A hidden hop ends
+/// the walk without an address (the proxy that knew it did not say): the peer's own
+/// stays. A hop that does not read is an error when the walk reaches it.
+fn walk(
+    nodes: impl Iterator<Item = Result<(usize, Node), HttpError>>,
+    trusted: &TrustedNets,
+) -> Result<(Option<Client>, Option<usize>), HttpError> {
     let mut last = None;
-    for (i, node) in nodes.iter().enumerate().rev() {
-        match *node {
-            Node::Hidden => return (None, Some(i)),
+    for node in nodes {
+        let (i, node) = node?;
+        match node {
+            Node::Hidden => return Ok((None, Some(i))),
             Node::Ip(ip, port) => {
                 let client = Client {
                     ip: canonical(ip),
                     port,
                 };
                 if !trusted.contains(ip) {
-                    return (Some(client), Some(i));
+                    return Ok((Some(client), Some(i)));
                 }
                 last = Some((client, i));
             }
         }
     }
-    match last {
+    Ok(match last {
         Some((client, i)) => (Some(client), Some(i)),
         None => (None, None),
-    }
+    })
 }
 
 /// An `X-Forwarded-For` entry: `a.b.c.d`, `a.b.c.d:port`, an IPv6 address bare or in
@@ -729,6 +772,11 @@ mod tests {
         assert_eq!(xff("203.0.113.7"), Ok(Some("203.0.113.7".into())));
         // A client's own forged entries stay left of what the proxy appended.
         assert_eq!(xff("1.1.1.1, 203.0.113.7"), Ok(Some("203.0.113.7".into())));
+        // ...and are not read, even when they are not addresses.
+        assert_eq!(
+            xff("127.1, <script>, 203.0.113.7"),
+            Ok(Some("203.0.113.7".into()))
+        );
         assert_eq!(
             xff("1.1.1.1, 203.0.113.7, 10.0.0.2"),
             Ok(Some("203.0.113.7".into()))

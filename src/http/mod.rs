@@ -6,6 +6,7 @@ pub mod date;
 pub mod error;
 pub mod forwarded;
 pub mod framing;
+pub mod proxy;
 pub mod request;
 pub mod response;
 #[cfg(test)]

@@ -11,15 +11,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::http::forwarded::{self, Forwarded};
+use crate::http::proxy::{self, ProxyHeader};
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
 use crate::server::body::BodyError;
 use crate::server::channel::Channel;
+use crate::server::listener::host_port;
 use crate::server::outbuf::OutBuf;
 use crate::server::sink::{Delivery, H1Sink};
 use crate::server::transport::Transport;
@@ -357,6 +359,9 @@ impl<T: Transport> Connection<T> {
         let limits = &settings.limits;
         // The ends of a connection (refuse, linger) are awaited boxed: this future is
         // moved whole when its task starts and ends, and inline they made it larger.
+        if self.peer.proxy_header && !Box::pin(self.read_proxy_header()).await {
+            return;
+        }
         let mut repeat = false;
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
@@ -364,6 +369,11 @@ impl<T: Transport> Connection<T> {
             let mut deadline = Instant::now() + keep_alive;
             let mut idle = true;
             let head = loop {
+                // (Looked at before the parser, which skips the empty lines a v2 header
+                // starts with.)
+                if !repeat && self.unwanted_proxy_header() {
+                    return;
+                }
                 match parse_head(&mut self.rbuf, limits) {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
@@ -566,6 +576,78 @@ impl<T: Transport> Connection<T> {
             sink.lost();
         }
         Some(sink)
+    }
+
+    /// Reads the PROXY protocol header the connection must begin with (within the header
+    /// timeout) and takes the client it names as the peer; false (the connection is to be
+    /// closed, without a response) for a missing, malformed or late header.
+    async fn read_proxy_header(&mut self) -> bool {
+        let deadline = Instant::now() + self.shared.ctx.settings.header_timeout;
+        loop {
+            match proxy::parse(&self.rbuf) {
+                Ok(Some((header, used))) => {
+                    self.rbuf.advance(used);
+                    self.take_proxy_header(header);
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.log_proxy(e.0);
+                    return false;
+                }
+            }
+            match self.read_more(deadline, false).await {
+                Ok(()) => {}
+                Err(ReadEnd::TimedOut) => {
+                    self.log_proxy("no complete PROXY header within --header-timeout");
+                    return false;
+                }
+                Err(ReadEnd::Closed) => return false,
+            }
+        }
+    }
+
+    /// The client a PROXY header names becomes the connection's peer; whether it is a
+    /// trusted proxy in turn is decided for it (its forwarding fields are its own).
+    fn take_proxy_header(&mut self, header: ProxyHeader) {
+        let ProxyHeader::Proxy {
+            source,
+            destination,
+            ssl,
+        } = header
+        else {
+            return; // LOCAL or UNKNOWN: the connection's own addresses stand.
+        };
+        let trusted = self.shared.ctx.settings.trusted.contains(source.ip());
+        let peer = Arc::get_mut(&mut self.peer).expect("no request has seen the peer yet");
+        peer.remote = host_port(source);
+        peer.local = Arc::new(host_port(destination));
+        peer.https = ssl;
+        peer.trusted = trusted;
+    }
+
+    /// Whether the connection begins with a PROXY header from a peer not allowed to send
+    /// one (`--proxy-allow-from`): closed without a response, as a bad header from an
+    /// allowed peer is.
+    fn unwanted_proxy_header(&self) -> bool {
+        let unwanted = self.shared.ctx.settings.proxy_protocol
+            && !self.peer.proxy_header
+            && proxy::starts_like_header(&self.rbuf) == Some(true);
+        if unwanted {
+            self.log_proxy("PROXY header from a peer not in --proxy-allow-from");
+        }
+        unwanted
+    }
+
+    fn log_proxy(&self, why: &str) {
+        self.shared.ctx.error_log.info(&format!(
+            "Closed the connection from {}: {why}",
+            if self.peer.remote.host.is_empty() {
+                "unix socket"
+            } else {
+                &self.peer.remote.host
+            },
+        ));
     }
 
     /// What the peer, if it is a trusted proxy, says of the request's client, scheme, host

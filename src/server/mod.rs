@@ -245,8 +245,7 @@ async fn serve(
     let mut stopped = stop.subscribe();
     if one_request {
         // handle_request(): the first connection on any listener, one request, done.
-        let trusted = &ctx.settings.trusted;
-        let accepts = listeners.iter().map(|l| Box::pin(l.accept(trusted)));
+        let accepts = listeners.iter().map(|l| Box::pin(l.accept(&ctx.settings)));
         let first = tokio::select! {
             r = futures_select_ok(accepts.collect()) => Some(r),
             _ = stopped.wait_for(|s| *s) => None,
@@ -270,7 +269,7 @@ async fn serve(
                 loop {
                     let accepted = {
                         let permit = permits.clone().acquire_owned().await;
-                        (listener.accept(&shared.ctx.settings.trusted).await, permit)
+                        (listener.accept(&shared.ctx.settings).await, permit)
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {

@@ -12,7 +12,7 @@ use crate::access_log::AccessRecord;
 use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
 use crate::wsgi::bodybuf::Body;
-use crate::wsgi::environ::Peer;
+use crate::wsgi::environ::{ip_text, Peer};
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
@@ -243,7 +243,7 @@ fn finalize(
         .expect("the response stays until the request ends");
     if let Some(log) = &ctx.access_log {
         // The client a trusted proxy named, as REMOTE_ADDR shows it (gunicorn's `%(h)s`).
-        let client = forwarded.and_then(|f| f.client.as_ref().map(|c| c.ip.to_string()));
+        let client = forwarded.and_then(|f| f.client.as_ref().map(|c| ip_text(c.ip)));
         log.log(&AccessRecord {
             remote_addr: client.as_deref().unwrap_or(&peer.remote.host),
             head,

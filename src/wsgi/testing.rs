@@ -59,6 +59,9 @@ pub(crate) fn settings(threads: usize) -> Settings {
         forwarded_prefix: 0,
         trusted: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
         forwarding: crate::http::forwarded::Rules::default(),
+        proxy_protocol: false,
+        proxy_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+        proxy_allowed: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
     }
 }
 

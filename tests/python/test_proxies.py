@@ -70,7 +70,7 @@ def test_trusted_proxy_sets_client_and_scheme(trusting):
     assert env["wsgi.url_scheme"] == "https"
     assert env["REMOTE_ADDR"] == "203.0.113.7"
     assert env["REMOTE_PORT"] == ""
-    assert env["qiao.original"]["type"] == "dict"
+    assert env["qiao.original"]["type"] == "mappingproxy"  # read-only
     # The headers themselves still reach the app (CGI: every field is an HTTP_ key).
     assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.7"
 
@@ -156,6 +156,29 @@ def test_forwarded_header_rfc7239(chain):
         out = report(chain.port, get(headers=b"Forwarded: " + value + b"\r\n"))
         assert out["environ"]["REMOTE_ADDR"] == addr, value
         assert out["environ"]["REMOTE_PORT"] == (out["client_port"] if port is None else port)
+
+
+def test_keep_alive_connection_carries_many_clients(trusting):
+    """A proxy sends many clients' requests over one keep-alive connection: each request
+    sees its own client and scheme, whatever came before it on the connection."""
+    sequence = [
+        (b"203.0.113.1", b"https"), (b"203.0.113.1", b"https"), (b"203.0.113.2", b"http"),
+        (b"203.0.113.1", b"https"), (None, None), (b"203.0.113.3", b"https"),
+    ]
+    with Conn(trusting.port) as c:
+        own_port = str(c.sock.getsockname()[1])
+        for client, scheme in sequence:
+            headers = b""
+            if client:
+                headers = b"X-Forwarded-For: " + client + b"\r\nX-Forwarded-Proto: " + scheme + b"\r\n"
+            resp = c.request(get(headers=headers))
+            env = json.loads(resp.body)["environ"]
+            if client is None:
+                assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.1", own_port)
+                assert env["wsgi.url_scheme"] == "http" and "qiao.original" not in env
+            else:
+                assert env["REMOTE_ADDR"] == client.decode()
+                assert env["wsgi.url_scheme"] == scheme.decode()
 
 
 def test_repeated_headers_are_one_list(chain):
@@ -320,6 +343,13 @@ def test_underscore_variants_are_not_forwarding_headers(trusting, name):
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["wsgi.url_scheme"] == "http"
     assert not any(k.startswith("HTTP_X_FORWARDED") for k in env)
+
+
+def test_junk_left_of_the_client_is_not_read(chain):
+    """Entries left of the client are the client's own writing: not read, so junk there
+    is neither believed nor a 400."""
+    env = env_of(chain.port, b"X-Forwarded-For: 127.1, not-an-address, 198.51.100.23\r\n")
+    assert env["REMOTE_ADDR"] == "198.51.100.23"
 
 
 def test_forged_entry_cannot_pass_through_a_trusted_proxy(chain):
