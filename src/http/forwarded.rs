@@ -195,25 +195,40 @@ pub fn resolve<'a>(
     // The rightmost element each secure scheme header has so far (what the nearest
     // proxy said), by its place in the rules.
     let mut secure: [Option<&[u8]>; MAX_SCHEME_HEADERS] = [None; MAX_SCHEME_HEADERS];
+    // The lengths of the names read, as bits: most fields (Host, Accept...) are passed
+    // over on their length alone.
+    let mut lengths = bit(b"x-forwarded-for") | bit(b"forwarded");
+    for (name, _) in &rules.secure_scheme_headers {
+        lengths |= bit(name);
+    }
+    if rules.x_host + rules.x_port + rules.x_prefix > 0 {
+        lengths |= bit(b"x-forwarded-host") | bit(b"x-forwarded-prefix");
+    }
+    let mut lower = [0u8; 63];
     for (name, value) in headers {
-        // (A name with '_' matches none: "X_Forwarded_For" is not a forwarding field,
-        // whatever it would become in the environ. Each comparison looks at the length
-        // first, so most fields cost a few length checks.)
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            xff.push(value);
-        } else if name.eq_ignore_ascii_case(b"forwarded") {
-            forwarded.push(value);
-        } else if rules.x_host > 0 && name.eq_ignore_ascii_case(b"x-forwarded-host") {
-            hosts.push(value);
-        } else if rules.x_port > 0 && name.eq_ignore_ascii_case(b"x-forwarded-port") {
-            ports.push(value);
-        } else if rules.x_prefix > 0 && name.eq_ignore_ascii_case(b"x-forwarded-prefix") {
-            prefixes.push(value);
+        if name.len() >= 64 || lengths & (1 << name.len()) == 0 {
+            continue;
+        }
+        // Lower-cased once, then compared whole. (A name with '_' matches none:
+        // "X_Forwarded_For" is not a forwarding field, whatever it would become in the
+        // environ.)
+        let lower = &mut lower[..name.len()];
+        for (l, &b) in lower.iter_mut().zip(name) {
+            *l = b.to_ascii_lowercase();
+        }
+        let lower = &*lower;
+        match lower {
+            b"x-forwarded-for" => xff.push(value),
+            b"forwarded" => forwarded.push(value),
+            b"x-forwarded-host" if rules.x_host > 0 => hosts.push(value),
+            b"x-forwarded-port" if rules.x_port > 0 => ports.push(value),
+            b"x-forwarded-prefix" if rules.x_prefix > 0 => prefixes.push(value),
+            _ => {}
         }
         if let Some(i) = rules
             .secure_scheme_headers
             .iter()
-            .position(|(n, _)| name.eq_ignore_ascii_case(n))
+            .position(|(n, _)| **n == *lower)
         {
             let rightmost = value
                 .split(|&b| b == b',')
@@ -293,6 +308,11 @@ pub fn resolve<'a>(
         out.prefix = Some(prefix[..end].into());
     }
     Ok((!out.is_empty()).then_some(out))
+}
+
+/// The bit of `name`'s length (0 for names of 64 bytes or more, which none is).
+fn bit(name: &[u8]) -> u64 {
+    1u64.checked_shl(name.len() as u32).unwrap_or(0)
 }
 
 fn agree_scheme(seen: &mut Option<bool>, https: bool) -> Result<(), HttpError> {
@@ -414,11 +434,37 @@ fn xff_node(entry: &[u8]) -> Option<Node> {
     if entry.eq_ignore_ascii_case(b"unknown") {
         return Some(Node::Hidden);
     }
+    // Nearly every entry is a plain IPv4 address: read on a path of its own.
+    if let Some(v4) = ipv4(entry) {
+        return Some(Node::Ip(IpAddr::V4(v4), None));
+    }
     let text = std::str::from_utf8(entry).ok()?;
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(Node::Ip(ip, None));
     }
     ip_and_port(text)
+}
+
+/// Strict dotted decimal (RFC 3986 §3.2.2 `IPv4address`): four decimal octets of 0 to 255
+/// without leading zeros, as `Ipv4Addr`'s parser reads them.
+fn ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(d - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
 }
 
 /// `a.b.c.d:port`, `[v6]` or `[v6]:port`.
@@ -813,6 +859,31 @@ mod tests {
         assert_eq!(xff("::ffff:203.0.113.7"), Ok(Some("203.0.113.7".into())));
         // `unknown` hides the hop: no address.
         assert_eq!(xff("203.0.113.7, unknown"), Ok(None));
+    }
+
+    /// The IPv4 fast path reads exactly what `Ipv4Addr`'s parser reads.
+    #[test]
+    fn ipv4_matches_std() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "",
+            "1.2.3.4 ",
+            "a.b.c.d",
+            "1.2.3.04",
+            "100.200.0.9",
+            "999.1.1.1",
+            "1.2.3.-4",
+            "+1.2.3.4",
+        ] {
+            assert_eq!(ipv4(text.as_bytes()), text.parse().ok(), "{text:?}");
+        }
     }
 
     /// Obfuscated spellings of an address do not read as one: 400, so that no spelling
