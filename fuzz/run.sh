@@ -12,7 +12,7 @@ shift || true
 cd "$(dirname "$0")"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse_head chunked chunked_roundtrip proxy_header forwarded)
+    targets=(parse_head chunked chunked_roundtrip proxy_header forwarded uwsgi)
 fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

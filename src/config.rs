@@ -142,6 +142,8 @@ settings! {
     proxy_protocol: bool,
     /// Peers (addresses, CIDR networks, or `*`) allowed to send a PROXY header.
     proxy_allow_ips: Vec<String>,
+    /// What the listeners speak: `http`, or `uwsgi` (nginx's `uwsgi_pass`).
+    protocol: String,
 }
 
 /// The value of `key`, or an error naming it.

@@ -665,6 +665,14 @@ SETTINGS: tuple[Setting, ...] = (
         "header with --proxy-protocol; from others one closes the connection.",
         ("--proxy-allow-from",), metavar="ADDRESSES", engine=True,
     ),
+    Setting(
+        "protocol", _choice("http", "uwsgi"),
+        # Bounds nothing: what the listeners speak.
+        "http",
+        "What the listeners speak: http, or uwsgi (for nginx's uwsgi_pass and uWSGI's "
+        "routers; one request per connection).",
+        ("--protocol",), metavar="PROTOCOL", engine=True,
+    ),
 )
 
 # Limits where 0 means the cap and larger values are capped (as gunicorn does)...

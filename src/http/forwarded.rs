@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::HttpError;
 use super::request::is_valid_host;
+use super::uwsgi::Variable;
 
 /// A set of addresses and networks (`--forwarded-allow-ips`, `--proxy-allow-from`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -159,6 +160,8 @@ pub struct Forwarded {
     /// The path the proxy mounts the application at, without a trailing `/`
     /// (`X-Forwarded-Prefix`).
     pub prefix: Option<Box<[u8]>>,
+    /// CGI variables a uwsgi packet gave, set in the environ as they are.
+    pub environ: Vec<Variable>,
 }
 
 impl Forwarded {
@@ -168,6 +171,7 @@ impl Forwarded {
             && self.host.is_none()
             && self.port.is_none()
             && self.prefix.is_none()
+            && self.environ.is_empty()
     }
 }
 
@@ -448,23 +452,31 @@ fn xff_node(entry: &[u8]) -> Option<Node> {
 /// Strict dotted decimal (RFC 3986 §3.2.2 `IPv4address`): four decimal octets of 0 to 255
 /// without leading zeros, as `Ipv4Addr`'s parser reads them.
 fn ipv4(text: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = text.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut n: u16 = 0;
-        for &d in part {
-            if !d.is_ascii_digit() {
-                return None;
+    let (mut octets, mut at) = ([0u8; 4], 0);
+    // The current octet's value and digits.
+    let (mut n, mut digits) = (0u16, 0u8);
+    for &b in text {
+        match b {
+            b'0'..=b'9' => {
+                // A leading zero is not dotted decimal ("01" reads as octal elsewhere).
+                if digits == 3 || (digits == 1 && n == 0) {
+                    return None;
+                }
+                n = n * 10 + u16::from(b - b'0');
+                digits += 1;
             }
-            n = n * 10 + u16::from(d - b'0');
+            b'.' if digits > 0 && at < 3 => {
+                octets[at] = u8::try_from(n).ok()?;
+                (at, n, digits) = (at + 1, 0, 0);
+            }
+            _ => return None,
         }
-        *octet = u8::try_from(n).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    if digits == 0 || at != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(n).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// `a.b.c.d:port`, `[v6]` or `[v6]:port`.

@@ -11,6 +11,7 @@ pub mod request;
 pub mod response;
 #[cfg(test)]
 pub mod testing;
+pub mod uwsgi;
 
 pub use canned::Canned;
 pub use chunked::{encode_chunk_header, ChunkedDecoder, LAST_CHUNK};

@@ -18,6 +18,7 @@ use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::http::forwarded::{self, Forwarded};
 use crate::http::proxy::{self, ProxyHeader};
+use crate::http::uwsgi::{self, Variable};
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
 use crate::server::body::BodyError;
 use crate::server::channel::Channel;
@@ -89,6 +90,9 @@ pub(super) struct Connection<T: Transport> {
     pub(super) timer: Option<Pin<Box<Sleep>>>,
     /// This connection's slot in `Shared::idle`.
     slot: usize,
+    /// The variables of the uwsgi packet this connection began with (`--protocol uwsgi`),
+    /// for its request's environ.
+    uwsgi_environ: Vec<Variable>,
     /// Its place under `worker_connections` (none for `handle_request()`'s one
     /// connection), given back as it closes.
     _permit: Option<OwnedSemaphorePermit>,
@@ -243,6 +247,7 @@ impl<T: Transport> Connection<T> {
             sink: Some(sink),
             timer: None,
             slot,
+            uwsgi_environ: Vec::new(),
             _permit: permit,
         }
     }
@@ -362,6 +367,9 @@ impl<T: Transport> Connection<T> {
         if self.peer.proxy_header && !Box::pin(self.read_proxy_header()).await {
             return;
         }
+        if shared.ctx.settings.protocol == "uwsgi" && !Box::pin(self.read_uwsgi_packet()).await {
+            return;
+        }
         let mut repeat = false;
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
@@ -392,7 +400,7 @@ impl<T: Transport> Connection<T> {
                 }
             };
             let started = Instant::now();
-            let forwarded = match self.forwarded(&head) {
+            let forwarded = match self.forwarded(&head).map(|f| self.with_uwsgi_environ(f)) {
                 Ok(forwarded) => forwarded,
                 Err(e) => return Box::pin(self.refuse(Canned::Refused(e))).await,
             };
@@ -605,6 +613,71 @@ impl<T: Transport> Connection<T> {
                 Err(ReadEnd::Closed) => return false,
             }
         }
+    }
+
+    /// Reads the uwsgi packet the connection begins with (within the header timeout) and
+    /// puts the HTTP/1.0 request head it makes in its place in the read buffer, for the
+    /// usual parser to check (the body, if any, follows it there). From a trusted peer
+    /// (`--forwarded-allow-ips`), REMOTE_ADDR, REMOTE_PORT and HTTPS name the client and
+    /// the scheme; the other variables go to the environ. False (closed without a
+    /// response) for a malformed, oversized or late packet.
+    async fn read_uwsgi_packet(&mut self) -> bool {
+        let settings = &self.shared.ctx.settings;
+        let (deadline, max) = (
+            Instant::now() + settings.header_timeout,
+            settings.limits.max_header_block,
+        );
+        loop {
+            match uwsgi::parse(&self.rbuf, max) {
+                Ok(Some((request, used))) => {
+                    let mut rbuf = BytesMut::with_capacity(
+                        request.head.len() + self.rbuf.len() - used + READ_BUFFER,
+                    );
+                    rbuf.extend_from_slice(&request.head);
+                    rbuf.extend_from_slice(&self.rbuf[used..]);
+                    self.rbuf = rbuf;
+                    if self.peer.trusted {
+                        let trusted = match request.remote {
+                            Some((ip, _)) => self.shared.ctx.settings.trusted.contains(ip),
+                            None => true,
+                        };
+                        let peer = Arc::get_mut(&mut self.peer).expect("not shared yet");
+                        if let Some((ip, port)) = request.remote {
+                            let text = crate::wsgi::environ::ip_text(ip);
+                            let port = port.map(|p| p.to_string()).unwrap_or_default();
+                            peer.remote = crate::wsgi::environ::HostPort::new(text, port);
+                            peer.trusted = trusted;
+                        }
+                        peer.https |= request.https;
+                    }
+                    self.uwsgi_environ = request.environ;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.log_proxy(e.0);
+                    return false;
+                }
+            }
+            match self.read_more(deadline, false).await {
+                Ok(()) => {}
+                Err(ReadEnd::TimedOut) => {
+                    self.log_proxy("no complete uwsgi packet within --header-timeout");
+                    return false;
+                }
+                Err(ReadEnd::Closed) => return false,
+            }
+        }
+    }
+
+    /// `forwarded`, with the uwsgi packet's variables (taken: one request per packet).
+    fn with_uwsgi_environ(&mut self, forwarded: Option<Box<Forwarded>>) -> Option<Box<Forwarded>> {
+        if self.uwsgi_environ.is_empty() {
+            return forwarded;
+        }
+        let mut f = forwarded.unwrap_or_default();
+        f.environ = std::mem::take(&mut self.uwsgi_environ);
+        Some(f)
     }
 
     /// The client a PROXY header names becomes the connection's peer; whether it is a

@@ -429,6 +429,11 @@ impl Template {
                 }
             }
         }
+        // A uwsgi packet's variables, as nginx (or uWSGI's router) gave them: last, so
+        // that SERVER_PROTOCOL, PATH_INFO and the like are the packet's.
+        for (key, value) in forwarded.map_or(&[][..], |f| &f.environ) {
+            env.set_item(latin1(py, key), latin1(py, value))?;
+        }
         Ok(env)
     }
 

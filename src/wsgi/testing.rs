@@ -60,6 +60,7 @@ pub(crate) fn settings(threads: usize) -> Settings {
         trusted: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
         forwarding: crate::http::forwarded::Rules::default(),
         proxy_protocol: false,
+        protocol: "http".into(),
         proxy_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
         proxy_allowed: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
     }

@@ -374,3 +374,88 @@ backend app
             proxy.stop()
     assert got == {"url": "https://www.example.com/whoami", "remote_addr": CLIENT,
                    "is_secure": True, "host": "www.example.com"}
+
+
+# -- nginx uwsgi_pass ------------------------------------------------------------------
+
+# Debian's /etc/nginx/uwsgi_params, written out so that the test needs no system file.
+UWSGI_PARAMS = """
+            uwsgi_param QUERY_STRING $query_string;
+            uwsgi_param REQUEST_METHOD $request_method;
+            uwsgi_param CONTENT_TYPE $content_type;
+            uwsgi_param CONTENT_LENGTH $content_length;
+            uwsgi_param REQUEST_URI $request_uri;
+            uwsgi_param PATH_INFO $document_uri;
+            uwsgi_param DOCUMENT_ROOT $document_root;
+            uwsgi_param SERVER_PROTOCOL $server_protocol;
+            uwsgi_param REQUEST_SCHEME $scheme;
+            uwsgi_param HTTPS $https if_not_empty;
+            uwsgi_param REMOTE_ADDR $remote_addr;
+            uwsgi_param REMOTE_PORT $remote_port;
+            uwsgi_param SERVER_PORT $server_port;
+            uwsgi_param SERVER_NAME $server_name;
+"""
+
+
+@needs_nginx
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_nginx_uwsgi_pass(tmp_path, request, framework, tls):
+    """nginx uwsgi_pass with Debian's uwsgi_params to qiao --protocol uwsgi (a uWSGI
+    team's nginx configuration, unchanged): the app builds the right URLs, sees the
+    client's address and is_secure() behind TLS terminated by nginx."""
+    pytest.importorskip(framework)
+    app = "flask_app:app" if framework == "flask" else "django_app:application"
+    path = "/whoami" if framework == "flask" else "/whoami/"
+    port = free_port()
+    listen = f"listen 127.0.0.1:{port};"
+    if tls:
+        cert, key = request.getfixturevalue("tls_files")
+        listen = (f"listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; "
+                  f"ssl_certificate_key {key};")
+    with running_server(app, "--protocol", "uwsgi") as upstream:
+        proxy = start_nginx(tmp_path, f"""
+    server {{
+        {listen}
+        location / {{
+            {UWSGI_PARAMS}
+            uwsgi_pass 127.0.0.1:{upstream.port};
+        }}
+    }}""", port)
+        try:
+            got = fetch(port, path, tls=tls)
+        finally:
+            proxy.stop()
+    scheme = "https" if tls else "http"
+    assert got == {"url": f"{scheme}://www.example.com{path}", "remote_addr": CLIENT,
+                   "is_secure": tls, "host": "www.example.com"}
+
+
+@needs_nginx
+def test_nginx_uwsgi_pass_post_body(tmp_path):
+    """A request body through uwsgi_pass reaches the app whole (CONTENT_LENGTH framing)."""
+    pytest.importorskip("flask")
+    port = free_port()
+    with running_server("flask_app:app", "--protocol", "uwsgi") as upstream:
+        proxy = start_nginx(tmp_path, f"""
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            {UWSGI_PARAMS}
+            uwsgi_pass 127.0.0.1:{upstream.port};
+        }}
+    }}""", port)
+        try:
+            body = b"x" * 100_000
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with sock:
+                sock.sendall(b"POST /data HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                             b"Content-Length: 100000\r\n\r\n" + body)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+        finally:
+            proxy.stop()
+    resp, _ = parse_response(data, "POST", eof=True)
+    assert resp.status == 200
+    assert json.loads(resp.body)["size"] == 100_000
