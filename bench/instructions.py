@@ -9,6 +9,7 @@ of one request, start-up and shut-down cancelled out.
     python bench/instructions.py --workload flask_json --requests 400
     python bench/instructions.py --pythonpath bench/.data/baseline/<rev>-<python>  # a baseline build
     python bench/instructions.py --workload hello_untrusted  # the peer not a trusted proxy
+    python bench/instructions.py --workload hello_close_proxy  # a PROXY v1 header per connection
 
 It measures the qiao the interpreter running it imports, and names it: `bench/.venv`'s
 is the build `run.py` installed from this checkout. Needs valgrind (Debian's package).
@@ -57,6 +58,12 @@ WORKLOADS: dict[str, tuple[str, bytes | list[bytes], int, bool, dict[str, object
     "hello_forwarded_clients": ("hello", GET_FORWARDED_CLIENTS, 1, True, {}),
     "hello_close": (
         "hello", b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", 1, False, {}
+    ),
+    "hello_close_proxy": (
+        "hello",
+        (b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8000\r\n"
+         b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"),
+        1, False, {"proxy_protocol": True},
     ),
     "pipeline16": ("hello", GET, 16, True, {}),
     "flask_json": ("flask_json", GET, 1, True, {}),

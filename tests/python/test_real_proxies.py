@@ -459,3 +459,59 @@ def test_nginx_uwsgi_pass_post_body(tmp_path):
     resp, _ = parse_response(data, "POST", eof=True)
     assert resp.status == 200
     assert json.loads(resp.body)["size"] == 100_000
+
+
+# -- many instances ----------------------------------------------------------------------
+
+
+@needs_haproxy
+def test_rolling_restart_behind_haproxy_loses_no_request(tmp_path):
+    """Two qiao instances behind HAProxy with health checks (docs/deployment.md); under
+    load, one is stopped (TERM: a graceful stop) and started again, then the other: no
+    request fails, and both instances, before and after their restart, served."""
+    from loadgen import Load
+
+    ports = [free_port(), free_port()]
+    logs = [[tmp_path / f"access-{i}-{n}.log" for n in range(2)] for i in range(2)]
+
+    def start(i: int, n: int):
+        return running_server(
+            "echo_environ:app", "--access-logfile", str(logs[i][n]),
+            "--access-logformat", "%(s)s", binds=[f"127.0.0.1:{ports[i]}"],
+        )
+
+    port = free_port()
+    proxy = start_haproxy(tmp_path, HAPROXY_GLOBAL.format(mode="http") + f"""
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response response-timeout
+    timeout check 1s
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend app
+backend app
+    option httpchk GET /healthz
+    server a 127.0.0.1:{ports[0]} check inter 100ms fall 1 rise 2
+    server b 127.0.0.1:{ports[1]} check inter 100ms fall 1 rise 2
+""", port)
+    running = [start(0, 0), start(1, 0)]
+    servers = [cm.__enter__() for cm in running]
+    try:
+        time.sleep(0.5)  # both seen up (rise 2 at 100 ms)
+        with Load(port, clients=4, seconds=60) as load:
+            time.sleep(1.0)
+            for i in (0, 1):
+                running[i].__exit__(None, None, None)  # TERM, wait for the exit
+                running[i] = start(i, 1)
+                servers[i] = running[i].__enter__()
+                time.sleep(1.0)  # back in rotation, and serving
+            tally = load.stop()
+    finally:
+        for cm in running:
+            cm.__exit__(None, None, None)
+        proxy.stop()
+    assert tally.failed == 0 and tally.refused == 0, tally.errors
+    assert tally.ok > 200
+    served = [[len(p.read_text().splitlines()) if p.exists() else 0 for p in pair]
+              for pair in logs]
+    assert all(n > 0 for pair in served for n in pair), served
