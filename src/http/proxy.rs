@@ -79,17 +79,18 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
 fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     const BAD: ProxyError = ProxyError("malformed PROXY v1 header");
     let window = &buf[..buf.len().min(V1_MAX)];
-    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+    // The first line break: a line feed with no carriage return before it cannot end a
+    // valid line (looked for with the CR, so that a header read in pieces gets the same
+    // answer as read whole).
+    let Some(cr) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
         if buf.len() >= V1_MAX {
             return Err(ProxyError("PROXY v1 header longer than 107 bytes"));
         }
-        // A line feed with no carriage return before it cannot end a valid line.
-        return if window.contains(&b'\n') {
-            Err(BAD)
-        } else {
-            Ok(None)
-        };
+        return Ok(None);
     };
+    if window[cr] == b'\n' {
+        return Err(BAD);
+    }
     match window.get(cr + 1) {
         None if cr + 1 < V1_MAX => return Ok(None),
         Some(b'\n') => {}
@@ -372,6 +373,8 @@ mod tests {
             b"PROXY TCP6 192.168.0.1 192.168.0.11 1 443\r\n",
             b"PROXY UDP4 192.168.0.1 192.168.0.11 1 443\r\n",
             b"PROXY \r\n",
+            // Found by the fuzz target: a bare LF before a CR still waiting for its LF.
+            b"PROXY !R\nOXPROXOLY \r",
         ] {
             assert_eq!(
                 parse(bad),
