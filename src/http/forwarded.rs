@@ -165,6 +165,17 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
+    /// Whether `other` says the same but for the client, which both name.
+    pub fn differs_only_in_client(&self, other: &Forwarded) -> bool {
+        self.client.is_some()
+            && other.client.is_some()
+            && self.https == other.https
+            && self.host == other.host
+            && self.port == other.port
+            && self.prefix == other.prefix
+            && self.environ == other.environ
+    }
+
     fn is_empty(&self) -> bool {
         self.https.is_none()
             && self.client.is_none()
@@ -451,7 +462,7 @@ fn xff_node(entry: &[u8]) -> Option<Node> {
 
 /// Strict dotted decimal (RFC 3986 §3.2.2 `IPv4address`): four decimal octets of 0 to 255
 /// without leading zeros, as `Ipv4Addr`'s parser reads them.
-fn ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+pub(crate) fn ipv4(text: &[u8]) -> Option<Ipv4Addr> {
     let (mut octets, mut at) = ([0u8; 4], 0);
     // The current octet's value and digits.
     let (mut n, mut digits) = (0u16, 0u8);

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::config::Settings;
-use crate::http::forwarded::Forwarded;
+use crate::http::forwarded::{Client, Forwarded};
 use crate::http::{percent_decode, RequestHead};
 use crate::wsgi::input::Input;
 use crate::wsgi::response::KeptStartResponse;
@@ -481,17 +481,7 @@ impl Template {
             Ok(())
         };
         if let Some(client) = &f.client {
-            env.set_item(
-                &self.k_remote_addr,
-                latin1(py, ip_text(client.ip).as_bytes()),
-            )?;
-            match client.port {
-                Some(port) => env.set_item(
-                    &self.k_remote_port,
-                    latin1(py, itoa::Buffer::new().format(port).as_bytes()),
-                )?,
-                None => env.set_item(&self.k_remote_port, &self.empty)?,
-            }
+            self.set_client(env, client)?;
         }
         let conn_https = self.https || peer.https;
         let https = f.https.unwrap_or(conn_https);
@@ -545,6 +535,23 @@ impl Template {
         match own.get() {
             Some(dict) => env.set_item(&self.k_original, read_only(dict)?),
             None => env.set_item(&self.k_original, &shared.view),
+        }
+    }
+
+    /// REMOTE_ADDR and REMOTE_PORT of the client a trusted proxy named (the port empty when
+    /// it gave none).
+    fn set_client(&self, env: &Bound<'_, PyDict>, client: &Client) -> PyResult<()> {
+        let py = env.py();
+        env.set_item(
+            &self.k_remote_addr,
+            latin1(py, ip_text(client.ip).as_bytes()),
+        )?;
+        match client.port {
+            Some(port) => env.set_item(
+                &self.k_remote_port,
+                latin1(py, itoa::Buffer::new().format(port).as_bytes()),
+            ),
+            None => env.set_item(&self.k_remote_port, &self.empty),
         }
     }
 
@@ -612,7 +619,16 @@ impl Template {
             return made.dict.bind(py).copy();
         };
         match &made.forwarded {
-            Some((client, dict)) if **client == *f => dict.bind(py).copy(),
+            Some((first, dict)) if **first == *f => dict.bind(py).copy(),
+            // Another client, the rest the same (the common case behind a proxy that
+            // multiplexes its clients over this connection): only the client differs.
+            Some((first, dict)) if first.differs_only_in_client(f) => {
+                let env = dict.bind(py).copy()?;
+                if let Some(client) = &f.client {
+                    self.set_client(&env, client)?;
+                }
+                Ok(env)
+            }
             Some(_) => {
                 let env = made.dict.bind(py).copy()?;
                 self.apply_forwarded(&env, head, f, peer)?;
