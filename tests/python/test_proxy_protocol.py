@@ -224,3 +224,12 @@ def test_without_the_setting_a_proxy_line_is_400(echo_server):
     with Conn(echo_server.port) as c:
         resp = c.request(v1() + get(), method="GET")
         assert resp.status == 400
+
+
+def test_access_log_shows_the_proxied_client(tmp_path):
+    """The access log's %(h)s is the client the PROXY header names."""
+    log = tmp_path / "access.log"
+    with running_server("echo_environ:app", "--proxy-protocol", "--access-logfile", str(log),
+                        "--access-logformat", "%(h)s %(s)s") as server:
+        env_of(server.port, v2("2001:db8::7", "2001:db8::1", 5, 443) + get())
+    assert log.read_text().splitlines() == ["2001:db8::7 200"]
