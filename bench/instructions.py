@@ -8,6 +8,8 @@ of one request, start-up and shut-down cancelled out.
     python bench/instructions.py --workload hello_close  # a new connection per request
     python bench/instructions.py --workload flask_json --requests 400
     python bench/instructions.py --pythonpath bench/.data/baseline/<rev>-<python>  # a baseline build
+    python bench/instructions.py --workload hello_untrusted  # the peer not a trusted proxy
+    python bench/instructions.py --workload hello_close_proxy  # a PROXY v1 header per connection
 
 It measures the qiao the interpreter running it imports, and names it: `bench/.venv`'s
 is the build `run.py` installed from this checkout. Needs valgrind (Debian's package).
@@ -32,17 +34,41 @@ BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 
 GET = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+# What nginx in front adds (X-Forwarded-For and -Proto, as docs/deployment.md sets them).
+GET_FORWARDED = (
+    b"GET / HTTP/1.1\r\nHost: bench\r\nX-Forwarded-For: 203.0.113.7\r\n"
+    b"X-Forwarded-Proto: https\r\n\r\n"
+)
+# The same from a different client each time (nginx multiplexes its clients' requests
+# over its keep-alive connections to the upstream).
+GET_FORWARDED_CLIENTS = [
+    GET_FORWARDED.replace(b"203.0.113.7", f"203.0.113.{i}".encode()) for i in range(1, 201)
+]
+UNTRUSTED = {"forwarded_allow_ips": ""}
 POST64K = b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 65536\r\n\r\n" + b"p" * 65536
 
 # workload -> (fixture module under bench/apps, request bytes, requests sent at once,
-# keep-alive)
-WORKLOADS = {
-    "hello": ("hello", GET, 1, True),
-    "hello_close": ("hello", b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", 1, False),
-    "pipeline16": ("hello", GET, 16, True),
-    "flask_json": ("flask_json", GET, 1, True),
-    "big_stream": ("big_stream", GET, 1, True),
-    "post64k": ("post_read", POST64K, 1, True),
+# keep-alive, settings given to make_server; a list of requests is sent in turn). The client
+# is 127.0.0.1, a trusted proxy by default: `_untrusted` workloads trust no peer.
+WORKLOADS: dict[str, tuple[str, bytes | list[bytes], int, bool, dict[str, object]]] = {
+    "hello": ("hello", GET, 1, True, {}),
+    "hello_untrusted": ("hello", GET, 1, True, UNTRUSTED),
+    "hello_forwarded": ("hello", GET_FORWARDED, 1, True, {}),
+    "hello_forwarded_untrusted": ("hello", GET_FORWARDED, 1, True, UNTRUSTED),
+    "hello_forwarded_clients": ("hello", GET_FORWARDED_CLIENTS, 1, True, {}),
+    "hello_close": (
+        "hello", b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", 1, False, {}
+    ),
+    "hello_close_proxy": (
+        "hello",
+        (b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8000\r\n"
+         b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"),
+        1, False, {"proxy_protocol": True},
+    ),
+    "pipeline16": ("hello", GET, 16, True, {}),
+    "flask_json": ("flask_json", GET, 1, True, {}),
+    "big_stream": ("big_stream", GET, 1, True, {}),
+    "post64k": ("post_read", POST64K, 1, True, {}),
 }
 
 SERVER = """
@@ -51,7 +77,7 @@ sys.path.insert(0, {apps!r})
 from {module} import app
 import qiao
 from qiao import make_server
-with make_server("127.0.0.1", {port}, app) as server:
+with make_server("127.0.0.1", {port}, app, **{settings!r}) as server:
     print("ready", qiao.__file__, flush=True)
     try:
         server.serve_forever()
@@ -92,7 +118,7 @@ def count(
     """Instructions callgrind counted in the server process for `requests` requests
     (the profile copied to `keep`, when given, for callgrind_annotate), and the path of
     the qiao package it ran."""
-    module, request, depth, keep_alive = WORKLOADS[workload]
+    module, request, depth, keep_alive, settings = WORKLOADS[workload]
     port = free_port()
     env = dict(os.environ)
     if pythonpath:
@@ -103,7 +129,7 @@ def count(
             [
                 "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                 sys.executable, "-c",
-                SERVER.format(apps=str(APPS), module=module, port=port),
+                SERVER.format(apps=str(APPS), module=module, port=port, settings=settings),
             ],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
@@ -122,11 +148,12 @@ def count(
                     time.sleep(0.2)
             sock = None
             buf = bytearray()
-            for _ in range(requests // depth):
+            cycle = request if isinstance(request, list) else [request]
+            for i in range(requests // depth):
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
                     buf = bytearray()
-                sock.sendall(request * depth)
+                sock.sendall(cycle[i % len(cycle)] * depth)
                 for _ in range(depth):
                     read_response(sock, buf)
                 if not keep_alive:

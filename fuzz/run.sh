@@ -12,7 +12,7 @@ shift || true
 cd "$(dirname "$0")"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse_head chunked chunked_roundtrip)
+    targets=(parse_head chunked chunked_roundtrip proxy_header forwarded uwsgi)
 fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
@@ -26,7 +26,7 @@ fi
 seeds=../../shared/conformance/gunicorn-requests
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
-    if [ -d "$seeds" ] && [ "$target" != chunked_roundtrip ]; then
+    if [ -d "$seeds" ] && { [ "$target" = parse_head ] || [ "$target" = chunked ]; }; then
         find "$seeds" -name '*.req' -exec cp -n {} "corpus/$target/" \; 2>/dev/null || true
     fi
 done

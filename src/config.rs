@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::http::forwarded::{Rules, TrustedNets};
 use crate::http::Limits;
 
 /// A value the settings dict holds for one key, as the Python table made it.
@@ -24,7 +25,17 @@ macro_rules! extracted {
     };
 }
 
-extracted!(usize, u64, u32, i32, String, Option<String>);
+extracted!(
+    usize,
+    u64,
+    u32,
+    i32,
+    bool,
+    String,
+    Option<String>,
+    Vec<String>,
+    Vec<(String, String)>
+);
 
 /// Durations arrive as seconds (a float).
 impl FromSetting for Duration {
@@ -49,6 +60,12 @@ macro_rules! settings {
             /// The TLS configuration made from `certfile` and its companions; `None`:
             /// plain TCP.
             pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+            /// The peers whose forwarding fields are read (`forwarded_allow_ips`).
+            pub(crate) trusted: TrustedNets,
+            /// Which forwarding fields are read from them, and how.
+            pub(crate) forwarding: Rules,
+            /// The peers that must begin with a PROXY header (`proxy_allow_ips`).
+            pub(crate) proxy_allowed: TrustedNets,
         }
 
         /// Every key of the settings dict, by name.
@@ -60,6 +77,9 @@ macro_rules! settings {
                     $( $name: setting(d, stringify!($name))?, )*
                     limits: Limits::default(),
                     tls: None,
+                    trusted: TrustedNets::default(),
+                    forwarding: Rules::default(),
+                    proxy_allowed: TrustedNets::default(),
                 })
             }
         }
@@ -145,6 +165,22 @@ settings! {
     http2_max_frame_size: u32,
     /// The largest header list (decoded, RFC 9113 §6.5.2) a request may carry.
     http2_max_header_list_size: u32,
+    /// Peers (addresses, CIDR networks, or `*`) whose forwarding fields are believed.
+    forwarded_allow_ips: Vec<String>,
+    /// (field name, value meaning https) pairs, gunicorn's `secure_scheme_headers`.
+    secure_scheme_headers: Vec<(String, String)>,
+    /// How many proxies set `X-Forwarded-Host` (0: not read).
+    forwarded_host: usize,
+    /// How many proxies set `X-Forwarded-Port` (0: not read).
+    forwarded_port: usize,
+    /// How many proxies set `X-Forwarded-Prefix` (0: not read).
+    forwarded_prefix: usize,
+    /// Connections from `proxy_allow_ips` begin with a PROXY protocol header.
+    proxy_protocol: bool,
+    /// Peers (addresses, CIDR networks, or `*`) allowed to send a PROXY header.
+    proxy_allow_ips: Vec<String>,
+    /// What the listeners speak: `http`, or `uwsgi` (nginx's `uwsgi_pass`).
+    protocol: String,
 }
 
 /// The value of `key`, or an error naming it.
@@ -196,6 +232,30 @@ impl Settings {
             })?;
             s.tls = Some(config);
         }
+        s.trusted = TrustedNets::parse(&s.forwarded_allow_ips)
+            .map_err(|e| PyValueError::new_err(format!("setting forwarded_allow_ips: {e}")))?;
+        if s.secure_scheme_headers.len() > crate::http::forwarded::MAX_SCHEME_HEADERS {
+            return Err(PyValueError::new_err(
+                "setting secure_scheme_headers: at most 8 headers",
+            ));
+        }
+        s.proxy_allowed = TrustedNets::parse(&s.proxy_allow_ips)
+            .map_err(|e| PyValueError::new_err(format!("setting proxy_allow_ips: {e}")))?;
+        s.forwarding = Rules {
+            secure_scheme_headers: s
+                .secure_scheme_headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.to_ascii_lowercase().into_bytes().into(),
+                        value.as_bytes().into(),
+                    )
+                })
+                .collect(),
+            x_host: s.forwarded_host,
+            x_port: s.forwarded_port,
+            x_prefix: s.forwarded_prefix,
+        };
         Ok(s)
     }
 }

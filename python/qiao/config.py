@@ -246,6 +246,95 @@ def _umask(raw: object) -> int:
     return raw
 
 
+def _ip_networks(raw: object) -> list[str]:
+    """IP addresses and CIDR networks (a list, or one string split on spaces/commas), or
+    ``*`` for every address; normalised (``10.1.0.0/16``, ``::1``)."""
+    expected = "expected IP addresses or networks (CIDR) separated by commas, or '*'"
+    if isinstance(raw, str):
+        items = [item for item in _re().split(r"[\s,]+", raw) if item]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        items = [item.strip() for item in raw if item.strip()]
+    else:
+        raise _Invalid(expected)
+    if "*" in items:
+        return ["*"]
+    import ipaddress  # only while parsing: see TYPE_CHECKING above
+
+    networks = []
+    for item in items:
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise _Invalid(expected, got=item) from None
+        single = net.prefixlen == net.max_prefixlen
+        networks.append(str(net.network_address) if single else str(net))
+    return networks
+
+
+# RFC 9110 §5.6.2 token characters, without '_': a name with '_' never reaches the app
+# (see docs/behaviour.md), so it could not be a forwarding field either.
+_FIELD_NAME = r"[A-Za-z0-9!#$%&'*+.^`|~-]+"
+
+
+def _scheme_headers(raw: object) -> dict[str, str]:
+    """gunicorn's ``secure_scheme_headers``: a dict of field name to the value that
+    means https, or ``NAME=VALUE`` pairs separated by commas; names are upper-cased."""
+    expected = "expected NAME=VALUE pairs separated by commas (a dict in a config file)"
+    if isinstance(raw, str):
+        pairs: list[tuple[object, object]] = []
+        for item in raw.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise _Invalid(expected, got=item)
+            pairs.append((name.strip(), value.strip()))
+    elif isinstance(raw, dict):
+        pairs = list(raw.items())
+    else:
+        raise _Invalid(expected)
+    if len(pairs) > 8:  # the engine keeps their values on the stack
+        raise _Invalid("expected at most 8 headers")
+    headers = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or not _re().fullmatch(_FIELD_NAME, name):
+            raise _Invalid("expected header field names (letters, digits, '-'; no '_')", got=name)
+        if not isinstance(value, str) or not value or value != value.strip():
+            raise _Invalid("expected a non-empty value for each header", got=f"{name}={value}")
+        headers[name.upper()] = value
+    return headers
+
+
+_FORWARDED_FIELDS = ("host", "port", "prefix")
+
+
+def _forwarded_fields(raw: object) -> dict[str, int]:
+    """Which of X-Forwarded-Host/-Port/-Prefix to read, each with the number of proxies
+    that set it: ``host,prefix`` or ``host=2,port`` (a list, or a dict in a config file)."""
+    expected = (
+        "expected some of host, port, prefix separated by commas, each optionally =N "
+        "(the number of proxies that set it)"
+    )
+    if isinstance(raw, str):
+        items = [item for item in _re().split(r"[\s,]+", raw) if item]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        items = [item.strip() for item in raw if item.strip()]
+    elif isinstance(raw, dict):
+        items = [f"{name}={count}" for name, count in raw.items()]
+    else:
+        raise _Invalid(expected)
+    fields = {}
+    for item in items:
+        name, sep, count = item.partition("=")
+        name = name.strip().lower().removeprefix("x-forwarded-")
+        count = count.strip()
+        if name not in _FORWARDED_FIELDS or (sep and not _re().fullmatch(r"[1-9]\d{0,2}", count)):
+            raise _Invalid(expected, got=item)
+        fields[name] = int(count) if sep else 1
+    return fields
+
+
 class Setting:
     """One row of the table: a setting's name, parser, default and documentation."""
 
@@ -673,6 +762,57 @@ SETTINGS: tuple[Setting, ...] = (
         "File mode creation mask, in octal.",
         ("-m", "--umask"), metavar="MASK",
     ),
+    Setting(
+        "forwarded_allow_ips", _ip_networks,
+        # Bounds whose forwarding headers are believed: the local host only.
+        ["127.0.0.1", "::1"],
+        "Peers (IP addresses, CIDR networks, or '*' for all) trusted as proxies: from them "
+        "the client's address, the scheme and (with --forwarded-headers) the host, port and "
+        "prefix are read from X-Forwarded-* and Forwarded headers.",
+        ("--forwarded-allow-ips",), metavar="ADDRESSES", engine=True,
+        env_aliases=("FORWARDED_ALLOW_IPS",),
+    ),
+    Setting(
+        "secure_scheme_headers", _scheme_headers,
+        # Bounds nothing: the headers (and values) by which a trusted proxy says https.
+        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+        "Headers by which a trusted proxy says the client used https, with the value that "
+        "means it: NAME=VALUE pairs separated by commas.",
+        ("--secure-scheme-headers",), metavar="PAIRS", engine=True,
+    ),
+    Setting(
+        "forwarded_headers", _forwarded_fields,
+        # Bounds which proxy-set fields may change the host, port and prefix: none.
+        {},
+        "Also read X-Forwarded-Host, -Port, -Prefix from trusted proxies: some of host, "
+        "port, prefix, each optionally =N for N proxies that set it.",
+        ("--forwarded-headers",), metavar="FIELDS",
+    ),
+    Setting(
+        "proxy_protocol", _boolean,
+        # Bounds nothing: whether connections from --proxy-allow-from begin with a PROXY
+        # protocol header (v1 or v2) naming the client.
+        False,
+        "Connections from --proxy-allow-from must begin with a PROXY protocol header "
+        "(HAProxy's v1 or v2, told apart by their first bytes), which names the client.",
+        ("--proxy-protocol",), switch=True, engine=True,
+    ),
+    Setting(
+        "proxy_allow_ips", _ip_networks,
+        # Bounds who may say who the client is with a PROXY header: the local host only.
+        ["127.0.0.1", "::1"],
+        "Peers (IP addresses, CIDR networks, or '*' for all) that send a PROXY protocol "
+        "header with --proxy-protocol; from others one closes the connection.",
+        ("--proxy-allow-from",), metavar="ADDRESSES", engine=True,
+    ),
+    Setting(
+        "protocol", _choice("http", "uwsgi"),
+        # Bounds nothing: what the listeners speak.
+        "http",
+        "What the listeners speak: http, or uwsgi (for nginx's uwsgi_pass and uWSGI's "
+        "routers; one request per connection).",
+        ("--protocol",), metavar="PROTOCOL", engine=True,
+    ),
 )
 
 # Limits where 0 means the cap and larger values are capped (as gunicorn does)...
@@ -736,7 +876,7 @@ class Config:
             raw, label = self._pick(setting, settings, env, cli, settings_label)
             if label is None:
                 default = setting.default
-                values[setting.name] = list(default) if isinstance(default, list) else default
+                values[setting.name] = _copy(default)
                 sources[setting.name] = "default"
                 continue
             try:
@@ -750,11 +890,33 @@ class Config:
             sources[setting.name] = label
         self._values = values
         self._sources = sources
+        self._check_combinations()
         if values["certfile"] is not None:
             self._check_tls()
         elif values["keyfile"] is not None or values["cert_reqs"]:
             name = "keyfile" if values["keyfile"] is not None else "cert_reqs"
             raise ConfigError(f"{sources[name]}: needs --certfile, the server's certificate")
+
+    def _check_combinations(self) -> None:
+        """Settings that each work but not together (yet): one line naming the pair."""
+        values, sources = self._values, self._sources
+        pairs = [
+            ("proxy_protocol", values["proxy_protocol"], "certfile",
+             values["certfile"] is not None,
+             "a PROXY header before TLS is not read yet; terminate TLS at the proxy"),
+            ("protocol", values["protocol"] == "uwsgi", "certfile",
+             values["certfile"] is not None, "uwsgi_pass speaks no TLS"),
+            ("http2_cleartext", values["http2_cleartext"] != "off", "proxy_protocol",
+             values["proxy_protocol"], "the HTTP/2 preface is not looked for after a PROXY header"),
+            ("http2_cleartext", values["http2_cleartext"] != "off", "protocol",
+             values["protocol"] == "uwsgi", "a uwsgi listener speaks no HTTP/2"),
+        ]
+        for name, on, other, other_on, why in pairs:
+            if on and other_on:
+                label = sources[name] if sources[name] != "default" else _BY_NAME[name].flag
+                raise ConfigError(
+                    f"{label}: not with {_BY_NAME[other].flag}: {why}"
+                )
 
     def _check_tls(self) -> None:
         """Builds the TLS configuration once, so that a missing file, a key that does not
@@ -829,7 +991,7 @@ class Config:
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting's value, by name (a copy)."""
-        return {name: (list(v) if isinstance(v, list) else v) for name, v in self._values.items()}
+        return {name: _copy(v) for name, v in self._values.items()}
 
     def enter_chdir(self) -> None:
         """Change to the ``chdir`` setting's directory, if set; a ``ConfigError`` naming
@@ -861,6 +1023,9 @@ class Config:
         for name in _UNLIMITED_IF_ZERO:
             settings[name] = self._values[name] or sys.maxsize
         settings["url_scheme"] = "http" if self._values["certfile"] is None else "https"
+        settings["secure_scheme_headers"] = list(self._values["secure_scheme_headers"].items())
+        for field in _FORWARDED_FIELDS:
+            settings["forwarded_" + field] = self._values["forwarded_headers"].get(field, 0)
         # A worker of a master learns the master's pid (to stop when it is gone).
         settings["parent_pid"] = 0
         return settings
@@ -877,6 +1042,15 @@ class Config:
             if self._sources[name] != "default"
         )
         return f"Config({changed})"
+
+
+def _copy(value: Any) -> Any:
+    """A list or dict value copied, so that no caller shares the table's own."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
 
 
 def _show(raw: object) -> str:
@@ -916,7 +1090,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _default_text(default: object) -> str:
     if isinstance(default, list):
-        return " ".join(default)
+        return ",".join(default) if default else "none"
+    if isinstance(default, dict):
+        return ",".join(f"{k}={v}" for k, v in default.items()) if default else "none"
     if default is None:
         return "unset"
     if default == "":

@@ -4,11 +4,14 @@ pub mod canned;
 pub mod chunked;
 pub mod date;
 pub mod error;
+pub mod forwarded;
 pub mod framing;
+pub mod proxy;
 pub mod request;
 pub mod response;
 #[cfg(test)]
 pub mod testing;
+pub mod uwsgi;
 
 pub use canned::Canned;
 pub use chunked::{encode_chunk_header, ChunkedDecoder, LAST_CHUNK};

@@ -11,14 +11,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
+use crate::http::forwarded::{self, Forwarded};
+use crate::http::proxy::{self, ProxyHeader};
+use crate::http::uwsgi::{self, Variable};
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
 use crate::server::body::BodyError;
 use crate::server::channel::Channel;
+use crate::server::listener::host_port;
 use crate::server::outbuf::OutBuf;
 use crate::server::sink::{Delivery, H1Sink};
 use crate::server::transport::Transport;
@@ -86,6 +90,9 @@ pub(super) struct Connection<T: Transport> {
     pub(super) timer: Option<Pin<Box<Sleep>>>,
     /// This connection's slot in `Shared::idle`.
     slot: usize,
+    /// The variables of the uwsgi packet this connection began with (`--protocol uwsgi`),
+    /// for its request's environ.
+    uwsgi_environ: Vec<Variable>,
     /// Its place under `worker_connections` (none for `handle_request()`'s one
     /// connection), given back as it closes.
     _permit: Option<OwnedSemaphorePermit>,
@@ -240,6 +247,7 @@ impl<T: Transport> Connection<T> {
             sink: Some(sink),
             timer: None,
             slot,
+            uwsgi_environ: Vec::new(),
             _permit: permit,
         }
     }
@@ -363,6 +371,12 @@ impl<T: Transport> Connection<T> {
         let limits = &settings.limits;
         // The ends of a connection (refuse, linger) are awaited boxed: this future is
         // moved whole when its task starts and ends, and inline they made it larger.
+        if self.peer.proxy_header && !Box::pin(self.read_proxy_header()).await {
+            return;
+        }
+        if shared.ctx.settings.protocol == "uwsgi" && !Box::pin(self.read_uwsgi_packet()).await {
+            return;
+        }
         let mut repeat = false;
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
@@ -370,6 +384,11 @@ impl<T: Transport> Connection<T> {
             let mut deadline = Instant::now() + keep_alive;
             let mut idle = true;
             let head = loop {
+                // (Looked at before the parser, which skips the empty lines a v2 header
+                // starts with.)
+                if !repeat && self.unwanted_proxy_header() {
+                    return;
+                }
                 match parse_head(&mut self.rbuf, limits) {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
@@ -388,6 +407,10 @@ impl<T: Transport> Connection<T> {
                 }
             };
             let started = Instant::now();
+            let forwarded = match self.forwarded(&head).map(|f| self.with_uwsgi_environ(f)) {
+                Ok(forwarded) => forwarded,
+                Err(e) => return Box::pin(self.refuse(Canned::Refused(e))).await,
+            };
 
             let mut persist = Persistence::KeepAlive;
             // RFC 9112 §9.3: the client's wish; `--keep-alive 0`, a stop, or
@@ -419,7 +442,7 @@ impl<T: Transport> Connection<T> {
             let keep = repeat && persist.persists();
             repeat = true;
             // Most responses are done in one inline call: no future of their own.
-            let sink = match self.dispatch(head, body, persist, keep, started) {
+            let sink = match self.dispatch(head, forwarded, body, persist, keep, started) {
                 Dispatched::Done(sink) => sink,
                 Dispatched::Paused(step) => Box::pin(self.drive_inline(step)).await,
                 Dispatched::Pooled(ex, chan) => {
@@ -461,6 +484,7 @@ impl<T: Transport> Connection<T> {
     fn dispatch(
         &mut self,
         head: RequestHead,
+        forwarded: Option<Box<Forwarded>>,
         body: Body,
         persist: Persistence,
         keep: bool,
@@ -481,6 +505,7 @@ impl<T: Transport> Connection<T> {
         };
         let ex = Exchange {
             head,
+            forwarded,
             body,
             sink,
             peer: self.peer.clone(),
@@ -566,6 +591,156 @@ impl<T: Transport> Connection<T> {
             sink.lost();
         }
         Some(sink)
+    }
+
+    /// Reads the PROXY protocol header the connection must begin with (within the header
+    /// timeout) and takes the client it names as the peer; false (the connection is to be
+    /// closed, without a response) for a missing, malformed or late header.
+    async fn read_proxy_header(&mut self) -> bool {
+        let deadline = Instant::now() + self.shared.ctx.settings.header_timeout;
+        loop {
+            match proxy::parse(&self.rbuf) {
+                Ok(Some((header, used))) => {
+                    self.rbuf.advance(used);
+                    self.take_proxy_header(header);
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.log_proxy(e.0);
+                    return false;
+                }
+            }
+            match self.read_more(deadline, false).await {
+                Ok(()) => {}
+                Err(ReadEnd::TimedOut) => {
+                    self.log_proxy("no complete PROXY header within --header-timeout");
+                    return false;
+                }
+                Err(ReadEnd::Closed) => return false,
+            }
+        }
+    }
+
+    /// Reads the uwsgi packet the connection begins with (within the header timeout) and
+    /// puts the HTTP/1.0 request head it makes in its place in the read buffer, for the
+    /// usual parser to check (the body, if any, follows it there). From a trusted peer
+    /// (`--forwarded-allow-ips`), REMOTE_ADDR, REMOTE_PORT and HTTPS name the client and
+    /// the scheme; the other variables go to the environ. False (closed without a
+    /// response) for a malformed, oversized or late packet.
+    async fn read_uwsgi_packet(&mut self) -> bool {
+        let settings = &self.shared.ctx.settings;
+        let (deadline, max) = (
+            Instant::now() + settings.header_timeout,
+            settings.limits.max_header_block,
+        );
+        loop {
+            match uwsgi::parse(&self.rbuf, max) {
+                Ok(Some((request, used))) => {
+                    let mut rbuf = BytesMut::with_capacity(
+                        request.head.len() + self.rbuf.len() - used + READ_BUFFER,
+                    );
+                    rbuf.extend_from_slice(&request.head);
+                    rbuf.extend_from_slice(&self.rbuf[used..]);
+                    self.rbuf = rbuf;
+                    if self.peer.trusted {
+                        let trusted = match request.remote {
+                            Some((ip, _)) => self.shared.ctx.settings.trusted.contains(ip),
+                            None => true,
+                        };
+                        let peer = Arc::get_mut(&mut self.peer).expect("not shared yet");
+                        if let Some((ip, port)) = request.remote {
+                            let text = crate::wsgi::environ::ip_text(ip);
+                            let port = port.map(|p| p.to_string()).unwrap_or_default();
+                            peer.remote = crate::wsgi::environ::HostPort::new(text, port);
+                            peer.trusted = trusted;
+                        }
+                        peer.https |= request.https;
+                    }
+                    self.uwsgi_environ = request.environ;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.log_proxy(e.0);
+                    return false;
+                }
+            }
+            match self.read_more(deadline, false).await {
+                Ok(()) => {}
+                Err(ReadEnd::TimedOut) => {
+                    self.log_proxy("no complete uwsgi packet within --header-timeout");
+                    return false;
+                }
+                Err(ReadEnd::Closed) => return false,
+            }
+        }
+    }
+
+    /// `forwarded`, with the uwsgi packet's variables (taken: one request per packet).
+    fn with_uwsgi_environ(&mut self, forwarded: Option<Box<Forwarded>>) -> Option<Box<Forwarded>> {
+        if self.uwsgi_environ.is_empty() {
+            return forwarded;
+        }
+        let mut f = forwarded.unwrap_or_default();
+        f.environ = std::mem::take(&mut self.uwsgi_environ);
+        Some(f)
+    }
+
+    /// The client a PROXY header names becomes the connection's peer; whether it is a
+    /// trusted proxy in turn is decided for it (its forwarding fields are its own).
+    fn take_proxy_header(&mut self, header: ProxyHeader) {
+        let ProxyHeader::Proxy {
+            source,
+            destination,
+            ssl,
+        } = header
+        else {
+            return; // LOCAL or UNKNOWN: the connection's own addresses stand.
+        };
+        let trusted = self.shared.ctx.settings.trusted.contains(source.ip());
+        let peer = Arc::get_mut(&mut self.peer).expect("no request has seen the peer yet");
+        peer.remote = host_port(source);
+        peer.local = Arc::new(host_port(destination));
+        peer.https = ssl;
+        peer.trusted = trusted;
+    }
+
+    /// Whether the connection begins with a PROXY header from a peer not allowed to send
+    /// one (`--proxy-allow-from`): closed without a response, as a bad header from an
+    /// allowed peer is.
+    fn unwanted_proxy_header(&self) -> bool {
+        let unwanted = self.shared.ctx.settings.proxy_protocol
+            && !self.peer.proxy_header
+            && proxy::starts_like_header(&self.rbuf) == Some(true);
+        if unwanted {
+            self.log_proxy("PROXY header from a peer not in --proxy-allow-from");
+        }
+        unwanted
+    }
+
+    fn log_proxy(&self, why: &str) {
+        self.shared.ctx.error_log.info(&format!(
+            "Closed the connection from {}: {why}",
+            if self.peer.remote.host.is_empty() {
+                "unix socket"
+            } else {
+                &self.peer.remote.host
+            },
+        ));
+    }
+
+    /// What the peer, if it is a trusted proxy, says of the request's client, scheme, host
+    /// and prefix; a 400 for values it cannot stand behind (see `http::forwarded`).
+    fn forwarded(&self, head: &RequestHead) -> Result<Option<Box<Forwarded>>, HttpError> {
+        if !self.peer.trusted {
+            return Ok(None);
+        }
+        let settings = &self.shared.ctx.settings;
+        Ok(
+            forwarded::resolve(head.headers(), &settings.forwarding, &settings.trusted)?
+                .map(Box::new),
+        )
     }
 
     /// Answers with a canned response and closes (RFC 9112 §2.2, §6: once a request cannot

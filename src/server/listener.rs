@@ -1,16 +1,17 @@
 //! Listening sockets handed over by Python (already bound), and the streams they accept.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::config::Settings;
 use crate::server::transport::Socket;
 use crate::sys::{self, TcpOption};
-use crate::wsgi::environ::{HostPort, Peer};
+use crate::wsgi::environ::{ip_text, HostPort, Peer};
 
 pub(super) enum Listener {
     /// With the listening address as the environ shows it, when it is the same for every
@@ -71,7 +72,11 @@ impl Listener {
         }
     }
 
-    pub(super) async fn accept(&self) -> io::Result<(Socket, Peer)> {
+    /// The next connection, and its peer: trusted as a proxy (`forwarded_allow_ips`) or
+    /// not, bound to begin with a PROXY header (`proxy_protocol`, `proxy_allow_ips`) or
+    /// not. A Unix-socket peer is in both, as in gunicorn: only processes allowed to open
+    /// the socket file can connect.
+    pub(super) async fn accept(&self, settings: &Settings) -> io::Result<(Socket, Peer)> {
         match self {
             Listener::Tcp(l, fixed) => {
                 let (fd, remote) = l.async_io(Interest::READABLE, accept).await?;
@@ -79,12 +84,19 @@ impl Listener {
                     Some(local) => local.clone(),
                     None => Arc::new(host_port(sys::local_addr(fd.as_fd())?.ok_or_else(not_ip)?)),
                 };
-                let peer = Peer::new(host_port(remote.ok_or_else(not_ip)?), local);
+                let remote = remote.ok_or_else(not_ip)?;
+                let mut peer = Peer::new(host_port(remote), local)
+                    .trusted(settings.trusted.contains(remote.ip()));
+                peer.proxy_header =
+                    settings.proxy_protocol && settings.proxy_allowed.contains(remote.ip());
                 Ok((Socket::new(fd), peer))
             }
             Listener::Unix(l, local) => {
                 let (fd, _) = l.async_io(Interest::READABLE, accept).await?;
-                let peer = Peer::new(HostPort::new(String::new(), String::new()), local.clone());
+                let mut peer =
+                    Peer::new(HostPort::new(String::new(), String::new()), local.clone())
+                        .trusted(true);
+                peer.proxy_header = settings.proxy_protocol;
                 Ok((Socket::new(fd), peer))
             }
         }
@@ -101,28 +113,9 @@ fn not_ip() -> io::Error {
 }
 
 /// An address and port as the environ shows them.
-fn host_port(addr: SocketAddr) -> HostPort {
+pub(super) fn host_port(addr: SocketAddr) -> HostPort {
     HostPort::new(
         ip_text(addr.ip()),
         itoa::Buffer::new().format(addr.port()).to_owned(),
     )
-}
-
-/// IPv4 is written by hand: `to_string` goes through the formatting machinery (a
-/// `Formatter`, and a call through `fmt::Write` for each piece), and every new
-/// connection's peer address is formatted.
-fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut text = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                text.push_str(itoa::Buffer::new().format(octet));
-            }
-            text
-        }
-        IpAddr::V6(_) => ip.to_string(),
-    }
 }

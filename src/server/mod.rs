@@ -254,7 +254,7 @@ async fn serve(
     let mut stopped = stop.subscribe();
     if one_request {
         // handle_request(): the first connection on any listener, one request, done.
-        let accepts = listeners.iter().map(|l| Box::pin(l.accept()));
+        let accepts = listeners.iter().map(|l| Box::pin(l.accept(&ctx.settings)));
         let first = tokio::select! {
             r = futures_select_ok(accepts.collect()) => Some(r),
             _ = stopped.wait_for(|s| *s) => None,
@@ -276,7 +276,7 @@ async fn serve(
                 loop {
                     let accepted = {
                         let permit = permits.clone().acquire_owned().await;
-                        (listener.accept().await, permit)
+                        (listener.accept(&shared.ctx.settings).await, permit)
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {

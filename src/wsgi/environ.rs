@@ -1,6 +1,7 @@
 //! Builds the environ dict: a copy of a per-server template plus the request's own keys
 //! (PEP 3333 "environ Variables"), with interned key strings and cached `HTTP_*` names.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::ffi;
@@ -8,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::config::Settings;
+use crate::http::forwarded::{Client, Forwarded};
 use crate::http::{percent_decode, RequestHead};
 use crate::tls::SessionInfo;
 use crate::wsgi::input::Input;
@@ -55,8 +57,21 @@ pub(crate) struct Peer {
     pub local: Arc<HostPort>,
     /// The connection's TLS session (`None`: plain TCP), for the `HTTPS` and `SSL_*` keys.
     pub tls: Option<SessionInfo>,
+    /// Whether the peer is a trusted proxy (`--forwarded-allow-ips`), whose forwarding
+    /// fields are read: decided once, as the connection is accepted, so that a request
+    /// from anyone else pays nothing for them.
+    pub trusted: bool,
+    /// The connection must begin with a PROXY protocol header (`--proxy-protocol`, and
+    /// the peer in `--proxy-allow-from`).
+    pub proxy_header: bool,
+    /// A PROXY v2 header said the client's connection used TLS: the scheme is https.
+    pub https: bool,
     /// This connection's own environ base (see `Template::connection_environ`).
     base: Mutex<Option<ConnectionBase>>,
+    /// The connection's own values a trusted proxy's headers replace, made at the first
+    /// request that has them (see `Original`); a `OnceLock` filled with the GIL held, as
+    /// `HostPort::strings`.
+    original: OnceLock<Original>,
     pub start_response: Mutex<Option<KeptStartResponse>>,
 }
 
@@ -66,10 +81,37 @@ impl Peer {
             remote,
             local,
             tls: None,
+            trusted: false,
+            proxy_header: false,
+            https: false,
             base: Mutex::new(None),
+            original: OnceLock::new(),
             start_response: Mutex::new(None),
         }
     }
+
+    /// The same peer, trusted or not as a proxy.
+    pub(crate) fn trusted(mut self, trusted: bool) -> Peer {
+        self.trusted = trusted;
+        self
+    }
+}
+
+/// The connection's own values that a trusted proxy's headers replace, for
+/// `qiao.original`: made once per connection, and shown through a read-only view that
+/// every request of the connection shares (one dict store per request, where a dict of its
+/// own cost a copy, a store and a free).
+struct Original {
+    dict: Py<PyDict>,
+    /// `types.MappingProxyType(dict)`.
+    view: Py<PyAny>,
+}
+
+/// A read-only view of `dict` (`types.MappingProxyType`).
+fn read_only<'py>(dict: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `dict` is a live dict; PyDictProxy_New returns a new reference or NULL with
+    // an exception set, which `from_owned_ptr_or_err` turns into the error.
+    unsafe { Bound::from_owned_ptr_or_err(dict.py(), ffi::PyDictProxy_New(dict.as_ptr())) }
 }
 
 /// The template with the keys that stay the same from one request of a connection to the
@@ -77,6 +119,8 @@ impl Peer {
 struct ConnectionBase {
     host: Option<Box<[u8]>>,
     dict: Py<PyDict>,
+    /// The first forwarding a trusted proxy sent for this host, and `dict` with it applied.
+    forwarded: Option<(Box<Forwarded>, Py<PyDict>)>,
 }
 
 /// Request headers common enough to keep their environ key as an interned string.
@@ -122,6 +166,12 @@ pub(crate) struct Template {
     k_input: Py<PyString>,
     k_raw_uri: Py<PyString>,
     k_request_uri: Py<PyString>,
+    k_url_scheme: Py<PyString>,
+    k_original: Py<PyString>,
+    /// `wsgi.url_scheme`'s two values, for what a trusted proxy says.
+    http: Py<PyString>,
+    https_str: Py<PyString>,
+    empty: Py<PyString>,
     common: Vec<Py<PyString>>,
     /// The `wsgi.input` of every request without a body, the template's own. It has
     /// nothing to read and so no state to keep, and one object serves them all: most
@@ -168,6 +218,46 @@ pub(crate) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString>
         );
         Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
     }
+}
+
+/// An address as the environ shows it. IPv4 is written by hand: `to_string` goes through
+/// the formatting machinery (a `Formatter`, and a call through `fmt::Write` for each
+/// piece), and every new connection's peer address (and every client a proxy names) is
+/// formatted.
+pub(crate) fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let len = ipv4_text(v4, &mut buf);
+            // SAFETY: digits and dots are ASCII, so valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(&buf[..len]) }.to_owned()
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+/// Writes `v4` in dotted decimal into `buf`, returning its length: no allocation, for the
+/// client address of each request a trusted proxy forwards.
+fn ipv4_text(v4: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> usize {
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        // Up to three digits, no leading zeros.
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    len
 }
 
 /// `Host` split into name and port (`[v6]:port` keeps its brackets off the port).
@@ -227,6 +317,11 @@ impl Template {
             k_input: interned(py, "wsgi.input"),
             k_raw_uri: interned(py, "RAW_URI"),
             k_request_uri: interned(py, "REQUEST_URI"),
+            k_url_scheme: interned(py, "wsgi.url_scheme"),
+            k_original: interned(py, "qiao.original"),
+            http: interned(py, "http"),
+            https_str: interned(py, "https"),
+            empty: interned(py, ""),
             common,
             empty_input: Py::new(py, Input::buffered(bytes::Bytes::new()))?,
             post: interned(py, "POST"),
@@ -265,11 +360,12 @@ impl Template {
         &self,
         py: Python<'py>,
         head: &RequestHead,
+        forwarded: Option<&Forwarded>,
         peer: &Peer,
         input: &Bound<'py, Input>,
         keep: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let env = self.connection_environ(py, head, peer, keep)?;
+        let env = self.connection_environ(py, head, forwarded, peer, keep)?;
         let method = head.method();
         match method {
             b"GET" => {} // the template's
@@ -286,8 +382,10 @@ impl Template {
                 path = rest;
             }
         } else if !self.root_path.is_empty() {
-            // Not under the mount point: the app sees the whole path and an empty SCRIPT_NAME.
-            env.set_item(&self.k_script_name, "")?;
+            // Not under the mount point: the app sees the whole path and an empty SCRIPT_NAME
+            // (or only the prefix a trusted proxy mounts the app at).
+            let prefix = forwarded.and_then(|f| f.prefix.as_deref()).unwrap_or(b"");
+            env.set_item(&self.k_script_name, latin1(py, prefix))?;
         }
         env.set_item(&self.k_path_info, latin1(py, path))?;
         let query = head.query();
@@ -348,52 +446,239 @@ impl Template {
                 }
             }
         }
+        // A uwsgi packet's variables, as nginx (or uWSGI's router) gave them: last, so
+        // that SERVER_PROTOCOL, PATH_INFO and the like are the packet's.
+        for (key, value) in forwarded.map_or(&[][..], |f| &f.environ) {
+            env.set_item(latin1(py, key), latin1(py, value))?;
+        }
         Ok(env)
     }
 
+    /// Puts what a trusted proxy said in place of what the connection shows:
+    /// - the scheme: `wsgi.url_scheme`;
+    /// - the client: `REMOTE_ADDR`, and `REMOTE_PORT` (empty when the proxy gave no port);
+    /// - `X-Forwarded-Host`: `HTTP_HOST`, `SERVER_NAME`, and `SERVER_PORT` when it has a
+    ///   port (as Werkzeug's ProxyFix maps it);
+    /// - `X-Forwarded-Port`: `SERVER_PORT`, and the port of `HTTP_HOST` (left out when it
+    ///   is the scheme's default, so that URLs built from it do not spell it);
+    /// - `X-Forwarded-Prefix`: put in front of `SCRIPT_NAME`.
+    ///
+    /// `qiao.original`, a read-only mapping, keeps what the connection showed: its own
+    /// `REMOTE_ADDR`, `REMOTE_PORT` and `wsgi.url_scheme` (shared by the connection's
+    /// requests, see `Original`), and the values the host, port and prefix replaced.
+    fn apply_forwarded(
+        &self,
+        env: &Bound<'_, PyDict>,
+        head: &RequestHead,
+        f: &Forwarded,
+        peer: &Peer,
+    ) -> PyResult<()> {
+        let py = env.py();
+        let shared = peer
+            .original
+            .get_or_init(|| self.connection_original(py, peer));
+        // Values that vary by request (the host, port and prefix) need a mapping of this
+        // request's own, made at the first one kept.
+        let own: std::cell::OnceCell<Bound<'_, PyDict>> = std::cell::OnceCell::new();
+        // Keeps `key`'s value before it is replaced.
+        let keep = |key: &Py<PyString>| -> PyResult<()> {
+            let original = match own.get() {
+                Some(dict) => dict,
+                None => {
+                    let _ = own.set(shared.dict.bind(py).copy()?);
+                    own.get().expect("just set")
+                }
+            };
+            let key = key.bind(py);
+            if !original.contains(key)? {
+                if let Some(old) = env.get_item(key)? {
+                    original.set_item(key, old)?;
+                }
+            }
+            Ok(())
+        };
+        if let Some(client) = &f.client {
+            self.set_client(env, client)?;
+        }
+        let conn_https = self.https || peer.https;
+        let https = f.https.unwrap_or(conn_https);
+        if https != conn_https {
+            let scheme = if https { &self.https_str } else { &self.http };
+            env.set_item(&self.k_url_scheme, scheme)?;
+            // On a Unix socket SERVER_PORT is the Host's port or the scheme's default.
+            let host_port = head.host().and_then(|h| split_host(h).1);
+            if peer.local.port.is_empty() && host_port.is_none() {
+                keep(&self.k_server_port)?;
+                let port = if https { "443" } else { "80" };
+                env.set_item(&self.k_server_port, port)?;
+            }
+        }
+        if let Some(host) = &f.host {
+            keep(&self.common[HOST])?;
+            keep(&self.k_server_name)?;
+            env.set_item(&self.common[HOST], latin1(py, host))?;
+            let (name, port) = split_host(host);
+            env.set_item(&self.k_server_name, latin1(py, name))?;
+            if let Some(port) = port {
+                keep(&self.k_server_port)?;
+                env.set_item(&self.k_server_port, latin1(py, port))?;
+            }
+        }
+        if let Some(port) = f.port {
+            let mut digits = itoa::Buffer::new();
+            let port = digits.format(port);
+            let host = f.host.as_deref().or(head.host());
+            if let Some(host) = host {
+                let mut with_port = split_host(host).0.to_vec();
+                if port != if https { "443" } else { "80" } {
+                    with_port.push(b':');
+                    with_port.extend_from_slice(port.as_bytes());
+                }
+                keep(&self.common[HOST])?;
+                env.set_item(&self.common[HOST], latin1(py, &with_port))?;
+            }
+            keep(&self.k_server_port)?;
+            env.set_item(&self.k_server_port, latin1(py, port.as_bytes()))?;
+        }
+        if let Some(prefix) = &f.prefix {
+            keep(&self.k_script_name)?;
+            let mut script_name = prefix.to_vec();
+            if let Some(mount) = env.get_item(&self.k_script_name)? {
+                let mount: String = mount.extract()?;
+                script_name.extend(mount.chars().map(|c| c as u32 as u8));
+            }
+            env.set_item(&self.k_script_name, latin1(py, &script_name))?;
+        }
+        match own.get() {
+            Some(dict) => env.set_item(&self.k_original, read_only(dict)?),
+            None => env.set_item(&self.k_original, &shared.view),
+        }
+    }
+
+    /// REMOTE_ADDR and REMOTE_PORT of the client a trusted proxy named (the port empty when
+    /// it gave none).
+    fn set_client(&self, env: &Bound<'_, PyDict>, client: &Client) -> PyResult<()> {
+        let py = env.py();
+        match client.ip {
+            IpAddr::V4(v4) => {
+                let mut buf = [0u8; 15];
+                let len = ipv4_text(v4, &mut buf);
+                env.set_item(&self.k_remote_addr, latin1(py, &buf[..len]))?;
+            }
+            ip => env.set_item(&self.k_remote_addr, latin1(py, ip.to_string().as_bytes()))?,
+        }
+        match client.port {
+            Some(port) => env.set_item(
+                &self.k_remote_port,
+                latin1(py, itoa::Buffer::new().format(port).as_bytes()),
+            ),
+            None => env.set_item(&self.k_remote_port, &self.empty),
+        }
+    }
+
+    /// The connection's own REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme, for
+    /// `qiao.original`.
+    fn connection_original(&self, py: Python<'_>, peer: &Peer) -> Original {
+        let dict = PyDict::new(py);
+        let scheme = if self.https || peer.https {
+            &self.https_str
+        } else {
+            &self.http
+        };
+        let items = [
+            (&self.k_remote_addr, latin1(py, peer.remote.host.as_bytes())),
+            (&self.k_remote_port, latin1(py, peer.remote.port.as_bytes())),
+            (&self.k_url_scheme, scheme.bind(py).clone()),
+        ];
+        for (key, value) in items {
+            // Setting a str into a new dict fails only when out of memory; the entry is
+            // then missing, nothing worse.
+            let _ = dict.set_item(key, value);
+        }
+        let view = read_only(&dict).map_or_else(|_| py.None(), Bound::unbind);
+        Original {
+            dict: dict.unbind(),
+            view,
+        }
+    }
+
     /// A new environ with the keys a connection's requests share set: the peer's address,
-    /// SERVER_NAME and SERVER_PORT, and HTTP_HOST.
+    /// SERVER_NAME and SERVER_PORT, and HTTP_HOST, with what a trusted proxy said of the
+    /// request (`forwarded`) applied.
     ///
     /// When `keep`, the connection makes these once, into its own copy of the template,
     /// and its later requests with the same Host copy that: five dict stores and three
-    /// `str`s fewer on each later request of a keep-alive connection.
+    /// `str`s fewer on each later request of a keep-alive connection. Behind a proxy, the
+    /// base with the first client's forwarding applied is kept too, and the requests of
+    /// that same client copy it (the stores of `apply_forwarded` saved while the proxy
+    /// sends one client's requests on the connection); another client's start from the
+    /// plain base.
     fn connection_environ<'py>(
         &self,
         py: Python<'py>,
         head: &RequestHead,
+        forwarded: Option<&Forwarded>,
         peer: &Peer,
         keep: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let host = head.host();
         let base = keep.then(|| peer.base.lock().ok()).flatten();
-        if let Some(mut base) = base {
-            match &*base {
-                Some(made) if made.host.as_deref() == host => return made.dict.bind(py).copy(),
-                // The Host changed: the base stays for the one it was made for.
-                Some(_) => {}
-                None => {
-                    let dict = self.fresh_environ(py, host, peer)?;
-                    let env = dict.copy()?;
-                    *base = Some(ConnectionBase {
-                        host: host.map(Box::from),
-                        dict: dict.unbind(),
-                    });
-                    return Ok(env);
+        let Some(mut base) = base else {
+            return self.fresh_environ(py, head, forwarded, peer);
+        };
+        let made = match &mut *base {
+            Some(made) if made.host.as_deref() == host => made,
+            // The Host changed: the base stays for the one it was made for.
+            Some(_) => return self.fresh_environ(py, head, forwarded, peer),
+            None => base.insert(ConnectionBase {
+                host: host.map(Box::from),
+                dict: self.fresh_environ(py, head, None, peer)?.unbind(),
+                forwarded: None,
+            }),
+        };
+        let Some(f) = forwarded else {
+            return made.dict.bind(py).copy();
+        };
+        match &made.forwarded {
+            Some((first, dict)) if **first == *f => dict.bind(py).copy(),
+            // Another client, the rest the same (the common case behind a proxy that
+            // multiplexes its clients over this connection): only the client differs.
+            Some((first, dict)) if first.differs_only_in_client(f) => {
+                let env = dict.bind(py).copy()?;
+                if let Some(client) = &f.client {
+                    self.set_client(&env, client)?;
                 }
+                Ok(env)
+            }
+            Some(_) => {
+                let env = made.dict.bind(py).copy()?;
+                self.apply_forwarded(&env, head, f, peer)?;
+                Ok(env)
+            }
+            None => {
+                let dict = made.dict.bind(py).copy()?;
+                self.apply_forwarded(&dict, head, f, peer)?;
+                let env = dict.copy()?;
+                made.forwarded = Some((Box::new(f.clone()), dict.unbind()));
+                Ok(env)
             }
         }
-        self.fresh_environ(py, host, peer)
     }
 
-    /// A copy of the template with the connection's keys set for `host`.
+    /// A copy of the template with the connection's keys set for the request's host, and
+    /// what a trusted proxy said applied.
     fn fresh_environ<'py>(
         &self,
         py: Python<'py>,
-        host: Option<&[u8]>,
+        head: &RequestHead,
+        forwarded: Option<&Forwarded>,
         peer: &Peer,
     ) -> PyResult<Bound<'py, PyDict>> {
         let env = self.base.bind(py).copy()?;
-        self.set_connection_keys(&env, host, peer)?;
+        self.set_connection_keys(&env, head.host(), peer)?;
+        if let Some(forwarded) = forwarded {
+            self.apply_forwarded(&env, head, forwarded, peer)?;
+        }
         Ok(env)
     }
 
@@ -409,6 +694,9 @@ impl Template {
         }
         env.set_item(&self.k_remote_addr, latin1(py, peer.remote.host.as_bytes()))?;
         env.set_item(&self.k_remote_port, latin1(py, peer.remote.port.as_bytes()))?;
+        if peer.https {
+            env.set_item(&self.k_url_scheme, &self.https_str)?;
+        }
         let [local_host, local_port] = peer.local.strings(py);
         let Some(host) = host else {
             env.set_item(&self.k_server_name, local_host)?;
@@ -421,7 +709,11 @@ impl Template {
         let (name, port) = split_host(host);
         env.set_item(&self.k_server_name, latin1(py, name))?;
         if peer.local.port.is_empty() {
-            let default_port: &[u8] = if self.https { b"443" } else { b"80" };
+            let default_port: &[u8] = if self.https || peer.https {
+                b"443"
+            } else {
+                b"80"
+            };
             env.set_item(
                 &self.k_server_port,
                 latin1(py, port.unwrap_or(default_port)),
@@ -501,6 +793,19 @@ mod tests {
             Some("HTTP_USER_AGENT")
         );
         assert_eq!(header_key(b"x_forwarded_for"), None);
+    }
+
+    #[test]
+    fn ip_text_is_canonical() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "192.168.100.255",
+            "203.0.113.7",
+            "2001:db8::1",
+        ] {
+            assert_eq!(ip_text(ip.parse().unwrap()), ip);
+        }
     }
 
     #[test]

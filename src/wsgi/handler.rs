@@ -9,9 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
+use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
 use crate::wsgi::bodybuf::Body;
-use crate::wsgi::environ::Peer;
+use crate::wsgi::environ::{ip_text, Peer};
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
@@ -21,6 +22,8 @@ use crate::wsgi::Context;
 /// One request, handed from the connection to the thread that runs the app.
 pub(crate) struct Exchange {
     pub head: RequestHead,
+    /// What a trusted proxy said of the request (`None`: nothing, or not trusted).
+    pub forwarded: Option<Box<Forwarded>>,
     pub body: Body,
     /// Where the response goes.
     pub sink: Box<dyn ResponseSink>,
@@ -72,6 +75,7 @@ struct Live {
     /// The iteration in progress; `None` before it began.
     iter: Option<Py<PyIterator>>,
     head: RequestHead,
+    forwarded: Option<Box<Forwarded>>,
     peer: Arc<Peer>,
     started: Instant,
 }
@@ -133,6 +137,7 @@ fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce() -> T) -> T {
 fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
     let Exchange {
         head,
+        forwarded,
         body: request_body,
         sink,
         peer,
@@ -154,13 +159,14 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
 
     let result = ctx
         .environ
-        .build(py, &head, &peer, &input, keep)
+        .build(py, &head, forwarded.as_deref(), &peer, &input, keep)
         .and_then(|environ| ctx.app.bind(py).call1((environ, start)));
     let iterable = match result {
         Ok(iterable) => iterable,
         Err(err) => {
             fail(py, ctx, &sr, &head, Failure::App(err));
-            return Step::Done(finalize(ctx, &sr, &head, &peer, started));
+            let client = forwarded.as_deref();
+            return Step::Done(finalize(ctx, &sr, &head, client, &peer, started));
         }
     };
     let req = Live {
@@ -169,6 +175,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         iterable: iterable.unbind(),
         iter: None,
         head,
+        forwarded,
         peer,
         started,
     };
@@ -209,7 +216,15 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     // The body was read whole before the app ran: nothing of it is left on the wire,
     // whatever the app read of it.
     drop(req.input);
-    Step::Done(finalize(ctx, &sr, &req.head, &req.peer, req.started))
+    let forwarded = req.forwarded.as_deref();
+    Step::Done(finalize(
+        ctx,
+        &sr,
+        &req.head,
+        forwarded,
+        &req.peer,
+        req.started,
+    ))
 }
 
 /// The request is over: the connection's outcome, and the access log line.
@@ -217,6 +232,7 @@ fn finalize(
     ctx: &Context,
     sr: &Bound<'_, StartResponse>,
     head: &RequestHead,
+    forwarded: Option<&Forwarded>,
     peer: &Peer,
     started: Instant,
 ) -> Outcome {
@@ -226,8 +242,10 @@ fn finalize(
         .take()
         .expect("the response stays until the request ends");
     if let Some(log) = &ctx.access_log {
+        // The client a trusted proxy named, as REMOTE_ADDR shows it (gunicorn's `%(h)s`).
+        let client = forwarded.and_then(|f| f.client.as_ref().map(|c| ip_text(c.ip)));
         log.log(&AccessRecord {
-            remote_addr: &peer.remote.host,
+            remote_addr: client.as_deref().unwrap_or(&peer.remote.host),
             head,
             status: resp.head.status,
             body_bytes: resp.body_bytes,
@@ -506,6 +524,7 @@ mod tests {
         let head = parse_head(&mut raw, &Limits::default()).unwrap().unwrap();
         Exchange {
             head,
+            forwarded: None,
             body: Body::Empty,
             sink: Box::new(sink),
             peer: Arc::new(Peer::new(

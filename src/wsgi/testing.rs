@@ -67,6 +67,17 @@ pub(crate) fn settings(threads: usize) -> Settings {
         http2_max_frame_size: 16_384,
         http2_max_header_list_size: 65_536,
         tls: None,
+        forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+        secure_scheme_headers: Vec::new(),
+        forwarded_host: 0,
+        forwarded_port: 0,
+        forwarded_prefix: 0,
+        trusted: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
+        forwarding: crate::http::forwarded::Rules::default(),
+        proxy_protocol: false,
+        protocol: "http".into(),
+        proxy_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+        proxy_allowed: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
     }
 }
 

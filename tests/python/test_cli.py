@@ -77,6 +77,9 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+IPS = "expected IP addresses or networks (CIDR) separated by commas, or '*'"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -95,6 +98,16 @@ def app_dir(tmp_path: Path) -> Path:
         (["--chdir", "/no/such/dir"], ("--chdir: cannot change to '/no/such/dir': "
                                       "no such file or directory")),
         (["-b", "fd://987"], "cannot bind fd://987: not an open file descriptor"),
+        (["--forwarded-allow-ips", "127.0.0.1,10.0.0.300"],
+         (f"--forwarded-allow-ips: {IPS}, got '10.0.0.300'")),
+        (["--forwarded-allow-ips", "10.0.0.0/33"],
+         (f"--forwarded-allow-ips: {IPS}, got '10.0.0.0/33'")),
+        (["--forwarded-headers", "host,scheme"],
+         ("--forwarded-headers: expected some of host, port, prefix separated by commas, each "
+          "optionally =N (the number of proxies that set it), got 'scheme'")),
+        (["--secure-scheme-headers", "X_PROTO=https"],
+         ("--secure-scheme-headers: expected header field names (letters, digits, '-'; no "
+          "'_'), got 'X_PROTO'")),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(app_dir, args, message):
@@ -107,6 +120,17 @@ def test_env_errors_name_the_variable(app_dir):
     """A bad QIAO_<NAME> value names the variable."""
     result = qiao(cwd=app_dir, env={"QIAO_THREADS": "0"})
     assert_one_line_error(result, "QIAO_THREADS: expected a positive integer, got '0'")
+
+
+def test_gunicorns_forwarded_allow_ips_variable_is_read(app_dir):
+    """gunicorn reads FORWARDED_ALLOW_IPS from the environment; so does qiao (named in the
+    error), QIAO_FORWARDED_ALLOW_IPS winning over it."""
+    result = qiao(cwd=app_dir, env={"FORWARDED_ALLOW_IPS": "nope"})
+    assert_one_line_error(
+        result,
+        "FORWARDED_ALLOW_IPS: expected IP addresses or networks (CIDR) separated by commas, "
+        "or '*', got 'nope'",
+    )
 
 
 def test_address_in_use_is_one_line(app_dir):

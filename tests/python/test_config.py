@@ -218,6 +218,54 @@ def test_bad_value_is_one_line_naming_the_setting(kwargs, env, cli, message):
     assert "\n" not in str(info.value)
 
 
+def test_forwarded_allow_ips_defaults_and_forms():
+    """gunicorn's default (127.0.0.1,::1) and its FORWARDED_ALLOW_IPS variable, weaker
+    than QIAO_FORWARDED_ALLOW_IPS; CIDR networks normalised; '*' alone; '' trusts none."""
+    assert Config(env=NO_ENV).forwarded_allow_ips == ["127.0.0.1", "::1"]
+    assert Config(env={"FORWARDED_ALLOW_IPS": "10.0.0.1"}).forwarded_allow_ips == ["10.0.0.1"]
+    both = {"FORWARDED_ALLOW_IPS": "10.0.0.1", "QIAO_FORWARDED_ALLOW_IPS": "10.0.0.2"}
+    assert Config(env=both).forwarded_allow_ips == ["10.0.0.2"]
+    config = Config({"forwarded_allow_ips": "10.1.2.3/16, fd00::1/8 192.0.2.1"}, env=NO_ENV)
+    assert config.forwarded_allow_ips == ["10.1.0.0/16", "fd00::/8", "192.0.2.1"]
+    assert Config({"forwarded_allow_ips": ["*", "10.0.0.1"]}, env=NO_ENV).forwarded_allow_ips == [
+        "*"
+    ]
+    assert Config({"forwarded_allow_ips": ""}, env=NO_ENV).forwarded_allow_ips == []
+    with pytest.raises(ConfigError, match="got 'localhost'"):
+        Config({"forwarded_allow_ips": "127.0.0.1,localhost"}, env=NO_ENV)
+
+
+def test_secure_scheme_headers_forms():
+    """gunicorn's secure_scheme_headers: a dict (config file, kwargs) or NAME=VALUE pairs;
+    the engine gets (name, value) pairs."""
+    config = Config(env=NO_ENV)
+    assert config.secure_scheme_headers == {
+        "X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on",
+    }
+    config = Config({"secure_scheme_headers": {"X-Scheme": "secure"}}, env=NO_ENV)
+    assert config.engine_settings()["secure_scheme_headers"] == [("X-SCHEME", "secure")]
+    config = Config(cli={"secure_scheme_headers": "X-A=on, X-B=https"}, env=NO_ENV)
+    assert config.secure_scheme_headers == {"X-A": "on", "X-B": "https"}
+    assert Config(cli={"secure_scheme_headers": ""}, env=NO_ENV).secure_scheme_headers == {}
+    with pytest.raises(ConfigError, match="got 'X-A'"):
+        Config(cli={"secure_scheme_headers": "X-A"}, env=NO_ENV)
+
+
+def test_forwarded_headers_counts():
+    """Werkzeug ProxyFix's counts: host means host=1; the engine gets one count per field
+    (0: not read)."""
+    assert Config(env=NO_ENV).engine_settings()["forwarded_host"] == 0
+    config = Config(cli={"forwarded_headers": "host, X-Forwarded-Prefix=2"}, env=NO_ENV)
+    assert config.forwarded_headers == {"host": 1, "prefix": 2}
+    settings = config.engine_settings()
+    assert (settings["forwarded_host"], settings["forwarded_port"],
+            settings["forwarded_prefix"]) == (1, 0, 2)
+    assert Config({"forwarded_headers": ["port"]}, env=NO_ENV).forwarded_headers == {"port": 1}
+    for bad in ("scheme", "host=0", "host=x"):
+        with pytest.raises(ConfigError, match="expected some of host, port, prefix"):
+            Config(cli={"forwarded_headers": bad}, env=NO_ENV)
+
+
 def test_workers_count_or_auto():
     """--workers takes a positive count or 'auto' (one per CPU this process may use)."""
     assert Config(env=NO_ENV, cli={"workers": "4"}).workers == 4

@@ -410,8 +410,8 @@ def test_frameworks_over_http2_with_httpx(certs, app, path):
         r = http.get(f"https://localhost:{server.port}{path}")
     assert r.http_version == "HTTP/2"
     got = r.json()
-    assert got["scheme"] == "https" and got["secure"] is True
-    assert got["external"].startswith(f"https://localhost:{server.port}/")
+    assert got["is_secure"] is True
+    assert got["url"] == f"https://localhost:{server.port}{path}"
 
 
 def worker_pid(server) -> int:

@@ -367,8 +367,8 @@ def test_frameworks_see_https(certs, app, path):
     with running_server(app, *certs.server_flags()) as server:
         _, data = fetch(server, context(certs), path)
         got = json.loads(data)
-        assert got["scheme"] == "https" and got["secure"] is True
-        assert got["external"].startswith(f"https://127.0.0.1:{server.port}/")
+        assert got["is_secure"] is True
+        assert got["url"] == f"https://127.0.0.1:{server.port}{path}"
 
 
 BAD_SETTINGS = [
@@ -390,6 +390,12 @@ BAD_SETTINGS = [
      "--tls-min-version: expected 1.2 or 1.3"),
     (["--certfile", "{cert}", "--keyfile", "{key}", "--cert-reqs", "maybe"],
      "--cert-reqs: expected 0, 1, 2, none, optional or required"),
+    (["--certfile", "{cert}", "--keyfile", "{key}", "--proxy-protocol"],
+     "--proxy-protocol: not with --certfile"),
+    (["--certfile", "{cert}", "--keyfile", "{key}", "--protocol", "uwsgi"],
+     "--protocol: not with --certfile"),
+    (["--http2-cleartext", "prior-knowledge", "--proxy-protocol"],
+     "--http2-cleartext: not with --proxy-protocol"),
 ]
 
 

@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::error::HttpError;
 use fields::{trim_ows, Fields, Outcome};
 use scan::{check_method, parse_version, scan_head};
+pub(crate) use target::is_valid_host;
 use target::split_target;
 
 pub use fields::parse_content_length;

@@ -106,7 +106,7 @@ pub(super) fn split_target(method: &[u8], target: &[u8]) -> Result<TargetParts, 
 
 /// RFC 9112 §3.2 / RFC 3986 §3.2: the characters of `uri-host [ ":" port ]`
 /// (reg-name, IP-literal, port); an empty Host is allowed.
-pub(super) fn is_valid_host(value: &[u8]) -> bool {
+pub(crate) fn is_valid_host(value: &[u8]) -> bool {
     value.iter().all(|&b| {
         b.is_ascii_alphanumeric()
             || matches!(

@@ -17,6 +17,7 @@ use h2::{Reason, RecvStream, SendStream};
 use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::http::forwarded;
 use crate::http::{HttpError, RequestHead};
 use crate::server::channel::Channel;
 use crate::server::h2::io::{H2Io, NonBlocking};
@@ -186,9 +187,16 @@ async fn serve_stream(
             length,
             &settings.limits,
         )?;
-        Ok((head, body))
+        // What a trusted proxy says of the client, as over HTTP/1.1 (`http::forwarded`).
+        let forwarded = if peer.trusted {
+            forwarded::resolve(head.headers(), &settings.forwarding, &settings.trusted)?
+                .map(Box::new)
+        } else {
+            None
+        };
+        Ok((head, forwarded, body))
     };
-    let (head, body) = match prepared.await {
+    let (head, forwarded, body) = match prepared.await {
         Ok(prepared) => prepared,
         Err(Refusal::Status(status, detail)) => {
             let (resp, body) = canned(status, detail);
@@ -207,6 +215,7 @@ async fn serve_stream(
     let told = sink.told.clone();
     let ex = Exchange {
         head,
+        forwarded,
         body,
         sink,
         peer,

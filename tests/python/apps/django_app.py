@@ -35,13 +35,13 @@ def form(request):
 
 
 def whoami(request):
-    """What Django makes of the request's origin: an absolute URL, the scheme, the client."""
+    """What Django makes of the request's origin (behind a proxy, the proxy's headers
+    decide): its own absolute URL, whether the request is secure, the client."""
     return JsonResponse(
         {
-            "external": request.build_absolute_uri("/api/1/"),
-            "scheme": request.scheme,
-            "secure": request.is_secure(),
-            "remote_addr": request.META.get("REMOTE_ADDR"),
+            "url": request.build_absolute_uri(),
+            "remote_addr": request.META["REMOTE_ADDR"],
+            "is_secure": request.is_secure(),
             "host": request.get_host(),
         }
     )

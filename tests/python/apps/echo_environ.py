@@ -2,7 +2,8 @@
 
 Response body: {"environ": {key: value}, "key_types": [...], "environ_type": ...,
 "body": <request body as latin-1 text>, "calls": N}. str values are sent as they are;
-any other value becomes {"type": <type name>, "value": <value if JSON can hold it>}.
+any other value becomes {"type": <type name>, "value": <value if JSON can hold it>} (a mapping
+of str values is held).
 With the query "mutate" the app then overwrites and clears its environ (a later request
 must not see it).
 Every response also carries `X-Calls: N`, the number of app calls so far in this process,
@@ -11,6 +12,7 @@ so tests can prove that a rejected request never reached the app.
 
 import json
 import threading
+from collections.abc import Mapping
 
 _lock = threading.Lock()
 _calls = 0
@@ -26,6 +28,8 @@ def _describe(value):
         out["value"] = value
     elif isinstance(value, tuple) and all(isinstance(v, _JSON_SCALARS) for v in value):
         out["value"] = list(value)
+    elif isinstance(value, Mapping) and all(type(v) is str for v in value.values()):
+        out["value"] = {str(k): v for k, v in value.items()}
     return out
 
 

@@ -29,12 +29,12 @@ def json_route():
 
 @app.get("/whoami")
 def whoami():
-    """What Flask makes of the request's origin: an absolute URL, the scheme, the client."""
+    """What Flask makes of the request's origin (behind a proxy, the proxy's headers
+    decide): its own absolute URL, whether the request is secure, the client."""
     return jsonify(
-        external=url_for("json_route", _external=True),
-        scheme=request.scheme,
-        secure=request.is_secure,
+        url=url_for("whoami", _external=True),
         remote_addr=request.remote_addr,
+        is_secure=request.is_secure,
         host=request.host,
     )
 
