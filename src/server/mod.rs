@@ -20,10 +20,8 @@ mod transport;
 mod writer;
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,7 +258,7 @@ async fn serve(
             _ = stopped.wait_for(|s| *s) => None,
         };
         if let Some(Ok((conn, peer))) = first {
-            serve_accepted(shared.clone(), conn, peer, None).await;
+            serve_one(shared.clone(), conn, peer, None).await;
         }
     } else {
         // `worker_connections`: past it, a worker stops accepting, and further clients
@@ -280,8 +278,7 @@ async fn serve(
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
-                            let task = serve_accepted(shared.clone(), conn, peer, permit.ok());
-                            tokio::task::spawn_local(task);
+                            spawn_accepted(shared.clone(), conn, peer, permit.ok());
                         }
                         (Err(e), _) => {
                             // EMFILE and friends: wait a little rather than spin.
@@ -326,24 +323,42 @@ async fn serve(
     Ok(shared)
 }
 
-/// The task that serves one accepted connection to its end: plain HTTP/1.1, or after a TLS
-/// handshake, or cleartext HTTP/2 by prior knowledge. Boxed, each kind on its own: the
-/// task holds a pointer, not the connection's large future, which it would otherwise copy
-/// whole several times over a connection's life; and a plain connection's future does not
-/// carry the space a TLS handshake needs, which is copied too (one allocation is cheaper).
-fn serve_accepted(
+/// Starts the task that serves one accepted connection to its end: plain HTTP/1.1, or
+/// after a TLS handshake, or cleartext HTTP/2 by prior knowledge. Each kind is a task of
+/// its own concrete type, boxed: the task holds a pointer, not the connection's large
+/// future, which it would otherwise copy whole several times over a connection's life
+/// (one allocation is cheaper); and a plain connection's future neither carries the space
+/// a TLS handshake needs nor is reached through a vtable.
+fn spawn_accepted(
     shared: Rc<Shared>,
     socket: Socket,
     peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
-) -> Pin<Box<dyn Future<Output = ()>>> {
+) {
     if let Some(config) = shared.ctx.settings.tls.clone() {
-        return Box::pin(serve_tls(shared, config, socket, peer, permit));
+        tokio::task::spawn_local(Box::pin(serve_tls(shared, config, socket, peer, permit)));
+    } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
+        tokio::task::spawn_local(Box::pin(serve_cleartext(shared, socket, peer, permit)));
+    } else {
+        let conn = Connection::new(shared, socket, peer, permit);
+        tokio::task::spawn_local(Box::pin(conn.serve()));
     }
-    if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
-        return Box::pin(serve_cleartext(shared, socket, peer, permit));
+}
+
+/// Serves the one connection of `handle_request()`, of whichever kind.
+async fn serve_one(
+    shared: Rc<Shared>,
+    socket: Socket,
+    peer: Peer,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    if let Some(config) = shared.ctx.settings.tls.clone() {
+        Box::pin(serve_tls(shared, config, socket, peer, permit)).await
+    } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
+        Box::pin(serve_cleartext(shared, socket, peer, permit)).await
+    } else {
+        Box::pin(Connection::new(shared, socket, peer, permit).serve()).await
     }
-    Box::pin(Connection::new(shared, socket, peer, permit).serve())
 }
 
 /// A TLS connection: the handshake, bounded by `tls_handshake_timeout`, then HTTP/2 or
@@ -359,7 +374,7 @@ async fn serve_tls(
     let failed = match tokio::time::timeout(limit, TlsStream::accept(socket, config)).await {
         Ok(Ok((stream, session))) => {
             let h2 = session.h2;
-            peer.tls = Some(session);
+            peer.tls = Some(Box::new(session));
             if h2 {
                 return Box::pin(h2::serve(shared, stream, Bytes::new(), peer, permit)).await;
             }

@@ -146,6 +146,7 @@ impl OutBuf {
 
     /// Up to MAX_IOVECS slices of the memory segments at the front (up to the first file
     /// range), oldest first.
+    #[inline]
     pub(super) fn slices(&self) -> Vec<IoSlice<'_>> {
         let mut out = Vec::with_capacity(self.segs.len().min(MAX_IOVECS));
         for (i, seg) in self.segs.iter().take(MAX_IOVECS).enumerate() {
@@ -222,6 +223,7 @@ impl OutBuf {
     }
 
     /// Drops the first `n` queued bytes (they were written).
+    #[inline]
     pub(super) fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {

@@ -56,7 +56,9 @@ pub(crate) struct Peer {
     /// The listening address, for SERVER_NAME / SERVER_PORT when there is no Host header.
     pub local: Arc<HostPort>,
     /// The connection's TLS session (`None`: plain TCP), for the `HTTPS` and `SSL_*` keys.
-    pub tls: Option<SessionInfo>,
+    /// (Boxed: most connections have none, and a Peer is moved several times as a
+    /// connection is accepted.)
+    pub tls: Option<Box<SessionInfo>>,
     /// Whether the peer is a trusted proxy (`--forwarded-allow-ips`), whose forwarding
     /// fields are read: decided once, as the connection is accepted, so that a request
     /// from anyone else pays nothing for them.
