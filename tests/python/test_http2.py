@@ -532,3 +532,20 @@ def test_graceful_stop_finishes_open_streams(certs):
         assert status == "2 200"
         assert json.loads(body)["multithread"] is True
         assert server.proc.wait(15) == 0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_http2_prior_knowledge():
+    """curl --http2-prior-knowledge against --http2-cleartext prior-knowledge (RFC 9113
+    §3.3): HTTP/2 without TLS, as a proxy speaks it upstream."""
+    with running_server("echo_environ:app", "--http2-cleartext", "prior-knowledge") as server:
+        out = subprocess.run(
+            ["curl", "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}",
+             f"{server.url}/h2c?via=curl"],
+            capture_output=True, timeout=20, check=False, text=True,
+        )
+    assert out.returncode == 0, out.stderr
+    body, version = out.stdout.rsplit("\n", 1)
+    assert version == "2"
+    env = json.loads(body)["environ"]
+    assert env["SERVER_PROTOCOL"] == "HTTP/2" and env["QUERY_STRING"] == "via=curl"

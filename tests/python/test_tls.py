@@ -455,3 +455,22 @@ def test_sslyze_finds_no_old_protocol_and_no_weak_cipher(tls_echo, tmp_path):
     assert result["openssl_ccs_injection"]["is_vulnerable_to_ccs_injection"] is False
     assert result["tls_compression"]["supports_compression"] is False
     assert result["session_renegotiation"]["is_vulnerable_to_client_renegotiation_dos"] is False
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_with_a_client_certificate(certs):
+    """curl presenting a client certificate (--cert/--key) to --cert-reqs 2: served, and the
+    environ names it; without one, curl's handshake fails."""
+    flags = certs.server_flags() + ["--ca-certs", str(certs.ca), "--cert-reqs", "2"]
+    with running_server("echo_environ:app", *flags) as server:
+        url = f"https://localhost:{server.port}/mtls"
+        base = ["curl", "-sS", "--cacert", str(certs.ca)]
+        out = subprocess.run(
+            [*base, "--cert", str(certs.client_cert), "--key", str(certs.client_key), url],
+            capture_output=True, timeout=20, check=False, text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        env = json.loads(out.stdout)["environ"]
+        assert env["SSL_CLIENT_VERIFY"] == "SUCCESS" and "CN=test client" in env["SSL_CLIENT_S_DN"]
+        refused = subprocess.run([*base, url], capture_output=True, timeout=20, check=False)
+        assert refused.returncode != 0
