@@ -41,39 +41,35 @@ impl Canned {
         }
         let code = self.status();
         let reason = reason_phrase(code).as_bytes();
+        let mut body = Vec::with_capacity(80);
+        self.write_body(&mut body);
+        out.reserve(160 + reason.len() + body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\nConnection: close\r\nDate: ");
+        write_http_date(out);
+        out.extend_from_slice(b"\r\nServer: qiao\r\n\r\n");
+        if !head_request {
+            out.extend_from_slice(&body);
+        }
+    }
+
+    /// Appends the body of a final response: `<code> <reason>[: <detail>]\n`, what every
+    /// protocol's canned answer carries (HTTP/1.1 above, HTTP/2 streams).
+    pub fn write_body(self, out: &mut Vec<u8>) {
+        let code = self.status();
+        out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(code).as_bytes());
         let detail: &[u8] = match self {
             Canned::Refused(e) => e.detail().as_bytes(),
             Canned::BodyNotStored => b"the request body could not be stored",
             _ => b"",
         };
-        let mut code_buf = itoa::Buffer::new();
-        let code_text = code_buf.format(code).as_bytes();
-        // Body: "<code> <reason>[: <detail>]\n".
-        let body_len = code_text.len()
-            + 1
-            + reason.len()
-            + if detail.is_empty() {
-                0
-            } else {
-                2 + detail.len()
-            }
-            + 1;
-        out.reserve(160 + 2 * reason.len() + detail.len());
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(code_text);
-        out.push(b' ');
-        out.extend_from_slice(reason);
-        out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
-        out.extend_from_slice(b"\r\nConnection: close\r\nDate: ");
-        write_http_date(out);
-        out.extend_from_slice(b"\r\nServer: qiao\r\n\r\n");
-        if head_request {
-            return;
-        }
-        out.extend_from_slice(code_text);
-        out.push(b' ');
-        out.extend_from_slice(reason);
         if !detail.is_empty() {
             out.extend_from_slice(b": ");
             out.extend_from_slice(detail);

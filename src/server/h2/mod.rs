@@ -18,7 +18,7 @@ use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::http::forwarded;
-use crate::http::{HttpError, RequestHead};
+use crate::http::{Canned, HttpError, RequestHead};
 use crate::server::channel::Channel;
 use crate::server::h2::io::{H2Io, NonBlocking};
 use crate::server::h2::sink::{canned, End, H2Sink, Told};
@@ -126,15 +126,15 @@ impl Drop for Open {
 
 /// Why a stream's request is answered without the application.
 enum Refusal {
-    /// This status and reason.
-    Status(u16, &'static str),
+    /// With this answer (the one HTTP/1.1 gives).
+    Answer(Canned),
     /// The client reset the stream or the connection ended.
     Gone,
 }
 
 impl From<HttpError> for Refusal {
     fn from(e: HttpError) -> Refusal {
-        Refusal::Status(e.status(), e.detail())
+        Refusal::Answer(Canned::Refused(e))
     }
 }
 
@@ -198,8 +198,8 @@ async fn serve_stream(
     };
     let (head, forwarded, body) = match prepared.await {
         Ok(prepared) => prepared,
-        Err(Refusal::Status(status, detail)) => {
-            let (resp, body) = canned(status, detail);
+        Err(Refusal::Answer(answer)) => {
+            let (resp, body) = canned(answer);
             if let Ok(mut send) = respond.send_response(resp, false) {
                 let _ = send.send_data(body.into(), true);
             }
@@ -451,7 +451,7 @@ async fn read_body(shared: &Shared, recv: &mut RecvStream) -> Result<(Body, u64)
     loop {
         let next = tokio::time::timeout(settings.body_timeout, recv.data()).await;
         let data = match next {
-            Err(_) => return Err(Refusal::Status(408, "")),
+            Err(_) => return Err(Refusal::Answer(Canned::RequestTimeout)),
             Ok(None) => break,
             Ok(Some(Err(_))) => return Err(Refusal::Gone),
             Ok(Some(Ok(data))) => data,
@@ -462,13 +462,16 @@ async fn read_body(shared: &Shared, recv: &mut RecvStream) -> Result<(Body, u64)
             return Err(Refusal::from(HttpError::PayloadTooLarge));
         }
         if spool.is_none() && memory.len() + data.len() > keep {
-            let mut file = Spool::new().map_err(|_| Refusal::Status(500, ""))?;
-            file.write(&memory).map_err(|_| Refusal::Status(500, ""))?;
+            let mut file = Spool::new().map_err(|_| Refusal::Answer(Canned::BodyNotStored))?;
+            file.write(&memory)
+                .map_err(|_| Refusal::Answer(Canned::BodyNotStored))?;
             memory = BytesMut::new();
             spool = Some(file);
         }
         match spool.as_mut() {
-            Some(file) => file.write(&data).map_err(|_| Refusal::Status(500, ""))?,
+            Some(file) => file
+                .write(&data)
+                .map_err(|_| Refusal::Answer(Canned::BodyNotStored))?,
             None => memory.extend_from_slice(&data),
         }
     }

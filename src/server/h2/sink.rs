@@ -12,7 +12,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE, 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::http::{write_http_date, BodyLength};
+use crate::http::{write_http_date, BodyLength, Canned};
 use crate::server::channel::Channel;
 use crate::server::outbuf::OutBuf;
 use crate::wsgi::sink::{Flow, Gone, ResponseHead, ResponseSink};
@@ -113,21 +113,14 @@ fn response(head: &ResponseHead, length: BodyLength) -> http::Response<()> {
 }
 
 /// The plain-text response the server makes itself (a failed application, a refused
-/// request): its head, and its body.
-pub(super) fn canned(status: u16, detail: &str) -> (http::Response<()>, Vec<u8>) {
-    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
-    let mut body = format!(
-        "{} {}",
-        code.as_u16(),
-        code.canonical_reason().unwrap_or("")
-    );
-    if !detail.is_empty() {
-        body.push_str(": ");
-        body.push_str(detail);
-    }
-    body.push('\n');
+/// request), as HTTP/2 fields and a body: the HTTP/1.1 answer's status and body
+/// (`Canned`), without its connection-specific fields.
+pub(super) fn canned(answer: Canned) -> (http::Response<()>, Vec<u8>) {
+    let mut body = Vec::with_capacity(80);
+    answer.write_body(&mut body);
     let mut resp = http::Response::new(());
-    *resp.status_mut() = code;
+    *resp.status_mut() =
+        http::StatusCode::from_u16(answer.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
     let fields = resp.headers_mut();
     fields.insert(
         CONTENT_TYPE,
@@ -135,7 +128,7 @@ pub(super) fn canned(status: u16, detail: &str) -> (http::Response<()>, Vec<u8>)
     );
     fields.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     fields.insert(SERVER, HeaderValue::from_static("qiao"));
-    (resp, body.into_bytes())
+    (resp, body)
 }
 
 impl ResponseSink for H2Sink {
@@ -170,7 +163,7 @@ impl ResponseSink for H2Sink {
     }
 
     fn fail(&mut self) {
-        let (head, body) = canned(500, "");
+        let (head, body) = canned(Canned::InternalError);
         self.out.clear();
         self.out.extend(&body);
         let mut told = self.told();
@@ -254,9 +247,10 @@ mod tests {
 
     #[test]
     fn canned_answers_say_what_went_wrong() {
-        let (resp, body) = canned(413, "request body too large");
+        let (resp, body) = canned(Canned::Refused(crate::http::HttpError::PayloadTooLarge));
         assert_eq!(resp.status(), 413);
-        assert_eq!(body, b"413 Payload Too Large: request body too large\n");
+        // The same body as the HTTP/1.1 answer's (one writer, `Canned`).
+        assert_eq!(body, b"413 Content Too Large: request body too large\n");
         assert_eq!(resp.headers()["content-length"], body.len().to_string());
     }
 }
