@@ -3,9 +3,9 @@
 //! read buffer; the output queue, memory and file ranges alike, is encrypted as the socket
 //! takes it (a file range is read here and encrypted: `sendfile` cannot encrypt).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use crate::http::{Canned, HttpError};
 use crate::server::h2::io::NonBlocking;
 use crate::server::outbuf::OutBuf;
-use crate::server::transport::{RawSocket, Socket, Transport};
+use crate::server::transport::{RawSocket, Socket, Transport, Wire};
 use crate::sys;
 use crate::tls::SessionInfo;
 
@@ -53,36 +53,6 @@ pub(super) enum HandshakeError {
     PlainHttp,
     /// The handshake failed (an alert was sent where one could be) or the socket did.
     Failed(io::Error),
-}
-
-/// The socket as rustls reads and writes it: non-blocking, `WouldBlock` when it has
-/// nothing to read or takes nothing more.
-struct Wire<'a>(BorrowedFd<'a>);
-
-impl Read for Wire<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `recv` only writes initialised bytes into the buffer, so viewing the
-        // initialised `buf` as possibly uninitialised bytes never de-initialises it.
-        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        sys::recv(self.0, uninit)?.ok_or_else(|| io::ErrorKind::WouldBlock.into())
-    }
-}
-
-impl Write for Wire<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match sys::send_vectored(self.0, bufs, false)? {
-            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 impl TlsStream {

@@ -197,23 +197,47 @@ impl Transport for Socket {
     }
 }
 
+/// A socket as `std::io` reads and writes it, without waiting: `WouldBlock` when it has
+/// nothing to read or takes nothing more (how rustls and `h2`'s adapter drive it).
+pub(super) struct Wire<'a>(pub(super) BorrowedFd<'a>);
+
+impl io::Read for Wire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `recv` only writes initialised bytes, so viewing the initialised `buf`
+        // as possibly uninitialised bytes never de-initialises it.
+        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        sys::recv(self.0, uninit)?.ok_or_else(|| io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl io::Write for Wire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match sys::send_vectored(self.0, bufs, false)? {
+            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl NonBlocking for Socket {
     fn registration(&self) -> io::Result<&AsyncFd<RawSocket>> {
         self.io()
     }
 
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `recv` only writes initialised bytes, so viewing the initialised `buf`
-        // as possibly uninitialised bytes never de-initialises it.
-        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        sys::recv(self.fd(), uninit)?.ok_or_else(|| io::ErrorKind::WouldBlock.into())
+        io::Read::read(&mut Wire(self.fd()), buf)
     }
 
     fn write_now(&self, data: &[u8]) -> io::Result<usize> {
-        match sys::send_vectored(self.fd(), &[std::io::IoSlice::new(data)], false)? {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
+        io::Write::write(&mut Wire(self.fd()), data)
     }
 
     fn flush_now(&self) -> io::Result<()> {
