@@ -28,21 +28,39 @@ class StreamResult:
         return next((v for n, v in self.headers if n == name), None)
 
 
-class H2Client:
-    """One HTTP/2 connection: over TLS by ALPN when `ca` is given, else cleartext with
-    prior knowledge."""
+class _Connection:
+    """A socket to the server: TLS offering only h2 by ALPN when `ca` is given (the server
+    verified as localhost), else plain TCP."""
 
-    def __init__(self, host: str, port: int, ca: str | None = None, timeout: float = 10.0,
-                 settings: dict | None = None, window: int | None = None):
+    def __init__(self, host: str, port: int, ca: str | None, timeout: float):
         raw = socket.create_connection((host, port), timeout=timeout)
         if ca is not None:
             ctx = ssl.create_default_context(cafile=ca)
             ctx.set_alpn_protocols(["h2"])
             self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
-            assert self.sock.selected_alpn_protocol() == "h2"
         else:
             self.sock = raw
         self.timeout = timeout
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class H2Client(_Connection):
+    """One HTTP/2 connection: over TLS by ALPN when `ca` is given, else cleartext with
+    prior knowledge."""
+
+    def __init__(self, host: str, port: int, ca: str | None = None, timeout: float = 10.0,
+                 settings: dict | None = None, window: int | None = None):
+        super().__init__(host, port, ca, timeout)
+        if ca is not None:
+            assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
@@ -56,15 +74,6 @@ class H2Client:
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False
         self.auto_ack = True  # acknowledge received data (open the windows) as it comes
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
@@ -155,7 +164,7 @@ class H2Client:
         return self.wait(self.request(path, **kwargs))[0]
 
 
-class RawH2:
+class RawH2(_Connection):
     """A connection that writes frames as given (hyperframe, hpack), whatever the rules:
     for the hardening tests. What the server sends is read and parsed as it comes."""
 
@@ -164,26 +173,11 @@ class RawH2:
     def __init__(self, host: str, port: int, ca: str | None = None, timeout: float = 10.0):
         import hpack
 
-        raw = socket.create_connection((host, port), timeout=timeout)
-        if ca is not None:
-            ctx = ssl.create_default_context(cafile=ca)
-            ctx.set_alpn_protocols(["h2"])
-            self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
-        else:
-            self.sock = raw
+        super().__init__(host, port, ca, timeout)
         self.encoder = hpack.Encoder()
         self.buf = b""
         self.frames: list = []
         self.closed = False
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def start(self) -> None:
         from hyperframe.frame import SettingsFrame
