@@ -597,29 +597,15 @@ impl<T: Transport> Connection<T> {
     /// timeout) and takes the client it names as the peer; false (the connection is to be
     /// closed, without a response) for a missing, malformed or late header.
     async fn read_proxy_header(&mut self) -> bool {
-        let deadline = Instant::now() + self.shared.ctx.settings.header_timeout;
-        loop {
-            match proxy::parse(&self.rbuf) {
-                Ok(Some((header, used))) => {
-                    self.rbuf.advance(used);
-                    self.take_proxy_header(header);
-                    return true;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.log_proxy(e.0);
-                    return false;
-                }
-            }
-            match self.read_more(deadline, false).await {
-                Ok(()) => {}
-                Err(ReadEnd::TimedOut) => {
-                    self.log_proxy("no complete PROXY header within --header-timeout");
-                    return false;
-                }
-                Err(ReadEnd::Closed) => return false,
-            }
-        }
+        let parsed = self
+            .read_preamble("PROXY header", |buf| proxy::parse(buf).map_err(|e| e.0))
+            .await;
+        let Some((header, used)) = parsed else {
+            return false;
+        };
+        self.rbuf.advance(used);
+        self.take_proxy_header(header);
+        true
     }
 
     /// Reads the uwsgi packet the connection begins with (within the header timeout) and
@@ -629,50 +615,63 @@ impl<T: Transport> Connection<T> {
     /// the scheme; the other variables go to the environ. False (closed without a
     /// response) for a malformed, oversized or late packet.
     async fn read_uwsgi_packet(&mut self) -> bool {
-        let settings = &self.shared.ctx.settings;
-        let (deadline, max) = (
-            Instant::now() + settings.header_timeout,
-            settings.limits.max_header_block,
-        );
+        let max = self.shared.ctx.settings.limits.max_header_block;
+        let parsed = self
+            .read_preamble("uwsgi packet", |buf| {
+                uwsgi::parse(buf, max).map_err(|e| e.0)
+            })
+            .await;
+        let Some((request, used)) = parsed else {
+            return false;
+        };
+        let mut rbuf =
+            BytesMut::with_capacity(request.head.len() + self.rbuf.len() - used + READ_BUFFER);
+        rbuf.extend_from_slice(&request.head);
+        rbuf.extend_from_slice(&self.rbuf[used..]);
+        self.rbuf = rbuf;
+        if self.peer.trusted {
+            let trusted = match request.remote {
+                Some((ip, _)) => self.shared.ctx.settings.trusted.contains(ip),
+                None => true,
+            };
+            let peer = Arc::get_mut(&mut self.peer).expect("not shared yet");
+            if let Some((ip, port)) = request.remote {
+                let text = crate::wsgi::environ::ip_text(ip);
+                let port = port.map(|p| p.to_string()).unwrap_or_default();
+                peer.remote = crate::wsgi::environ::HostPort::new(text, port);
+                peer.trusted = trusted;
+            }
+            peer.https |= request.https;
+        }
+        self.uwsgi_environ = request.environ;
+        true
+    }
+
+    /// Reads until `parse` makes out what the connection begins with (a `what`) or says
+    /// why it cannot, within the header timeout; None (logged) for a malformed, late or
+    /// missing one.
+    async fn read_preamble<P>(
+        &mut self,
+        what: &str,
+        parse: impl Fn(&[u8]) -> Result<Option<P>, &'static str>,
+    ) -> Option<P> {
+        let deadline = Instant::now() + self.shared.ctx.settings.header_timeout;
         loop {
-            match uwsgi::parse(&self.rbuf, max) {
-                Ok(Some((request, used))) => {
-                    let mut rbuf = BytesMut::with_capacity(
-                        request.head.len() + self.rbuf.len() - used + READ_BUFFER,
-                    );
-                    rbuf.extend_from_slice(&request.head);
-                    rbuf.extend_from_slice(&self.rbuf[used..]);
-                    self.rbuf = rbuf;
-                    if self.peer.trusted {
-                        let trusted = match request.remote {
-                            Some((ip, _)) => self.shared.ctx.settings.trusted.contains(ip),
-                            None => true,
-                        };
-                        let peer = Arc::get_mut(&mut self.peer).expect("not shared yet");
-                        if let Some((ip, port)) = request.remote {
-                            let text = crate::wsgi::environ::ip_text(ip);
-                            let port = port.map(|p| p.to_string()).unwrap_or_default();
-                            peer.remote = crate::wsgi::environ::HostPort::new(text, port);
-                            peer.trusted = trusted;
-                        }
-                        peer.https |= request.https;
-                    }
-                    self.uwsgi_environ = request.environ;
-                    return true;
-                }
+            match parse(&self.rbuf) {
+                Ok(Some(parsed)) => return Some(parsed),
                 Ok(None) => {}
-                Err(e) => {
-                    self.log_proxy(e.0);
-                    return false;
+                Err(why) => {
+                    self.log_proxy(why);
+                    return None;
                 }
             }
             match self.read_more(deadline, false).await {
                 Ok(()) => {}
                 Err(ReadEnd::TimedOut) => {
-                    self.log_proxy("no complete uwsgi packet within --header-timeout");
-                    return false;
+                    self.log_proxy(&format!("no complete {what} within --header-timeout"));
+                    return None;
                 }
-                Err(ReadEnd::Closed) => return false,
+                Err(ReadEnd::Closed) => return None,
             }
         }
     }
