@@ -123,10 +123,19 @@ class Workload:
     tls: bool = False
     h2: bool = False
     streams: int = 1
+    # Only these servers have the cell (None: every server), and qiao runs with these
+    # flags: for cells that measure one of qiao's features against its own plain twin.
+    servers: frozenset[str] | None = None
+    qiao_flags: tuple[str, ...] = ()
+    # A proxy the load goes through ("haproxy", "haproxy-send-proxy"; see Front).
+    front: str | None = None
 
     def duration(self, requested: float) -> float:
         return max(requested, self.min_duration)
 
+
+PROXY_SERVERS = frozenset({"qiao", "gunicorn-sync", "gunicorn-gthread"})  # with --proxy-protocol
+FORWARDED_HEADERS = ("X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https")
 
 WORKLOADS = [
     Workload("hello", "hello", "hello, keep-alive"),
@@ -141,6 +150,20 @@ WORKLOADS = [
     Workload("sleep10", "sleep10", "app sleeps 10 ms, 256 conns, 32 threads", connections=256, threads=32,
              min_duration=10.0),
     Workload("idle_rss", "hello", "RSS of one idle worker, 2 s after start", idle=True),
+    # Behind a proxy: what nginx adds (docs/deployment.md), from 127.0.0.1, which qiao and
+    # gunicorn trust by default; the `_untrusted` twin is the same request with nothing
+    # trusted, so the two differ only by the forwarding's handling.
+    Workload("hello_forwarded", "hello", "hello with X-Forwarded-For/-Proto from a trusted proxy",
+             headers=FORWARDED_HEADERS),
+    Workload("hello_forwarded_untrusted", "hello", "the same, no peer trusted (qiao's plain twin)",
+             headers=FORWARDED_HEADERS, servers=frozenset({"qiao"}), qiao_flags=("--forwarded-allow-ips", "")),
+    # Through HAProxy in TCP mode (on the client's core): a new connection to the server for
+    # each request, with and without the PROXY v1 line HAProxy's `send-proxy` writes first.
+    Workload("hello_close_haproxy", "hello", "hello, Connection: close, through HAProxy (TCP mode)",
+             headers=("Connection: close",), servers=PROXY_SERVERS, front="haproxy"),
+    Workload("hello_close_proxy", "hello", "the same, HAProxy sending a PROXY v1 line (send-proxy)",
+             headers=("Connection: close",), servers=PROXY_SERVERS, front="haproxy-send-proxy",
+             qiao_flags=("--proxy-protocol",)),
     Workload("https_hello", "hello", "hello over TLS 1.3, keep-alive", tls=True),
     Workload("https_new_conn", "hello", "hello over TLS 1.3, a new connection (handshake) each",
              headers=("Connection: close",), tls=True),
@@ -161,6 +184,8 @@ def serves(server: str, wl: Workload) -> bool:
     """Whether `server` has a cell in `wl`: the C reference answers only its canned hello,
     and the bare Python server (`ref/bare_server.py`) is measured where the target is a
     share of the app's floor."""
+    if wl.servers is not None:
+        return server in wl.servers
     if wl.tls:
         return server in (H2_SERVERS if wl.h2 else TLS_SERVERS)
     if server == "epoll-c":
@@ -511,7 +536,17 @@ def tls_flags(server: str, wl: Workload) -> list[str]:
 
 
 def server_command(server: str, wl: Workload, port: int, python: Path) -> list[str]:
-    return plain_command(server, wl, port, python) + tls_flags(server, wl)
+    return plain_command(server, wl, port, python) + tls_flags(server, wl) + feature_flags(server, wl)
+
+
+def feature_flags(server: str, wl: Workload) -> list[str]:
+    """The flags of the feature a cell measures (gunicorn's PROXY protocol under the same
+    name as qiao's)."""
+    if server == "qiao":
+        return list(wl.qiao_flags)
+    if server.startswith("gunicorn") and "--proxy-protocol" in wl.qiao_flags:
+        return ["--proxy-protocol"]
+    return []
 
 
 def plain_command(server: str, wl: Workload, port: int, python: Path) -> list[str]:
@@ -561,6 +596,9 @@ class Server:
         self.log.flush()
         self.proc = subprocess.Popen(cmd, cwd=APPS, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
+        self.front = Front(wl.front, self.port, self.log) if wl.front else None
+        # Where the load generator connects.
+        self.load_port = self.front.port if self.front else self.port
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -569,13 +607,15 @@ class Server:
                 return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
+                    return self.front is None or self.front.wait_ready(deadline)
             except OSError:
                 time.sleep(0.05)
         return False
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL after 5 s."""
+        if self.front:
+            self.front.stop()
         if self.proc.poll() is None:
             self._signal_group(signal.SIGTERM)
         # Then whatever is left of the group (workers that outlived their master).
@@ -592,6 +632,45 @@ class Server:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+
+
+class Front:
+    """HAProxy in TCP mode in front of a server, pinned to the client's core (its CPU is
+    not the server's): each client connection becomes one connection to the server,
+    which `send-proxy` begins with a PROXY v1 line."""
+
+    def __init__(self, kind: str, backend: int, log):
+        self.port = free_port()
+        send_proxy = {"haproxy": "", "haproxy-send-proxy": " send-proxy"}[kind]
+        self.config = DATA / f"haproxy-{self.port}.cfg"
+        self.config.write_text(
+            "global\n  maxconn 8192\n  nbthread 1\n"
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+            "  timeout server 30s\n"
+            f"listen bench\n  bind 127.0.0.1:{self.port}\n"
+            f"  server app 127.0.0.1:{backend}{send_proxy}\n"
+        )
+        cmd = ["taskset", "-c", CLIENT_CORE, "haproxy", "-db", "-f", str(self.config)]
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, deadline: float) -> bool:
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.config.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- wrk
@@ -769,7 +848,7 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
         if args.placement_wait > 0:
             waited += wait_until_near(args.placement_wait - waited)
         if args.warmup > 0:
-            run_load(wl, srv.port, args.warmup)
+            run_load(wl, srv.load_port, args.warmup)
         rtt0 = core_rtt_ns()
         if args.placement_wait <= 0 or waited >= args.placement_wait or rtt0 is None or is_near(rtt0):
             break
@@ -777,7 +856,7 @@ def measure_run(srv: Server, wl: Workload, args) -> Run:
     client0, sleeps0 = children_usage()
     busy0 = machine_busy_seconds()
     t0 = time.monotonic()
-    r = run_load(wl, srv.port, wl.duration(args.duration))
+    r = run_load(wl, srv.load_port, wl.duration(args.duration))
     elapsed = time.monotonic() - t0
     rtt1 = core_rtt_ns()
     cpu1 = tree_cpu_seconds(srv.proc.pid)
