@@ -275,8 +275,9 @@ pub fn resolve<'a>(
         });
         out.client = walk(nodes, trusted)?.0;
     }
+    let mut forwarded_host = None;
     if !forwarded.is_empty() {
-        let elements = parse_forwarded(&forwarded.all())?;
+        let mut elements = parse_forwarded(&forwarded.all())?;
         let nodes = elements
             .iter()
             .enumerate()
@@ -299,12 +300,27 @@ pub fn resolve<'a>(
         if let Some(https) = at.and_then(|i| elements[i].https) {
             agree_scheme(&mut out.https, https)?;
         }
+        // §5.3: host= is the Host the proxy received, so that same element's tells the
+        // client's; read only when forwarded hosts are (`--forwarded-headers host`).
+        if rules.x_host > 0 {
+            forwarded_host = at.and_then(|i| elements[i].host.take());
+        }
     }
 
     if let Some(host) = hosts.nth_from_right(rules.x_host) {
         if host.is_empty() || !is_valid_host(host) {
             return Err(HttpError::BadRequest("invalid X-Forwarded-Host"));
         }
+        if forwarded_host
+            .as_deref()
+            .is_some_and(|f| !f.eq_ignore_ascii_case(host))
+        {
+            return Err(HttpError::BadRequest(
+                "X-Forwarded-Host and Forwarded disagree",
+            ));
+        }
+        out.host = Some(host.into());
+    } else if let Some(host) = forwarded_host {
         out.host = Some(host.into());
     }
     if let Some(port) = ports.nth_from_right(rules.x_port) {
@@ -519,6 +535,9 @@ fn parse_port(digits: &[u8]) -> Option<u16> {
 struct Element {
     node: Node,
     https: Option<bool>,
+    /// `host=` (RFC 7239 §5.3): the Host the proxy received. `by=` (§5.1), the proxy's own
+    /// interface, has no place in the environ: checked for form only.
+    host: Option<Vec<u8>>,
 }
 
 /// RFC 7239 §4:
@@ -535,8 +554,9 @@ fn parse_forwarded(values: &[&[u8]]) -> Result<Vec<Element>, HttpError> {
             let mut element = Element {
                 node: Node::Hidden,
                 https: None,
+                host: None,
             };
-            let (mut has_for, mut has_proto, mut any) = (false, false, false);
+            let (mut has_for, mut has_proto, mut has_by, mut any) = (false, false, false, false);
             // The pairs of one element, up to ',' or the end.
             loop {
                 p.skip_ows();
@@ -573,6 +593,18 @@ fn parse_forwarded(values: &[&[u8]]) -> Result<Vec<Element>, HttpError> {
                     } else {
                         return Err(BAD);
                     });
+                } else if name.eq_ignore_ascii_case(b"host") {
+                    // RFC 7239 §5.3: a Host field value (RFC 9110 §7.2).
+                    if element.host.is_some() || value.is_empty() || !is_valid_host(&value) {
+                        return Err(BAD);
+                    }
+                    element.host = Some(value);
+                } else if name.eq_ignore_ascii_case(b"by") {
+                    if has_by {
+                        return Err(BAD);
+                    }
+                    has_by = true;
+                    forwarded_node(&value).ok_or(BAD)?;
                 }
                 p.skip_ows();
                 if !(p.at(b';') || p.at(b',') || p.done()) {
@@ -1031,6 +1063,61 @@ mod tests {
             ),
             Ok(Some("203.0.113.7".into()))
         );
+    }
+
+    /// RFC 7239 §5.3: `host=` of the outermost trusted proxy's element is the client's
+    /// Host, read only with `--forwarded-headers host`; `by=` is checked for form only.
+    #[test]
+    fn forwarded_host_is_the_outermost_trusted_proxys() {
+        let hosts = Rules {
+            x_host: 1,
+            ..Rules::default()
+        };
+        // The client's own element (left of the walk's end) names a host it chose.
+        let chain = "for=198.51.100.9;host=evil.example, for=203.0.113.7;host=\"example.com:8443\";by=127.0.0.1, for=127.0.0.1;host=internal";
+        let f = run(&[("Forwarded", chain)], &hosts, &local())
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.host.as_deref(), Some(&b"example.com:8443"[..]));
+        // Without host forwarding enabled, host= changes nothing.
+        let f = run(&[("Forwarded", chain)], &Rules::default(), &local())
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.host, None);
+        // With X-Forwarded-Host too, the two must agree.
+        let both = |xfh: &str| {
+            run(
+                &[
+                    ("Forwarded", "for=203.0.113.7;host=example.com"),
+                    ("X-Forwarded-Host", xfh),
+                ],
+                &hosts,
+                &local(),
+            )
+        };
+        assert_eq!(
+            both("EXAMPLE.com").unwrap().unwrap().host.as_deref(),
+            Some(&b"EXAMPLE.com"[..])
+        );
+        assert_eq!(
+            both("other.example"),
+            Err(HttpError::BadRequest(
+                "X-Forwarded-Host and Forwarded disagree"
+            ))
+        );
+        for bad in [
+            "for=203.0.113.7;host=\"a b\"",
+            "for=203.0.113.7;host=",
+            "for=203.0.113.7;host=a;host=b",
+            "for=203.0.113.7;by=not-a-node",
+            "for=203.0.113.7;by=_x;by=_y",
+        ] {
+            assert_eq!(
+                run(&[("Forwarded", bad)], &hosts, &local()),
+                Err(HttpError::BadRequest("invalid Forwarded header")),
+                "{bad}"
+            );
+        }
     }
 
     /// Werkzeug ProxyFix's counting: the value `n` from the right, none if fewer.

@@ -208,6 +208,21 @@ def test_forwarded_host_port_prefix(trusting):
     assert (env["HTTP_HOST"], env["SERVER_PORT"]) == ("example.com:8080", "8080")
 
 
+def test_rfc7239_forwarded_host(trusting, chain):
+    """RFC 7239 §5.3: Forwarded host= of the outermost trusted proxy's element is the Host
+    the client asked for (with --forwarded-headers host, as X-Forwarded-Host); a client's
+    own element to its left is not read; without the setting host= changes nothing."""
+    fwd = b'Forwarded: for=192.0.2.1;host=evil.example, for=203.0.113.7;host="example.com:8443";proto=https\r\n'
+    env = env_of(trusting.port, fwd)
+    assert env["HTTP_HOST"] == "example.com:8443"
+    assert env["SERVER_NAME"] == "example.com"
+    assert env["SERVER_PORT"] == "8443"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["REMOTE_ADDR"] == "203.0.113.7"
+    env = env_of(chain.port, fwd)
+    assert env["HTTP_HOST"] == "localhost" and env["REMOTE_ADDR"] == "203.0.113.7"
+
+
 def test_forwarded_host_counts_proxies():
     """ProxyFix's count: host=2 reads the second value from the right, and a field with
     fewer values than proxies is not read at all."""
