@@ -25,6 +25,7 @@ use crate::server::channel::Channel;
 use crate::server::listener::host_port;
 use crate::server::outbuf::OutBuf;
 use crate::server::sink::{Delivery, H1Sink};
+use crate::server::spool;
 use crate::server::transport::Transport;
 use crate::server::Shared;
 use crate::wsgi::bodybuf::Body;
@@ -432,10 +433,7 @@ impl<T: Transport> Connection<T> {
                 }
                 Err(BodyError::Closed) => return,
                 Err(BodyError::Store(e)) => {
-                    shared
-                        .ctx
-                        .error_log
-                        .error(&format!("Cannot store a request body: {e}"));
+                    spool::log_not_stored(&shared.ctx.error_log, &e);
                     return Box::pin(self.refuse(Canned::BodyNotStored)).await;
                 }
             };

@@ -7,7 +7,14 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::log::ErrorLog;
 use crate::wsgi::sink::BodySource;
+
+/// Says, in the error log, that a request body could not be stored (the client is then
+/// answered `Canned::BodyNotStored`): the same line over HTTP/1.1 and HTTP/2.
+pub(super) fn log_not_stored(log: &ErrorLog, e: &io::Error) {
+    log.error(&format!("Cannot store a request body: {e}"));
+}
 
 /// A body being written to a spool file.
 pub(super) struct Spool {

@@ -143,6 +143,19 @@ def test_upload_and_echo_3_mib(h2_server, certs):
     assert hashlib.sha256(r.body).hexdigest() == hashlib.sha256(body).hexdigest()
 
 
+def test_a_body_that_cannot_be_stored_is_refused_and_logged(certs):
+    """A body past --body-buffer-size goes to a spool file; when none can be made (here
+    TMPDIR does not exist) the stream is answered 500 saying so, the app is not called,
+    and the error log says why, as over HTTP/1.1."""
+    with running_server("echo_environ:app", *certs.server_flags(), "--body-buffer-size", "1024",
+                        extra_env={"TMPDIR": "/nonexistent/qiao-test"}) as server:
+        with client(server, certs) as c:
+            r = c.wait(c.request("/upload", "POST", body=b"x" * 8192), timeout=10)[0]
+        assert r.status == 500
+        assert b"could not be stored" in r.body
+        server.wait_log("Cannot store a request body")
+
+
 def test_file_wrapper_and_stream(h2_server, certs):
     """PEP 3333 wsgi.file_wrapper (32 MiB) and a generator's blocks, in DATA frames as the
     client's windows allow."""
@@ -393,6 +406,36 @@ def test_h2load(h2_server, certs):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2000 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp (nghttp2-client) is not installed")
+def test_nghttp_gets_a_page_and_its_assets(certs):
+    """nghttp2's client with -a: the page, then its 40 scripts as concurrent streams of
+    the same connection (RFC 9113 §5), every one a 200 with the length the app gave."""
+    with running_server("page:app", *certs.server_flags(), "--threads", "4") as server:
+        out = subprocess.run(
+            ["nghttp", "-a", "-s", "-n", f"https://localhost:{server.port}/page?n=40"],
+            capture_output=True, timeout=60, check=False, text=True,
+        )
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The statistics table: one row per stream, "... code size request path".
+    rows = [line.split() for line in out.stdout.splitlines() if "/asset/" in line or "/page" in line]
+    paths = sorted(row[-1] for row in rows)
+    assert paths == sorted(["/page?n=40", *(f"/asset/{i}.js" for i in range(40))]), out.stdout
+    assert all(row[-3] == "200" for row in rows), out.stdout
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp (nghttp2-client) is not installed")
+def test_nghttp_uploads_a_body(h2_server, certs, tmp_path):
+    """nghttp -d: a 1 MiB request body in DATA frames, echoed back whole."""
+    body = bytes(range(256)) * 4096
+    (tmp_path / "body").write_bytes(body)
+    out = subprocess.run(
+        ["nghttp", "-d", str(tmp_path / "body"), f"{h2_server.url}/echo"],
+        capture_output=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert hashlib.sha256(out.stdout).hexdigest() == hashlib.sha256(body).hexdigest()
 
 
 @pytest.mark.parametrize(

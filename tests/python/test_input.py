@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+from conftest import running_server
 from httpclient import Conn
 
 BODY = b"line1\nline2\nlast"
@@ -222,3 +223,17 @@ def test_whole_body_read_patterns(request, mode):
     body = b"".join(b"%05d-" % i + b"x" * 58 + b"\n" for i in range(1024))
     for op, extra in (("read", ""), ("read_n", "&n=4000"), ("readline", "")):
         assert "".join(run(port, op, "length", extra, body=body)).encode() == body, op
+
+
+def test_a_body_that_cannot_be_stored_is_refused_and_logged():
+    """A body past --body-buffer-size goes to a spool file; when none can be made (here
+    TMPDIR does not exist) the client is answered 500 saying so, the app is not called,
+    and the error log says why."""
+    with running_server("echo_environ:app", "--body-buffer-size", "1024",
+                        extra_env={"TMPDIR": "/nonexistent/qiao-test"}) as server:
+        with Conn(server.port) as c:
+            body = b"x" * 8192
+            r = c.request(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 8192\r\n\r\n" + body)
+        assert r.status == 500
+        assert b"could not be stored" in r.body
+        server.wait_log("Cannot store a request body")

@@ -23,7 +23,7 @@ use crate::server::channel::Channel;
 use crate::server::h2::io::{H2Io, NonBlocking};
 use crate::server::h2::sink::{canned, End, H2Sink, Told};
 use crate::server::outbuf::OutBuf;
-use crate::server::spool::Spool;
+use crate::server::spool::{self, Spool};
 use crate::server::Shared;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
@@ -448,6 +448,10 @@ async fn read_body(shared: &Shared, recv: &mut RecvStream) -> Result<(Body, u64)
     let mut memory = BytesMut::new();
     let mut spool: Option<Spool> = None;
     let mut total: u64 = 0;
+    let not_stored = |e: std::io::Error| {
+        spool::log_not_stored(&shared.ctx.error_log, &e);
+        Refusal::Answer(Canned::BodyNotStored)
+    };
     loop {
         let next = tokio::time::timeout(settings.body_timeout, recv.data()).await;
         let data = match next {
@@ -462,16 +466,13 @@ async fn read_body(shared: &Shared, recv: &mut RecvStream) -> Result<(Body, u64)
             return Err(Refusal::from(HttpError::PayloadTooLarge));
         }
         if spool.is_none() && memory.len() + data.len() > keep {
-            let mut file = Spool::new().map_err(|_| Refusal::Answer(Canned::BodyNotStored))?;
-            file.write(&memory)
-                .map_err(|_| Refusal::Answer(Canned::BodyNotStored))?;
+            let mut file = Spool::new().map_err(not_stored)?;
+            file.write(&memory).map_err(not_stored)?;
             memory = BytesMut::new();
             spool = Some(file);
         }
         match spool.as_mut() {
-            Some(file) => file
-                .write(&data)
-                .map_err(|_| Refusal::Answer(Canned::BodyNotStored))?,
+            Some(file) => file.write(&data).map_err(not_stored)?,
             None => memory.extend_from_slice(&data),
         }
     }
