@@ -157,8 +157,13 @@ WORKLOADS = [
              headers=FORWARDED_HEADERS),
     Workload("hello_forwarded_untrusted", "hello", "the same, no peer trusted (qiao's plain twin)",
              headers=FORWARDED_HEADERS, servers=frozenset({"qiao"}), qiao_flags=("--forwarded-allow-ips", "")),
-    # Through HAProxy in TCP mode (on the client's core): a new connection to the server for
-    # each request, with and without the PROXY v1 line HAProxy's `send-proxy` writes first.
+    # Through HAProxy in TCP mode (on the client's core), with and without the PROXY v1 line
+    # HAProxy's `send-proxy` writes first on each connection to the server: kept alive, and
+    # with a new connection for each request (the most a PROXY header can cost).
+    Workload("hello_haproxy", "hello", "hello, keep-alive, through HAProxy (TCP mode)",
+             servers=PROXY_SERVERS, front="haproxy"),
+    Workload("hello_proxy", "hello", "the same, HAProxy sending a PROXY v1 line (send-proxy)",
+             servers=PROXY_SERVERS, front="haproxy-send-proxy", qiao_flags=("--proxy-protocol",)),
     Workload("hello_close_haproxy", "hello", "hello, Connection: close, through HAProxy (TCP mode)",
              headers=("Connection: close",), servers=PROXY_SERVERS, front="haproxy"),
     Workload("hello_close_proxy", "hello", "the same, HAProxy sending a PROXY v1 line (send-proxy)",

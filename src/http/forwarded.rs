@@ -196,10 +196,24 @@ impl Forwarded {
 /// proxy either sent them or let a client's through, and neither may pick the address or
 /// the scheme the application sees.
 pub fn resolve<'a>(
-    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     rules: &Rules,
     trusted: &TrustedNets,
 ) -> Result<Option<Forwarded>, HttpError> {
+    // The lengths of the names read, as bits: most fields (Host, Accept...) are passed
+    // over on their length alone, and a request with none of these lengths (what a
+    // trusted peer sends when it forwards nothing, e.g. a local client) is done here.
+    let mut lengths = bit(b"x-forwarded-for") | bit(b"forwarded");
+    for (name, _) in &rules.secure_scheme_headers {
+        lengths |= bit(name);
+    }
+    if rules.x_host + rules.x_port + rules.x_prefix > 0 {
+        lengths |= bit(b"x-forwarded-host") | bit(b"x-forwarded-prefix");
+    }
+    let candidate = |name: &[u8]| name.len() < 64 && lengths & (1 << name.len()) != 0;
+    if !headers.clone().any(|(name, _)| candidate(name)) {
+        return Ok(None);
+    }
     // Field values by name, in the order received (RFC 9110 §5.3: repeated field lines
     // are one comma-separated list, in order). Most requests have none of these, or each
     // once: nothing is allocated for them.
@@ -210,18 +224,9 @@ pub fn resolve<'a>(
     // The rightmost element each secure scheme header has so far (what the nearest
     // proxy said), by its place in the rules.
     let mut secure: [Option<&[u8]>; MAX_SCHEME_HEADERS] = [None; MAX_SCHEME_HEADERS];
-    // The lengths of the names read, as bits: most fields (Host, Accept...) are passed
-    // over on their length alone.
-    let mut lengths = bit(b"x-forwarded-for") | bit(b"forwarded");
-    for (name, _) in &rules.secure_scheme_headers {
-        lengths |= bit(name);
-    }
-    if rules.x_host + rules.x_port + rules.x_prefix > 0 {
-        lengths |= bit(b"x-forwarded-host") | bit(b"x-forwarded-prefix");
-    }
     let mut lower = [0u8; 63];
     for (name, value) in headers {
-        if name.len() >= 64 || lengths & (1 << name.len()) == 0 {
+        if !candidate(name) {
             continue;
         }
         // Lower-cased once, then compared whole. (A name with '_' matches none:

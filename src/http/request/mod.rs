@@ -160,7 +160,7 @@ impl RequestHead {
     }
 
     /// All (name, value) pairs in the order received.
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
         self.headers
             .iter()
             .map(|(n, v)| (&self.buf[n.clone()], &self.buf[v.clone()]))
