@@ -155,6 +155,19 @@ def test_file_wrapper_and_stream(h2_server, certs):
     assert all(stream.body[i * 65536] == i % 256 for i in range(64))
 
 
+def test_many_small_blocks_all_arrive(h2_server, certs):
+    """PEP 3333 "Buffering and Streaming" over HTTP/2: a generator's 200 small blocks, each
+    sent as it comes, all arrive and the stream ends (RFC 9113 §8.1), on each of 10
+    streams. With a thread pool, capacity `h2` had granted a stream beyond the block it
+    was spent on was once left unused, and the stream waited for a grant that never came
+    (until the write timeout) in most of such responses."""
+    expected = b"".join(b"block%d;" % i for i in range(200))
+    with client(h2_server, certs, timeout=5) as c:
+        for _ in range(10):
+            r = c.get("/generator?n=200")
+            assert (r.status, r.ended, bytes(r.body)) == (200, True, expected)
+
+
 def test_streams_of_one_connection_run_concurrently(certs):
     """Streams are independent (RFC 9113 §5): a response waiting on its gate does not hold
     the connection; a second stream, which opens the gate, is served meanwhile, and the

@@ -389,12 +389,18 @@ async fn send_data(
 ) -> bool {
     while !queue.is_empty() {
         send.reserve_capacity(queue.len().min(SEND_CHUNK));
-        let granted =
-            tokio::time::timeout(limit, std::future::poll_fn(|cx| send.poll_capacity(cx)));
-        let n = match granted.await {
-            Ok(Some(Ok(n))) => n,
-            _ => return false,
-        };
+        // `poll_capacity` wakes only when the capacity grows: capacity the stream already
+        // holds (left from a grant larger than the block it was spent on) is read here, or
+        // a stream with it would wait for a growth that never comes.
+        let mut n = send.capacity();
+        if n == 0 {
+            let granted =
+                tokio::time::timeout(limit, std::future::poll_fn(|cx| send.poll_capacity(cx)));
+            n = match granted.await {
+                Ok(Some(Ok(n))) => n,
+                _ => return false,
+            };
+        }
         if n == 0 {
             continue;
         }
