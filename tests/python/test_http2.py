@@ -168,6 +168,21 @@ def test_many_small_blocks_all_arrive(h2_server, certs):
             assert (r.status, r.ended, bytes(r.body)) == (200, True, expected)
 
 
+@pytest.mark.parametrize("path, sent", [("/error?mode=after_headers_chunked", b"partial"),
+                                        ("/cl-short", b"0123456789")], ids=["error", "short"])
+def test_an_aborted_response_sends_its_blocks_before_the_reset(h2_server, certs, path, sent):
+    """PEP 3333 "Error Handling": an error after the headers aborts the response, as does a
+    body short of the app's Content-Length; over HTTP/2 the stream is reset
+    (RST_STREAM INTERNAL_ERROR, RFC 9113 §8.1), never ended, so the client knows it is
+    incomplete. The blocks the app yielded before go out first (PEP 3333 "Buffering and
+    Streaming"): `h2` drops what a stream still holds when it is reset, and with one app
+    thread the reset once came before the connection had written them."""
+    with client(h2_server, certs) as c:
+        r = c.get(path)
+    assert (r.status, r.ended, r.reset) == (200, False, 2)
+    assert bytes(r.body) == sent
+
+
 def test_streams_of_one_connection_run_concurrently(certs):
     """Streams are independent (RFC 9113 §5): a response waiting on its gate does not hold
     the connection; a second stream, which opens the gate, is served meanwhile, and the

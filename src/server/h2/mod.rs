@@ -323,6 +323,10 @@ impl Outgoing {
             }
             Some(End::Abort) | None => {
                 self.send_body(&mut sink.out, false, Some(&told)).await;
+                // A reset drops what `h2` still holds of the stream: the connection's task
+                // writes the blocks handed to it first (PEP 3333: a block the application
+                // yielded is transmitted), then the stream is cut short.
+                tokio::task::yield_now().await;
                 self.reset();
             }
         }
