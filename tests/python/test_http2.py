@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from apps.behaviour import burst_gate
 from conftest import is_gunicorn, running_server
 
 pytest.importorskip("trustme")
@@ -166,6 +167,23 @@ def test_many_small_blocks_all_arrive(h2_server, certs):
         for _ in range(10):
             r = c.get("/generator?n=200")
             assert (r.status, r.ended, bytes(r.body)) == (200, True, expected)
+
+
+def test_a_block_is_written_before_the_app_goes_on(h2_server, certs):
+    """PEP 3333 "Buffering and Streaming": a block is transmitted before the server asks for
+    the next. The app yields 8 blocks of 16 KiB, then waits at its gate until the client
+    has them all. With one app thread it waits on the event loop's own thread, and the
+    last block, handed to `h2` but not yet written by the connection's task, once stayed
+    unsent until the gate gave up."""
+    key = uuid.uuid4().hex
+    blocks = b"".join(bytes([65 + i]) * 16384 for i in range(8))
+    with client(h2_server, certs, timeout=5) as c:
+        sid = c.request(f"/burst?key={key}&n=8")
+        c.pump(time.monotonic() + 5, lambda: len(c.streams[sid].body) >= len(blocks))
+        with open(burst_gate(key), "x"):
+            pass
+        [r] = c.wait(sid)
+    assert bytes(r.body) == blocks + b"|end:gate-opened"
 
 
 @pytest.mark.parametrize("path, sent", [("/error?mode=after_headers_chunked", b"partial"),

@@ -243,6 +243,9 @@ async fn serve_stream(
                     if !out.deliver(&mut sink).await {
                         sink.lost();
                     }
+                    // The application goes on on this thread, and may hold it: the block
+                    // is written first (PEP 3333: transmitted before the next is asked for).
+                    let_the_connection_write().await;
                     waiting.sink = Some(sink);
                     step = Python::attach(|py| resume(py, &shared.ctx, waiting));
                 }
@@ -323,10 +326,9 @@ impl Outgoing {
             }
             Some(End::Abort) | None => {
                 self.send_body(&mut sink.out, false, Some(&told)).await;
-                // A reset drops what `h2` still holds of the stream: the connection's task
-                // writes the blocks handed to it first (PEP 3333: a block the application
-                // yielded is transmitted), then the stream is cut short.
-                tokio::task::yield_now().await;
+                // A reset drops what `h2` still holds of the stream: the blocks handed to
+                // it are written first (PEP 3333: a yielded block is transmitted).
+                let_the_connection_write().await;
                 self.reset();
             }
         }
@@ -382,6 +384,13 @@ impl Outgoing {
         }
         ok
     }
+}
+
+/// Lets the connection's task run once, so that it writes the frames the streams handed to
+/// `h2`: `h2` writes only when that task polls the connection (handing them over woke it).
+/// What the socket cannot take at once stays queued in `h2`.
+async fn let_the_connection_write() {
+    tokio::task::yield_now().await;
 }
 
 /// Sends `queue` on `send` as its window allows; `end` marks the last frame END_STREAM.
