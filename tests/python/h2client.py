@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 from typing_extensions import Self
 
@@ -136,7 +137,16 @@ class H2Client(_Connection):
             if not data:
                 self.closed = True
                 return
-            self.handle(self.conn.receive_data(data))
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                    raise
+                # After a GOAWAY, h2 takes no frame, not even the PING of a graceful
+                # shutdown (RFC 9113 §6.8): for this client the connection is over.
+                self.closed = True
+                return
+            self.handle(events)
             self.flush()
 
     def handle(self, events) -> None:
