@@ -169,6 +169,18 @@ def test_many_small_blocks_all_arrive(h2_server, certs):
             assert (r.status, r.ended, bytes(r.body)) == (200, True, expected)
 
 
+def test_an_idle_connection_is_closed_after_its_last_stream(certs):
+    """--keep-alive over HTTP/2 (RFC 9113 §6.8, RFC 9112 §9.5's idle close): a connection
+    whose streams have all ended is closed with GOAWAY once idle that long. The idle timer
+    started only when the connection looked for a new stream, which it last did while the
+    last stream was still open: such a connection stayed open for good."""
+    flags = [*certs.server_flags(), "--keep-alive", "1"]
+    with running_server("behaviour:app", *flags) as server, client(server, certs) as c:
+        assert c.get("/single").status == 200
+        c.pump(time.monotonic() + 5, lambda: False)  # returns when the server closes
+    assert c.closed
+
+
 def test_a_block_is_written_before_the_app_goes_on(h2_server, certs):
     """PEP 3333 "Buffering and Streaming": a block is transmitted before the server asks for
     the next. The app yields 8 blocks of 16 KiB, then waits at its gate until the client

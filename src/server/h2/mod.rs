@@ -70,6 +70,9 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
     };
     let mut stopped = shared.stopper.subscribe();
     let active = Rc::new(std::cell::Cell::new(0usize));
+    // Told by the stream that leaves the connection without streams, so that the idle
+    // timer below starts then, not at the next frame.
+    let emptied = Rc::new(tokio::sync::Notify::new());
     let mut closing = false;
     // A connection without streams is closed (GOAWAY) after the keep-alive timeout; before
     // its first request, after the header timeout, as an HTTP/1.1 one is.
@@ -89,6 +92,7 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
                 closing = true;
                 continue;
             }
+            () = emptied.notified(), if !idle => continue,
         };
         match next {
             Some(Ok((request, respond))) => {
@@ -96,11 +100,14 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
                     idle_limit = settings.keep_alive;
                 }
                 let task = serve_stream(shared.clone(), peer.clone(), request, respond);
-                let active = active.clone();
+                let (active, emptied) = (active.clone(), emptied.clone());
                 active.set(active.get() + 1);
                 tokio::task::spawn_local(Box::pin(async move {
                     task.await;
                     active.set(active.get() - 1);
+                    if active.get() == 0 {
+                        emptied.notify_one();
+                    }
                 }));
             }
             Some(Err(e)) => {
