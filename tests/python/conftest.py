@@ -260,7 +260,7 @@ def http() -> Iterator[httpx.Client]:
     speaking HTTP/2 in H2 mode, where every response must have come over HTTP/2."""
 
     def over_http2(response: httpx.Response) -> None:
-        assert response.http_version == "HTTP/2", f"{response.url} came over HTTP/1.1"
+        assert response.http_version == "HTTP/2", f"{response.url}: {response.http_version}"
 
     verify = ssl.create_default_context(cafile=os.environ["QIAO_TEST_TLS_CA"]) if TLS else True
     hooks = {"response": [over_http2]} if H2 else {}
