@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -30,7 +32,11 @@ LISTENING_RE = re.compile(r"Listening at: (.+)")
 # QIAO_TEST_TLS=1: every server the harness starts serves HTTPS with a test authority's
 # certificate, which the clients (requests, httpclient) trust: the same tests then run
 # over TLS (the Makefile's test-tls runs the PEP 3333 and framework modules so).
-TLS = os.environ.get("QIAO_TEST_TLS") == "1"
+# QIAO_TEST_H2=1 implies it and has the clients speak HTTP/2 (ALPN h2) to every server:
+# httpclient's raw-socket HTTP/1.1 through h2bridge.py, the `http` fixture's httpx over h2;
+# tests marked `http1_only` (what only HTTP/1.1 has) skip (the Makefile's test-h2).
+H2 = os.environ.get("QIAO_TEST_H2") == "1"
+TLS = os.environ.get("QIAO_TEST_TLS") == "1" or H2
 TLS_FLAGS: list[str] = []
 if TLS:
     from tls_certs import make_certs
@@ -48,6 +54,25 @@ GUNICORN_RENAMED = {"--limit-request-field-size": "--limit-request-field_size"}
 
 def is_gunicorn() -> bool:
     return SERVER_KIND == "gunicorn"
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "http1_only(reason): checks what only HTTP/1.1 has (framing on the wire, Connection, "
+        "HTTP/1.0, pipelining); skipped in QIAO_TEST_H2 mode, `reason` says why",
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        mark = item.get_closest_marker("http1_only")
+        if mark is None:
+            continue
+        if len(mark.args) != 1 or not mark.args[0]:
+            raise pytest.UsageError(f"{item.nodeid}: http1_only needs its reason")
+        if H2:
+            item.add_marker(pytest.mark.skip(reason=f"HTTP/1.1 only: {mark.args[0]}"))
 
 
 class Server:
@@ -227,6 +252,20 @@ def running_server(app: str, *flags: str, **kwargs) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """The frameworks' HTTP client: httpx, trusting the test authority in TLS mode, and
+    speaking HTTP/2 in H2 mode, where every response must have come over HTTP/2."""
+
+    def over_http2(response: httpx.Response) -> None:
+        assert response.http_version == "HTTP/2", f"{response.url}: {response.http_version}"
+
+    verify = ssl.create_default_context(cafile=os.environ["QIAO_TEST_TLS_CA"]) if TLS else True
+    hooks = {"response": [over_http2]} if H2 else {}
+    with httpx.Client(http2=H2, verify=verify, timeout=10, event_hooks=hooks) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

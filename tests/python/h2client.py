@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 from typing_extensions import Self
 
@@ -30,10 +31,12 @@ class StreamResult:
 
 class _Connection:
     """A socket to the server: TLS offering only h2 by ALPN when `ca` is given (the server
-    verified as localhost), else plain TCP."""
+    verified as localhost), else plain TCP. `sock`, an already connected socket (TCP or
+    Unix), is used instead of connecting to host:port."""
 
-    def __init__(self, host: str, port: int, ca: str | None, timeout: float):
-        raw = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str | None, port: int | None, ca: str | None, timeout: float,
+                 sock: socket.socket | None = None):
+        raw = sock if sock is not None else socket.create_connection((host, port), timeout)
         if ca is not None:
             ctx = ssl.create_default_context(cafile=ca)
             ctx.set_alpn_protocols(["h2"])
@@ -56,13 +59,15 @@ class H2Client(_Connection):
     """One HTTP/2 connection: over TLS by ALPN when `ca` is given, else cleartext with
     prior knowledge."""
 
-    def __init__(self, host: str, port: int, ca: str | None = None, timeout: float = 10.0,
-                 settings: dict | None = None, window: int | None = None):
-        super().__init__(host, port, ca, timeout)
+    def __init__(self, host: str | None, port: int | None, ca: str | None = None,
+                 timeout: float = 10.0, settings: dict | None = None, window: int | None = None,
+                 sock: socket.socket | None = None,
+                 config: h2.config.H2Configuration | None = None):
+        super().__init__(host, port, ca, timeout, sock)
         if ca is not None:
             assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+            config or h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
         self.conn.initiate_connection()
         if settings:
@@ -97,19 +102,21 @@ class H2Client(_Connection):
         """Sends `body` as the windows allow, reading what the server sends meanwhile."""
         view = memoryview(body)
         while view:
+            if self.streams[sid].reset is not None:
+                return  # RST_STREAM: the server takes no more of this body (RFC 9113 §5.1)
             room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
             if room <= 0:
                 self.flush()
                 self.pump(deadline=time.monotonic() + self.timeout, until=lambda: (
                     self.conn.local_flow_control_window(sid) > 0
                     or self.streams[sid].ended or self.streams[sid].reset is not None))
-                if self.streams[sid].ended or self.streams[sid].reset is not None:
+                if self.closed or self.streams[sid].ended or self.streams[sid].reset is not None:
                     return
                 continue
             self.conn.send_data(sid, bytes(view[:room]))
             view = view[room:]
             self.flush()
-        if end:
+        if end and self.streams[sid].reset is None:
             self.conn.end_stream(sid)
             self.flush()
 
@@ -130,7 +137,16 @@ class H2Client(_Connection):
             if not data:
                 self.closed = True
                 return
-            self.handle(self.conn.receive_data(data))
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                    raise
+                # After a GOAWAY, h2 takes no frame, not even the PING of a graceful
+                # shutdown (RFC 9113 §6.8): for this client the connection is over.
+                self.closed = True
+                return
+            self.handle(events)
             self.flush()
 
     def handle(self, events) -> None:

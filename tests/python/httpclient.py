@@ -189,6 +189,11 @@ def connect(addr: Address, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
             addr = ("127.0.0.1", addr)
         sock = socket.create_connection(addr, timeout=timeout)
     ca = os.environ.get("QIAO_TEST_TLS_CA")
+    if ca and os.environ.get("QIAO_TEST_H2") == "1":
+        # The suite runs over HTTP/2 (see conftest): the test's HTTP/1.1 goes as h2 streams.
+        from h2bridge import H2Bridge
+
+        return H2Bridge(sock, ca, timeout)
     if ca:
         # The suite runs over TLS (see conftest): the server's certificate is for localhost.
         ctx = ssl.create_default_context(cafile=ca)
@@ -268,6 +273,19 @@ class Conn:
             if self.eof or not self._fill(deadline):
                 raise EOFError(f"closed before {marker!r}; got {self.buf!r}")
         return self.buf
+
+    def read_body_until(self, marker: bytes, timeout: float | None = None) -> bytes:
+        """Read until the body of the response coming in holds `marker`, wherever its framing
+        (chunks; over HTTP/2 the bridge's, a chunk per DATA frame) cuts it; the buffer is
+        kept for read_response. Returns the body so far."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            if b"\r\n\r\n" in self.buf:
+                body = parse_response(self.buf, eof=True)[0].body
+                if marker in body:
+                    return body
+            if self.eof or not self._fill(deadline):
+                raise EOFError(f"closed before {marker[:20]!r} in the body; got {self.buf[:200]!r}")
 
     def read_response(self, method: str = "GET", timeout: float | None = None) -> Response:
         """Read the next response (a 1xx interim response counts as one)."""

@@ -1,7 +1,6 @@
 """Flask under the server: JSON, Jinja, forms, multipart, chunked upload, streaming, send_file."""
 
 import pytest
-import requests
 from conftest import running_server
 from httpclient import Conn
 
@@ -14,30 +13,30 @@ def flask_server():
         yield server
 
 
-def test_json_route(flask_server):
+def test_json_route(flask_server, http):
     """PEP 3333 via Flask: a JSON route with query arguments."""
-    r = requests.get(f"{flask_server.url}/json?a=1&b=two", timeout=5)
+    r = http.get(f"{flask_server.url}/json?a=1&b=two", timeout=5)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     assert r.json() == {"hello": "world", "args": {"a": "1", "b": "two"}}
 
 
-def test_jinja_template(flask_server):
+def test_jinja_template(flask_server, http):
     """PEP 3333 via Flask: render_template_string, non-ASCII path segment."""
-    r = requests.get(f"{flask_server.url}/template/caf%C3%A9", timeout=5)
+    r = http.get(f"{flask_server.url}/template/caf%C3%A9", timeout=5)
     assert r.status_code == 200
     assert r.text == "<p>Hello café! 012</p>"
 
 
-def test_form_post(flask_server):
+def test_form_post(flask_server, http):
     """PEP 3333 wsgi.input via Flask: an urlencoded form POST."""
-    r = requests.post(f"{flask_server.url}/form", data={"a": "1", "b": "x y"}, timeout=5)
+    r = http.post(f"{flask_server.url}/form", data={"a": "1", "b": "x y"}, timeout=5)
     assert r.json() == {"form": {"a": "1", "b": "x y"}}
 
 
-def test_multipart_upload(flask_server):
+def test_multipart_upload(flask_server, http):
     """PEP 3333 wsgi.input via Flask: multipart/form-data with a file."""
     content = b"file content \x00\xff" * 1000
-    r = requests.post(
+    r = http.post(
         f"{flask_server.url}/upload",
         files={"file": ("data.bin", content)},
         data={"field": "value"},
@@ -49,14 +48,14 @@ def test_multipart_upload(flask_server):
     assert got["content"].encode("latin-1") == content and got["field"] == "value"
 
 
-def test_chunked_upload_get_data(flask_server):
+def test_chunked_upload_get_data(flask_server, http):
     """PEP 3333 wsgi.input_terminated via Flask: a chunked upload read by request.get_data()."""
 
     def gen():
         for i in range(10):
             yield b"part%d;" % i
 
-    r = requests.post(f"{flask_server.url}/data", data=gen(), timeout=5)
+    r = http.post(f"{flask_server.url}/data", content=gen(), timeout=5)
     expected = "".join(f"part{i};" for i in range(10))
     assert r.json() == {"size": len(expected), "body": expected}
 
@@ -69,9 +68,9 @@ def test_streaming_response(flask_server):
     assert resp.body == b"".join(b"r-%d\n" % i for i in range(5))
 
 
-def test_send_file(flask_server):
+def test_send_file(flask_server, http):
     """PEP 3333 wsgi.file_wrapper via Flask: send_file of a temp file."""
-    r = requests.get(f"{flask_server.url}/send-file", timeout=5)
+    r = http.get(f"{flask_server.url}/send-file", timeout=5)
     assert r.status_code == 200
     assert r.content == b"flask send_file content\n" * 100
     assert r.headers["Content-Length"] == str(len(r.content))

@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from apps.behaviour import burst_gate
 from conftest import is_gunicorn, running_server
 
 pytest.importorskip("trustme")
@@ -166,6 +167,63 @@ def test_file_wrapper_and_stream(h2_server, certs):
     assert big.body.count(0) == len(big.body)
     assert stream.status == 200 and len(stream.body) == 64 * 65536
     assert all(stream.body[i * 65536] == i % 256 for i in range(64))
+
+
+def test_many_small_blocks_all_arrive(h2_server, certs):
+    """PEP 3333 "Buffering and Streaming" over HTTP/2: a generator's 200 small blocks, each
+    sent as it comes, all arrive and the stream ends (RFC 9113 §8.1), on each of 10
+    streams. With a thread pool, capacity `h2` had granted a stream beyond the block it
+    was spent on was once left unused, and the stream waited for a grant that never came
+    (until the write timeout) in most of such responses."""
+    expected = b"".join(b"block%d;" % i for i in range(200))
+    with client(h2_server, certs, timeout=5) as c:
+        for _ in range(10):
+            r = c.get("/generator?n=200")
+            assert (r.status, r.ended, bytes(r.body)) == (200, True, expected)
+
+
+def test_an_idle_connection_is_closed_after_its_last_stream(certs):
+    """--keep-alive over HTTP/2 (RFC 9113 §6.8, RFC 9112 §9.5's idle close): a connection
+    whose streams have all ended is closed with GOAWAY once idle that long. The idle timer
+    started only when the connection looked for a new stream, which it last did while the
+    last stream was still open: such a connection stayed open for good."""
+    flags = [*certs.server_flags(), "--keep-alive", "1"]
+    with running_server("behaviour:app", *flags) as server, client(server, certs) as c:
+        assert c.get("/single").status == 200
+        c.pump(time.monotonic() + 5, lambda: False)  # returns when the server closes
+    assert c.closed
+
+
+def test_a_block_is_written_before_the_app_goes_on(h2_server, certs):
+    """PEP 3333 "Buffering and Streaming": a block is transmitted before the server asks for
+    the next. The app yields 8 blocks of 16 KiB, then waits at its gate until the client
+    has them all. With one app thread it waits on the event loop's own thread, and the
+    last block, handed to `h2` but not yet written by the connection's task, once stayed
+    unsent until the gate gave up."""
+    key = uuid.uuid4().hex
+    blocks = b"".join(bytes([65 + i]) * 16384 for i in range(8))
+    with client(h2_server, certs, timeout=5) as c:
+        sid = c.request(f"/burst?key={key}&n=8")
+        c.pump(time.monotonic() + 5, lambda: len(c.streams[sid].body) >= len(blocks))
+        with open(burst_gate(key), "x"):
+            pass
+        [r] = c.wait(sid)
+    assert bytes(r.body) == blocks + b"|end:gate-opened"
+
+
+@pytest.mark.parametrize("path, sent", [("/error?mode=after_headers_chunked", b"partial"),
+                                        ("/cl-short", b"0123456789")], ids=["error", "short"])
+def test_an_aborted_response_sends_its_blocks_before_the_reset(h2_server, certs, path, sent):
+    """PEP 3333 "Error Handling": an error after the headers aborts the response, as does a
+    body short of the app's Content-Length; over HTTP/2 the stream is reset
+    (RST_STREAM INTERNAL_ERROR, RFC 9113 §8.1), never ended, so the client knows it is
+    incomplete. The blocks the app yielded before go out first (PEP 3333 "Buffering and
+    Streaming"): `h2` drops what a stream still holds when it is reset, and with one app
+    thread the reset once came before the connection had written them."""
+    with client(h2_server, certs) as c:
+        r = c.get(path)
+    assert (r.status, r.ended, r.reset) == (200, False, 2)
+    assert bytes(r.body) == sent
 
 
 def test_streams_of_one_connection_run_concurrently(certs):

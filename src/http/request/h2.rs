@@ -15,7 +15,8 @@ impl RequestHead {
     ///
     /// RFC 9113 §8.2.3: `cookie` fields, which HTTP/2 lets a client split, are joined
     /// with `; ` into one. §8.3.1: `:authority` is the host; a `host` field is dropped
-    /// when there is one.
+    /// when there is one. The request line, field count and field size limits apply as
+    /// to an HTTP/1.1 head.
     pub fn from_h2<'a>(
         method: &[u8],
         target: &[u8],
@@ -80,6 +81,16 @@ impl RequestHead {
             headers.push(push(&mut buf, b"content-length", text.format(n).as_bytes()));
         }
         if limits.max_headers != 0 && headers.len() > limits.max_headers {
+            return Err(HttpError::HeaderFieldsTooLarge);
+        }
+        // A field line as HTTP/1.1 counts it against the same limit: `name: value` and its
+        // CRLF, as laid out in `buf`.
+        let field_limit = limits.max_header_field_size;
+        if field_limit != 0
+            && headers
+                .iter()
+                .any(|(n, v)| v.end + 2 - n.start > field_limit)
+        {
             return Err(HttpError::HeaderFieldsTooLarge);
         }
 
@@ -173,5 +184,31 @@ mod tests {
         let many: [(&[u8], &[u8]); 2] = [(b"a", b"1"), (b"b", b"2")];
         let err = RequestHead::from_h2(b"GET", b"/", None, many, None, &limits);
         assert_eq!(err.unwrap_err(), HttpError::HeaderFieldsTooLarge);
+    }
+
+    /// `--limit-request-field-size` over HTTP/2: a field line as HTTP/1.1 counts it
+    /// ("x: 12345\r\n" is 10 bytes), the joined cookie and :authority (as host) too.
+    #[test]
+    fn the_field_size_limit_applies() {
+        let limits = Limits {
+            max_header_field_size: 10,
+            ..Limits::default()
+        };
+        let get = |authority: Option<&[u8]>, fields: &[(&[u8], &[u8])]| {
+            RequestHead::from_h2(
+                b"GET",
+                b"/",
+                authority,
+                fields.iter().copied(),
+                None,
+                &limits,
+            )
+        };
+        assert!(get(None, &[(b"x", b"12345")]).is_ok());
+        let too_large = Err(HttpError::HeaderFieldsTooLarge);
+        assert_eq!(get(None, &[(b"x", b"123456")]).map(|_| ()), too_large);
+        let crumbs: &[(&[u8], &[u8])] = &[(b"cookie", b"a=1"), (b"cookie", b"b=2")];
+        assert_eq!(get(None, crumbs).map(|_| ()), too_large); // "cookie: a=1; b=2"
+        assert_eq!(get(Some(b"example.com"), &[]).map(|_| ()), too_large);
     }
 }

@@ -70,6 +70,9 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
     };
     let mut stopped = shared.stopper.subscribe();
     let active = Rc::new(std::cell::Cell::new(0usize));
+    // Told by the stream that leaves the connection without streams, so that the idle
+    // timer below starts then, not at the next frame.
+    let emptied = Rc::new(tokio::sync::Notify::new());
     let mut closing = false;
     // A connection without streams is closed (GOAWAY) after the keep-alive timeout; before
     // its first request, after the header timeout, as an HTTP/1.1 one is.
@@ -89,6 +92,7 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
                 closing = true;
                 continue;
             }
+            () = emptied.notified(), if !idle => continue,
         };
         match next {
             Some(Ok((request, respond))) => {
@@ -96,11 +100,14 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
                     idle_limit = settings.keep_alive;
                 }
                 let task = serve_stream(shared.clone(), peer.clone(), request, respond);
-                let active = active.clone();
+                let (active, emptied) = (active.clone(), emptied.clone());
                 active.set(active.get() + 1);
                 tokio::task::spawn_local(Box::pin(async move {
                     task.await;
                     active.set(active.get() - 1);
+                    if active.get() == 0 {
+                        emptied.notify_one();
+                    }
                 }));
             }
             Some(Err(e)) => {
@@ -243,6 +250,9 @@ async fn serve_stream(
                     if !out.deliver(&mut sink).await {
                         sink.lost();
                     }
+                    // The application goes on on this thread, and may hold it: the block
+                    // is written first (PEP 3333: transmitted before the next is asked for).
+                    let_the_connection_write().await;
                     waiting.sink = Some(sink);
                     step = Python::attach(|py| resume(py, &shared.ctx, waiting));
                 }
@@ -323,6 +333,9 @@ impl Outgoing {
             }
             Some(End::Abort) | None => {
                 self.send_body(&mut sink.out, false, Some(&told)).await;
+                // A reset drops what `h2` still holds of the stream: the blocks handed to
+                // it are written first (PEP 3333: a yielded block is transmitted).
+                let_the_connection_write().await;
                 self.reset();
             }
         }
@@ -380,6 +393,13 @@ impl Outgoing {
     }
 }
 
+/// Lets the connection's task run once, so that it writes the frames the streams handed to
+/// `h2`: `h2` writes only when that task polls the connection (handing them over woke it).
+/// What the socket cannot take at once stays queued in `h2`.
+async fn let_the_connection_write() {
+    tokio::task::yield_now().await;
+}
+
 /// Sends `queue` on `send` as its window allows; `end` marks the last frame END_STREAM.
 async fn send_data(
     send: &mut SendStream<Bytes>,
@@ -389,12 +409,18 @@ async fn send_data(
 ) -> bool {
     while !queue.is_empty() {
         send.reserve_capacity(queue.len().min(SEND_CHUNK));
-        let granted =
-            tokio::time::timeout(limit, std::future::poll_fn(|cx| send.poll_capacity(cx)));
-        let n = match granted.await {
-            Ok(Some(Ok(n))) => n,
-            _ => return false,
-        };
+        // `poll_capacity` wakes only when the capacity grows: capacity the stream already
+        // holds (left from a grant larger than the block it was spent on) is read here, or
+        // a stream with it would wait for a growth that never comes.
+        let mut n = send.capacity();
+        if n == 0 {
+            let granted =
+                tokio::time::timeout(limit, std::future::poll_fn(|cx| send.poll_capacity(cx)));
+            n = match granted.await {
+                Ok(Some(Ok(n))) => n,
+                _ => return false,
+            };
+        }
         if n == 0 {
             continue;
         }

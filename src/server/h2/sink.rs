@@ -1,8 +1,9 @@
 //! The response sink of an HTTP/2 stream: the head becomes the fields of a HEADERS frame,
 //! the body DATA frames, both sent by the stream's task on the event loop, which alone
 //! talks to the `h2` connection. Inline, each pushed block pauses the application until
-//! the task has handed it to the connection (PEP 3333: a block is sent before the next is
-//! asked for); pooled, the blocks travel through a `Channel` as an HTTP/1.1 response's do.
+//! the task has handed it to the connection and let the connection write it (PEP 3333: a
+//! block is sent before the next is asked for); pooled, the blocks travel through a
+//! `Channel` as an HTTP/1.1 response's do.
 
 use std::any::Any;
 use std::os::fd::OwnedFd;
