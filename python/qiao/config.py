@@ -898,16 +898,11 @@ class Config:
             raise ConfigError(f"{sources[name]}: needs --certfile, the server's certificate")
 
     def _check_combinations(self) -> None:
-        """Settings that each work but not together (yet): one line naming the pair."""
+        """Settings that each work but not together: one line naming the pair."""
         values, sources = self._values, self._sources
         pairs = [
-            ("proxy_protocol", values["proxy_protocol"], "certfile",
-             values["certfile"] is not None,
-             "a PROXY header before TLS is not read yet; terminate TLS at the proxy"),
             ("protocol", values["protocol"] == "uwsgi", "certfile",
              values["certfile"] is not None, "uwsgi_pass speaks no TLS"),
-            ("http2_cleartext", values["http2_cleartext"] != "off", "proxy_protocol",
-             values["proxy_protocol"], "the HTTP/2 preface is not looked for after a PROXY header"),
             ("http2_cleartext", values["http2_cleartext"] != "off", "protocol",
              values["protocol"] == "uwsgi", "a uwsgi listener speaks no HTTP/2"),
         ]

@@ -11,19 +11,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use pyo3::Python;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::http::forwarded::{self, Forwarded};
-use crate::http::proxy::{self, ProxyHeader};
+use crate::http::proxy;
 use crate::http::uwsgi::{self, Variable};
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
 use crate::server::body::BodyError;
 use crate::server::channel::Channel;
-use crate::server::listener::host_port;
 use crate::server::outbuf::OutBuf;
+use crate::server::proxied;
 use crate::server::sink::{Delivery, H1Sink};
 use crate::server::spool;
 use crate::server::transport::Transport;
@@ -372,9 +372,6 @@ impl<T: Transport> Connection<T> {
         let limits = &settings.limits;
         // The ends of a connection (refuse, linger) are awaited boxed: this future is
         // moved whole when its task starts and ends, and inline they made it larger.
-        if self.peer.proxy_header && !Box::pin(self.read_proxy_header()).await {
-            return;
-        }
         if shared.ctx.settings.protocol == "uwsgi" && !Box::pin(self.read_uwsgi_packet()).await {
             return;
         }
@@ -591,21 +588,6 @@ impl<T: Transport> Connection<T> {
         Some(sink)
     }
 
-    /// Reads the PROXY protocol header the connection must begin with (within the header
-    /// timeout) and takes the client it names as the peer; false (the connection is to be
-    /// closed, without a response) for a missing, malformed or late header.
-    async fn read_proxy_header(&mut self) -> bool {
-        let parsed = self
-            .read_preamble("PROXY header", |buf| proxy::parse(buf).map_err(|e| e.0))
-            .await;
-        let Some((header, used)) = parsed else {
-            return false;
-        };
-        self.rbuf.advance(used);
-        self.take_proxy_header(header);
-        true
-    }
-
     /// Reads the uwsgi packet the connection begins with (within the header timeout) and
     /// puts the HTTP/1.0 request head it makes in its place in the read buffer, for the
     /// usual parser to check (the body, if any, follows it there). From a trusted peer
@@ -684,25 +666,6 @@ impl<T: Transport> Connection<T> {
         Some(f)
     }
 
-    /// The client a PROXY header names becomes the connection's peer; whether it is a
-    /// trusted proxy in turn is decided for it (its forwarding fields are its own).
-    fn take_proxy_header(&mut self, header: ProxyHeader) {
-        let ProxyHeader::Proxy {
-            source,
-            destination,
-            ssl,
-        } = header
-        else {
-            return; // LOCAL or UNKNOWN: the connection's own addresses stand.
-        };
-        let trusted = self.shared.ctx.settings.trusted.contains(source.ip());
-        let peer = Arc::get_mut(&mut self.peer).expect("no request has seen the peer yet");
-        peer.remote = host_port(source);
-        peer.local = Arc::new(host_port(destination));
-        peer.https = ssl;
-        peer.trusted = trusted;
-    }
-
     /// Whether the connection begins with a PROXY header from a peer not allowed to send
     /// one (`--proxy-allow-from`): closed without a response, as a bad header from an
     /// allowed peer is.
@@ -717,14 +680,7 @@ impl<T: Transport> Connection<T> {
     }
 
     fn log_proxy(&self, why: &str) {
-        self.shared.ctx.error_log.info(&format!(
-            "Closed the connection from {}: {why}",
-            if self.peer.remote.host.is_empty() {
-                "unix socket"
-            } else {
-                &self.peer.remote.host
-            },
-        ));
+        proxied::log_closed(&self.shared, &self.peer, why);
     }
 
     /// What the peer, if it is a trusted proxy, says of the request's client, scheme, host

@@ -11,6 +11,7 @@ mod idle;
 mod listener;
 mod outbuf;
 mod pool;
+mod proxied;
 mod sink;
 mod spool;
 #[cfg(test)]
@@ -335,10 +336,18 @@ fn spawn_accepted(
     peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    if let Some(config) = shared.ctx.settings.tls.clone() {
-        tokio::task::spawn_local(Box::pin(serve_tls(shared, config, socket, peer, permit)));
+    if peer.proxy_header {
+        tokio::task::spawn_local(Box::pin(serve_proxied(shared, socket, peer, permit)));
+    } else if let Some(config) = shared.ctx.settings.tls.clone() {
+        let first = BytesMut::new();
+        tokio::task::spawn_local(Box::pin(serve_tls(
+            shared, config, socket, first, peer, permit,
+        )));
     } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
-        tokio::task::spawn_local(Box::pin(serve_cleartext(shared, socket, peer, permit)));
+        let first = BytesMut::new();
+        tokio::task::spawn_local(Box::pin(serve_cleartext(
+            shared, socket, first, peer, permit,
+        )));
     } else {
         let conn = Connection::new(shared, socket, peer, permit);
         tokio::task::spawn_local(Box::pin(conn.serve()));
@@ -352,12 +361,46 @@ async fn serve_one(
     peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    if let Some(config) = shared.ctx.settings.tls.clone() {
-        Box::pin(serve_tls(shared, config, socket, peer, permit)).await
-    } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
-        Box::pin(serve_cleartext(shared, socket, peer, permit)).await
+    if peer.proxy_header {
+        Box::pin(serve_proxied(shared, socket, peer, permit)).await
     } else {
-        Box::pin(Connection::new(shared, socket, peer, permit).serve()).await
+        Box::pin(serve_after(shared, socket, BytesMut::new(), peer, permit)).await
+    }
+}
+
+/// A connection that begins with a PROXY header (read at once, whatever comes after it),
+/// then served as the listener's kind with what followed the header.
+async fn serve_proxied(
+    shared: Rc<Shared>,
+    socket: Socket,
+    mut peer: Peer,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    if let Some(first) = proxied::read_header(&shared, &socket, &mut peer).await {
+        Box::pin(serve_after(shared, socket, first, peer, permit)).await
+    }
+}
+
+/// Serves a connection as the listener's kind (TLS, cleartext HTTP/2 or HTTP/1.1), `first`
+/// the bytes of it already read.
+async fn serve_after(
+    shared: Rc<Shared>,
+    socket: Socket,
+    first: BytesMut,
+    peer: Peer,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    if let Some(config) = shared.ctx.settings.tls.clone() {
+        Box::pin(serve_tls(shared, config, socket, first, peer, permit)).await
+    } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
+        Box::pin(serve_cleartext(shared, socket, first, peer, permit)).await
+    } else {
+        Box::pin(
+            Connection::new(shared, socket, peer, permit)
+                .with_received(&first)
+                .serve(),
+        )
+        .await
     }
 }
 
@@ -367,11 +410,13 @@ async fn serve_tls(
     shared: Rc<Shared>,
     config: Arc<rustls::ServerConfig>,
     socket: Socket,
+    first: BytesMut,
     mut peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let limit = shared.ctx.settings.tls_handshake_timeout;
-    let failed = match tokio::time::timeout(limit, TlsStream::accept(socket, config)).await {
+    let handshake = TlsStream::accept(socket, first, config);
+    let failed = match tokio::time::timeout(limit, handshake).await {
         Ok(Ok((stream, session))) => {
             let h2 = session.h2;
             peer.tls = Some(Box::new(session));
@@ -399,10 +444,11 @@ async fn serve_tls(
 async fn serve_cleartext(
     shared: Rc<Shared>,
     socket: Socket,
+    mut first: BytesMut,
     peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
 ) {
-    let mut first = BytesMut::with_capacity(conn::READ_BUFFER);
+    first.reserve(conn::READ_BUFFER);
     let limit = shared
         .ctx
         .settings

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use rustls::{ServerConfig, ServerConnection};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -58,8 +59,11 @@ pub(super) enum HandshakeError {
 impl TlsStream {
     /// Completes the handshake on a just-accepted socket: the stream, and what the environ
     /// reports of its session.
+    /// The handshake on `socket`, `first` the bytes of it already read (what followed a
+    /// PROXY header; empty for most connections).
     pub(super) async fn accept(
         socket: Socket,
+        first: BytesMut,
         config: Arc<ServerConfig>,
     ) -> Result<(TlsStream, SessionInfo), HandshakeError> {
         let conn = ServerConnection::new(config)
@@ -72,7 +76,7 @@ impl TlsStream {
                 file_chunk: Vec::new(),
             }),
         };
-        stream.first_record().await?;
+        stream.first_record(first).await?;
         loop {
             let (handshaking, wants_write) = {
                 let s = stream.lock();
@@ -103,17 +107,17 @@ impl TlsStream {
     /// Reads the connection's first bytes and hands them to rustls, unless they are not a
     /// TLS record: a client that speaks plain HTTP to the TLS port gets a 400 in plain
     /// HTTP saying so, rather than a TLS alert it cannot read.
-    async fn first_record(&self) -> Result<(), HandshakeError> {
-        let mut first = [0u8; 1024];
-        let io = self.socket.io().map_err(HandshakeError::Failed)?;
-        let n = io
-            .async_io(Interest::READABLE, |_| {
-                Wire(self.socket.fd()).read(&mut first)
-            })
-            .await
-            .map_err(HandshakeError::Failed)?;
-        if n == 0 {
-            return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
+    async fn first_record(&self, mut first: BytesMut) -> Result<(), HandshakeError> {
+        if first.is_empty() {
+            first.reserve(1024);
+            let n = self
+                .socket
+                .read(&mut first)
+                .await
+                .map_err(HandshakeError::Failed)?;
+            if n == 0 {
+                return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
+            }
         }
         if first[0] != HANDSHAKE_RECORD {
             let mut answer = Vec::new();
@@ -126,7 +130,7 @@ impl TlsStream {
             return Err(HandshakeError::PlainHttp);
         }
         let mut session = self.lock();
-        let mut bytes = &first[..n];
+        let mut bytes = &first[..];
         while !bytes.is_empty() {
             session
                 .conn
@@ -424,7 +428,9 @@ mod tests {
             got
         });
         runtime().block_on(async {
-            let (stream, session) = TlsStream::accept(sock, server_config).await.unwrap();
+            let (stream, session) = TlsStream::accept(sock, BytesMut::new(), server_config)
+                .await
+                .unwrap();
             assert_eq!(session.protocol, "TLSv1.3");
             assert!(session.cipher.starts_with("TLS13_"), "{}", session.cipher);
             assert!(session.client.is_none());
@@ -464,7 +470,9 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&data).unwrap();
         runtime().block_on(async {
-            let (stream, _) = TlsStream::accept(sock, server_config).await.unwrap();
+            let (stream, _) = TlsStream::accept(sock, BytesMut::new(), server_config)
+                .await
+                .unwrap();
             let mut request = BytesMut::new();
             while request.len() < 2 {
                 stream.read(&mut request).await.unwrap();
@@ -496,7 +504,7 @@ mod tests {
         let (sock, mut peer) = pair();
         peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let result = runtime().block_on(TlsStream::accept(sock, server_config));
+        let result = runtime().block_on(TlsStream::accept(sock, BytesMut::new(), server_config));
         assert!(matches!(result, Err(HandshakeError::PlainHttp)));
         let mut answer = Vec::new();
         peer.read_to_end(&mut answer).unwrap();
@@ -514,7 +522,7 @@ mod tests {
             0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0xff, 0xff, 0xff, 0xff,
         ];
         peer.write_all(&record).unwrap();
-        let result = runtime().block_on(TlsStream::accept(sock, server_config));
+        let result = runtime().block_on(TlsStream::accept(sock, BytesMut::new(), server_config));
         assert!(matches!(result, Err(HandshakeError::Failed(_))));
         let mut answer = [0u8; 1];
         peer.read_exact(&mut answer).unwrap();

@@ -9,12 +9,15 @@ with --proxy-allow-from 10.0.0.0/8 sees it as a peer not allowed to send one.
 import ipaddress
 import json
 import socket
+import ssl
 import struct
 import time
 
 import pytest
 from conftest import is_gunicorn, running_server, short_sock_path
-from httpclient import Conn, connect, get
+from h2client import H2Client
+from httpclient import Conn, connect, get, parse_response
+from tls_certs import make_certs
 
 pytestmark = pytest.mark.skipif(is_gunicorn(), reason="qiao's PROXY protocol handling")
 
@@ -233,3 +236,62 @@ def test_access_log_shows_the_proxied_client(tmp_path):
                         "--access-logformat", "%(h)s %(s)s") as server:
         env_of(server.port, v2("2001:db8::7", "2001:db8::1", 5, 443) + get())
     assert log.read_text().splitlines() == ["2001:db8::7 200"]
+
+
+# -- before TLS and HTTP/2 ---------------------------------------------------------------
+
+
+def test_header_before_tls(tmp_path):
+    """The header comes in clear before the TLS ClientHello (HAProxy `send-proxy` with TLS
+    passed through to qiao, cloud load balancers' PROXY v2): the client it names is the
+    peer of the HTTPS request, over HTTP/1.1 and over HTTP/2 chosen by ALPN."""
+    certs = make_certs(tmp_path)
+    with running_server("echo_environ:app", "--proxy-protocol", *certs.server_flags()) as s:
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        raw.sendall(v1(src="203.0.113.7", sport=40001))
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(get("/h1", headers=b"Connection: close\r\n"))
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+        resp, _ = parse_response(data, "GET", eof=True)
+        env = json.loads(resp.body)["environ"]
+        assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.7", "40001")
+        assert env["wsgi.url_scheme"] == "https" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        raw.sendall(v2(src="2001:db8::7", dst="2001:db8::1", sport=40002))
+        with H2Client(None, None, ca=str(certs.ca), sock=raw) as c:
+            r = c.wait(c.request("/h2"))[0]
+        env = json.loads(bytes(r.body))["environ"]
+        assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("2001:db8::7", "40002")
+        assert env["wsgi.url_scheme"] == "https" and env["SERVER_PROTOCOL"] == "HTTP/2"
+        assert "Closed the connection" not in s.log()
+
+
+def test_header_before_cleartext_http2():
+    """With --http2-cleartext prior-knowledge, the HTTP/2 preface (RFC 9113 §3.3) is looked
+    for after the PROXY header; an HTTP/1.1 request after a header is served as before."""
+    with running_server("echo_environ:app", "--proxy-protocol",
+                        "--http2-cleartext", "prior-knowledge") as s:
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        raw.sendall(v1(src="203.0.113.9", sport=40003))
+        with H2Client(None, None, sock=raw) as c:
+            r = c.wait(c.request("/h2c"))[0]
+        env = json.loads(bytes(r.body))["environ"]
+        assert env["REMOTE_ADDR"] == "203.0.113.9" and env["SERVER_PROTOCOL"] == "HTTP/2"
+        env = env_of(s.port, v1(src="203.0.113.10") + get("/h1"))
+        assert env["REMOTE_ADDR"] == "203.0.113.10" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+
+
+def test_a_tls_listener_without_the_header_closes(tmp_path):
+    """A TLS listener with --proxy-protocol: a ClientHello where the header should be is
+    a malformed header, and the connection is closed without a response."""
+    certs = make_certs(tmp_path)
+    with running_server("echo_environ:app", "--proxy-protocol", *certs.server_flags()) as s:
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        with pytest.raises((ssl.SSLError, OSError)):
+            ctx.wrap_socket(raw, server_hostname="localhost")
+        s.wait_log("Closed the connection from 127.0.0.1")

@@ -353,6 +353,35 @@ backend app
 
 
 @needs_haproxy
+@needs_openssl
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_tls_passthrough_with_send_proxy(tmp_path, tls_files, send):
+    """HAProxy in TCP mode passing TLS through to qiao (which holds the certificate) with a
+    PROXY header in clear before the ClientHello, as HAProxy and cloud load balancers
+    send it: qiao reads the header, then the handshake; the app sees https and the
+    client's address."""
+    pytest.importorskip("flask")
+    cert, key = tls_files
+    port = free_port()
+    with running_server("flask_app:app", "--proxy-protocol", "--certfile", str(cert),
+                        "--keyfile", str(key)) as upstream:
+        proxy = start_haproxy(tmp_path, HAPROXY_GLOBAL.format(mode="tcp") + f"""
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend app
+backend app
+    server qiao 127.0.0.1:{upstream.port} {send}
+""", port)
+        try:
+            got = fetch(port, "/whoami", tls=True)
+        finally:
+            proxy.stop()
+        assert "Closed the connection" not in upstream.log()
+    assert got == {"url": "https://www.example.com/whoami", "remote_addr": CLIENT,
+                   "is_secure": True, "host": "www.example.com"}
+
+
+@needs_haproxy
 def test_haproxy_http_mode_forwardfor(tmp_path):
     """HAProxy in HTTP mode with `option forwardfor` and X-Forwarded-Proto set: the
     forwarded headers path, as with nginx."""

@@ -390,12 +390,8 @@ BAD_SETTINGS = [
      "--tls-min-version: expected 1.2 or 1.3"),
     (["--certfile", "{cert}", "--keyfile", "{key}", "--cert-reqs", "maybe"],
      "--cert-reqs: expected 0, 1, 2, none, optional or required"),
-    (["--certfile", "{cert}", "--keyfile", "{key}", "--proxy-protocol"],
-     "--proxy-protocol: not with --certfile"),
     (["--certfile", "{cert}", "--keyfile", "{key}", "--protocol", "uwsgi"],
      "--protocol: not with --certfile"),
-    (["--http2-cleartext", "prior-knowledge", "--proxy-protocol"],
-     "--http2-cleartext: not with --proxy-protocol"),
 ]
 
 
