@@ -181,6 +181,9 @@ settings! {
     proxy_allow_ips: Vec<String>,
     /// What the listeners speak: `http`, or `uwsgi` (nginx's `uwsgi_pass`).
     protocol: String,
+    /// Whether a `wsgi.file_wrapper` over a real file is handed to the sink as a file range
+    /// (sent with sendfile(2) over plain TCP); false: iterated as blocks read in Python.
+    sendfile: bool,
 }
 
 /// The value of `key`, or an error naming it.

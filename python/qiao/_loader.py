@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable
 
-__all__ = ["AppLoadError", "load_app", "parse_app_spec", "print_app_traceback"]
+__all__ = [
+    "AppLoadError", "load_app", "load_configured", "load_paste", "parse_app_spec",
+    "print_app_traceback",
+]
 
 _DEFAULT_NAMES = ("application", "app")
 
@@ -137,6 +140,58 @@ def load_app(spec: str, *, factory: bool = False, cwd: str | None = None) -> Cal
     if not callable(target):
         raise AppLoadError(f"application {label} is not callable (it is {_kind(target)})")
     return target  # type: ignore[no-any-return]
+
+
+def load_configured(spec: str | None, config: Any, cwd: str) -> Callable[..., Any]:
+    """The application the settings name: from ``--paste``'s ini file, else ``spec``, else
+    the demo page."""
+    if config.paste:
+        return load_paste(config.paste, config.paste_global, cwd)
+    if spec is None:
+        from qiao._demo import demo_app
+
+        return demo_app
+    return load_app(spec, factory=config.factory, cwd=cwd)
+
+
+def load_paste(ini: str, global_conf: dict[str, str], cwd: str) -> Callable[..., Any]:
+    """The application of a PasteDeploy ini file (``app.ini``, or ``app.ini#name`` for
+    another than ``main``), as gunicorn's ``--paste`` and Pyramid's pserve load it: with
+    ``global_conf`` for its ``%(name)s`` values, and its ``[loggers]`` sections applied to
+    Python's logging first."""
+    path, _, name = ini.partition("#")
+    path = os.path.join(cwd, path)
+    if not os.path.isfile(path):
+        raise AppLoadError(f"--paste: no such file {path!r}")
+    try:
+        from paste.deploy import loadapp  # type: ignore[import-untyped]
+    except ImportError:
+        raise AppLoadError(
+            "--paste needs the PasteDeploy package: pip install PasteDeploy"
+        ) from None
+    import configparser
+
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as e:
+        raise AppLoadError(f"--paste: {path}: {e.message}") from None
+    if parser.has_section("loggers"):
+        import logging.config
+
+        defaults = {"here": os.path.dirname(os.path.abspath(path)), "__file__": path}
+        logging.config.fileConfig(path, defaults, disable_existing_loggers=False)
+    if not sys.path or sys.path[0] != cwd:
+        sys.path.insert(0, cwd)
+    try:
+        app = loadapp(
+            f"config:{os.path.abspath(path)}", name=name or None, global_conf=dict(global_conf)
+        )
+    except LookupError as e:  # no such app section: the ini's fault, one line
+        raise AppLoadError(f"--paste: {e}") from None
+    if not callable(app):
+        raise AppLoadError(f"--paste {ini} made {_kind(app)}, not a WSGI application")
+    return app  # type: ignore[no-any-return]
 
 
 def _import(name: str) -> ModuleType:

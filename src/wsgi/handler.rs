@@ -17,7 +17,7 @@ use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
 use crate::wsgi::sink::{Flow, ResponseSink};
-use crate::wsgi::Context;
+use crate::wsgi::{Context, Hooked};
 
 /// One request, handed from the connection to the thread that runs the app.
 pub(crate) struct Exchange {
@@ -78,6 +78,9 @@ struct Live {
     forwarded: Option<Box<Forwarded>>,
     peer: Arc<Peer>,
     started: Instant,
+    /// The request hooks' state, when the config file defines them (boxed: most servers
+    /// have none, and `Live` moves on every pause).
+    hooked: Option<Box<Hooked>>,
 }
 
 impl Drop for Waiting {
@@ -89,7 +92,13 @@ impl Drop for Waiting {
         if let Some(req) = self.req.take() {
             Python::attach(|py| {
                 let _ = close_iterable(req.iterable.bind(py));
-                req.sr.bind(py).borrow_mut().resp = None;
+                let resp = req.sr.bind(py).borrow_mut().resp.take();
+                if let (Some(hooked), Some(resp)) = (req.hooked, resp) {
+                    // The error log is not at hand here; the hook's wrapper logs what its
+                    // hook raises itself.
+                    let r = &resp;
+                    hooked.end(py, r.head.status, &r.head.lines, r.body_bytes, None);
+                }
             });
         }
     }
@@ -157,16 +166,30 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         (Err(e), _) | (_, Err(e)) => panic!("cannot allocate request objects: {e}"),
     };
 
+    let mut hooked = None;
     let result = ctx
         .environ
         .build(py, &head, forwarded.as_deref(), &peer, &input, keep)
-        .and_then(|environ| ctx.app.bind(py).call1((environ, start)));
+        .and_then(|environ| {
+            if let Some(hooks) = &ctx.hooks {
+                // gunicorn's pre_request: what it raises is the request's 500.
+                let token = hooks.begin.bind(py).call1((&environ,))?;
+                hooked = Some(Box::new(Hooked {
+                    end: hooks.end.clone_ref(py),
+                    token: token.unbind(),
+                    environ: environ.clone().into_any().unbind(),
+                }));
+            }
+            ctx.app.bind(py).call1((environ, start))
+        });
     let iterable = match result {
         Ok(iterable) => iterable,
         Err(err) => {
             fail(py, ctx, &sr, &head, Failure::App(err));
             let client = forwarded.as_deref();
-            return Step::Done(finalize(ctx, &sr, &head, client, &peer, started));
+            return Step::Done(finalize(
+                py, ctx, &sr, &head, client, &peer, started, hooked,
+            ));
         }
     };
     let req = Live {
@@ -178,6 +201,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         forwarded,
         peer,
         started,
+        hooked,
     };
     body(py, ctx, req, may_pause)
 }
@@ -188,7 +212,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     let sr = req.sr.bind(py).clone();
     let iterable = req.iterable.bind(py).clone();
     let sent = match req.iter.take() {
-        None => send_body(py, &sr, &iterable, may_pause),
+        None => send_body(py, &sr, &iterable, may_pause, ctx.settings.sendfile),
         Some(iter) => send_iter(py, &sr, &iterable, iter.bind(py).clone(), may_pause),
     };
     match sent {
@@ -218,23 +242,29 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     drop(req.input);
     let forwarded = req.forwarded.as_deref();
     Step::Done(finalize(
+        py,
         ctx,
         &sr,
         &req.head,
         forwarded,
         &req.peer,
         req.started,
+        req.hooked,
     ))
 }
 
-/// The request is over: the connection's outcome, and the access log line.
+/// The request is over: the connection's outcome, the access log line, and the
+/// `post_request` hook.
+#[allow(clippy::too_many_arguments)]
 fn finalize(
+    py: Python<'_>,
     ctx: &Context,
     sr: &Bound<'_, StartResponse>,
     head: &RequestHead,
     forwarded: Option<&Forwarded>,
     peer: &Peer,
     started: Instant,
+    hooked: Option<Box<Hooked>>,
 ) -> Outcome {
     let mut resp = sr
         .borrow_mut()
@@ -252,6 +282,15 @@ fn finalize(
             response_head: &resp.head.lines,
             started,
         });
+    }
+    if let Some(hooked) = hooked {
+        hooked.end(
+            py,
+            resp.head.status,
+            &resp.head.lines,
+            resp.body_bytes,
+            Some(&ctx.error_log),
+        );
     }
     Outcome {
         sink: resp.sink.take().expect("a finished response has its sink"),
@@ -302,8 +341,11 @@ fn send_body(
     sr: &Bound<'_, StartResponse>,
     iterable: &Bound<'_, PyAny>,
     may_pause: bool,
+    sendfile: bool,
 ) -> Result<Sent, Failure> {
-    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+    // `--no-sendfile`: the wrapper is iterated like any iterable (its file read block by
+    // block), as gunicorn does, for file systems where the kernel's copy misbehaves.
+    if let (true, Ok(wrapper)) = (sendfile, iterable.cast::<FileWrapper>()) {
         if let Some((fd, pos, size)) = wrapper.borrow().sendable(py) {
             return send_file(sr, fd, pos, size).map(|()| Sent::All);
         }
