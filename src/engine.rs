@@ -99,6 +99,7 @@ impl Engine {
             access_log,
             scoreboard.map(|b| (b, slot)),
         )?;
+        ctx.keeps_environ |= request_hooks.is_some();
         ctx.hooks = request_hooks.map(|(begin, end)| RequestHooks { begin, end });
         Ok(Engine {
             ctx: Arc::new(ctx),

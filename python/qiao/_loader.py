@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 __all__ = [
-    "AppLoadError", "load_app", "load_configured", "load_paste", "parse_app_spec",
-    "print_app_traceback",
+    "AppLoadError", "error_files", "failing_app", "format_app_traceback", "load_app",
+    "load_configured", "load_paste", "parse_app_spec", "print_app_traceback",
 ]
 
 _DEFAULT_NAMES = ("application", "app")
@@ -216,10 +216,49 @@ def _kind(value: object) -> str:
 def print_app_traceback(error: BaseException) -> None:
     """Print an error raised by the application's code, without qiao's and importlib's
     frames above it."""
+    print(format_app_traceback(error), end="", file=sys.stderr)
+
+
+def format_app_traceback(error: BaseException) -> str:
+    """The traceback of an error raised by the application's code, without qiao's and
+    importlib's frames above it. A SyntaxError has none of the app's frames (the compiler
+    raised it): it is shown as Python shows one, by the file, line and caret alone."""
     import traceback
 
     ours = (os.path.dirname(__file__), os.path.dirname(importlib.__file__ or ""), "<frozen ")
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
         tb = tb.tb_next
-    traceback.print_exception(type(error), error, tb or error.__traceback__)
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
+def failing_app(error: BaseException) -> Callable[..., Any]:
+    """``--reload``'s stand-in for an app whose code does not import: every request gets a
+    500 page with the traceback (printed once, by the caller), until a save fixes it."""
+    text = (
+        "The application failed to load; qiao (--reload, for development) shows why until "
+        "its source is fixed and saved.\n\n" + format_app_traceback(error)
+    )
+    body = text.encode("utf-8", "replace")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("500 Internal Server Error", headers)
+        return [body]
+
+    return app
+
+
+def error_files(error: BaseException) -> list[str]:
+    """The files an error of the app's import came from (the SyntaxError's file, the
+    traceback's files): a save to one of them may fix it, so --reload watches them."""
+    files = []
+    if isinstance(error, SyntaxError) and error.filename:
+        files.append(error.filename)
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".py") and name not in files:
+            files.append(name)
+        tb = tb.tb_next
+    return files

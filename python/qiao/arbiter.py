@@ -25,7 +25,13 @@ import time
 
 from qiao._child import run_child
 from qiao._hooks import ServerLog
-from qiao._loader import AppLoadError, load_configured, print_app_traceback
+from qiao._loader import (
+    AppLoadError,
+    error_files,
+    failing_app,
+    load_configured,
+    print_app_traceback,
+)
 from qiao.config import Config
 
 TYPE_CHECKING = False
@@ -526,6 +532,15 @@ class Arbiter:
         self.dump_file = sys.stderr if log == "-" else open(log, "a")  # noqa: SIM115 - kept open
         faulthandler.enable(file=self.dump_file, all_threads=True)
         faulthandler.register(_DUMP_SIGNAL, file=self.dump_file, all_threads=True)
+
+        # A stop asked for while the worker boots (hooks, the app's import) is kept for
+        # when it can be honoured, so that the worker ends through worker_exit.
+        def stop_at_boot(signum: int, frame: object) -> None:
+            worker.alive = False
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop_at_boot)
+        signal.signal(signal.SIGQUIT, lambda signum, frame: self._quit_now(worker))
         try:
             return self._worker_serve(worker, max_requests)
         finally:
@@ -536,12 +551,24 @@ class Arbiter:
 
         board, slot = worker.board, worker.slot
         app = self.app
+        watch = list(self.config.reload_extra_files)
         try:
             # gunicorn's boot: post_fork, the app, post_worker_init; any of them raising
             # fails the boot (the master stops if no worker serves yet).
             self.hooks.strict("post_fork", self, worker)
             if app is None:
-                app = self._load_app()
+                try:
+                    app = self._load_app()
+                except AppLoadError:
+                    raise
+                except Exception as e:
+                    if not self.config.reload:
+                        raise
+                    # Development: the traceback once, a 500 page showing it, and the
+                    # next save of the files it names brings a fresh worker at once.
+                    print_app_traceback(e)
+                    app = failing_app(e)
+                    watch += error_files(e)
             worker.wsgi = app
             self.hooks.strict("post_worker_init", worker)
         except AppLoadError as e:
@@ -568,15 +595,8 @@ class Arbiter:
                 self.hooks.call("worker_int", worker)
             engine.shutdown(wait=False)
 
-        def quit_now(signum: int, frame: object) -> None:
-            worker.alive = False
-            self.hooks.call("worker_int", worker)
-            self.hooks.call("worker_exit", self, worker)
-            os._exit(0)
-
         signal.signal(signal.SIGTERM, graceful)
         signal.signal(signal.SIGINT, graceful)
-        signal.signal(signal.SIGQUIT, quit_now)
         signal.signal(signal.SIGUSR1, lambda signum, frame: engine.reopen_logs())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master's business
         if "worker_abort" in self.hooks:
@@ -589,14 +609,22 @@ class Arbiter:
         if self.config.reload:
             from qiao._reloader import watch_sources
 
-            watch_sources(engine)
+            watch_sources(engine, watch)
         worker.booted = True
         try:
-            engine.serve_forever()
+            if worker.alive:  # else told to stop while it booted
+                engine.serve_forever()
         except KeyboardInterrupt:
             pass
         engine.close()
         return 0
+
+    def _quit_now(self, worker: Worker) -> None:
+        """QUIT (a fast stop): worker_int and worker_exit, then out at once (gunicorn's)."""
+        worker.alive = False
+        self.hooks.call("worker_int", worker)
+        self.hooks.call("worker_exit", self, worker)
+        os._exit(0)
 
     def _load_app(self) -> Callable:
         return load_configured(self.app_spec, self.config, os.getcwd())

@@ -81,6 +81,8 @@ struct Live {
     /// The request hooks' state, when the config file defines them (boxed: most servers
     /// have none, and `Live` moves on every pause).
     hooked: Option<Box<Hooked>>,
+    /// The environ, kept when `Context::keeps_environ` says so.
+    environ: Option<Py<PyAny>>,
 }
 
 impl Drop for Waiting {
@@ -93,11 +95,18 @@ impl Drop for Waiting {
             Python::attach(|py| {
                 let _ = close_iterable(req.iterable.bind(py));
                 let resp = req.sr.bind(py).borrow_mut().resp.take();
-                if let (Some(hooked), Some(resp)) = (req.hooked, resp) {
+                if let (Some(hooked), Some(r)) = (req.hooked, resp) {
                     // The error log is not at hand here; the hook's wrapper logs what its
                     // hook raises itself.
-                    let r = &resp;
-                    hooked.end(py, r.head.status, &r.head.lines, r.body_bytes, None);
+                    let environ = req.environ.as_ref();
+                    hooked.end(
+                        py,
+                        environ,
+                        r.head.status,
+                        &r.head.lines,
+                        r.body_bytes,
+                        None,
+                    );
                 }
             });
         }
@@ -167,17 +176,20 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
     };
 
     let mut hooked = None;
+    let mut kept = None;
     let result = ctx
         .environ
         .build(py, &head, forwarded.as_deref(), &peer, &input, keep)
         .and_then(|environ| {
+            if ctx.keeps_environ {
+                kept = Some(environ.clone().into_any().unbind());
+            }
             if let Some(hooks) = &ctx.hooks {
                 // gunicorn's pre_request: what it raises is the request's 500.
                 let token = hooks.begin.bind(py).call1((&environ,))?;
                 hooked = Some(Box::new(Hooked {
                     end: hooks.end.clone_ref(py),
                     token: token.unbind(),
-                    environ: environ.clone().into_any().unbind(),
                 }));
             }
             ctx.app.bind(py).call1((environ, start))
@@ -187,9 +199,12 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         Err(err) => {
             fail(py, ctx, &sr, &head, Failure::App(err));
             let client = forwarded.as_deref();
-            return Step::Done(finalize(
-                py, ctx, &sr, &head, client, &peer, started, hooked,
-            ));
+            let ended = Ended {
+                started,
+                hooked,
+                environ: kept,
+            };
+            return Step::Done(finalize(py, ctx, &sr, &head, client, &peer, ended));
         }
     };
     let req = Live {
@@ -202,6 +217,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         peer,
         started,
         hooked,
+        environ: kept,
     };
     body(py, ctx, req, may_pause)
 }
@@ -241,21 +257,25 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     // whatever the app read of it.
     drop(req.input);
     let forwarded = req.forwarded.as_deref();
+    let ended = Ended {
+        started: req.started,
+        hooked: req.hooked,
+        environ: req.environ,
+    };
     Step::Done(finalize(
-        py,
-        ctx,
-        &sr,
-        &req.head,
-        forwarded,
-        &req.peer,
-        req.started,
-        req.hooked,
+        py, ctx, &sr, &req.head, forwarded, &req.peer, ended,
     ))
+}
+
+/// What a request carries to its end besides its head and response.
+struct Ended {
+    started: Instant,
+    hooked: Option<Box<Hooked>>,
+    environ: Option<Py<PyAny>>,
 }
 
 /// The request is over: the connection's outcome, the access log line, and the
 /// `post_request` hook.
-#[allow(clippy::too_many_arguments)]
 fn finalize(
     py: Python<'_>,
     ctx: &Context,
@@ -263,9 +283,13 @@ fn finalize(
     head: &RequestHead,
     forwarded: Option<&Forwarded>,
     peer: &Peer,
-    started: Instant,
-    hooked: Option<Box<Hooked>>,
+    ended: Ended,
 ) -> Outcome {
+    let Ended {
+        started,
+        hooked,
+        environ,
+    } = ended;
     let mut resp = sr
         .borrow_mut()
         .resp
@@ -281,11 +305,13 @@ fn finalize(
             body_bytes: resp.body_bytes,
             response_head: &resp.head.lines,
             started,
+            environ: environ.as_ref().map(|e| e.bind(py)),
         });
     }
     if let Some(hooked) = hooked {
         hooked.end(
             py,
+            environ.as_ref(),
             resp.head.status,
             &resp.head.lines,
             resp.body_bytes,

@@ -42,6 +42,9 @@ pub(crate) struct Context {
     /// The server hooks around each request (gunicorn's `pre_request`/`post_request`),
     /// when a config file defines them; `None` costs a request nothing.
     pub hooks: Option<RequestHooks>,
+    /// Whether a request's environ is kept past the app's call, for the hooks or the
+    /// access log's `%({NAME}e)s` atoms; otherwise the app alone holds it.
+    pub keeps_environ: bool,
 }
 
 /// Two Python callables around each request, made by the worker from the config file's
@@ -58,25 +61,27 @@ pub(crate) struct RequestHooks {
 pub(crate) struct Hooked {
     pub end: Py<PyAny>,
     pub token: Py<PyAny>,
-    pub environ: Py<PyAny>,
 }
 
 impl Hooked {
     /// Calls `end` with what the response was; what it raises is logged (the Python side
     /// logs its hook's own errors, so this is only what escapes that).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn end(
         self,
         py: Python<'_>,
+        environ: Option<&Py<PyAny>>,
         status: u16,
         head: &[u8],
         sent: u64,
         log: Option<&ErrorLog>,
     ) {
         let head = pyo3::types::PyBytes::new(py, head);
+        let environ = environ.map_or_else(|| py.None(), |e| e.clone_ref(py));
         let called = self
             .end
             .bind(py)
-            .call1((self.token, self.environ, status, head, sent));
+            .call1((self.token, environ, status, head, sent));
         if let (Err(err), Some(log)) = (called, log) {
             let trace = handler::format_traceback(py, &err);
             log.error(&format!("Exception in post_request hook\n{trace}"));
@@ -112,10 +117,11 @@ impl Context {
             app,
             settings,
             error_log,
-            access_log,
             environ,
             interrupt: Mutex::new(None),
             served: AtomicU64::new(0),
+            keeps_environ: access_log.as_ref().is_some_and(|log| log.reads_environ()),
+            access_log,
             board,
             hooks: None,
         })

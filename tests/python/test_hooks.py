@@ -151,7 +151,7 @@ def test_every_hook_is_called_with_gunicorns_objects(server, project):
     assert got.count("post_request GET /where 1 /where 200 OK True") == 1
     assert got.count("on_reload") == 1
     assert got.count("child_exit True") >= 4
-    assert got.count("worker_exit True") >= 4
+    assert got.count("worker_exit True") >= 4, got
     assert got[-1] == "on_exit"
 
 
