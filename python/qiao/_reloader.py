@@ -14,7 +14,8 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 _INTERVAL = 1.0
 
