@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 use crate::http::RequestHead;
 use crate::log::{local_timestamp, Sink};
+use crate::syslog::Syslog;
 use std::sync::Mutex;
 
 /// One piece of a parsed format string.
@@ -54,6 +55,9 @@ pub(crate) struct AccessLog {
     atoms: Vec<Atom>,
     /// One writer for the process, so lines from several threads stay whole.
     sink: Mutex<Sink>,
+    /// `--log-syslog`: each line is also sent there (gunicorn's default, unless its
+    /// `disable_redirect_access_to_syslog`).
+    syslog: Option<Syslog>,
 }
 
 impl AccessLog {
@@ -62,7 +66,14 @@ impl AccessLog {
         Ok(AccessLog {
             atoms: parse_format(format)?,
             sink: Mutex::new(sink),
+            syslog: None,
         })
+    }
+
+    /// The same log, its lines also sent to `syslog`.
+    pub(crate) fn with_syslog(mut self, syslog: Option<Syslog>) -> AccessLog {
+        self.syslog = syslog;
+        self
     }
 
     /// Whether the format reads the environ (`%({NAME}e)s`), which must then be kept.
@@ -86,6 +97,9 @@ impl AccessLog {
         line.push('\n');
         if let Ok(mut sink) = self.sink.lock() {
             sink.write_all(line.as_bytes());
+        }
+        if let Some(syslog) = &self.syslog {
+            syslog.send(crate::log::Level::Info, &line);
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::log::{ErrorLog, Level, Sink};
 use crate::scoreboard::Scoreboard;
 use crate::server;
 use crate::sys;
+use crate::syslog::Syslog;
 use crate::wsgi::{Context, RequestHooks};
 
 #[pyclass(module = "qiao._qiao", frozen)]
@@ -72,16 +73,27 @@ impl Engine {
                 e,
             )
         })?;
-        let error_log = Arc::new(ErrorLog::new(level, sink));
+        let syslog = |name: &str| -> PyResult<Option<Syslog>> {
+            let Some(address) = &settings.log_syslog_to else {
+                return Ok(None);
+            };
+            let ident = format!("qiao.{}.{name}", settings.log_syslog_prefix);
+            Syslog::connect(address, &settings.log_syslog_facility, ident)
+                .map(Some)
+                .map_err(|e| os_error(&format!("--log-syslog-to: cannot reach {address}"), e))
+        };
+        let error_log = Arc::new(ErrorLog::new(level, sink).with_syslog(syslog("error")?));
         let access_log = match &settings.access_logfile {
             None => None,
             Some(path) => {
                 let sink = Sink::open(path, Sink::Stdout)
                     .map_err(|e| os_error(&format!("cannot open access log {path}"), e))?;
                 Some(
-                    AccessLog::new(&settings.access_logformat, sink).map_err(|e| {
-                        PyValueError::new_err(format!("setting access_logformat: {e}"))
-                    })?,
+                    AccessLog::new(&settings.access_logformat, sink)
+                        .map_err(|e| {
+                            PyValueError::new_err(format!("setting access_logformat: {e}"))
+                        })?
+                        .with_syslog(syslog("access")?),
                 )
             }
         };

@@ -201,7 +201,14 @@ def _serve(
 
         from qiao import _qiao
 
-        logger = _qiao.Logger(config.error_logfile, config.log_level)
+        syslog = config.syslog_settings(spec or config.paste)
+        logger = _qiao.Logger(
+            config.error_logfile, config.log_level,
+            None if syslog["log_syslog_to"] is None else (
+                syslog["log_syslog_to"], syslog["log_syslog_facility"],
+                f"qiao.{syslog['log_syslog_prefix']}.error",
+            ),
+        )
     except (ConfigError, AppLoadError, BindError) as e:
         return _error(str(e))
     except (OSError, ValueError) as e:

@@ -60,8 +60,27 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, width=max(width - 2, 40))
 
 
-def build_parser(cls: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser = cls(
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "unrecognized arguments" error names the flags close to a
+    misspelt one (abbreviations are off: a flag is written whole)."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            import difflib
+
+            flags = [flag for action in self._actions for flag in action.option_strings
+                     if action.help != argparse.SUPPRESS]
+            for word in message[len(prefix):].split():
+                flag = word.partition("=")[0]
+                close = difflib.get_close_matches(flag, flags, n=1) if flag[:2] == "--" else []
+                if close:
+                    message += f"; {flag}: did you mean {close[0]}?"
+        super().error(message)
+
+
+def build_parser(cls: type[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    parser = (cls or _Parser)(
         prog="qiao",
         allow_abbrev=False,
         usage="qiao [APP] [flags]",
@@ -84,11 +103,14 @@ def build_parser(cls: type[argparse.ArgumentParser] = argparse.ArgumentParser) -
     return parser
 
 
-class _EnvArgsParser(argparse.ArgumentParser):
+class _EnvArgsParser(_Parser):
     """The parser of ``QIAO_CMD_ARGS``: its errors are one line naming the variable."""
 
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"QIAO_CMD_ARGS: {message}")
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise ConfigError(f"QIAO_CMD_ARGS: {(message or '').strip().partition('error: ')[2]}")
+
+    def print_usage(self, file: object = None) -> None:
+        pass
 
 
 def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:

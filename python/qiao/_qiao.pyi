@@ -83,8 +83,11 @@ class Engine:
 class Logger:
     """The error log for code that runs without an engine (the master process)."""
 
-    def __new__(cls, target: str, level: str) -> Logger:
-        """``target``: a path, or "-" for stderr; ``level``: the least severe one written."""
+    def __new__(
+        cls, target: str, level: str, syslog: tuple[str, str, str] | None = None
+    ) -> Logger:
+        """``target``: a path, or "-" for stderr; ``level``: the least severe one written;
+        ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well."""
     def log(self, level: str, message: str) -> None: ...
     def reopen(self) -> None: ...
 

@@ -189,6 +189,13 @@ class Arbiter:
     # -- the loop
 
     def run(self) -> int:
+        if self.config.log_level == "debug":
+            # As gunicorn does at debug: the settings in effect, one per line.
+            from qiao.config import value_text
+
+            lines = [f"  {name}: {value_text(name, value)}"
+                     for name, value in sorted(self.config.as_dict().items())]
+            self.log.log("debug", "Current configuration:\n" + "\n".join(lines))
         _set_title(f"qiao: master [{self.proc_name}]")
         self._install_signals()
         self._write_pid()
@@ -580,6 +587,7 @@ class Arbiter:
         settings = self.config.engine_settings()
         settings["max_requests"] = max_requests
         settings["parent_pid"] = self.master_pid  # not getppid(): the master may be gone
+        settings.update(self.config.syslog_settings(self.proc_name))
         engine = _qiao.Engine(
             app, settings, [s.fileno() for s in self.sockets], board, slot,
             self.hooks.request_hooks(worker),

@@ -1334,12 +1334,25 @@ class Config:
         for name in _UNLIMITED_IF_ZERO:
             settings[name] = self._values[name] or sys.maxsize
         settings["url_scheme"] = "http" if self._values["certfile"] is None else "https"
+        settings.update(self.syslog_settings())
         settings["secure_scheme_headers"] = list(self._values["secure_scheme_headers"].items())
         for field in _FORWARDED_FIELDS:
             settings["forwarded_" + field] = self._values["forwarded_headers"].get(field, 0)
         # A worker of a master learns the master's pid (to stop when it is gone).
         settings["parent_pid"] = 0
         return settings
+
+    def syslog_settings(self, name: str | None = None) -> dict[str, object]:
+        """The engine's syslog keys: where lines go (None: not to syslog), the facility,
+        and the prefix of the program names (``--log-syslog-prefix``, else the process
+        name ``name``, as gunicorn's ``gunicorn.<prefix>.error``)."""
+        values = self._values
+        prefix = values["log_syslog_prefix"] or values["proc_name"] or name or "qiao"
+        return {
+            "log_syslog_to": values["log_syslog_to"] if values["log_syslog"] else None,
+            "log_syslog_facility": values["log_syslog_facility"],
+            "log_syslog_prefix": prefix.replace(":", "."),
+        }
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and self._values == other._values
@@ -1370,47 +1383,110 @@ def _show(raw: object) -> str:
     return repr(raw)
 
 
+# How --help groups the settings (gunicorn's sections, where it has them): every setting
+# is in exactly one.
+TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("server socket", ("bind", "backlog", "reuse_port", "protocol")),
+    ("worker processes", (
+        "workers", "worker_class", "threads", "worker_connections", "timeout",
+        "graceful_timeout", "keep_alive", "max_requests", "max_requests_jitter",
+        "max_worker_lifetime", "max_worker_memory", "output_budget",
+    )),
+    ("limits and timeouts of requests", (
+        "limit_request_line", "limit_request_fields", "limit_request_field_size",
+        "limit_request_head_size", "max_request_body_size", "body_buffer_size",
+        "limit_chunk_ext_size", "limit_trailer_size", "header_timeout", "body_timeout",
+        "write_timeout",
+    )),
+    ("the application", (
+        "wsgi_app", "factory", "chdir", "pythonpath", "raw_env", "paste", "paste_global",
+        "preload", "root_path", "sendfile",
+    )),
+    ("development and checks", (
+        "reload", "reload_extra_files", "check_config", "print_config",
+    )),
+    ("logging", (
+        "access_logfile", "access_logformat", "error_logfile", "log_level", "capture_output",
+        "log_config", "log_config_json", "log_config_dict", "log_syslog", "log_syslog_to",
+        "log_syslog_prefix", "log_syslog_facility",
+    )),
+    ("process", (
+        "proc_name", "pid", "user", "group", "initgroups", "umask", "daemon", "worker_tmp_dir",
+    )),
+    ("behind a proxy", (
+        "forwarded_allow_ips", "secure_scheme_headers", "forwarded_headers", "proxy_protocol",
+        "proxy_allow_ips",
+    )),
+    ("TLS (HTTPS)", (
+        "certfile", "keyfile", "keyfile_password", "ca_certs", "cert_reqs", "ciphers",
+        "tls_min_version", "tls_handshake_timeout",
+    )),
+    ("HTTP/2", (
+        "http_protocols", "http2_cleartext", "http2_max_concurrent_streams",
+        "http2_initial_window_size", "http2_max_frame_size", "http2_max_header_list_size",
+    )),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; values stay raw strings for ``Config(cli=...)``.
+    """Add one flag per setting, grouped by ``TOPICS``; values stay raw strings for
+    ``Config(cli=...)``.
 
     Flags not given are absent from the namespace (``default=SUPPRESS``), so the
     environment and defaults can fill them in with the right precedence.
     """
     import argparse
 
-    group = parser.add_argument_group("settings (each also read from QIAO_<NAME>)")
-    for setting in SETTINGS:
-        if not setting.flags:
-            continue
-        help_text = setting.doc
-        if not setting.switch:
-            help_text += f" [default: {_default_text(setting.default)}]"
-        help_text = help_text.replace("%", "%%")
-        if setting.switch:
-            # A switch sets the opposite of the default: --preload True, --no-sendfile False.
-            group.add_argument(
-                *setting.flags, dest=setting.name, action="store_const",
-                const=not setting.default, default=argparse.SUPPRESS, help=help_text,
-            )
-        else:
-            optional = {} if setting.const is None else {"nargs": "?", "const": setting.const}
-            group.add_argument(
-                *setting.flags, dest=setting.name,
-                action="append" if setting.repeat else "store",
-                default=argparse.SUPPRESS, metavar=setting.metavar, help=help_text, **optional,
-            )
+    for title, members in TOPICS:
+        group = parser.add_argument_group(title)
+        for name in members:
+            setting = _BY_NAME[name]
+            if not setting.flags:
+                continue
+            help_text = setting.doc
+            if not setting.switch:
+                help_text += f" [default: {default_text(setting)}]"
+            help_text = help_text.replace("%", "%%")
+            if setting.switch:
+                # A switch sets the opposite of the default: --preload True, --no-sendfile
+                # False.
+                group.add_argument(
+                    *setting.flags, dest=setting.name, action="store_const",
+                    const=not setting.default, default=argparse.SUPPRESS, help=help_text,
+                )
+            else:
+                optional = {} if setting.const is None else {"nargs": "?", "const": setting.const}
+                group.add_argument(
+                    *setting.flags, dest=setting.name,
+                    action="append" if setting.repeat else "store",
+                    default=argparse.SUPPRESS, metavar=setting.metavar, help=help_text,
+                    **optional,
+                )
 
 
-def _default_text(default: object) -> str:
-    if isinstance(default, list):
-        return ",".join(default) if default else "none"
-    if isinstance(default, dict):
-        return ",".join(f"{k}={v}" for k, v in default.items()) if default else "none"
-    if default is None:
+def default_text(setting: Setting) -> str:
+    """A setting's default as a user writes it (see ``value_text``)."""
+    return value_text(setting.name, setting.default)
+
+
+def value_text(name: str, value: object) -> str:
+    """A setting's value as a user writes it: a mask in octal (``0o022``, not 18), whole
+    seconds without ``.0``, lists comma-separated, a password hidden."""
+    if "password" in name and value:
+        return "***"
+    if name == "umask" and isinstance(value, int):
+        return f"0o{value:03o}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(value) if value else "none"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) if value else "none"
+    if value is None:
         return "unset"
-    if default == "":
+    if value == "":
         return "''"
-    return str(default)
+    return str(value)
 
 
 def names() -> Iterable[str]:

@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 use crate::access_log::AccessRecord;
 use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
+use crate::log::Level;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::{ip_text, Peer};
 use crate::wsgi::file_wrapper::FileWrapper;
@@ -307,6 +308,18 @@ fn finalize(
             started,
             environ: environ.as_ref().map(|e| e.bind(py)),
         });
+    }
+    if ctx.error_log.enabled(Level::Debug) {
+        // --log-level debug: one line per request, for the development loop.
+        ctx.error_log.debug(&format!(
+            "\"{} {} {}\" {} {} bytes in {:.3} ms",
+            String::from_utf8_lossy(head.method()),
+            String::from_utf8_lossy(head.target()),
+            String::from_utf8_lossy(head.version_raw()),
+            resp.head.status,
+            resp.body_bytes,
+            started.elapsed().as_secs_f64() * 1000.0,
+        ));
     }
     if let Some(hooked) = hooked {
         hooked.end(
