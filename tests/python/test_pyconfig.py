@@ -260,3 +260,85 @@ def test_hup_runs_the_python_config_again(project):
         assert running.log().count("Booting worker") >= 3, running.log()
     finally:
         running.stop()
+
+
+# gunicorn.conf.py files shaped as open-source Django projects ship them (their settings
+# and hooks, read from their repositories; the address and app changed to this suite's):
+# a gthread one naming its app with wsgi_app, with worker_tmp_dir and "accesslog = errorlog
+# = '-'"; a sync one that logs through the 'gunicorn.error' logger in worker_abort, reads
+# its worker count from the environment as a string, preloads the app and closes Django's
+# database connections in post_fork.
+DJANGO_GTHREAD = """\
+bind = "127.0.0.1:0"
+workers = 2
+wsgi_app = "apps.django_app:application"
+worker_class = "gthread"
+threads = 4  # valid for gthread
+
+max_requests = 1000
+max_requests_jitter = 2
+timeout = 30
+
+worker_tmp_dir = "/dev/shm"
+
+accesslog = errorlog = "-"
+"""
+
+DJANGO_SYNC = """\
+import logging
+from os import getenv
+
+bind = "127.0.0.1:0"
+workers = getenv("WSGI_NUM_WORKERS", 2)
+worker_class = 'sync'
+worker_connections = 1000
+timeout = 120
+keepalive = 2
+max_requests = getenv("WSGI_MAX_REQUESTS", 1000)
+max_requests_jitter = 100
+graceful_timeout = int(getenv("WSGI_GRACEFUL_TIMEOUT", 10))
+forwarded_allow_ips = "*"
+access_log_format = '%({x-forwarded-for}i)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+accesslog = "-"
+loglevel = getenv("LOGLEVEL", "info")
+
+logger = logging.getLogger('gunicorn.error')
+
+
+preload_app = True
+
+
+def post_fork(server, worker):
+    # The app was imported before the fork: connections it opened are not to be shared.
+    from django.db import connections
+
+    connections.close_all()
+
+
+def worker_abort(worker):
+    logger.critical('Worker %s aborted: timeout', worker.pid)
+"""
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("source", [DJANGO_GTHREAD, DJANGO_SYNC], ids=["gthread", "sync"])
+def test_django_projects_configs_serve(server, source, tmp_path):
+    """Each config runs unchanged under both servers and serves the Django app; the access
+    log line of the second shows the X-Forwarded-For atom its format asks for."""
+    from conftest import TESTS_DIR
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(source)
+    access = tmp_path / "access.log"
+    # The command line's --access-logfile wins over the file's accesslog = "-".
+    running = start(server, "-c", str(conf), "--chdir", str(TESTS_DIR), "apps.django_app",
+                    "--access-logfile", str(access), cwd=tmp_path)
+    try:
+        reply = requests.get(running.url + "/hello/?name=conf", timeout=10,
+                             headers={"X-Forwarded-For": "203.0.113.9"})
+        assert reply.status_code == 200
+        assert reply.text == "Hello from Django, conf"
+    finally:
+        assert running.stop() == 0
+    if source is DJANGO_SYNC:
+        assert access.read_text().startswith("203.0.113.9 - - [")
