@@ -342,3 +342,20 @@ def test_django_projects_configs_serve(server, source, tmp_path):
         assert running.stop() == 0
     if source is DJANGO_SYNC:
         assert access.read_text().startswith("203.0.113.9 - - [")
+
+
+def test_every_gunicorn_setting_is_known_and_documented():
+    """Each setting of the installed gunicorn is a qiao setting (by its name or gunicorn's),
+    a hook, or one qiao judges by the documented rule; and docs/configuration.md's
+    "Switching from gunicorn" table names it."""
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    from qiao._gunicorn import ABSENT, HOOK_ERRORS
+    from qiao._hooks import HOOKS
+    from qiao._pyconfig import _NAMES, _PASSED_OVER
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = text[text.index("## Switching from gunicorn"):text.index("### Server hooks")]
+    for setting in gunicorn_config.KNOWN_SETTINGS:
+        name = setting.name
+        assert name in {**_NAMES, **ABSENT, **HOOKS, **HOOK_ERRORS} or name in _PASSED_OVER
+        assert f"| `{name}` |" in section, name
