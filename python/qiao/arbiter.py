@@ -36,6 +36,7 @@ from qiao.config import Config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import FrameType
     from typing import Callable
 
     from qiao._qiao import Scoreboard
@@ -438,10 +439,10 @@ class Arbiter:
         )
         self._kill(worker.pid, _DUMP_SIGNAL)
         now = time.monotonic()
+        # After the dump, as gunicorn does: SIGABRT, whose handler calls worker_abort and
+        # ends the stuck requests with a 500; SIGKILL if the worker is still there.
+        worker.abort_at = now + _ABORT_AFTER_DUMP
         worker.kill_at = now + _KILL_AFTER_DUMP
-        if "worker_abort" in self.hooks:
-            # After the dump, as gunicorn does: SIGABRT, whose handler calls the hook.
-            worker.abort_at = now + _ABORT_AFTER_DUMP
         worker.retiring = True
 
     def _reload(self) -> None:
@@ -607,13 +608,19 @@ class Arbiter:
         signal.signal(signal.SIGINT, graceful)
         signal.signal(signal.SIGUSR1, lambda signum, frame: engine.reopen_logs())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master's business
-        if "worker_abort" in self.hooks:
-            def abort(signum: int, frame: object) -> None:
-                worker.alive = False
-                self.hooks.call("worker_abort", worker)
-                os._exit(1)
+        def abort(signum: int, frame: FrameType | None) -> None:
+            # --timeout (the master's SIGABRT, after the stacks were dumped): gunicorn's
+            # worker_abort, then the requests stuck in the app are ended by an exception
+            # raised in their threads, so that each gets a 500 and Connection: close where
+            # its response has not begun; the worker stops, SIGKILL being the backstop.
+            worker.alive = False
+            self.hooks.call("worker_abort", worker)
+            engine.shutdown(wait=False)
+            _interrupt_app_threads()
+            if frame is not None and not frame.f_code.co_filename.startswith(_QIAO_DIR):
+                raise RequestTimeout(self.config.timeout)
 
-            signal.signal(signal.SIGABRT, abort)
+        signal.signal(signal.SIGABRT, abort)
         if self.config.reload:
             from qiao._reloader import watch_sources
 
@@ -622,7 +629,7 @@ class Arbiter:
         try:
             if worker.alive:  # else told to stop while it booted
                 engine.serve_forever()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RequestTimeout):
             pass
         engine.close()
         return 0
@@ -636,6 +643,35 @@ class Arbiter:
 
     def _load_app(self) -> Callable:
         return load_configured(self.app_spec, self.config, os.getcwd())
+
+
+class RequestTimeout(Exception):
+    """Raised in an app thread whose request ran past ``--timeout``: the engine answers the
+    request 500 (its traceback shows where the app was)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        limit = "--timeout" if timeout is None else f"--timeout {timeout:g}s"
+        super().__init__(f"the request ran past {limit}; the worker stops")
+
+
+_QIAO_DIR = os.path.dirname(__file__)
+
+
+def _interrupt_app_threads() -> None:
+    """Raises ``RequestTimeout`` in the other threads running the app's Python code now
+    (a thread waiting in the engine runs none, and is left alone), at its next bytecode."""
+    import ctypes
+    import threading
+
+    main = threading.main_thread().ident
+    for ident, frame in sys._current_frames().items():
+        if ident in (main, threading.get_ident()):
+            continue
+        if frame.f_code.co_filename.startswith(_QIAO_DIR):
+            continue  # qiao's own threads (the reloader)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(ident), ctypes.py_object(RequestTimeout)
+        )
 
 
 def _map_board(config: Config) -> Scoreboard:

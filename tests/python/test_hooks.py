@@ -270,3 +270,69 @@ def test_post_fork_that_raises_fails_the_workers_boot(server, project):
     result = run(server, "hello:app", cwd=project)
     assert result.returncode != 0
     assert "RuntimeError: cannot connect" in result.stderr
+
+
+SLOW_APP = """\
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        while True:
+            time.sleep(0.05)
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_worker_abort_runs_in_the_worker_killed_by_timeout(server, project):
+    """gunicorn's worker_abort: called in a worker that --timeout stops (SIGABRT), whose
+    stuck request gets a 500 with Connection: close; then a new worker serves. qiao writes
+    the stuck threads' stacks first, without "Fatal Python error"."""
+    (project / "slow.py").write_text(SLOW_APP)
+    notes = project / "notes"
+    conf = project / "abort.conf.py"
+    conf.write_text(
+        'import os\nbind = "127.0.0.1:0"\ntimeout = 1\n'
+        "def worker_abort(worker):\n"
+        "    worker.log.info('worker received SIGABRT signal')\n"
+        "    with open(os.environ['HOOK_NOTES'], 'a') as f:\n"
+        "        f.write(f'worker_abort {worker.pid == os.getpid()}\\n')\n"
+    )
+    running = start(server, "-c", str(conf), "slow:app", cwd=project,
+                    env={"HOOK_NOTES": str(notes)})
+    try:
+        # gunicorn: the SIGABRT handler's exception ends the app's call, and the request
+        # gets a 500 that closes the connection.
+        stuck = requests.get(running.url + "/stuck", timeout=30)
+        assert stuck.status_code == 500
+        assert stuck.headers["Connection"] == "close"
+        assert wait_for(notes, "worker_abort True") == ["worker_abort True"]
+        assert requests.get(running.url + "/", timeout=20).text == "ok"
+        log = running.wait_log("worker received SIGABRT signal")
+    finally:
+        running.stop()
+    assert "worker received SIGABRT signal" in log
+    if server == "qiao":
+        assert "WORKER TIMEOUT" in log and "in app" in log  # the stuck frame, from the dump
+        assert "Fatal Python error" not in log
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_timeout_answers_the_stuck_request_500_without_hooks(tmp_path, threads):
+    """--timeout with no hooks at all, one app thread or several: the stuck request is
+    answered 500 with Connection: close (not an empty reply), its traceback in the log
+    names the app's frame, and a new worker serves."""
+    (tmp_path / "slow.py").write_text(SLOW_APP)
+    running = start("qiao", "slow:app", "-b", "127.0.0.1:0", "--timeout", "1",
+                    "--threads", threads, cwd=tmp_path)
+    try:
+        stuck = requests.get(running.url + "/stuck", timeout=30)
+        assert stuck.status_code == 500 and stuck.headers["Connection"] == "close"
+        assert requests.get(running.url + "/", timeout=20).text == "ok"
+        log = running.wait_log("RequestTimeout")
+    finally:
+        running.stop()
+    assert "RequestTimeout: the request ran past --timeout" in log
+    assert 'slow.py", line 6, in app' in log  # the traceback of the 500
+    assert "Fatal Python error" not in log
