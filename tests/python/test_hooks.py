@@ -98,6 +98,29 @@ def on_exit(server):
 """
 
 
+# The head of the smaller config files below: their hooks write with note().
+NOTE = """\
+import os
+bind = "127.0.0.1:0"
+
+
+def note(*words):
+    with open(os.environ["HOOK_NOTES"], "a") as f:
+        f.write(" ".join(str(w) for w in words) + "\\n")
+"""
+
+
+def serve_with(server: str, project: Path, hooks: str, app: str = "hello:app", *flags: str):
+    """Start `server` on `app` with a config file of NOTE and `hooks`; the server and the
+    file its hooks write to."""
+    conf = project / "hooks.conf.py"
+    conf.write_text(NOTE + hooks)
+    notes = project / "notes"
+    running = start(server, "-c", str(conf), app, *flags, cwd=project,
+                    env={"HOOK_NOTES": str(notes)})
+    return running, notes
+
+
 def notes_of(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -159,14 +182,11 @@ def test_every_hook_is_called_with_gunicorns_objects(server, project):
 def test_a_raising_pre_request_hook_is_the_requests_500(server, project):
     """gunicorn runs pre_request inside the request's handling: what it raises is that
     request's 500 and a logged traceback; the worker serves on."""
-    conf = project / "raising.conf.py"
-    conf.write_text(
-        'bind = "127.0.0.1:0"\n'
+    running, _ = serve_with(server, project, (
         "def pre_request(worker, req):\n"
         "    if req.path == '/bad':\n"
         "        raise ValueError('pre_request refused ' + req.path)\n"
-    )
-    running = start(server, "-c", str(conf), "hello:app", cwd=project)
+    ))
     try:
         assert requests.get(running.url + "/bad", timeout=10).status_code == 500
         assert requests.get(running.url + "/good", timeout=10).text == "/good"
@@ -181,17 +201,11 @@ def test_post_request_sees_an_app_error_and_a_raising_hook_is_logged(server, pro
     """post_request runs for a request whose app raised (gunicorn calls it in a finally),
     and an exception from post_request is logged ("Exception in post_request hook")
     without touching the response."""
-    conf = project / "post.conf.py"
-    notes = project / "notes"
-    conf.write_text(
-        'import os\nbind = "127.0.0.1:0"\n'
+    running, notes = serve_with(server, project, (
         "def post_request(worker, req, environ, resp):\n"
-        "    with open(os.environ['HOOK_NOTES'], 'a') as f:\n"
-        "        f.write(req.path + '\\n')\n"
+        "    note(req.path)\n"
         "    raise KeyError('post hook bug')\n"
-    )
-    running = start(server, "-c", str(conf), "hello:app", cwd=project,
-                    env={"HOOK_NOTES": str(notes)})
+    ))
     try:
         assert requests.get(running.url + "/boom", timeout=10).status_code == 500
         assert requests.get(running.url + "/fine", timeout=10).text == "/fine"
@@ -205,16 +219,10 @@ def test_post_request_sees_an_app_error_and_a_raising_hook_is_logged(server, pro
 
 def test_post_request_in_gunicorns_older_forms(project):
     """gunicorn accepts post_request(worker, req) and (worker, req, environ) too."""
-    conf = project / "old.conf.py"
-    notes = project / "notes"
-    conf.write_text(
-        'import os\nbind = "127.0.0.1:0"\n'
+    running, notes = serve_with("qiao", project, (
         "def post_request(worker, req):\n"
-        "    with open(os.environ['HOOK_NOTES'], 'a') as f:\n"
-        "        f.write(req.method + ' ' + req.path + '\\n')\n"
-    )
-    running = start("qiao", "-c", str(conf), "hello:app", cwd=project,
-                    env={"HOOK_NOTES": str(notes)})
+        "    note(req.method, req.path)\n"
+    ))
     try:
         requests.get(running.url + "/old", timeout=10)
         assert wait_for(notes, "GET /old") == ["GET /old"]
@@ -290,17 +298,12 @@ def test_worker_abort_runs_in_the_worker_killed_by_timeout(server, project):
     stuck request gets a 500 with Connection: close; then a new worker serves. qiao writes
     the stuck threads' stacks first, without "Fatal Python error"."""
     (project / "slow.py").write_text(SLOW_APP)
-    notes = project / "notes"
-    conf = project / "abort.conf.py"
-    conf.write_text(
-        'import os\nbind = "127.0.0.1:0"\ntimeout = 1\n'
+    running, notes = serve_with(server, project, (
+        "timeout = 1\n"
         "def worker_abort(worker):\n"
         "    worker.log.info('worker received SIGABRT signal')\n"
-        "    with open(os.environ['HOOK_NOTES'], 'a') as f:\n"
-        "        f.write(f'worker_abort {worker.pid == os.getpid()}\\n')\n"
-    )
-    running = start(server, "-c", str(conf), "slow:app", cwd=project,
-                    env={"HOOK_NOTES": str(notes)})
+        "    note('worker_abort', worker.pid == os.getpid())\n"
+    ), "slow:app")
     try:
         # gunicorn: the SIGABRT handler's exception ends the app's call, and the request
         # gets a 500 that closes the connection.
