@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from qiao._pyconfig import is_python, settings_from
+from qiao._pyconfig import DEFAULT_FILES, is_python, settings_from, shown_name
 from qiao.config import SETTINGS, ConfigError, did_you_mean
 
 TYPE_CHECKING = False
@@ -18,18 +18,14 @@ __all__ = ["locate", "read_config_file"]
 
 _NAMES = [setting.name for setting in SETTINGS]
 
-# Looked for in the working directory when no -c is given, in this order.
-_DEFAULTS = ("qiao.toml", "qiao.conf.py", "pyproject.toml", "gunicorn.conf.py")
-
-
 def locate(explicit: str | None, cwd: str | None = None) -> str | None:
-    """The config file to read: ``explicit`` (``-c``), else the first of ``_DEFAULTS`` in
+    """The config file to read: ``explicit`` (``-c``), else the first of ``DEFAULT_FILES`` in
     ``cwd`` that exists (a ``pyproject.toml`` only when it has a ``[tool.qiao]`` table),
     as an absolute path (a reload reads it again after ``--chdir``)."""
     if explicit is not None:
         return explicit
     cwd = os.path.abspath(cwd or os.getcwd())
-    for name in _DEFAULTS:
+    for name in DEFAULT_FILES:
         path = os.path.join(cwd, name)
         if not os.path.isfile(path):
             continue
@@ -99,15 +95,6 @@ def read_config_file(
             raise ConfigError(f"{where}: unknown setting {key!r}{did_you_mean(name, _NAMES)}")
         settings[name] = value
     return settings, {name: f"{where}: {name}" for name in settings}
-
-
-def shown_name(path: str) -> str:
-    """How errors name a config file: a default one by its name in the working directory
-    (``gunicorn.conf.py``), one given with ``-c`` as it was given."""
-    directory, name = os.path.split(path)
-    if name in _DEFAULTS and directory == os.getcwd():
-        return name
-    return path
 
 
 def _toml(path: str, raw: bytes) -> dict[str, Any]:

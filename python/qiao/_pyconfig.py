@@ -17,7 +17,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["describe", "execute", "is_python", "settings_from"]
+__all__ = ["DEFAULT_FILES", "describe", "execute", "is_python", "settings_from", "shown_name"]
+
+# The config files looked for in the working directory when no -c is given, in this order
+# (see qiao._configfile; here because the master, which runs Python config files, must
+# not import that module's TOML reading).
+DEFAULT_FILES = ("qiao.toml", "qiao.conf.py", "pyproject.toml", "gunicorn.conf.py")
 
 # A config file's name for each setting: qiao's own, and gunicorn's where it differs.
 _NAMES: dict[str, str] = {}
@@ -28,6 +33,15 @@ for _setting in SETTINGS:
 # Names gunicorn keeps for itself: the config file's own path, and the name it derives
 # proc_name from.
 _PASSED_OVER = ("config", "default_proc_name")
+
+
+def shown_name(path: str) -> str:
+    """How errors name a config file: a default one by its name in the working directory
+    (``gunicorn.conf.py``), one given with ``-c`` as it was given."""
+    directory, name = os.path.split(path)
+    if name in DEFAULT_FILES and directory == os.getcwd():
+        return name
+    return path
 
 
 def is_python(location: str) -> bool:
@@ -53,8 +67,6 @@ def execute(location: str) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - the user's file: one line saying where
             raise ConfigError(describe(e, location)) from None
     path = location.removeprefix("file:")
-    from qiao._configfile import shown_name
-
     shown = shown_name(path)
     if not os.path.isfile(path):
         raise ConfigError(f"cannot read config file {path}: no such file")
@@ -77,8 +89,6 @@ def describe(error: BaseException, where: str | None = None, path: str | None = 
     """``FILE:LINE: Type: message`` for an error raised by a config file or a hook, the line
     being the deepest frame in a Python file of the user's (the config file, ``path``, is
     shown as ``where``)."""
-    from qiao._configfile import shown_name
-
     line = None
     if isinstance(error, SyntaxError) and error.filename:
         line = error.lineno

@@ -359,3 +359,25 @@ def test_every_gunicorn_setting_is_known_and_documented():
         name = setting.name
         assert name in {**_NAMES, **ABSENT, **HOOKS, **HOOK_ERRORS} or name in _PASSED_OVER
         assert f"| `{name}` |" in section, name
+
+
+def test_a_python_config_leaves_the_workers_lean(tmp_path):
+    """The master runs a Python config file itself (its hooks live there) but still parses
+    the command line and the settings in a throwaway child: the workers it forks carry no
+    argument parser, TOML reader or settings-file module."""
+    import json
+
+    from conftest import TESTS_DIR
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text('bind = "127.0.0.1:0"\nworkers = 1\ndef post_fork(server, worker):\n'
+                    '    pass\n')
+    running = start("qiao", "-c", str(conf), "--chdir", str(TESTS_DIR), "apps.modules:app",
+                    cwd=tmp_path)
+    try:
+        modules = set(json.loads(requests.get(running.url + "/", timeout=10).text))
+    finally:
+        running.stop()
+    assert "qiao._qiao" in modules and "__config__" in modules
+    assert sorted(modules & {"argparse", "qiao._cli", "qiao._configfile", "tomllib",
+                             "difflib", "inspect", "shlex"}) == []
