@@ -452,3 +452,63 @@ def test_syntax_error_in_the_app_shows_the_apps_lines_only(project):
     assert result.stderr.rstrip().splitlines()[-1].startswith("SyntaxError:")
     assert "qiao" not in result.stderr.replace("broken", "")
     assert "importlib" not in result.stderr
+
+
+LOGGING_INI = """\
+[loggers]
+keys = root, myapp
+
+[handlers]
+keys = file
+
+[formatters]
+keys = plain
+
+[logger_root]
+level = WARNING
+handlers =
+
+[logger_myapp]
+level = INFO
+handlers = file
+qualname = myapp
+
+[handler_file]
+class = FileHandler
+args = ('{path}',)
+formatter = plain
+
+[formatter_plain]
+format = INI %(levelname)s %(message)s
+"""
+
+
+@pytest.mark.parametrize("kind", ["ini", "json"])
+def test_log_config_files_configure_the_apps_logging(project, kind):
+    """--log-config (fileConfig's ini) and --log-config-json (dictConfig's JSON): the app's
+    logger writes where the file says."""
+    import json
+
+    target = project / "app.log"
+    if kind == "ini":
+        (project / "logging.ini").write_text(LOGGING_INI.format(path=target))
+        flags = ("--log-config", "logging.ini")
+    else:
+        (project / "logging.json").write_text(json.dumps({
+            "version": 1,
+            "formatters": {"plain": {"format": "INI %(levelname)s %(message)s"}},
+            "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target),
+                                  "formatter": "plain"}},
+            "loggers": {"myapp": {"handlers": ["file"], "level": "INFO"}},
+        }))
+        flags = ("--log-config-json", "logging.json")
+    running = start("qiao", "hello:app", "-b", "127.0.0.1:0", *flags, cwd=project)
+    try:
+        requests.get(running.url + "/log", timeout=10)
+        assert wait_until(lambda: target.exists()
+                          and "INI WARNING logged by the app" in target.read_text())
+    finally:
+        running.stop()
+    result = run("qiao", "hello:app", "--log-config", "missing.ini", cwd=project)
+    assert result.returncode == 2
+    assert result.stderr == "qiao: error: --log-config: no such file 'missing.ini'\n"
