@@ -175,11 +175,20 @@ def test_capture_output_sends_print_to_the_error_log(server, project):
         running.stop()
 
 
+def app_logs_to(server: str, project: Path, target: Path, line: str, *flags: str) -> bool:
+    """Whether the app's logger, asked to log (GET /log), writes `line` to `target`."""
+    running = start(server, "hello:app", "-b", "127.0.0.1:0", *flags, cwd=project)
+    try:
+        requests.get(running.url + "/log", timeout=10)
+        return wait_until(lambda: target.exists() and line in target.read_text())
+    finally:
+        running.stop()
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_log_config_dict_configures_the_apps_logging(server, project):
     """--log-config-dict / logconfig_dict: Python's logging configured by dictConfig before
     the app loads: the app's logger writes where the dict says."""
-    import json
 
     target = project / "app.log"
     conf = {
@@ -193,14 +202,7 @@ def test_log_config_dict_configures_the_apps_logging(server, project):
         "loggers": {"myapp": {"handlers": ["file"], "level": "INFO"}},
     }
     (project / "gunicorn.conf.py").write_text(f"logconfig_dict = {conf!r}\n")
-    running = start(server, "hello:app", "-b", "127.0.0.1:0", cwd=project)
-    try:
-        requests.get(running.url + "/log", timeout=10)
-        assert wait_until(lambda: target.exists()
-                          and "APP WARNING logged by the app" in target.read_text())
-    finally:
-        running.stop()
-    assert json.dumps(conf)  # the same dict works as --log-config-dict JSON (below)
+    assert app_logs_to(server, project, target, "APP WARNING logged by the app")
 
 
 def test_log_config_dict_flag_and_a_bad_one(project):
@@ -502,13 +504,7 @@ def test_log_config_files_configure_the_apps_logging(project, kind):
             "loggers": {"myapp": {"handlers": ["file"], "level": "INFO"}},
         }))
         flags = ("--log-config-json", "logging.json")
-    running = start("qiao", "hello:app", "-b", "127.0.0.1:0", *flags, cwd=project)
-    try:
-        requests.get(running.url + "/log", timeout=10)
-        assert wait_until(lambda: target.exists()
-                          and "INI WARNING logged by the app" in target.read_text())
-    finally:
-        running.stop()
+    assert app_logs_to("qiao", project, target, "INI WARNING logged by the app", *flags)
     result = run("qiao", "hello:app", "--log-config", "missing.ini", cwd=project)
     assert result.returncode == 2
     assert result.stderr == "qiao: error: --log-config: no such file 'missing.ini'\n"
