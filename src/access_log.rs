@@ -2,8 +2,11 @@
 
 use std::time::Instant;
 
+use pyo3::prelude::*;
+
 use crate::http::RequestHead;
 use crate::log::{local_timestamp, Sink};
+use crate::syslog::Syslog;
 use std::sync::Mutex;
 
 /// One piece of a parsed format string.
@@ -11,7 +14,8 @@ use std::sync::Mutex;
 enum Atom {
     Text(String),
     RemoteAddr,     // h
-    Dash,           // l, u: identd and remote user, never known here
+    Dash,           // l: identd, never known here
+    User,           // u: the user of Basic authentication
     Time,           // t
     RequestLine,    // r
     Method,         // m
@@ -42,12 +46,18 @@ pub(crate) struct AccessRecord<'a> {
     /// The serialized response head, searched only by `%({name}o)s` atoms.
     pub response_head: &'a [u8],
     pub started: Instant,
+    /// The request's WSGI environ, read by `%({NAME}e)s` atoms (`None`: a request the
+    /// app never saw, whose atoms show `-`).
+    pub environ: Option<&'a Bound<'a, PyAny>>,
 }
 
 pub(crate) struct AccessLog {
     atoms: Vec<Atom>,
     /// One writer for the process, so lines from several threads stay whole.
     sink: Mutex<Sink>,
+    /// `--log-syslog`: each line is also sent there (gunicorn's default, unless its
+    /// `disable_redirect_access_to_syslog`).
+    syslog: Option<Syslog>,
 }
 
 impl AccessLog {
@@ -56,7 +66,19 @@ impl AccessLog {
         Ok(AccessLog {
             atoms: parse_format(format)?,
             sink: Mutex::new(sink),
+            syslog: None,
         })
+    }
+
+    /// The same log, its lines also sent to `syslog`.
+    pub(crate) fn with_syslog(mut self, syslog: Option<Syslog>) -> AccessLog {
+        self.syslog = syslog;
+        self
+    }
+
+    /// Whether the format reads the environ (`%({NAME}e)s`), which must then be kept.
+    pub(crate) fn reads_environ(&self) -> bool {
+        self.atoms.iter().any(|a| matches!(a, Atom::EnvVar(_)))
     }
 
     /// Reopens the log file (USR1 after rotation).
@@ -75,6 +97,9 @@ impl AccessLog {
         line.push('\n');
         if let Ok(mut sink) = self.sink.lock() {
             sink.write_all(line.as_bytes());
+        }
+        if let Some(syslog) = &self.syslog {
+            syslog.send(crate::log::Level::Info, &line);
         }
     }
 }
@@ -127,7 +152,8 @@ fn atom_named(name: &str) -> Result<Atom, String> {
     }
     Ok(match name {
         "h" => Atom::RemoteAddr,
-        "l" | "u" => Atom::Dash,
+        "l" => Atom::Dash,
+        "u" => Atom::User,
         "t" => Atom::Time,
         "r" => Atom::RequestLine,
         "m" => Atom::Method,
@@ -186,6 +212,7 @@ fn render(atom: &Atom, rec: &AccessRecord<'_>, out: &mut String) {
             rec.remote_addr
         }),
         Atom::Dash => out.push('-'),
+        Atom::User => push_or_dash(out, basic_user(head).as_deref()),
         Atom::Time => {
             out.push('[');
             out.push_str(&local_timestamp(true));
@@ -214,11 +241,60 @@ fn render(atom: &Atom, rec: &AccessRecord<'_>, out: &mut String) {
         Atom::Pid => out.push_str(itoa::Buffer::new().format(std::process::id())),
         Atom::RequestHeader(name) => push_or_dash(out, request_header(head, name)),
         Atom::ResponseHeader(name) => push_or_dash(out, response_header(rec.response_head, name)),
-        Atom::EnvVar(name) => match std::env::var(name) {
-            Ok(v) => out.push_str(&v),
-            Err(_) => out.push('-'),
+        // gunicorn's `%({NAME}e)s` is the WSGI environ's key, never the server's own
+        // environment (which holds secrets a log must not print).
+        Atom::EnvVar(name) => match rec.environ.and_then(|e| e.get_item(name).ok()) {
+            Some(v) if !v.is_none() => match v.str() {
+                Ok(text) => out.push_str(&text.to_string_lossy()),
+                Err(_) => out.push('-'),
+            },
+            _ => out.push('-'),
         },
     }
+}
+
+/// The user name of `Authorization: Basic` (gunicorn's `%(u)s`): what precedes the first
+/// `:` of the decoded credentials; `None` for other schemes or undecodable ones.
+fn basic_user(head: &RequestHead) -> Option<Vec<u8>> {
+    let value = request_header(head, "authorization")?;
+    let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let decoded = base64_decode(token.trim_ascii())?;
+    let end = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[..end].to_vec())
+}
+
+/// Standard base64 (RFC 4648 §4) with its padding; `None` for anything else.
+fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for chunk in text.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = n << 6 | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -248,6 +324,30 @@ mod tests {
     fn rejects_unknown_atoms() {
         assert!(parse_format("%(zz)s").unwrap_err().contains("%(zz)s"));
         assert!(parse_format("%(h").is_err());
+    }
+
+    /// gunicorn's `%(u)s`: the user of `Authorization: Basic` (RFC 7617 §2, user-id
+    /// before the first colon).
+    #[test]
+    fn user_of_basic_authentication() {
+        assert_eq!(base64_decode(b"YWxpY2U6czNjcjN0").unwrap(), b"alice:s3cr3t");
+        assert_eq!(base64_decode(b"YTpi").unwrap(), b"a:b");
+        assert_eq!(base64_decode(b"YTo=").unwrap(), b"a:");
+        assert_eq!(base64_decode(b"YQ==").unwrap(), b"a");
+        assert!(base64_decode(b"YQ=").is_none());
+        assert!(base64_decode(b"Y!==").is_none());
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: basic YWxpY2U6czNjcjN0\r\n\r\n";
+        let mut buf = bytes::BytesMut::from(&raw[..]);
+        let head = crate::http::parse_head(&mut buf, &crate::http::Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(basic_user(&head).unwrap(), b"alice");
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer abc\r\n\r\n";
+        let mut buf = bytes::BytesMut::from(&raw[..]);
+        let head = crate::http::parse_head(&mut buf, &crate::http::Limits::default())
+            .unwrap()
+            .unwrap();
+        assert!(basic_user(&head).is_none());
     }
 
     #[test]

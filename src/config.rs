@@ -181,6 +181,15 @@ settings! {
     proxy_allow_ips: Vec<String>,
     /// What the listeners speak: `http`, or `uwsgi` (nginx's `uwsgi_pass`).
     protocol: String,
+    /// `--log-syslog`: where the log lines also go (`None`: not to syslog).
+    log_syslog_to: Option<String>,
+    /// The syslog facility, by name.
+    log_syslog_facility: String,
+    /// The middle of the syslog program names, `qiao.<prefix>.error` / `.access`.
+    log_syslog_prefix: String,
+    /// Whether a `wsgi.file_wrapper` over a real file is handed to the sink as a file range
+    /// (sent with sendfile(2) over plain TCP); false: iterated as blocks read in Python.
+    sendfile: bool,
 }
 
 /// The value of `key`, or an error naming it.

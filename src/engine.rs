@@ -16,7 +16,8 @@ use crate::log::{ErrorLog, Level, Sink};
 use crate::scoreboard::Scoreboard;
 use crate::server;
 use crate::sys;
-use crate::wsgi::Context;
+use crate::syslog::Syslog;
+use crate::wsgi::{Context, RequestHooks};
 
 #[pyclass(module = "qiao._qiao", frozen)]
 pub struct Engine {
@@ -36,8 +37,9 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 #[pymethods]
 impl Engine {
     /// `scoreboard` and `slot`: the master's table and this worker's row in it.
+    /// `request_hooks`: `(begin, end)`, called around each request (see `RequestHooks`).
     #[new]
-    #[pyo3(signature = (app, settings, fds, scoreboard = None, slot = 0))]
+    #[pyo3(signature = (app, settings, fds, scoreboard = None, slot = 0, request_hooks = None))]
     fn new(
         py: Python<'_>,
         app: Py<PyAny>,
@@ -45,6 +47,7 @@ impl Engine {
         fds: Vec<i32>,
         scoreboard: Option<Py<Scoreboard>>,
         slot: usize,
+        request_hooks: Option<(Py<PyAny>, Py<PyAny>)>,
     ) -> PyResult<Engine> {
         let settings = Settings::from_dict(settings)?;
         if let Some(board) = &scoreboard {
@@ -70,16 +73,27 @@ impl Engine {
                 e,
             )
         })?;
-        let error_log = Arc::new(ErrorLog::new(level, sink));
+        let syslog = |name: &str| -> PyResult<Option<Syslog>> {
+            let Some(address) = &settings.log_syslog_to else {
+                return Ok(None);
+            };
+            let ident = format!("qiao.{}.{name}", settings.log_syslog_prefix);
+            Syslog::connect(address, &settings.log_syslog_facility, ident)
+                .map(Some)
+                .map_err(|e| os_error(&format!("--log-syslog-to: cannot reach {address}"), e))
+        };
+        let error_log = Arc::new(ErrorLog::new(level, sink).with_syslog(syslog("error")?));
         let access_log = match &settings.access_logfile {
             None => None,
             Some(path) => {
                 let sink = Sink::open(path, Sink::Stdout)
                     .map_err(|e| os_error(&format!("cannot open access log {path}"), e))?;
                 Some(
-                    AccessLog::new(&settings.access_logformat, sink).map_err(|e| {
-                        PyValueError::new_err(format!("setting access_logformat: {e}"))
-                    })?,
+                    AccessLog::new(&settings.access_logformat, sink)
+                        .map_err(|e| {
+                            PyValueError::new_err(format!("setting access_logformat: {e}"))
+                        })?
+                        .with_syslog(syslog("access")?),
                 )
             }
         };
@@ -89,15 +103,18 @@ impl Engine {
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| os_error("bad listening socket", e))?;
         let (stop, _) = watch::channel(false);
+        let mut ctx = Context::new(
+            py,
+            app,
+            settings,
+            error_log,
+            access_log,
+            scoreboard.map(|b| (b, slot)),
+        )?;
+        ctx.keeps_environ |= request_hooks.is_some();
+        ctx.hooks = request_hooks.map(|(begin, end)| RequestHooks { begin, end });
         Ok(Engine {
-            ctx: Arc::new(Context::new(
-                py,
-                app,
-                settings,
-                error_log,
-                access_log,
-                scoreboard.map(|b| (b, slot)),
-            )?),
+            ctx: Arc::new(ctx),
             fds: Mutex::new(fds),
             stop: Arc::new(stop),
             serving: Arc::new((Mutex::new(false), Condvar::new())),

@@ -9,6 +9,7 @@ mod log;
 mod scoreboard;
 mod server;
 mod sys;
+mod syslog;
 mod tls;
 mod wsgi;
 

@@ -10,6 +10,8 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::syslog::Syslog;
+
 /// Severity of an error-log line; ordered so that a filter is a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -92,6 +94,8 @@ pub struct ErrorLog {
     level: Level,
     /// One writer for the process; the mutex keeps lines whole across threads.
     sink: Mutex<Sink>,
+    /// `--log-syslog`: each line is also sent there.
+    syslog: Option<Syslog>,
 }
 
 impl ErrorLog {
@@ -99,7 +103,14 @@ impl ErrorLog {
         ErrorLog {
             level,
             sink: Mutex::new(sink),
+            syslog: None,
         }
+    }
+
+    /// The same log, its lines also sent to `syslog`.
+    pub(crate) fn with_syslog(mut self, syslog: Option<Syslog>) -> ErrorLog {
+        self.syslog = syslog;
+        self
     }
 
     pub fn enabled(&self, level: Level) -> bool {
@@ -121,6 +132,11 @@ impl ErrorLog {
         line.push_str(message.trim_end_matches('\n'));
         line.push('\n');
         self.write_raw(line.as_bytes());
+        if let Some(syslog) = &self.syslog {
+            // gunicorn's syslog line: the local one without its time stamp.
+            let stamp = line.find("] [").map_or(0, |i| i + 2);
+            syslog.send(level, &line[stamp..]);
+        }
     }
 
     /// Reopens a log file (USR1 after rotation).
@@ -185,15 +201,29 @@ pub struct PyLogger {
 
 #[pymethods]
 impl PyLogger {
-    /// `target`: a path, or `-` for stderr; `level`: the least severe level written.
+    /// `target`: a path, or `-` for stderr; `level`: the least severe level written;
+    /// `syslog`: `(address, facility, ident)` to send the lines to syslog as well.
     #[new]
-    fn new(target: &str, level: &str) -> PyResult<PyLogger> {
+    #[pyo3(signature = (target, level, syslog = None))]
+    fn new(
+        target: &str,
+        level: &str,
+        syslog: Option<(String, String, String)>,
+    ) -> PyResult<PyLogger> {
         let level = Level::parse(level)
             .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
         let sink = Sink::open(target, Sink::Stderr)
             .map_err(|e| PyOSError::new_err(format!("cannot open error log {target}: {e}")))?;
+        let syslog = match syslog {
+            None => None,
+            Some((address, facility, ident)) => {
+                Some(Syslog::connect(&address, &facility, ident).map_err(|e| {
+                    PyOSError::new_err(format!("--log-syslog-to: cannot reach {address}: {e}"))
+                })?)
+            }
+        };
         Ok(PyLogger {
-            log: Arc::new(ErrorLog::new(level, sink)),
+            log: Arc::new(ErrorLog::new(level, sink).with_syslog(syslog)),
         })
     }
 

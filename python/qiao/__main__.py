@@ -94,40 +94,77 @@ def _resolve_in_child(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | in
     return values if isinstance(values, dict) else 1
 
 
-def _resolve_command(argv: list[str]) -> dict[str, Any]:
+def _resolve_command(argv: list[str], namespace: dict[str, Any] | None) -> dict[str, Any]:
     from qiao._cli import resolve  # in the child: argparse and friends die with it
 
-    return resolve(argv)
+    return resolve(argv, namespace)
+
+
+def _run_config(location: str) -> dict[str, Any] | int:
+    """A Python config file run here, in the master (its hooks are called here and in the
+    workers forked from here): its names, or the exit status of its one-line error."""
+    from qiao._pyconfig import execute
+    from qiao.config import ConfigError
+
+    try:
+        return execute(location)
+    except ConfigError as e:
+        return _error(str(e))
 
 
 def _main(argv: Sequence[str] | None) -> int:
     in_child = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
     run = _resolve_in_child if in_child else _resolve_here
-    resolved = run(lambda: _resolve_command(args))
+    resolved = run(lambda: _resolve_command(args, None))
     if isinstance(resolved, int):
         return resolved
+    namespace: dict[str, Any] = {}
+    if "python_config" in resolved:
+        ran = _run_config(resolved["python_config"])
+        if isinstance(ran, int):
+            return ran
+        namespace = ran
+        resolved = run(lambda: _resolve_command(args, ran))
+        if isinstance(resolved, int):
+            return resolved
 
-    def reread() -> dict[str, Any] | int:
+    def reread() -> tuple[dict[str, Any] | int, dict[str, Any]]:
+        """The settings and the config file's names again, for a reload (HUP)."""
+        from qiao._pyconfig import execute, is_python
+        from qiao.config import ConfigError
+
+        location = resolved["config_file"]
+        again_namespace: dict[str, Any] | None = None
+        if location is not None and is_python(location):
+            try:
+                again_namespace = execute(location)
+            except ConfigError as e:  # the master logs it and keeps its settings
+                return {"error": str(e)}, namespace
+
         def again() -> dict[str, Any]:
             from qiao._cli import reread
-            from qiao.config import ConfigError
 
             try:
-                return reread(resolved["config_file"], resolved["cli"])
+                return reread(location, resolved["cli"], resolved["cmd_args"], again_namespace)
             except ConfigError as e:  # the master logs it and keeps its settings
                 return {"error": str(e)}
 
-        return run(again)
+        return run(again), (namespace if again_namespace is None else again_namespace)
 
-    return _serve(resolved, reread)
+    return _serve(resolved, namespace, reread)
 
 
-def _serve(resolved: dict[str, Any], reread: Callable[[], dict[str, Any] | int]) -> int:
+def _serve(
+    resolved: dict[str, Any],
+    namespace: dict[str, Any],
+    reread: Callable[[], tuple[dict[str, Any] | int, dict[str, Any]]],
+) -> int:
     """The master's part: the resolved settings applied, the app (with --preload), the
     sockets, fewer privileges, then the arbiter and its workers."""
+    from qiao import _process
     from qiao._bind import BindError, bind_all, close_listener, inherited_sockets
-    from qiao._loader import AppLoadError, load_app, print_app_traceback
+    from qiao._loader import AppLoadError, load_configured, print_app_traceback
     from qiao._privileges import drop_privileges
     from qiao.config import Config, ConfigError
 
@@ -136,48 +173,65 @@ def _serve(resolved: dict[str, Any], reread: Callable[[], dict[str, Any] | int])
     sockets: list = []
     try:
         os.umask(config.umask)
+        _process.prepare(config)
         config.enter_chdir()
+        _process.configure_logging(config)
 
         # The application: imported here only with --preload; otherwise each worker
         # imports it (so a reload brings new code) and the settings check parsed the name.
         preload = config.preload and not config.reload
         app = None
-        if spec is not None and preload:
+        if preload:
             try:
-                app = load_app(spec, factory=config.factory, cwd=os.getcwd())
+                app = load_configured(spec, config, os.getcwd())
             except (AppLoadError, KeyboardInterrupt):
                 raise
             except Exception as e:  # noqa: BLE001 - any error of the app's own code
                 print_app_traceback(e)
                 return 1
-        elif preload:
-            from qiao._demo import demo_app
-
-            app = demo_app
 
         # The sockets, then fewer privileges.
-        sockets = inherited_sockets() or bind_all(config.addresses, config.backlog)
-        drop_privileges(config.user, config.group)
+        sockets = inherited_sockets() or bind_all(
+            config.addresses, config.backlog, reuse_port=config.reuse_port
+        )
+        drop_privileges(config.user, config.group, initgroups=config.initgroups)
+        if config.daemon:
+            _process.daemonize()
+        _process.capture_output(config)
 
         from qiao import _qiao
 
-        logger = _qiao.Logger(config.error_logfile, config.log_level)
+        syslog = config.syslog_settings(spec or config.paste)
+        logger = _qiao.Logger(
+            config.error_logfile, config.log_level,
+            None if syslog["log_syslog_to"] is None else (
+                syslog["log_syslog_to"], syslog["log_syslog_facility"],
+                f"qiao.{syslog['log_syslog_prefix']}.error",
+            ),
+        )
     except (ConfigError, AppLoadError, BindError) as e:
         return _error(str(e))
     except (OSError, ValueError) as e:
         return _error(str(e))
 
+    from qiao._hooks import HOOKS
     from qiao.arbiter import Arbiter
 
-    def reload_config() -> Config:
-        again = reread()
+    def hooks_of(names: dict[str, Any]) -> dict[str, Any]:
+        return {name: names[name] for name in HOOKS if callable(names.get(name))}
+
+    def reload_config() -> tuple[Config, dict[str, Any]]:
+        again, names = reread()
         if isinstance(again, int):
             raise ConfigError("the settings could not be read again (see above)")
         if "error" in again:
             raise ConfigError(again["error"])
-        return Config.resolved(again["values"], again["sources"])
+        return Config.resolved(again["values"], again["sources"]), hooks_of(names)
 
-    arbiter = Arbiter(config, spec, sockets, logger, app=app, reload_config=reload_config)
+    arbiter = Arbiter(
+        config, spec, sockets, logger, app=app, reload_config=reload_config,
+        app_name=spec or config.paste, hooks=hooks_of(namespace),
+    )
     try:
         return arbiter.run()
     finally:

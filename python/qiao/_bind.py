@@ -143,14 +143,19 @@ def parse_bind(text: str) -> Address:
 
 
 def bind_all(
-    addresses: list[Address], backlog: int, cls: type[_socket.socket] = _socket.socket
+    addresses: list[Address],
+    backlog: int,
+    cls: type[_socket.socket] = _socket.socket,
+    *,
+    reuse_port: bool = False,
 ) -> list[_socket.socket]:
     """Open one listening socket per address, of class ``cls`` (``socket.socket`` for the
-    Python API); on a failure close those already opened."""
+    Python API), TCP ones with ``SO_REUSEPORT`` if ``reuse_port``; on a failure close those
+    already opened."""
     sockets: list[_socket.socket] = []
     try:
         for address in addresses:
-            sockets.append(_bind(address, backlog, cls))
+            sockets.append(_bind(address, backlog, cls, reuse_port))
     except BaseException:
         for sock in sockets:
             close_listener(sock)
@@ -158,13 +163,15 @@ def bind_all(
     return sockets
 
 
-def _bind(address: Address, backlog: int, cls: type[_socket.socket]) -> _socket.socket:
+def _bind(
+    address: Address, backlog: int, cls: type[_socket.socket], reuse_port: bool
+) -> _socket.socket:
     try:
         if address.kind == "unix":
             return _bind_unix(address.path, backlog, cls)
         if address.kind == "fd":
             return _adopt_fd(address.fd, backlog, cls)
-        return _bind_tcp(address.host, address.port, backlog, cls)
+        return _bind_tcp(address.host, address.port, backlog, cls, reuse_port)
     except _socket.gaierror as e:
         raise BindError(f"cannot bind {address}: cannot resolve host {address.host!r}") from e
     except BindError:
@@ -174,7 +181,9 @@ def _bind(address: Address, backlog: int, cls: type[_socket.socket]) -> _socket.
         raise BindError(f"cannot bind {address}: {reason}", e.errno) from e
 
 
-def _bind_tcp(host: str, port: int, backlog: int, cls: type[_socket.socket]) -> _socket.socket:
+def _bind_tcp(
+    host: str, port: int, backlog: int, cls: type[_socket.socket], reuse_port: bool
+) -> _socket.socket:
     # An ASCII name goes as bytes: a str is IDNA-encoded first, which imports the idna
     # codec and unicodedata, resident in every worker.
     name = host or "0.0.0.0"
@@ -184,6 +193,8 @@ def _bind_tcp(host: str, port: int, backlog: int, cls: type[_socket.socket]) -> 
     sock = cls(family, type_, proto)
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
         if family == _socket.AF_INET6:
             # An IPv6 socket serves only IPv6; bind 0.0.0.0 as well for IPv4.
             sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable
 
-__all__ = ["AppLoadError", "load_app", "parse_app_spec", "print_app_traceback"]
+__all__ = [
+    "AppLoadError", "error_files", "failing_app", "format_app_traceback", "load_app",
+    "load_configured", "load_paste", "parse_app_spec", "print_app_traceback",
+]
 
 _DEFAULT_NAMES = ("application", "app")
 
@@ -139,6 +142,58 @@ def load_app(spec: str, *, factory: bool = False, cwd: str | None = None) -> Cal
     return target  # type: ignore[no-any-return]
 
 
+def load_configured(spec: str | None, config: Any, cwd: str) -> Callable[..., Any]:
+    """The application the settings name: from ``--paste``'s ini file, else ``spec``, else
+    the demo page."""
+    if config.paste:
+        return load_paste(config.paste, config.paste_global, cwd)
+    if spec is None:
+        from qiao._demo import demo_app
+
+        return demo_app
+    return load_app(spec, factory=config.factory, cwd=cwd)
+
+
+def load_paste(ini: str, global_conf: dict[str, str], cwd: str) -> Callable[..., Any]:
+    """The application of a PasteDeploy ini file (``app.ini``, or ``app.ini#name`` for
+    another than ``main``), as gunicorn's ``--paste`` and Pyramid's pserve load it: with
+    ``global_conf`` for its ``%(name)s`` values, and its ``[loggers]`` sections applied to
+    Python's logging first."""
+    path, _, name = ini.partition("#")
+    path = os.path.join(cwd, path)
+    if not os.path.isfile(path):
+        raise AppLoadError(f"--paste: no such file {path!r}")
+    try:
+        from paste.deploy import loadapp  # type: ignore[import-untyped]
+    except ImportError:
+        raise AppLoadError(
+            "--paste needs the PasteDeploy package: pip install PasteDeploy"
+        ) from None
+    import configparser
+
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as e:
+        raise AppLoadError(f"--paste: {path}: {e.message}") from None
+    if parser.has_section("loggers"):
+        import logging.config
+
+        defaults = {"here": os.path.dirname(os.path.abspath(path)), "__file__": path}
+        logging.config.fileConfig(path, defaults, disable_existing_loggers=False)
+    if not sys.path or sys.path[0] != cwd:
+        sys.path.insert(0, cwd)
+    try:
+        app = loadapp(
+            f"config:{os.path.abspath(path)}", name=name or None, global_conf=dict(global_conf)
+        )
+    except LookupError as e:  # no such app section: the ini's fault, one line
+        raise AppLoadError(f"--paste: {e}") from None
+    if not callable(app):
+        raise AppLoadError(f"--paste {ini} made {_kind(app)}, not a WSGI application")
+    return app  # type: ignore[no-any-return]
+
+
 def _import(name: str) -> ModuleType:
     """Import a module; only 'this module (or its package) does not exist' is ours to report."""
     try:
@@ -161,10 +216,49 @@ def _kind(value: object) -> str:
 def print_app_traceback(error: BaseException) -> None:
     """Print an error raised by the application's code, without qiao's and importlib's
     frames above it."""
+    print(format_app_traceback(error), end="", file=sys.stderr)
+
+
+def format_app_traceback(error: BaseException) -> str:
+    """The traceback of an error raised by the application's code, without qiao's and
+    importlib's frames above it. A SyntaxError has none of the app's frames (the compiler
+    raised it): it is shown as Python shows one, by the file, line and caret alone."""
     import traceback
 
     ours = (os.path.dirname(__file__), os.path.dirname(importlib.__file__ or ""), "<frozen ")
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
         tb = tb.tb_next
-    traceback.print_exception(type(error), error, tb or error.__traceback__)
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
+def failing_app(error: BaseException) -> Callable[..., Any]:
+    """``--reload``'s stand-in for an app whose code does not import: every request gets a
+    500 page with the traceback (printed once, by the caller), until a save fixes it."""
+    text = (
+        "The application failed to load; qiao (--reload, for development) shows why until "
+        "its source is fixed and saved.\n\n" + format_app_traceback(error)
+    )
+    body = text.encode("utf-8", "replace")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("500 Internal Server Error", headers)
+        return [body]
+
+    return app
+
+
+def error_files(error: BaseException) -> list[str]:
+    """The files an error of the app's import came from (the SyntaxError's file, the
+    traceback's files): a save to one of them may fix it, so --reload watches them."""
+    files = []
+    if isinstance(error, SyntaxError) and error.filename:
+        files.append(error.filename)
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".py") and name not in files:
+            files.append(name)
+        tb = tb.tb_next
+    return files

@@ -32,10 +32,15 @@ class Engine:
         fds: list[int],
         scoreboard: Scoreboard | None = None,
         slot: int = 0,
+        request_hooks: tuple[Callable[..., object], Callable[..., object]] | None = None,
     ) -> Engine:
         """``fds``: listening sockets (bound, listening); the engine dup()s them and the
         caller keeps and closes its own. ``scoreboard``/``slot``: the master's table and
-        this worker's row (a worker of a master). ``settings``: every key of
+        this worker's row (a worker of a master). ``request_hooks``: ``(begin, end)``:
+        ``begin(environ)`` before the app is called returns a token (what it raises is the
+        request's 500), ``end(token, environ, status, head, sent)`` once the response is
+        over, with the status code, the response head's lines as bytes and the body bytes
+        sent. ``settings``: every key of
         ``qiao.config.Config.engine_settings()``, already validated:
 
         - ``threads`` (int >= 1), ``workers`` (int >= 1, for ``wsgi.multiprocess``);
@@ -78,8 +83,11 @@ class Engine:
 class Logger:
     """The error log for code that runs without an engine (the master process)."""
 
-    def __new__(cls, target: str, level: str) -> Logger:
-        """``target``: a path, or "-" for stderr; ``level``: the least severe one written."""
+    def __new__(
+        cls, target: str, level: str, syslog: tuple[str, str, str] | None = None
+    ) -> Logger:
+        """``target``: a path, or "-" for stderr; ``level``: the least severe one written;
+        ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well."""
     def log(self, level: str, message: str) -> None: ...
     def reopen(self) -> None: ...
 

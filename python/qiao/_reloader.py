@@ -14,6 +14,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 _INTERVAL = 1.0
@@ -29,13 +30,16 @@ _MASK = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then `len` bytes of name
 
 
+# More files to watch (--reload-extra-file: templates, settings that are not Python).
+_EXTRA: list[str] = []
+
+
 def _sources() -> dict[str, float]:
-    """The .py files of the imported modules, with their modification times."""
+    """The .py files of the imported modules and the extra files, with their modification
+    times."""
+    paths = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
     files = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if not path or not path.endswith(".py"):
-            continue
+    for path in [p for p in paths if p and p.endswith(".py")] + _EXTRA:
         try:
             files[os.path.abspath(path)] = os.stat(path).st_mtime
         except OSError:
@@ -65,7 +69,7 @@ def _inotify(changed: Callable[[str], None]) -> bool:
         return False
     if fd < 0:
         return False
-    files = set(_sources())
+    files = set(_sources()) | {os.path.abspath(p) for p in _EXTRA}
     dirs: dict[int, str] = {}
     for directory in {os.path.dirname(p) for p in files}:
         wd = libc.inotify_add_watch(fd, os.fsencode(directory), _MASK)
@@ -89,8 +93,10 @@ def _inotify(changed: Callable[[str], None]) -> bool:
                 return True
 
 
-def watch_sources(engine: Any) -> threading.Thread:
-    """Starts a daemon thread that stops `engine` gracefully once a source file changes."""
+def watch_sources(engine: Any, extra_files: Sequence[str] = ()) -> threading.Thread:
+    """Starts a daemon thread that stops `engine` gracefully once a source file (or one of
+    `extra_files`) changes."""
+    _EXTRA[:] = list(extra_files)
 
     def changed(path: str) -> None:
         engine.log("info", f"{path} changed: reloading the worker")

@@ -24,11 +24,19 @@ import sys
 import time
 
 from qiao._child import run_child
-from qiao._loader import AppLoadError, load_app, print_app_traceback
+from qiao._hooks import ServerLog
+from qiao._loader import (
+    AppLoadError,
+    error_files,
+    failing_app,
+    load_configured,
+    print_app_traceback,
+)
 from qiao.config import Config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import FrameType
     from typing import Callable
 
     from qiao._qiao import Scoreboard
@@ -44,6 +52,11 @@ _BOOT_WINDOW = 2.0
 _MAX_BACKOFF = 10.0
 _TICK = 0.5  # the loop's pace when nothing happens (timeouts are checked this often)
 _KILL_AFTER_DUMP = 1.0  # time for a timed-out worker to write its stacks before SIGKILL
+_ABORT_AFTER_DUMP = 0.2  # ... and, with a worker_abort hook, before its SIGABRT
+# What a timed-out worker gets first: faulthandler writes every thread's Python stack from
+# the signal handler itself (so even a thread stuck holding the GIL is shown), without
+# ending the process or calling it a fatal error, as SIGABRT would.
+_DUMP_SIGNAL = signal.SIGUSR2
 _SLOTS = 1024  # scoreboard rows: the most workers alive at once on one board
 
 _SIGNALS = (
@@ -53,21 +66,46 @@ _SIGNALS = (
 
 
 class Worker:
-    """A worker process as the master tracks it."""
+    """A worker process as the master tracks it, and as server hooks see it (``worker`` in
+    gunicorn's hooks: ``pid``, ``ppid``, ``age``, ``log``, ``cfg``, ``nr``...)."""
 
-    __slots__ = ("board", "generation", "kill_at", "pid", "retiring", "slot", "started")
+    __slots__ = (
+        "abort_at", "age", "alive", "board", "booted", "cfg", "engine", "generation",
+        "kill_at", "log", "max_requests", "pid", "ppid", "retiring", "slot", "sockets",
+        "started", "timeout", "wsgi",
+    )
 
-    def __init__(self, pid: int, board: Scoreboard, slot: int, generation: int) -> None:
-        self.pid = pid
+    def __init__(
+        self, arbiter: Arbiter, board: Scoreboard, slot: int, max_requests: int
+    ) -> None:
+        # None until forked (gunicorn's pre_fork sees a worker without one yet).
+        self.pid: int | None = None
+        self.ppid = arbiter.master_pid
+        self.age = arbiter.spawned  # this worker's number: 1 for the first one spawned
+        self.log = arbiter.log
+        self.cfg = arbiter.cfg
+        self.sockets = arbiter.sockets
+        self.timeout = arbiter.config.timeout
+        self.max_requests = max_requests or sys.maxsize  # gunicorn's: sys.maxsize for none
+        self.alive = True
+        self.booted = False  # set in the worker once its app is loaded
+        self.wsgi: Callable | None = None  # the application, in the worker
+        self.engine = None  # the engine serving, in the worker
         # The scoreboard it was forked with (one column per app thread of its settings),
         # and its row there. A reload that changes --threads maps a new board for the new
         # workers; this one stays until the last worker using it is gone.
         self.board = board
         self.slot = slot
-        self.generation = generation  # bumped by each reload; older generations are drained
+        self.generation = arbiter.generation  # bumped by each reload; older ones drained
         self.started = time.monotonic()
         self.retiring = False  # sent TERM: drains, then exits; a replacement is started
         self.kill_at: float | None = None  # after a timeout: SIGKILL at this time
+        self.abort_at: float | None = None  # after a timeout: SIGABRT (worker_abort) then
+
+    @property
+    def nr(self) -> int:
+        """Requests served (in the worker; 0 in the master, as gunicorn's)."""
+        return 0 if self.engine is None else self.engine.requests_served
 
 
 class Arbiter:
@@ -79,19 +117,27 @@ class Arbiter:
         logger,
         *,
         app: Callable | None = None,
-        reload_config: Callable[[], Config] | None = None,
+        reload_config: Callable[[], tuple[Config, dict]] | None = None,
         app_name: str | None = None,
+        hooks: dict[str, Callable] | None = None,
     ) -> None:
+        from qiao._hooks import CfgView, Hooks
+
         self.config = config
+        self.cfg = CfgView(config)  # gunicorn's server.cfg, for hooks
         self.app_spec = app_spec  # imported by each worker unless `app` was preloaded
         self.app = app
         self.app_name = app_name or app_spec or "the demo page"  # for the banner
+        self.proc_name = config.proc_name or self.app_name  # for ps (gunicorn's proc_name)
         self.sockets = sockets
-        self.log = logger
-        self.reload_config = reload_config  # re-reads the config file on HUP
+        self.log = ServerLog(logger)  # gunicorn's logger methods, for hooks as for us
+        self.hooks = Hooks(hooks or {}, self.log)  # the config file's server hooks
+        # Re-reads the config file on HUP: the new settings and hooks.
+        self.reload_config = reload_config
+        self.spawned = 0  # workers forked so far (gunicorn's worker.age)
         self.board = _map_board(config)  # for the workers started from now on
         self.workers: dict[int, Worker] = {}
-        self.target = config.workers
+        self.target = config.workers  # see num_workers
         self.generation = 0
         self.pending: list[int] = []
         self.stopping: str | None = None  # "graceful" or "fast" once asked to stop
@@ -103,6 +149,30 @@ class Arbiter:
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
+
+    # -- gunicorn's names, for hooks (``server`` is the arbiter, as in gunicorn)
+
+    @property
+    def pid(self) -> int:
+        return self.master_pid
+
+    @property
+    def WORKERS(self) -> dict[int, Worker]:
+        return self.workers
+
+    @property
+    def LISTENERS(self) -> list:
+        return self.sockets
+
+    @property
+    def num_workers(self) -> int:
+        return self.target
+
+    def _set_target(self, value: int) -> None:
+        """Sets the number of workers wanted, telling the nworkers_changed hook (as gunicorn
+        does at each setting: at the start, with an old value of None, TTIN, TTOU, HUP)."""
+        old, self.target = self.target, value
+        self.hooks.call("nworkers_changed", self, value, old)
 
     # -- signals: the handler only queues, the loop acts.
 
@@ -120,22 +190,44 @@ class Arbiter:
     # -- the loop
 
     def run(self) -> int:
-        _set_title(f"qiao: master [{self.app_name}]")
+        if self.config.log_level == "debug":
+            # As gunicorn does at debug: the settings in effect, one per line.
+            from qiao.config import value_text
+
+            lines = [f"  {name}: {value_text(name, value)}"
+                     for name, value in sorted(self.config.as_dict().items())]
+            self.log.log("debug", "Current configuration:\n" + "\n".join(lines))
+        _set_title(f"qiao: master [{self.proc_name}]")
         self._install_signals()
         self._write_pid()
-        _release_startup_memory()
         try:
-            while True:
-                self._handle_signals()
-                self._reap()
-                if self.stopping:
-                    break
-                self._check_workers()
-                self._spawn_missing()
-                self._sleep()
-            self._stop_all()
+            # gunicorn's start: nworkers_changed(workers, None), on_starting, then (its
+            # sockets listening) when_ready; a hook that raises here stops the start.
+            self.hooks.call("nworkers_changed", self, self.target, None)
+            for name in ("on_starting", "when_ready"):
+                try:
+                    self.hooks.strict(name, self)
+                except Exception as e:  # noqa: BLE001 - the config file's code: say where
+                    from qiao._pyconfig import describe
+
+                    print(f"qiao: error: {name} hook: {describe(e)}", file=sys.stderr)
+                    return 2
+            _release_startup_memory()
+            return self._loop()
         finally:
             self._remove_pid()
+            self.hooks.call("on_exit", self)
+
+    def _loop(self) -> int:
+        while True:
+            self._handle_signals()
+            self._reap()
+            if self.stopping:
+                break
+            self._check_workers()
+            self._spawn_missing()
+            self._sleep()
+        self._stop_all()
         return self.exit_status
 
     def _sleep(self) -> None:
@@ -162,11 +254,11 @@ class Arbiter:
             elif sig == signal.SIGHUP:
                 self._reload()
             elif sig == signal.SIGTTIN:
-                self.target += 1
+                self._set_target(self.target + 1)
                 self.log.log("info", f"Received SIGTTIN: {self.target} workers")
             elif sig == signal.SIGTTOU:
                 if self.target > 1:
-                    self.target -= 1
+                    self._set_target(self.target - 1)
                     self.log.log("info", f"Received SIGTTOU: {self.target} workers")
                     self._retire_extra()
             elif sig == signal.SIGUSR1:
@@ -225,10 +317,15 @@ class Arbiter:
             # worker carries.
             jitter = int.from_bytes(os.urandom(4), "little")
             max_requests += jitter % (self.config.max_requests_jitter + 1)
+        self.spawned += 1
+        worker = Worker(self, board, slot, max_requests)
+        self.hooks.call("pre_fork", self, worker)
         pid = os.fork()
         if pid == 0:
-            run_child(lambda: self._worker_main(board, slot, max_requests))
-        self.workers[pid] = Worker(pid, board, slot, self.generation)
+            worker.pid = os.getpid()
+            run_child(lambda: self._worker_main(board, slot, max_requests, worker))
+        worker.pid = pid
+        self.workers[pid] = worker
 
     def _reap(self) -> None:
         while True:
@@ -241,6 +338,7 @@ class Arbiter:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            self.hooks.call("child_exit", self, worker)
             code = os.waitstatus_to_exitcode(status)
             lived = time.monotonic() - worker.started
             ready = worker.board.ready(worker.slot)
@@ -290,6 +388,9 @@ class Arbiter:
         memory = self.config.max_worker_memory
         for worker in list(self.workers.values()):
             if worker.kill_at is not None:
+                if worker.abort_at is not None and now >= worker.abort_at:
+                    worker.abort_at = None
+                    self._kill(worker.pid, signal.SIGABRT)  # its worker_abort hook
                 if now >= worker.kill_at:
                     self._kill(worker.pid, signal.SIGKILL)
                 continue
@@ -336,25 +437,34 @@ class Arbiter:
             f"(--timeout {self.config.timeout:g}; {busy} thread(s) in the app, {waiting} "
             f"waiting on a client); its threads' stacks follow",
         )
-        self._kill(worker.pid, signal.SIGABRT)
-        worker.kill_at = time.monotonic() + _KILL_AFTER_DUMP
+        self._kill(worker.pid, _DUMP_SIGNAL)
+        now = time.monotonic()
+        # After the dump, as gunicorn does: SIGABRT, whose handler calls worker_abort and
+        # ends the stuck requests with a 500; SIGKILL if the worker is still there.
+        worker.abort_at = now + _ABORT_AFTER_DUMP
+        worker.kill_at = now + _KILL_AFTER_DUMP
         worker.retiring = True
 
     def _reload(self) -> None:
+        from qiao._hooks import CfgView, Hooks
+
         self.log.log("info", "Received SIGHUP: reloading (new workers first, then the old drained)")
         if self.reload_config is not None:
             try:
-                config = self.reload_config()
+                config, hooks = self.reload_config()
             except Exception as e:  # noqa: BLE001 - a bad file must not kill the master
                 self.log.log("error", f"Reload: keeping the old settings: {e}")
             else:
                 self.config = config
-                self.target = config.workers
+                self.hooks = Hooks(hooks, self.log)
+                self.cfg = CfgView(config)
+                self._set_target(config.workers)
                 if self.board.threads != max(config.threads, 1):
                     # The new workers need a column per app thread: sharing one, a thread
                     # that finishes would clear the cell of another stuck in the app,
                     # hiding it from --timeout. The old workers keep the board they have.
                     self.board = _map_board(config)
+        self.hooks.call("on_reload", self)
         self.generation += 1
 
     # -- stopping
@@ -404,9 +514,9 @@ class Arbiter:
 
     # -- in the worker process
 
-    def _worker_main(self, board: Scoreboard, slot: int, max_requests: int) -> int:
-        from qiao import _qiao
-
+    def _worker_main(
+        self, board: Scoreboard, slot: int, max_requests: int, worker: Worker | None = None
+    ) -> int:
         if board.threads < self.config.threads:
             # The master maps a board for each --threads it starts workers with; reaching
             # this is a bug, and sharing cells would let stuck requests escape --timeout.
@@ -414,61 +524,154 @@ class Arbiter:
                 f"the scoreboard has {board.threads} thread columns for "
                 f"--threads {self.config.threads}: refusing to start the worker"
             )
+        if worker is None:
+            worker = Worker(self, board, slot, max_requests)
+            worker.pid = os.getpid()
 
         os.close(self.wakeup_r)
         os.close(self.wakeup_w)
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        _set_title(f"qiao: worker [{self.app_name}]")
-        # The master's SIGABRT after --timeout (and a crash): every thread's Python stack,
-        # even one stuck holding the GIL (faulthandler writes from the signal handler
-        # itself), then the worker dies.
+        _set_title(f"qiao: worker [{self.proc_name}]")
+        # The master's dump signal after --timeout (and a crash): every thread's Python
+        # stack, even one stuck holding the GIL (faulthandler writes from the signal handler
+        # itself).
         log = self.config.error_logfile
         self.dump_file = sys.stderr if log == "-" else open(log, "a")  # noqa: SIM115 - kept open
         faulthandler.enable(file=self.dump_file, all_threads=True)
+        faulthandler.register(_DUMP_SIGNAL, file=self.dump_file, all_threads=True)
 
+        # A stop asked for while the worker boots (hooks, the app's import) is kept for
+        # when it can be honoured, so that the worker ends through worker_exit.
+        def stop_at_boot(signum: int, frame: object) -> None:
+            worker.alive = False
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop_at_boot)
+        signal.signal(signal.SIGQUIT, lambda signum, frame: self._quit_now(worker))
+        try:
+            return self._worker_serve(worker, max_requests)
+        finally:
+            self.hooks.call("worker_exit", self, worker)
+
+    def _worker_serve(self, worker: Worker, max_requests: int) -> int:
+        from qiao import _qiao
+
+        board, slot = worker.board, worker.slot
         app = self.app
-        if app is None:
-            try:
-                app = self._load_app()
-            except AppLoadError as e:
-                print(f"qiao: error: {e}", file=sys.stderr)
-                return WORKER_APP_ERROR
-            except Exception as e:  # noqa: BLE001 - the app's own import failed: show why
-                print_app_traceback(e)
-                return WORKER_BOOT_ERROR
+        watch = list(self.config.reload_extra_files)
+        try:
+            # gunicorn's boot: post_fork, the app, post_worker_init; any of them raising
+            # fails the boot (the master stops if no worker serves yet).
+            self.hooks.strict("post_fork", self, worker)
+            if app is None:
+                try:
+                    app = self._load_app()
+                except AppLoadError:
+                    raise
+                except Exception as e:
+                    if not self.config.reload:
+                        raise
+                    # Development: the traceback once, a 500 page showing it, and the
+                    # next save of the files it names brings a fresh worker at once.
+                    print_app_traceback(e)
+                    app = failing_app(e)
+                    watch += error_files(e)
+            worker.wsgi = app
+            self.hooks.strict("post_worker_init", worker)
+        except AppLoadError as e:
+            print(f"qiao: error: {e}", file=sys.stderr)
+            return WORKER_APP_ERROR
+        except Exception as e:  # noqa: BLE001 - the app's own import failed: show why
+            print_app_traceback(e)
+            return WORKER_BOOT_ERROR
         settings = self.config.engine_settings()
         settings["max_requests"] = max_requests
         settings["parent_pid"] = self.master_pid  # not getppid(): the master may be gone
-        engine = _qiao.Engine(app, settings, [s.fileno() for s in self.sockets], board, slot)
+        settings.update(self.config.syslog_settings(self.proc_name))
+        engine = _qiao.Engine(
+            app, settings, [s.fileno() for s in self.sockets], board, slot,
+            self.hooks.request_hooks(worker),
+        )
+        worker.engine = engine
+        worker.log = ServerLog(engine)
         for s in self.sockets:
             s.close()
 
         def graceful(signum: int, frame: object) -> None:
+            worker.alive = False
+            if signum == signal.SIGINT:
+                self.hooks.call("worker_int", worker)
             engine.shutdown(wait=False)
 
         signal.signal(signal.SIGTERM, graceful)
         signal.signal(signal.SIGINT, graceful)
-        signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(0))
         signal.signal(signal.SIGUSR1, lambda signum, frame: engine.reopen_logs())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master's business
+        def abort(signum: int, frame: FrameType | None) -> None:
+            # --timeout (the master's SIGABRT, after the stacks were dumped): gunicorn's
+            # worker_abort, then the requests stuck in the app are ended by an exception
+            # raised in their threads, so that each gets a 500 and Connection: close where
+            # its response has not begun; the worker stops, SIGKILL being the backstop.
+            worker.alive = False
+            self.hooks.call("worker_abort", worker)
+            engine.shutdown(wait=False)
+            _interrupt_app_threads()
+            if frame is not None and not frame.f_code.co_filename.startswith(_QIAO_DIR):
+                raise RequestTimeout(self.config.timeout)
+
+        signal.signal(signal.SIGABRT, abort)
         if self.config.reload:
             from qiao._reloader import watch_sources
 
-            watch_sources(engine)
+            watch_sources(engine, watch)
+        worker.booted = True
         try:
-            engine.serve_forever()
-        except KeyboardInterrupt:
+            if worker.alive:  # else told to stop while it booted
+                engine.serve_forever()
+        except (KeyboardInterrupt, RequestTimeout):
             pass
         engine.close()
         return 0
 
-    def _load_app(self) -> Callable:
-        if self.app_spec is None:
-            from qiao._demo import demo_app
+    def _quit_now(self, worker: Worker) -> None:
+        """QUIT (a fast stop): worker_int and worker_exit, then out at once (gunicorn's)."""
+        worker.alive = False
+        self.hooks.call("worker_int", worker)
+        self.hooks.call("worker_exit", self, worker)
+        os._exit(0)
 
-            return demo_app
-        return load_app(self.app_spec, factory=self.config.factory, cwd=os.getcwd())
+    def _load_app(self) -> Callable:
+        return load_configured(self.app_spec, self.config, os.getcwd())
+
+
+class RequestTimeout(Exception):
+    """Raised in an app thread whose request ran past ``--timeout``: the engine answers the
+    request 500 (its traceback shows where the app was)."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        limit = "--timeout" if timeout is None else f"--timeout {timeout:g}s"
+        super().__init__(f"the request ran past {limit}; the worker stops")
+
+
+_QIAO_DIR = os.path.dirname(__file__)
+
+
+def _interrupt_app_threads() -> None:
+    """Raises ``RequestTimeout`` in the other threads running the app's Python code now
+    (a thread waiting in the engine runs none, and is left alone), at its next bytecode."""
+    import ctypes
+    import threading
+
+    main = threading.main_thread().ident
+    for ident, frame in sys._current_frames().items():
+        if ident in (main, threading.get_ident()):
+            continue
+        if frame.f_code.co_filename.startswith(_QIAO_DIR):
+            continue  # qiao's own threads (the reloader)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(ident), ctypes.py_object(RequestTimeout)
+        )
 
 
 def _map_board(config: Config) -> Scoreboard:

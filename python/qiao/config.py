@@ -335,12 +335,134 @@ def _forwarded_fields(raw: object) -> dict[str, int]:
     return fields
 
 
+# gunicorn's worker classes, as its -k accepts them, by what qiao runs for each.
+_WORKER_CLASSES = {
+    "sync": "sync", "gthread": "gthread",
+    "gunicorn.workers.sync.syncworker": "sync", "egg:gunicorn#sync": "sync",
+    "gunicorn.workers.gthread.threadworker": "gthread", "egg:gunicorn#gthread": "gthread",
+}
+
+
+def _worker_class(raw: object) -> str:
+    """gunicorn's ``worker_class``: ``sync`` and ``gthread`` (in any of gunicorn's
+    spellings) are what qiao's workers are; any other class is refused, saying why."""
+    text = _string(raw).strip()
+    found = _WORKER_CLASSES.get(text.lower())
+    if found is not None:
+        return found
+    lowered = text.lower()
+    if "uvicorn" in lowered or "asgi" in lowered or "aiohttp" in lowered:
+        why = "it runs ASGI (asyncio) applications and qiao serves WSGI ones"
+    else:
+        why = (
+            "qiao's workers are sync (one thread) or gthread (--threads N); its engine "
+            "already serves idle and slow connections without holding a thread, which is "
+            "what the gevent, eventlet and tornado workers are for"
+        )
+    raise _Invalid(f"expected sync or gthread: {why}")
+
+
+def _strings(raw: object) -> list[str]:
+    """A list of strings: a list (CLI flags repeated, a config file), or one string split
+    on commas (an environment variable)."""
+    if isinstance(raw, str):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if isinstance(raw, (list, tuple)) and all(isinstance(item, (str, os.PathLike)) for item in raw):
+        return [os.fspath(item) for item in raw]
+    raise _Invalid("expected a string or a list of strings")
+
+
+def _pairs(raw: object) -> dict[str, str]:
+    """``KEY=VALUE`` strings (gunicorn's ``raw_env``, ``--paste-global``): a list of them, one
+    string, or a dict."""
+    if isinstance(raw, dict):
+        items = [f"{k}={v}" for k, v in raw.items()]
+    elif isinstance(raw, str):
+        items = [raw]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        items = list(raw)
+    else:
+        raise _Invalid("expected KEY=VALUE strings")
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _Invalid("expected KEY=VALUE", got=item)
+        pairs[key.strip()] = value
+    return pairs
+
+
+def _dict_config(raw: object) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict, or its JSON text."""
+    if isinstance(raw, str):
+        import json  # only while parsing: see TYPE_CHECKING above
+
+        try:
+            raw = json.loads(raw)
+        except ValueError as e:
+            raise _Invalid(f"expected a JSON object ({e})") from None
+    if not isinstance(raw, dict):
+        raise _Invalid("expected a dict (logging.config.dictConfig's schema)")
+    return raw
+
+
+def _syslog_address(raw: object) -> str:
+    """Where syslog lines go, as gunicorn writes it: ``udp://HOST:PORT``, ``tcp://HOST:PORT``
+    or ``unix://PATH[#dgram|#stream]``."""
+    text = _string(raw).strip()
+    expected = "expected udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream]"
+    scheme, sep, rest = text.partition("://")
+    if not sep or not rest or scheme not in ("udp", "tcp", "unix"):
+        raise _Invalid(expected)
+    if scheme == "unix":
+        _path_part, _, kind = rest.partition("#")
+        if kind not in ("", "dgram", "stream"):
+            raise _Invalid(expected)
+    else:
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _Invalid(expected)
+    return text
+
+
+# The facilities syslog(3) names (<syslog.h>), as gunicorn's --log-syslog-facility takes them.
+_FACILITIES = (
+    "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "syslog",
+    "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+)
+
+
+def _directory(value: str | None) -> None:
+    if value is not None and not os.path.isdir(value):
+        raise _Invalid("expected an existing directory")
+
+
+def _id_or_name(raw: object) -> str | None:
+    """A user or group: a name, or a numeric id (gunicorn's config files give ints)."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return str(raw)
+    return _optional_string(raw)
+
+
+def _proxy_mode(raw: object) -> bool:
+    """``--proxy-protocol [MODE]``: gunicorn's modes ``off``, ``v1``, ``v2``, ``auto`` (qiao
+    tells v1 from v2 by their first bytes, so each of the last three accepts both), or a
+    boolean."""
+    if isinstance(raw, str) and raw.strip().lower() in ("v1", "v2", "auto"):
+        return True
+    try:
+        return _boolean(raw)
+    except _Invalid:
+        raise _Invalid("expected off, v1, v2, auto, or true/false") from None
+
+
 class Setting:
     """One row of the table: a setting's name, parser, default and documentation."""
 
     __slots__ = (
-        "default", "doc", "engine", "env_aliases", "flags", "metavar", "name", "parse",
-        "repeat", "switch", "validate",
+        "const", "default", "doc", "engine", "env_aliases", "flags", "gunicorn", "metavar",
+        "name", "parse", "repeat", "switch", "validate",
     )
 
     def __init__(
@@ -353,9 +475,11 @@ class Setting:
         validate: Callable[[Any], None] | None = None,  # raises _Invalid on a bad value
         metavar: str | None = None,  # placeholder shown by --help
         repeat: bool = False,  # the CLI flag may be given more than once (values collected)
-        switch: bool = False,  # the CLI flag takes no value and sets True
+        switch: bool = False,  # the CLI flag takes no value and sets the opposite of default
         engine: bool = False,  # passed to the Rust engine by Config.engine_settings()
         env_aliases: tuple[str, ...] = (),  # other environment variables, weaker than QIAO_<NAME>
+        gunicorn: str | None = None,  # gunicorn's name for it in a Python config file, if other
+        const: object = None,  # the flag's value may be left out, meaning this (nargs='?')
     ) -> None:
         self.name = name
         self.parse = parse
@@ -368,6 +492,8 @@ class Setting:
         self.switch = switch
         self.engine = engine
         self.env_aliases = env_aliases
+        self.gunicorn = gunicorn
+        self.const = const
 
     def __repr__(self) -> str:
         return f"Setting({self.name!r})"
@@ -431,28 +557,28 @@ SETTINGS: tuple[Setting, ...] = (
         # Bounds log output: no access log unless asked for.
         None,
         "Access log file; '-' means stdout. Unset: no access log.",
-        ("--access-logfile",), metavar="FILE", engine=True,
+        ("--access-logfile",), metavar="FILE", engine=True, gunicorn="accesslog",
     ),
     Setting(
         "access_logformat", _string,
         # Bounds nothing: the layout of one access log line (gunicorn's atoms).
         DEFAULT_ACCESS_LOG_FORMAT,
         "Format of an access log line, with gunicorn's %(x)s atoms.",
-        ("--access-logformat",), metavar="STRING", engine=True,
+        ("--access-logformat",), metavar="STRING", engine=True, gunicorn="access_log_format",
     ),
     Setting(
         "error_logfile", _string,
         # Bounds nothing: where the error log goes, stderr by default.
         "-",
         "Error log file; '-' means stderr.",
-        ("--error-logfile", "--log-file"), metavar="FILE", engine=True,
+        ("--error-logfile", "--log-file"), metavar="FILE", engine=True, gunicorn="errorlog",
     ),
     Setting(
         "log_level", _choice(*_LOG_LEVELS),
         # Bounds the error log's volume: info and above.
         "info",
         "Least severe error log level written: " + ", ".join(_LOG_LEVELS) + ".",
-        ("--log-level",), metavar="LEVEL", engine=True,
+        ("--log-level",), metavar="LEVEL", engine=True, gunicorn="loglevel",
     ),
     Setting(
         "chdir", _path,
@@ -474,7 +600,7 @@ SETTINGS: tuple[Setting, ...] = (
         2.0,
         "Seconds to wait for the next request on a keep-alive connection; 0 disables "
         "keep-alive.",
-        ("--keep-alive",), metavar="SECONDS", engine=True,
+        ("--keep-alive",), metavar="SECONDS", engine=True, gunicorn="keepalive",
     ),
     Setting(
         "header_timeout", _seconds(zero_ok=False),
@@ -725,7 +851,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Load the application in the master before forking the workers (less memory, "
         "faster worker start; a reload then keeps the old code).",
-        ("--preload",), switch=True,
+        ("--preload",), switch=True, gunicorn="preload_app",
     ),
     Setting(
         "reload", _boolean,
@@ -739,17 +865,17 @@ SETTINGS: tuple[Setting, ...] = (
         # Bounds nothing: where the master writes its process id.
         None,
         "Write the master's process id to this file.",
-        ("-p", "--pid"), metavar="FILE",
+        ("-p", "--pid"), metavar="FILE", gunicorn="pidfile",
     ),
     Setting(
-        "user", _optional_string,
+        "user", _id_or_name,
         # Bounds privileges: the user to switch to once the sockets are bound.
         None,
         "Switch to this user (name or uid) after binding.",
         ("-u", "--user"), metavar="USER",
     ),
     Setting(
-        "group", _optional_string,
+        "group", _id_or_name,
         # Bounds privileges: the group to switch to once the sockets are bound.
         None,
         "Switch to this group (name or gid) after binding.",
@@ -789,13 +915,13 @@ SETTINGS: tuple[Setting, ...] = (
         ("--forwarded-headers",), metavar="FIELDS",
     ),
     Setting(
-        "proxy_protocol", _boolean,
+        "proxy_protocol", _proxy_mode,
         # Bounds nothing: whether connections from --proxy-allow-from begin with a PROXY
         # protocol header (v1 or v2) naming the client.
         False,
         "Connections from --proxy-allow-from must begin with a PROXY protocol header "
         "(HAProxy's v1 or v2, told apart by their first bytes), which names the client.",
-        ("--proxy-protocol",), switch=True, engine=True,
+        ("--proxy-protocol",), metavar="MODE", const="auto", engine=True,
     ),
     Setting(
         "proxy_allow_ips", _ip_networks,
@@ -813,6 +939,179 @@ SETTINGS: tuple[Setting, ...] = (
         "routers; one request per connection).",
         ("--protocol",), metavar="PROTOCOL", engine=True,
     ),
+    Setting(
+        "worker_class", _worker_class,
+        # Bounds nothing: gunicorn's worker classes, of which qiao's workers are two.
+        "sync",
+        "gunicorn's worker class: sync (one thread, or gthread when --threads is above 1, "
+        "as in gunicorn) or gthread; others are refused.",
+        ("-k", "--worker-class"), metavar="CLASS",
+    ),
+    Setting(
+        "wsgi_app", _optional_string,
+        # Bounds nothing: APP, for a config file (gunicorn's wsgi_app); APP on the command
+        # line wins.
+        None,
+        "The application, as APP names it, when the command line names none.",
+        (), metavar="APP",
+    ),
+    Setting(
+        "raw_env", _pairs,
+        # Bounds nothing: environment variables set in the master before the app loads.
+        {},
+        "Set an environment variable (KEY=VALUE) before loading the app; repeatable.",
+        ("-e", "--env"), metavar="KEY=VALUE", repeat=True,
+    ),
+    Setting(
+        "pythonpath", _strings,
+        # Bounds nothing: directories put first on sys.path before the app loads.
+        [],
+        "Directories (comma-separated) to put first on sys.path before loading the app.",
+        ("--pythonpath",), metavar="DIRS",
+    ),
+    Setting(
+        "paste", _path,
+        # Bounds nothing: the app comes from a PasteDeploy ini file instead of APP.
+        None,
+        "Load the app from a PasteDeploy ini file (config.ini, or config.ini#name), as "
+        "Pyramid apps ship; its logging sections configure Python's logging.",
+        ("--paste", "--paster"), metavar="INI",
+    ),
+    Setting(
+        "paste_global", _pairs,
+        # Bounds nothing: global_conf values handed to the PasteDeploy ini.
+        {},
+        "A KEY=VALUE for the --paste ini's global configuration; repeatable.",
+        ("--paste-global",), metavar="KEY=VALUE", repeat=True, gunicorn="raw_paste_global_conf",
+    ),
+    Setting(
+        "proc_name", _optional_string,
+        # Bounds nothing: the name ps and top show (default: the app's).
+        None,
+        "The name of the processes in ps and top (with setproctitle installed, the whole "
+        "title), instead of the app's.",
+        ("-n", "--name"), metavar="NAME",
+    ),
+    Setting(
+        "reuse_port", _boolean,
+        # Bounds nothing: whether other processes may bind the same TCP port (SO_REUSEPORT).
+        False,
+        "Set SO_REUSEPORT on the TCP sockets, so that another server (a new deploy) can "
+        "listen on the same port; the kernel shares connections between them.",
+        ("--reuse-port",), switch=True,
+    ),
+    Setting(
+        "sendfile", _boolean,
+        # Bounds nothing: whether wsgi.file_wrapper responses use sendfile(2).
+        True,
+        "Send wsgi.file_wrapper files with sendfile(2); --no-sendfile reads and writes them "
+        "instead (for file systems where sendfile misbehaves).",
+        ("--no-sendfile",), switch=True, engine=True,
+    ),
+    Setting(
+        "capture_output", _boolean,
+        # Bounds nothing: whether print() and stray writes of the app reach the error log.
+        False,
+        "Send the workers' stdout and stderr (print(), stray writes) to --error-logfile.",
+        ("--capture-output",), switch=True,
+    ),
+    Setting(
+        "log_config", _path,
+        # Bounds nothing: Python logging configured from an ini file (fileConfig).
+        None,
+        "Configure Python's logging from this ini file (logging.config.fileConfig) before "
+        "loading the app.",
+        ("--log-config",), metavar="FILE", gunicorn="logconfig",
+    ),
+    Setting(
+        "log_config_json", _path,
+        # Bounds nothing: Python logging configured from a JSON file (dictConfig).
+        None,
+        "Configure Python's logging from this JSON file (logging.config.dictConfig).",
+        ("--log-config-json",), metavar="FILE", gunicorn="logconfig_json",
+    ),
+    Setting(
+        "log_config_dict", _dict_config,
+        # Bounds nothing: Python logging configured from a dict (dictConfig).
+        {},
+        "Configure Python's logging with this dict (logging.config.dictConfig); JSON text "
+        "on the command line.",
+        ("--log-config-dict",), metavar="JSON", gunicorn="logconfig_dict",
+    ),
+    Setting(
+        "log_syslog", _boolean,
+        # Bounds nothing: the error log also goes to syslog.
+        False,
+        "Also send the error log to syslog (--log-syslog-to).",
+        ("--log-syslog",), switch=True, gunicorn="syslog",
+    ),
+    Setting(
+        "log_syslog_to", _syslog_address,
+        # Bounds nothing: where syslog lines go.
+        "udp://localhost:514",
+        "Where syslog lines go: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram].",
+        ("--log-syslog-to",), metavar="ADDRESS", gunicorn="syslog_addr",
+    ),
+    Setting(
+        "log_syslog_prefix", _optional_string,
+        # Bounds nothing: the program name syslog lines carry.
+        None,
+        "The program name syslog lines carry (default: qiao.<proc name>).",
+        ("--log-syslog-prefix",), metavar="PREFIX", gunicorn="syslog_prefix",
+    ),
+    Setting(
+        "log_syslog_facility", _choice(*_FACILITIES),
+        # Bounds nothing: the syslog facility.
+        "user",
+        "The syslog facility: user, daemon, local0...local7...",
+        ("--log-syslog-facility",), metavar="FACILITY", gunicorn="syslog_facility",
+    ),
+    Setting(
+        "reload_extra_files", _strings,
+        # Bounds nothing: more files whose change restarts the workers under --reload.
+        [],
+        "With --reload, also restart the workers when this file changes (templates, "
+        "settings files); repeatable.",
+        ("--reload-extra-file",), metavar="FILE", repeat=True,
+    ),
+    Setting(
+        "initgroups", _boolean,
+        # Bounds privileges: the supplementary groups kept after switching user.
+        False,
+        "With --user, also take the user's supplementary groups (initgroups) besides "
+        "--group.",
+        ("--initgroups",), switch=True,
+    ),
+    Setting(
+        "daemon", _boolean,
+        # Bounds nothing: detach from the terminal once the sockets are bound.
+        False,
+        "Detach from the terminal and run in the background (use --pid to find it).",
+        ("-D", "--daemon"), switch=True,
+    ),
+    Setting(
+        "worker_tmp_dir", _path,
+        # Bounds nothing: qiao keeps its heartbeats in shared memory, never in files.
+        None,
+        "Accepted for gunicorn's configurations: qiao's workers report to the master through "
+        "shared memory, so no heartbeat file is written (a directory that is not there is "
+        "still an error).",
+        ("--worker-tmp-dir",), metavar="DIR", validate=_directory,
+    ),
+    Setting(
+        "check_config", _boolean,
+        # Bounds nothing: check the settings and the app, then exit.
+        False,
+        "Check the settings and that the app loads, then exit (0 when all is well).",
+        ("--check-config",), switch=True,
+    ),
+    Setting(
+        "print_config", _boolean,
+        # Bounds nothing: print the settings in effect, then check as --check-config.
+        False,
+        "Print every setting's value and where it came from, check the app, then exit.",
+        ("--print-config",), switch=True,
+    ),
 )
 
 # Limits where 0 means the cap and larger values are capped (as gunicorn does)...
@@ -825,11 +1124,11 @@ _UNLIMITED_IF_ZERO = (
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
+def did_you_mean(name: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
     """``"; did you mean 'x'?"`` naming the choices close to ``name``, or ``""``."""
     import difflib  # only on this error path: see TYPE_CHECKING above
 
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=cutoff)
     return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
@@ -851,14 +1150,18 @@ class Config:
         *,
         env: Mapping[str, str] | None = None,
         cli: Mapping[str, object] | None = None,
-        settings_label: str = "{name}",
+        settings_label: str | Mapping[str, str] = "{name}",
+        cmd_args: Mapping[str, object] | None = None,
     ) -> None:
         """Build and validate.
 
         ``settings`` are keyword arguments (unknown names are errors); ``env`` defaults to
         ``os.environ`` (pass ``{}`` to ignore it); ``cli`` maps setting names to the raw
         values of the flags given. ``settings_label`` formats how a setting from
-        ``settings`` is named in errors (a config file may pass ``"qiao.toml: {name}"``).
+        ``settings`` is named in errors (a config file may pass ``"qiao.toml: {name}"``), or
+        maps each name to its label. ``cmd_args`` are flags parsed from ``QIAO_CMD_ARGS``
+        (gunicorn's ``GUNICORN_CMD_ARGS``): weaker than ``cli``, stronger than the rest of
+        the environment.
         """
         env = os.environ if env is None else env
         settings = dict(settings or {})
@@ -866,14 +1169,15 @@ class Config:
             if name not in _BY_NAME:
                 raise _unknown(name, "setting")
         cli = dict(cli or {})
-        for name in cli:
+        cmd_args = dict(cmd_args or {})
+        for name in (*cli, *cmd_args):
             if name not in _BY_NAME:
                 raise _unknown(name, "setting")
 
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for setting in SETTINGS:
-            raw, label = self._pick(setting, settings, env, cli, settings_label)
+            raw, label = self._pick(setting, settings, env, cli, cmd_args, settings_label)
             if label is None:
                 default = setting.default
                 values[setting.name] = _copy(default)
@@ -906,6 +1210,8 @@ class Config:
             ("http2_cleartext", values["http2_cleartext"] != "off", "protocol",
              values["protocol"] == "uwsgi", "a uwsgi listener speaks no HTTP/2"),
         ]
+        if values["worker_class"] == "sync" and values["threads"] > 1:
+            values["worker_class"] = "gthread"  # as gunicorn does with --threads above 1
         for name, on, other, other_on, why in pairs:
             if on and other_on:
                 label = sources[name] if sources[name] != "default" else _BY_NAME[name].flag
@@ -954,16 +1260,21 @@ class Config:
         settings: Mapping[str, object],
         env: Mapping[str, str],
         cli: Mapping[str, object],
-        settings_label: str,
+        cmd_args: Mapping[str, object],
+        settings_label: str | Mapping[str, str],
     ) -> tuple[object, str | None]:
         """The raw value and the name of its source, by precedence; (None, None) if unset."""
         if setting.name in cli:
             return cli[setting.name], setting.flag
+        if setting.name in cmd_args:
+            return cmd_args[setting.name], f"QIAO_CMD_ARGS {setting.flag}"
         for var in (setting.env, *setting.env_aliases):
             if var in env:
                 return env[var], var
         if setting.name in settings:
-            return settings[setting.name], settings_label.format(name=setting.name)
+            if isinstance(settings_label, str):
+                return settings[setting.name], settings_label.format(name=setting.name)
+            return settings[setting.name], settings_label.get(setting.name, setting.name)
         return None, None
 
     def __getattr__(self, name: str) -> Any:
@@ -1018,12 +1329,25 @@ class Config:
         for name in _UNLIMITED_IF_ZERO:
             settings[name] = self._values[name] or sys.maxsize
         settings["url_scheme"] = "http" if self._values["certfile"] is None else "https"
+        settings.update(self.syslog_settings())
         settings["secure_scheme_headers"] = list(self._values["secure_scheme_headers"].items())
         for field in _FORWARDED_FIELDS:
             settings["forwarded_" + field] = self._values["forwarded_headers"].get(field, 0)
         # A worker of a master learns the master's pid (to stop when it is gone).
         settings["parent_pid"] = 0
         return settings
+
+    def syslog_settings(self, name: str | None = None) -> dict[str, object]:
+        """The engine's syslog keys: where lines go (None: not to syslog), the facility,
+        and the prefix of the program names (``--log-syslog-prefix``, else the process
+        name ``name``, as gunicorn's ``gunicorn.<prefix>.error``)."""
+        values = self._values
+        prefix = values["log_syslog_prefix"] or values["proc_name"] or name or "qiao"
+        return {
+            "log_syslog_to": values["log_syslog_to"] if values["log_syslog"] else None,
+            "log_syslog_facility": values["log_syslog_facility"],
+            "log_syslog_prefix": prefix.replace(":", "."),
+        }
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and self._values == other._values
@@ -1054,45 +1378,110 @@ def _show(raw: object) -> str:
     return repr(raw)
 
 
+# How --help groups the settings (gunicorn's sections, where it has them): every setting
+# is in exactly one.
+TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("server socket", ("bind", "backlog", "reuse_port", "protocol")),
+    ("worker processes", (
+        "workers", "worker_class", "threads", "worker_connections", "timeout",
+        "graceful_timeout", "keep_alive", "max_requests", "max_requests_jitter",
+        "max_worker_lifetime", "max_worker_memory", "output_budget",
+    )),
+    ("limits and timeouts of requests", (
+        "limit_request_line", "limit_request_fields", "limit_request_field_size",
+        "limit_request_head_size", "max_request_body_size", "body_buffer_size",
+        "limit_chunk_ext_size", "limit_trailer_size", "header_timeout", "body_timeout",
+        "write_timeout",
+    )),
+    ("the application", (
+        "wsgi_app", "factory", "chdir", "pythonpath", "raw_env", "paste", "paste_global",
+        "preload", "root_path", "sendfile",
+    )),
+    ("development and checks", (
+        "reload", "reload_extra_files", "check_config", "print_config",
+    )),
+    ("logging", (
+        "access_logfile", "access_logformat", "error_logfile", "log_level", "capture_output",
+        "log_config", "log_config_json", "log_config_dict", "log_syslog", "log_syslog_to",
+        "log_syslog_prefix", "log_syslog_facility",
+    )),
+    ("process", (
+        "proc_name", "pid", "user", "group", "initgroups", "umask", "daemon", "worker_tmp_dir",
+    )),
+    ("behind a proxy", (
+        "forwarded_allow_ips", "secure_scheme_headers", "forwarded_headers", "proxy_protocol",
+        "proxy_allow_ips",
+    )),
+    ("TLS (HTTPS)", (
+        "certfile", "keyfile", "keyfile_password", "ca_certs", "cert_reqs", "ciphers",
+        "tls_min_version", "tls_handshake_timeout",
+    )),
+    ("HTTP/2", (
+        "http_protocols", "http2_cleartext", "http2_max_concurrent_streams",
+        "http2_initial_window_size", "http2_max_frame_size", "http2_max_header_list_size",
+    )),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; values stay raw strings for ``Config(cli=...)``.
+    """Add one flag per setting, grouped by ``TOPICS``; values stay raw strings for
+    ``Config(cli=...)``.
 
     Flags not given are absent from the namespace (``default=SUPPRESS``), so the
     environment and defaults can fill them in with the right precedence.
     """
     import argparse
 
-    group = parser.add_argument_group("settings (each also read from QIAO_<NAME>)")
-    for setting in SETTINGS:
-        if not setting.flags:
-            continue
-        help_text = setting.doc
-        if not setting.switch:
-            help_text += f" [default: {_default_text(setting.default)}]"
-        help_text = help_text.replace("%", "%%")
-        if setting.switch:
-            group.add_argument(
-                *setting.flags, dest=setting.name, action="store_true",
-                default=argparse.SUPPRESS, help=help_text,
-            )
-        else:
-            group.add_argument(
-                *setting.flags, dest=setting.name,
-                action="append" if setting.repeat else "store",
-                default=argparse.SUPPRESS, metavar=setting.metavar, help=help_text,
-            )
+    for title, members in TOPICS:
+        group = parser.add_argument_group(title)
+        for name in members:
+            setting = _BY_NAME[name]
+            if not setting.flags:
+                continue
+            help_text = setting.doc
+            if not setting.switch:
+                help_text += f" [default: {default_text(setting)}]"
+            help_text = help_text.replace("%", "%%")
+            if setting.switch:
+                # A switch sets the opposite of the default: --preload True, --no-sendfile
+                # False.
+                group.add_argument(
+                    *setting.flags, dest=setting.name, action="store_const",
+                    const=not setting.default, default=argparse.SUPPRESS, help=help_text,
+                )
+            else:
+                optional = {} if setting.const is None else {"nargs": "?", "const": setting.const}
+                group.add_argument(
+                    *setting.flags, dest=setting.name,
+                    action="append" if setting.repeat else "store",
+                    default=argparse.SUPPRESS, metavar=setting.metavar, help=help_text,
+                    **optional,
+                )
 
 
-def _default_text(default: object) -> str:
-    if isinstance(default, list):
-        return ",".join(default) if default else "none"
-    if isinstance(default, dict):
-        return ",".join(f"{k}={v}" for k, v in default.items()) if default else "none"
-    if default is None:
+def default_text(setting: Setting) -> str:
+    """A setting's default as a user writes it (see ``value_text``)."""
+    return value_text(setting.name, setting.default)
+
+
+def value_text(name: str, value: object) -> str:
+    """A setting's value as a user writes it: a mask in octal (``0o022``, not 18), whole
+    seconds without ``.0``, lists comma-separated, a password hidden."""
+    if "password" in name and value:
+        return "***"
+    if name == "umask" and isinstance(value, int):
+        return f"0o{value:03o}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(value) if value else "none"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) if value else "none"
+    if value is None:
         return "unset"
-    if default == "":
+    if value == "":
         return "''"
-    return str(default)
+    return str(value)
 
 
 def names() -> Iterable[str]:

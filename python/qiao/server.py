@@ -32,7 +32,19 @@ class WSGIServer:
     The engine is created on the first ``serve_forever()`` or ``handle_request()``; it
     serves every socket in ``sockets``. The server owns the sockets and closes them in
     ``server_close()``.
+
+    What code written against ``wsgiref.simple_server.WSGIServer`` and
+    ``socketserver.BaseServer`` touches is here (see docs/behaviour.md for what differs:
+    the engine reads requests and builds environs itself, so the per-request methods
+    ``verify_request``, ``handle_error``, ``handle_timeout`` and ``service_actions`` are
+    never called by it, and ``base_environ`` is what it puts in every environ, shown).
     """
+
+    # socketserver's class attributes, with qiao's values.
+    socket_type = socket.SOCK_STREAM
+    allow_reuse_address = True  # SO_REUSEADDR is set on every TCP socket qiao binds
+    timeout: float | None = None  # handle_request() waits for a request without limit
+    RequestHandlerClass = None  # the engine handles requests: no handler class
 
     def __init__(self, app: WSGIApp | None, config: Config, sockets: list[socket.socket]) -> None:
         if not sockets:
@@ -83,6 +95,72 @@ class WSGIServer:
     def fileno(self) -> int:
         return self.sockets[0].fileno()
 
+    @property
+    def address_family(self) -> int:
+        return self.sockets[0].family
+
+    @property
+    def allow_reuse_port(self) -> bool:
+        return bool(self.config.reuse_port)
+
+    @property
+    def request_queue_size(self) -> int:
+        """The listen backlog (``backlog`` setting)."""
+        return int(self.config.backlog)
+
+    @property
+    def base_environ(self) -> dict[str, str]:
+        """The CGI keys every request's environ starts from (wsgiref's ``setup_environ``):
+        a copy, for reading; the engine builds each environ itself."""
+        port = self.server_port
+        return {
+            "SERVER_NAME": self.server_name,
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PORT": "" if port is None else str(port),
+            "REMOTE_HOST": "",
+            "CONTENT_LENGTH": "",
+            "SCRIPT_NAME": self.config.root_path,
+        }
+
+    def setup_environ(self) -> None:
+        """wsgiref calls it from ``server_bind()``; qiao's environ needs no set-up."""
+
+    def server_bind(self) -> None:
+        """The sockets are bound by ``make_server()``/``serve()`` already; nothing to do."""
+
+    def server_activate(self) -> None:
+        """The sockets are listening already; nothing to do."""
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """socketserver's hook to refuse a client; the engine never calls it (use
+        ``--forwarded-allow-ips`` and a proxy to choose clients)."""
+        return True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """socketserver's report of an exception in a request; qiao logs an application's
+        exception itself (500 and a traceback in the error log), so this only prints the
+        exception being handled, as socketserver does, when user code calls it."""
+        import traceback
+
+        traceback.print_exc()
+
+    def handle_timeout(self) -> None:
+        """socketserver calls it when ``handle_request()`` times out; qiao's waits for a
+        request without a time limit (``timeout`` is None)."""
+
+    def service_actions(self) -> None:
+        """socketserver calls it on each turn of ``serve_forever()``; the engine's loop does
+        not run Python between requests, so it is never called."""
+
+    @property
+    def application(self) -> WSGIApp | None:
+        """wsgiref's attribute: the application (``get_app()``/``set_app()``)."""
+        return self._app
+
+    @application.setter
+    def application(self, app: WSGIApp) -> None:
+        self.set_app(app)
+
     def get_app(self) -> WSGIApp | None:
         return self._app
 
@@ -97,7 +175,9 @@ class WSGIServer:
             engine.close()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        """Serve until ``shutdown()`` (from another thread) or Ctrl-C, which propagates.
+        """Serve until ``shutdown()`` (from another thread) or Ctrl-C, after which it
+        returns: a script's ``make_server(...).serve_forever()`` stops cleanly, without a
+        KeyboardInterrupt traceback (wsgiref's would print one).
 
         ``poll_interval`` is accepted for wsgiref compatibility; the engine wakes on
         ``shutdown()`` at once, so it is not used.
@@ -113,6 +193,8 @@ class WSGIServer:
             self._stopped.clear()
         try:
             engine.serve_forever()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: the engine stopped gracefully; a clean return
         finally:
             with self._lock:
                 self._serving = False

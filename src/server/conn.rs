@@ -407,7 +407,10 @@ impl<T: Transport> Connection<T> {
             let started = Instant::now();
             let forwarded = match self.forwarded(&head).map(|f| self.with_uwsgi_environ(f)) {
                 Ok(forwarded) => forwarded,
-                Err(e) => return Box::pin(self.refuse(Canned::Refused(e))).await,
+                Err(e) => {
+                    self.log_refused_request(&head, Canned::Refused(e), started);
+                    return Box::pin(self.refuse(Canned::Refused(e))).await;
+                }
             };
 
             let mut persist = Persistence::KeepAlive;
@@ -422,16 +425,19 @@ impl<T: Transport> Connection<T> {
             }
             let body = match self.read_body(&head).await {
                 Ok(body) => body,
-                Err(BodyError::Refused(e)) => {
-                    return Box::pin(self.refuse(Canned::Refused(e))).await
-                }
-                Err(BodyError::TimedOut) => {
-                    return Box::pin(self.refuse(Canned::RequestTimeout)).await
-                }
                 Err(BodyError::Closed) => return,
-                Err(BodyError::Store(e)) => {
-                    spool::log_not_stored(&shared.ctx.error_log, &e);
-                    return Box::pin(self.refuse(Canned::BodyNotStored)).await;
+                Err(err) => {
+                    let canned = match err {
+                        BodyError::Refused(e) => Canned::Refused(e),
+                        BodyError::TimedOut => Canned::RequestTimeout,
+                        BodyError::Store(e) => {
+                            spool::log_not_stored(&shared.ctx.error_log, &e);
+                            Canned::BodyNotStored
+                        }
+                        BodyError::Closed => unreachable!("matched above"),
+                    };
+                    self.log_refused_request(&head, canned, started);
+                    return Box::pin(self.refuse(canned)).await;
                 }
             };
             let keep = repeat && persist.persists();
@@ -707,9 +713,10 @@ impl<T: Transport> Connection<T> {
         self.linger().await;
     }
 
+    /// gunicorn's line for a request it refuses, at its level (a warning).
     fn log_refusal(&self, err: HttpError) {
-        self.shared.ctx.error_log.info(&format!(
-            "Invalid request from {}: {} {}",
+        self.shared.ctx.error_log.warning(&format!(
+            "Invalid request from ip={}: {} {}",
             if self.peer.remote.host.is_empty() {
                 "unix socket"
             } else {
@@ -718,6 +725,28 @@ impl<T: Transport> Connection<T> {
             err.status(),
             err.detail()
         ));
+    }
+
+    /// The access log line of a request refused once its head was read (its body too
+    /// large, malformed or too slow, its forwarding headers contradictory), as gunicorn
+    /// writes one for the requests it refuses after reading their request line.
+    fn log_refused_request(&self, head: &RequestHead, canned: Canned, started: Instant) {
+        let Some(log) = &self.shared.ctx.access_log else {
+            return;
+        };
+        let mut response = Vec::with_capacity(256);
+        canned.write(head.method() == b"HEAD", &mut response);
+        let mut body = Vec::new();
+        canned.write_body(&mut body);
+        log.log(&crate::access_log::AccessRecord {
+            remote_addr: &self.peer.remote.host,
+            head,
+            status: canned.status(),
+            body_bytes: body.len() as u64,
+            response_head: &response,
+            started,
+            environ: None,
+        });
     }
 
     /// After `finish`: closes so that the response is not lost to a reset (which a close

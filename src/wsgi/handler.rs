@@ -11,13 +11,14 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 use crate::access_log::AccessRecord;
 use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
+use crate::log::Level;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::{ip_text, Peer};
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
 use crate::wsgi::sink::{Flow, ResponseSink};
-use crate::wsgi::Context;
+use crate::wsgi::{Context, Hooked};
 
 /// One request, handed from the connection to the thread that runs the app.
 pub(crate) struct Exchange {
@@ -78,6 +79,11 @@ struct Live {
     forwarded: Option<Box<Forwarded>>,
     peer: Arc<Peer>,
     started: Instant,
+    /// The request hooks' state, when the config file defines them (boxed: most servers
+    /// have none, and `Live` moves on every pause).
+    hooked: Option<Box<Hooked>>,
+    /// The environ, kept when `Context::keeps_environ` says so.
+    environ: Option<Py<PyAny>>,
 }
 
 impl Drop for Waiting {
@@ -89,7 +95,20 @@ impl Drop for Waiting {
         if let Some(req) = self.req.take() {
             Python::attach(|py| {
                 let _ = close_iterable(req.iterable.bind(py));
-                req.sr.bind(py).borrow_mut().resp = None;
+                let resp = req.sr.bind(py).borrow_mut().resp.take();
+                if let (Some(hooked), Some(r)) = (req.hooked, resp) {
+                    // The error log is not at hand here; the hook's wrapper logs what its
+                    // hook raises itself.
+                    let environ = req.environ.as_ref();
+                    hooked.end(
+                        py,
+                        environ,
+                        r.head.status,
+                        &r.head.lines,
+                        r.body_bytes,
+                        None,
+                    );
+                }
             });
         }
     }
@@ -157,16 +176,36 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         (Err(e), _) | (_, Err(e)) => panic!("cannot allocate request objects: {e}"),
     };
 
+    let mut hooked = None;
+    let mut kept = None;
     let result = ctx
         .environ
         .build(py, &head, forwarded.as_deref(), &peer, &input, keep)
-        .and_then(|environ| ctx.app.bind(py).call1((environ, start)));
+        .and_then(|environ| {
+            if ctx.keeps_environ {
+                kept = Some(environ.clone().into_any().unbind());
+            }
+            if let Some(hooks) = &ctx.hooks {
+                // gunicorn's pre_request: what it raises is the request's 500.
+                let token = hooks.begin.bind(py).call1((&environ,))?;
+                hooked = Some(Box::new(Hooked {
+                    end: hooks.end.clone_ref(py),
+                    token: token.unbind(),
+                }));
+            }
+            ctx.app.bind(py).call1((environ, start))
+        });
     let iterable = match result {
         Ok(iterable) => iterable,
         Err(err) => {
             fail(py, ctx, &sr, &head, Failure::App(err));
             let client = forwarded.as_deref();
-            return Step::Done(finalize(ctx, &sr, &head, client, &peer, started));
+            let ended = Ended {
+                started,
+                hooked,
+                environ: kept,
+            };
+            return Step::Done(finalize(py, ctx, &sr, &head, client, &peer, ended));
         }
     };
     let req = Live {
@@ -178,6 +217,8 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         forwarded,
         peer,
         started,
+        hooked,
+        environ: kept,
     };
     body(py, ctx, req, may_pause)
 }
@@ -188,7 +229,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     let sr = req.sr.bind(py).clone();
     let iterable = req.iterable.bind(py).clone();
     let sent = match req.iter.take() {
-        None => send_body(py, &sr, &iterable, may_pause),
+        None => send_body(py, &sr, &iterable, may_pause, ctx.settings.sendfile),
         Some(iter) => send_iter(py, &sr, &iterable, iter.bind(py).clone(), may_pause),
     };
     match sent {
@@ -217,25 +258,39 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     // whatever the app read of it.
     drop(req.input);
     let forwarded = req.forwarded.as_deref();
+    let ended = Ended {
+        started: req.started,
+        hooked: req.hooked,
+        environ: req.environ,
+    };
     Step::Done(finalize(
-        ctx,
-        &sr,
-        &req.head,
-        forwarded,
-        &req.peer,
-        req.started,
+        py, ctx, &sr, &req.head, forwarded, &req.peer, ended,
     ))
 }
 
-/// The request is over: the connection's outcome, and the access log line.
+/// What a request carries to its end besides its head and response.
+struct Ended {
+    started: Instant,
+    hooked: Option<Box<Hooked>>,
+    environ: Option<Py<PyAny>>,
+}
+
+/// The request is over: the connection's outcome, the access log line, and the
+/// `post_request` hook.
 fn finalize(
+    py: Python<'_>,
     ctx: &Context,
     sr: &Bound<'_, StartResponse>,
     head: &RequestHead,
     forwarded: Option<&Forwarded>,
     peer: &Peer,
-    started: Instant,
+    ended: Ended,
 ) -> Outcome {
+    let Ended {
+        started,
+        hooked,
+        environ,
+    } = ended;
     let mut resp = sr
         .borrow_mut()
         .resp
@@ -251,7 +306,30 @@ fn finalize(
             body_bytes: resp.body_bytes,
             response_head: &resp.head.lines,
             started,
+            environ: environ.as_ref().map(|e| e.bind(py)),
         });
+    }
+    if ctx.error_log.enabled(Level::Debug) {
+        // --log-level debug: one line per request, for the development loop.
+        ctx.error_log.debug(&format!(
+            "\"{} {} {}\" {} {} bytes in {:.3} ms",
+            String::from_utf8_lossy(head.method()),
+            String::from_utf8_lossy(head.target()),
+            String::from_utf8_lossy(head.version_raw()),
+            resp.head.status,
+            resp.body_bytes,
+            started.elapsed().as_secs_f64() * 1000.0,
+        ));
+    }
+    if let Some(hooked) = hooked {
+        hooked.end(
+            py,
+            environ.as_ref(),
+            resp.head.status,
+            &resp.head.lines,
+            resp.body_bytes,
+            Some(&ctx.error_log),
+        );
     }
     Outcome {
         sink: resp.sink.take().expect("a finished response has its sink"),
@@ -302,8 +380,11 @@ fn send_body(
     sr: &Bound<'_, StartResponse>,
     iterable: &Bound<'_, PyAny>,
     may_pause: bool,
+    sendfile: bool,
 ) -> Result<Sent, Failure> {
-    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+    // `--no-sendfile`: the wrapper is iterated like any iterable (its file read block by
+    // block), as gunicorn does, for file systems where the kernel's copy misbehaves.
+    if let (true, Ok(wrapper)) = (sendfile, iterable.cast::<FileWrapper>()) {
         if let Some((fd, pos, size)) = wrapper.borrow().sendable(py) {
             return send_file(sr, fd, pos, size).map(|()| Sent::All);
         }

@@ -39,6 +39,54 @@ pub(crate) struct Context {
     pub served: AtomicU64,
     /// The master's table and this worker's slot in it, when there is a master.
     pub board: Option<(Py<Scoreboard>, usize)>,
+    /// The server hooks around each request (gunicorn's `pre_request`/`post_request`),
+    /// when a config file defines them; `None` costs a request nothing.
+    pub hooks: Option<RequestHooks>,
+    /// Whether a request's environ is kept past the app's call, for the hooks or the
+    /// access log's `%({NAME}e)s` atoms; otherwise the app alone holds it.
+    pub keeps_environ: bool,
+}
+
+/// Two Python callables around each request, made by the worker from the config file's
+/// `pre_request` and `post_request` hooks: `begin(environ)` before the app is called
+/// returns a token (gunicorn's `req`), and `end(token, environ, status, head, sent)` once
+/// the response is over (the iterable closed), on every path, with the status code, the
+/// response head's lines (`b"200 OK\r\nName: value\r\n..."`) and the body bytes sent.
+pub(crate) struct RequestHooks {
+    pub begin: Py<PyAny>,
+    pub end: Py<PyAny>,
+}
+
+/// One request's part of the hooks: held from `begin` to `end`.
+pub(crate) struct Hooked {
+    pub end: Py<PyAny>,
+    pub token: Py<PyAny>,
+}
+
+impl Hooked {
+    /// Calls `end` with what the response was; what it raises is logged (the Python side
+    /// logs its hook's own errors, so this is only what escapes that).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn end(
+        self,
+        py: Python<'_>,
+        environ: Option<&Py<PyAny>>,
+        status: u16,
+        head: &[u8],
+        sent: u64,
+        log: Option<&ErrorLog>,
+    ) {
+        let head = pyo3::types::PyBytes::new(py, head);
+        let environ = environ.map_or_else(|| py.None(), |e| e.clone_ref(py));
+        let called = self
+            .end
+            .bind(py)
+            .call1((self.token, environ, status, head, sent));
+        if let (Err(err), Some(log)) = (called, log) {
+            let trace = handler::format_traceback(py, &err);
+            log.error(&format!("Exception in post_request hook\n{trace}"));
+        }
+    }
 }
 
 impl Context {
@@ -69,11 +117,13 @@ impl Context {
             app,
             settings,
             error_log,
-            access_log,
             environ,
             interrupt: Mutex::new(None),
             served: AtomicU64::new(0),
+            keeps_environ: access_log.as_ref().is_some_and(|log| log.reads_environ()),
+            access_log,
             board,
+            hooks: None,
         })
     }
 

@@ -76,6 +76,10 @@ pub(crate) fn settings(threads: usize) -> Settings {
         forwarding: crate::http::forwarded::Rules::default(),
         proxy_protocol: false,
         protocol: "http".into(),
+        sendfile: true,
+        log_syslog_to: None,
+        log_syslog_facility: "user".into(),
+        log_syslog_prefix: "qiao".into(),
         proxy_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
         proxy_allowed: crate::http::forwarded::TrustedNets::parse(&["127.0.0.1", "::1"]).unwrap(),
     }

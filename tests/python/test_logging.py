@@ -141,3 +141,38 @@ def test_ipv6_bind():
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b'"REMOTE_ADDR": "::1"' in data
+
+
+def test_access_log_user_and_environ_atoms(tmp_path):
+    """gunicorn's %(u)s is the user of Basic authentication, and %({NAME}e)s a key of the
+    request's WSGI environ: never a variable of the server's own environment, whose
+    secrets a log line must not print."""
+    log = tmp_path / "access.log"
+    fmt = "%(u)s|%({PATH_INFO}e)s|%({SERVER_SECRET}e)s|%({wsgi.url_scheme}e)s"
+    with running_server(
+        "behaviour:app", "--access-logfile", str(log), "--access-logformat", fmt,
+        extra_env={"SERVER_SECRET": "hunter2"},
+    ) as server:
+        with Conn(server.port) as c:
+            c.request(get("/echo", headers=b"Authorization: Basic YWxpY2U6czNjcjN0\r\n"))
+            c.request(get("/echo", headers=b"Authorization: Bearer abc\r\n"))
+        lines = wait_lines(log, 2)
+    assert lines == ["alice|/echo|-|http", "-|/echo|-|http"]
+
+
+def test_refused_request_is_logged_as_gunicorn_logs_it(tmp_path):
+    """A request refused after its request line was read (here: a chunked body with a bad
+    chunk size, 400) gets gunicorn's error-log warning "Invalid request from ip=..." and an
+    access log line with its status."""
+    log = tmp_path / "access.log"
+    with running_server("behaviour:app", "--access-logfile", str(log)) as server:
+        with Conn(server.port) as c:
+            c.send(
+                b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"zz\r\nabc\r\n0\r\n\r\n"
+            )
+            assert c.read_response().status == 400
+        lines = wait_lines(log, 1)
+        errors = server.wait_log("Invalid request from ip=127.0.0.1")
+    assert len(lines) == 1 and '"POST /echo HTTP/1.1" 400' in lines[0], lines
+    assert "Invalid request from ip=127.0.0.1" in errors

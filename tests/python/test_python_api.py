@@ -99,3 +99,71 @@ def test_handle_request_serves_exactly_one():
         thread.join(5)
         assert not thread.is_alive(), "handle_request() did not return after one request"
         assert calls == ["/only"]
+
+
+def test_wsgiref_and_socketserver_attributes():
+    """What code written for wsgiref.simple_server.WSGIServer / socketserver.BaseServer
+    touches is there: application, base_environ, setup_environ, timeout, handle_timeout,
+    service_actions, server_bind, server_activate, verify_request, handle_error,
+    RequestHandlerClass, address_family, socket_type, allow_reuse_address,
+    request_queue_size."""
+    import socket
+
+    server = make_server("127.0.0.1", 0, hello)
+    try:
+        assert server.application is hello and server.get_app() is hello
+        server.setup_environ()
+        environ = server.base_environ
+        assert environ["SERVER_PORT"] == str(server.server_port)
+        assert environ["GATEWAY_INTERFACE"] == "CGI/1.1"
+        assert server.timeout is None
+        assert server.address_family == socket.AF_INET
+        assert server.socket_type == socket.SOCK_STREAM
+        assert server.allow_reuse_address
+        assert server.request_queue_size >= 1
+        assert server.verify_request(None, ("127.0.0.1", 1))
+        assert hasattr(server, "RequestHandlerClass")
+        for name in ("handle_timeout", "service_actions", "server_bind", "server_activate",
+                     "handle_error"):
+            assert callable(getattr(server, name))
+        server.application = hello
+    finally:
+        server.server_close()
+
+
+def test_ctrl_c_on_serve_forever_stops_without_a_traceback(tmp_path):
+    """README: Ctrl-C stops `make_server(...).serve_forever()` cleanly: it returns, the
+    script goes on and exits 0, and nothing is printed (wsgiref prints a traceback)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if is_gunicorn():
+        pytest.skip("wsgiref prints a KeyboardInterrupt traceback")
+    script = tmp_path / "serve.py"
+    # 'serving' is printed once a request was answered: serve_forever() is running.
+    script.write_text(
+        "import threading, urllib.request\n"
+        "from qiao import make_server\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'']\n"
+        "server = make_server('127.0.0.1', 0, app)\n"
+        "def ready():\n"
+        "    urllib.request.urlopen(f'http://127.0.0.1:{server.server_port}/', timeout=20)\n"
+        "    print('serving', flush=True)\n"
+        "threading.Thread(target=ready, daemon=True).start()\n"
+        "server.serve_forever()\n"
+        "print('returned', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout.readline() == "serving\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out == "returned\n"
+    assert "Traceback" not in err

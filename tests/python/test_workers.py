@@ -571,7 +571,7 @@ def test_reload_maps_a_board_per_thread_count_and_a_worker_refuses_a_smaller_one
     settings = iter([{"threads": 8}, {"threads": 8, "workers": 2}])
     arbiter = Arbiter(
         Config({"threads": 2}, env={}), None, [], _QuietLog(),
-        reload_config=lambda: Config(next(settings), env={}),
+        reload_config=lambda: (Config(next(settings), env={}), {}),
     )
     try:
         first = arbiter.board
