@@ -40,26 +40,10 @@ class Engine:
         ``begin(environ)`` before the app is called returns a token (what it raises is the
         request's 500), ``end(token, environ, status, head, sent)`` once the response is
         over, with the status code, the response head's lines as bytes and the body bytes
-        sent. ``settings``: every key of
-        ``qiao.config.Config.engine_settings()``, already validated:
-
-        - ``threads`` (int >= 1), ``workers`` (int >= 1, for ``wsgi.multiprocess``);
-        - ``root_path`` (str): SCRIPT_NAME, "" or "/prefix" without a trailing "/";
-        - ``access_logfile`` (str | None, "-" = stdout), ``access_logformat`` (str);
-        - ``error_logfile`` (str, "-" = stderr);
-        - ``log_level``: "debug" | "info" | "warning" | "error" | "critical";
-        - ``keep_alive`` (float seconds >= 0; 0 = close after each response);
-        - ``header_timeout`` (float seconds > 0);
-        - ``limit_request_line`` (int 1..8190);
-        - ``limit_request_fields`` (int 1..32768);
-        - ``limit_request_field_size`` (int >= 1; sys.maxsize = no limit);
-        - ``max_request_body_size`` (int bytes >= 1; sys.maxsize = no limit);
-
-        The limits are always concrete: Python maps a user's 0 ("no limit") to the cap.
-        - ``url_scheme`` (str, "http");
-        - ``graceful_timeout`` (float seconds): how long a stop waits for requests;
-        - ``max_requests`` (int, 0 = never): stop gracefully after this many;
-        - ``parent_pid`` (int, 0 = none): stop when the parent is no longer this process.
+        sent. ``settings``: every key of ``ENGINE_SETTINGS`` (the engine's one table of
+        them; their meanings are in docs/configuration.md), as
+        ``qiao.config.Config.engine_settings()`` gives them: validated, and the limits
+        always concrete (Python maps a user's 0, "no limit", to the cap).
         """
     def serve_forever(self) -> None:
         """Serve until ``shutdown()``; the GIL is released while waiting. Ctrl-C stops
