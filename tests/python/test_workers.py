@@ -94,8 +94,11 @@ def test_ttin_ttou_change_the_worker_count_under_load():
 
 def test_term_under_load_finishes_requests_in_flight():
     """SIGTERM: requests already in the app finish with their full response; the master
-    exits 0 after its workers."""
-    with running_server("behaviour:app", "-w", "2") as server:
+    exits 0 after its workers. Two workers of two threads: the four requests are all in
+    the app when the signal comes (with one thread, a worker's event loop waits on its
+    app call, and a request behind it may still be in the kernel's listen backlog, which
+    a stop does not drain)."""
+    with running_server("behaviour:app", "-w", "2", "--threads", "2") as server:
         worker_pids(server, 2)
         conns = [Conn(server.port, timeout=15) for _ in range(4)]
         for c in conns:
