@@ -264,7 +264,6 @@ impl Settings {
             x_host: s.forwarded_host,
             x_port: s.forwarded_port,
             x_prefix: s.forwarded_prefix,
-            ..Rules::default()
         };
         Ok(s)
     }

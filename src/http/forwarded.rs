@@ -119,26 +119,6 @@ pub struct Rules {
     pub x_host: usize,
     pub x_port: usize,
     pub x_prefix: usize,
-    /// The lengths of the field names these rules read, as bits (`name_lengths`), made at
-    /// the first request rather than at each.
-    pub(crate) names: std::sync::OnceLock<u64>,
-}
-
-impl Rules {
-    /// The lengths of the field names read, as bits: most fields (Host, Accept...) are
-    /// passed over on their length alone.
-    fn name_lengths(&self) -> u64 {
-        *self.names.get_or_init(|| {
-            let mut lengths = bit(b"x-forwarded-for") | bit(b"forwarded");
-            for (name, _) in &self.secure_scheme_headers {
-                lengths |= bit(name);
-            }
-            if self.x_host + self.x_port + self.x_prefix > 0 {
-                lengths |= bit(b"x-forwarded-host") | bit(b"x-forwarded-prefix");
-            }
-            lengths
-        })
-    }
 }
 
 impl Default for Rules {
@@ -154,7 +134,6 @@ impl Default for Rules {
             x_host: 0,
             x_port: 0,
             x_prefix: 0,
-            names: std::sync::OnceLock::new(),
         }
     }
 }
@@ -221,9 +200,16 @@ pub fn resolve<'a>(
     rules: &Rules,
     trusted: &TrustedNets,
 ) -> Result<Option<Forwarded>, HttpError> {
-    // A request with no name of these lengths (what a trusted peer sends when it forwards
-    // nothing, e.g. a local client) is done here.
-    let lengths = rules.name_lengths();
+    // The lengths of the names read, as bits: most fields (Host, Accept...) are passed
+    // over on their length alone, and a request with none of these lengths (what a
+    // trusted peer sends when it forwards nothing, e.g. a local client) is done here.
+    let mut lengths = bit(b"x-forwarded-for") | bit(b"forwarded");
+    for (name, _) in &rules.secure_scheme_headers {
+        lengths |= bit(name);
+    }
+    if rules.x_host + rules.x_port + rules.x_prefix > 0 {
+        lengths |= bit(b"x-forwarded-host") | bit(b"x-forwarded-prefix");
+    }
     let candidate = |name: &[u8]| name.len() < 64 && lengths & (1 << name.len()) != 0;
     if !headers.clone().any(|(name, _)| candidate(name)) {
         return Ok(None);
