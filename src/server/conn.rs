@@ -717,11 +717,7 @@ impl<T: Transport> Connection<T> {
     fn log_refusal(&self, err: HttpError) {
         self.shared.ctx.error_log.warning(&format!(
             "Invalid request from ip={}: {} {}",
-            if self.peer.remote.host.is_empty() {
-                "unix socket"
-            } else {
-                &self.peer.remote.host
-            },
+            self.peer.shown(),
             err.status(),
             err.detail()
         ));

@@ -431,11 +431,7 @@ async fn serve_tls(
     };
     shared.ctx.error_log.debug(&format!(
         "TLS handshake with {} failed: {failed}",
-        if peer.remote.host.is_empty() {
-            "unix socket"
-        } else {
-            &peer.remote.host
-        }
+        peer.shown()
     ));
 }
 

@@ -78,10 +78,6 @@ fn take(shared: &Shared, peer: &mut Peer, header: ProxyHeader) {
 pub(super) fn log_closed(shared: &Shared, peer: &Peer, why: &str) {
     shared.ctx.error_log.info(&format!(
         "Closed the connection from {}: {why}",
-        if peer.remote.host.is_empty() {
-            "unix socket"
-        } else {
-            &peer.remote.host
-        },
+        peer.shown(),
     ));
 }

@@ -78,6 +78,15 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// The peer as the error log names it: its address, or "unix socket" (which has none).
+    pub(crate) fn shown(&self) -> &str {
+        if self.remote.host.is_empty() {
+            "unix socket"
+        } else {
+            &self.remote.host
+        }
+    }
+
     pub(crate) fn new(remote: HostPort, local: Arc<HostPort>) -> Peer {
         Peer {
             remote,
