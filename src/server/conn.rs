@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pyo3::Python;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant as TokioInstant, Sleep};
 
 use crate::http::forwarded::{self, Forwarded};
@@ -27,7 +26,7 @@ use crate::server::proxied;
 use crate::server::sink::{Delivery, H1Sink};
 use crate::server::spool;
 use crate::server::transport::Transport;
-use crate::server::Shared;
+use crate::server::{Admission, Shared};
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{resume, Exchange, Outcome, Step};
@@ -94,9 +93,8 @@ pub(super) struct Connection<T: Transport> {
     /// The variables of the uwsgi packet this connection began with (`--protocol uwsgi`),
     /// for its request's environ.
     uwsgi_environ: Vec<Variable>,
-    /// Its place under `worker_connections` (none for `handle_request()`'s one
-    /// connection), given back as it closes.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Its place in the worker, given back as it closes (after its buffers, below).
+    _admission: Admission,
 }
 
 impl<T: Transport> Drop for Connection<T> {
@@ -106,7 +104,6 @@ impl<T: Transport> Drop for Connection<T> {
         self.shared
             .spare
             .give(std::mem::take(&mut self.rbuf), out.unwrap_or_default());
-        self.shared.tracker.closed(self.shared.stopping.get());
     }
 }
 
@@ -224,9 +221,8 @@ impl<T: Transport> Connection<T> {
         shared: Rc<Shared>,
         transport: T,
         peer: Peer,
-        permit: Option<OwnedSemaphorePermit>,
+        admission: Admission,
     ) -> Connection<T> {
-        shared.tracker.opened();
         let slot = shared.idle.slot();
         let (rbuf, out) = shared.spare.take();
         let delivery = if shared.inline() {
@@ -249,7 +245,7 @@ impl<T: Transport> Connection<T> {
             timer: None,
             slot,
             uwsgi_environ: Vec::new(),
-            _permit: permit,
+            _admission: admission,
         }
     }
 

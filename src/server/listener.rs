@@ -77,9 +77,33 @@ impl Listener {
     /// not. A Unix-socket peer is in both, as in gunicorn: only processes allowed to open
     /// the socket file can connect.
     pub(super) async fn accept(&self, settings: &Settings) -> io::Result<(Socket, Peer)> {
-        match self {
-            Listener::Tcp(l, fixed) => {
-                let (fd, remote) = l.async_io(Interest::READABLE, accept).await?;
+        let (fd, remote) = match self {
+            Listener::Tcp(l, _) => l.async_io(Interest::READABLE, accept).await?,
+            Listener::Unix(l, _) => l.async_io(Interest::READABLE, accept).await?,
+        };
+        self.peer_of(fd, remote, settings)
+    }
+
+    /// The next connection the kernel has already queued, without waiting: `None` when
+    /// there is none.
+    pub(super) fn accept_queued(&self, settings: &Settings) -> io::Result<Option<(Socket, Peer)>> {
+        let queued = match self {
+            Listener::Tcp(l, _) => sys::accept(l.get_ref().as_fd())?,
+            Listener::Unix(l, _) => sys::accept(l.get_ref().as_fd())?,
+        };
+        queued
+            .map(|(fd, remote)| self.peer_of(fd, remote, settings))
+            .transpose()
+    }
+
+    fn peer_of(
+        &self,
+        fd: OwnedFd,
+        remote: Option<SocketAddr>,
+        settings: &Settings,
+    ) -> io::Result<(Socket, Peer)> {
+        let peer = match self {
+            Listener::Tcp(_, fixed) => {
                 let local = match fixed {
                     Some(local) => local.clone(),
                     None => Arc::new(host_port(sys::local_addr(fd.as_fd())?.ok_or_else(not_ip)?)),
@@ -89,17 +113,17 @@ impl Listener {
                     .trusted(settings.trusted.contains(remote.ip()));
                 peer.proxy_header =
                     settings.proxy_protocol && settings.proxy_allowed.contains(remote.ip());
-                Ok((Socket::new(fd), peer))
+                peer
             }
-            Listener::Unix(l, local) => {
-                let (fd, _) = l.async_io(Interest::READABLE, accept).await?;
+            Listener::Unix(_, local) => {
                 let mut peer =
                     Peer::new(HostPort::new(String::new(), String::new()), local.clone())
                         .trusted(true);
                 peer.proxy_header = settings.proxy_protocol;
-                Ok((Socket::new(fd), peer))
+                peer
             }
-        }
+        };
+        Ok((Socket::new(fd), peer))
     }
 }
 

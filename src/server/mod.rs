@@ -120,16 +120,33 @@ pub(crate) struct Tracker {
     on_close: Notify,
 }
 
-impl Tracker {
-    pub(crate) fn opened(&self) {
-        self.open.set(self.open.get() + 1);
-    }
+/// A connection's place in the worker, from its accept to its close: counted open, so that
+/// a graceful stop waits for it from the start (through a TLS handshake or a PROXY header,
+/// too), and holding its permit under `worker_connections` (none for `handle_request()`'s
+/// one connection).
+pub(crate) struct Admission {
+    shared: Rc<Shared>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
-    /// A connection closed; `stopping`: a stop waits for the count to reach zero.
-    pub(crate) fn closed(&self, stopping: bool) {
-        self.open.set(self.open.get() - 1);
-        if stopping {
-            self.on_close.notify_waiters();
+impl Admission {
+    fn new(shared: &Rc<Shared>, permit: Option<OwnedSemaphorePermit>) -> Admission {
+        let tracker = &shared.tracker;
+        tracker.open.set(tracker.open.get() + 1);
+        Admission {
+            shared: shared.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let tracker = &self.shared.tracker;
+        tracker.open.set(tracker.open.get() - 1);
+        if self.shared.stopping.get() {
+            // A stop waits for the count to reach zero.
+            tracker.on_close.notify_waiters();
         }
     }
 }
@@ -183,7 +200,7 @@ async fn serve(
 ) -> io::Result<Rc<Shared>> {
     let listeners = fds
         .into_iter()
-        .map(Listener::from_fd)
+        .map(|fd| Listener::from_fd(fd).map(Rc::new))
         .collect::<io::Result<Vec<_>>>()?;
     if ctx.board.is_some() {
         // A worker of a master, which announced the addresses itself.
@@ -259,7 +276,8 @@ async fn serve(
             _ = stopped.wait_for(|s| *s) => None,
         };
         if let Some(Ok((conn, peer))) = first {
-            serve_one(shared.clone(), conn, peer, None).await;
+            let admission = Admission::new(&shared, None);
+            serve_one(shared.clone(), conn, peer, admission).await;
         }
     } else {
         // `worker_connections`: past it, a worker stops accepting, and further clients
@@ -268,7 +286,8 @@ async fn serve(
         // The accept loops are aborted when the stop comes (below), rather than each accept
         // racing a stop signal: that select cost a waiter registration per connection.
         let mut acceptors = Vec::with_capacity(listeners.len());
-        for listener in listeners {
+        for listener in &listeners {
+            let listener = listener.clone();
             let shared = shared.clone();
             let permits = permits.clone();
             acceptors.push(tokio::task::spawn_local(async move {
@@ -292,12 +311,15 @@ async fn serve(
         }
         let _ = stopped.wait_for(|s| *s).await;
         shared.stopping.set(true);
-        for acceptor in &acceptors {
+        for acceptor in acceptors {
             acceptor.abort();
+            let _ = acceptor.await;
         }
         ctx.error_log
             .info("Shutting down: waiting for requests in flight");
         let drained = tokio::time::timeout(ctx.settings.graceful_timeout, async {
+            accept_queued(&shared, &listeners, &permits).await;
+            drop(listeners);
             while shared.tracker.open.get() > 0 {
                 let closed = shared.tracker.on_close.notified();
                 if shared.tracker.open.get() == 0 {
@@ -324,6 +346,29 @@ async fn serve(
     Ok(shared)
 }
 
+/// At a stop, before the listeners close: the connections the kernel has queued and no
+/// worker accepted. Their clients have sent their requests (`TCP_DEFER_ACCEPT` queues a
+/// connection once its first bytes came), which closing the listening socket would reset;
+/// accepted, each is served as any connection during a stop: its request, then a close.
+/// Within `--worker-connections`, waiting for connections in flight to end if need be.
+async fn accept_queued(shared: &Rc<Shared>, listeners: &[Rc<Listener>], permits: &Arc<Semaphore>) {
+    for listener in listeners {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            match listener.accept_queued(&shared.ctx.settings) {
+                Ok(Some((conn, peer))) => spawn_accepted(shared.clone(), conn, peer, Some(permit)),
+                Ok(None) => break,
+                Err(e) => {
+                    shared.ctx.error_log.error(&format!("accept failed: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Starts the task that serves one accepted connection to its end: plain HTTP/1.1, or
 /// after a TLS handshake, or cleartext HTTP/2 by prior knowledge. Each kind is a task of
 /// its own concrete type, boxed: the task holds a pointer, not the connection's large
@@ -336,48 +381,46 @@ fn spawn_accepted(
     peer: Peer,
     permit: Option<OwnedSemaphorePermit>,
 ) {
+    let admission = Admission::new(&shared, permit);
     if peer.proxy_header {
-        tokio::task::spawn_local(Box::pin(serve_proxied(shared, socket, peer, permit)));
+        tokio::task::spawn_local(Box::pin(serve_proxied(shared, socket, peer, admission)));
     } else if let Some(config) = shared.ctx.settings.tls.clone() {
         let first = BytesMut::new();
         tokio::task::spawn_local(Box::pin(serve_tls(
-            shared, config, socket, first, peer, permit,
+            shared, config, socket, first, peer, admission,
         )));
     } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
         let first = BytesMut::new();
         tokio::task::spawn_local(Box::pin(serve_cleartext(
-            shared, socket, first, peer, permit,
+            shared, socket, first, peer, admission,
         )));
     } else {
-        let conn = Connection::new(shared, socket, peer, permit);
+        let conn = Connection::new(shared, socket, peer, admission);
         tokio::task::spawn_local(Box::pin(conn.serve()));
     }
 }
 
 /// Serves the one connection of `handle_request()`, of whichever kind.
-async fn serve_one(
-    shared: Rc<Shared>,
-    socket: Socket,
-    peer: Peer,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+async fn serve_one(shared: Rc<Shared>, socket: Socket, peer: Peer, admission: Admission) {
     if peer.proxy_header {
-        Box::pin(serve_proxied(shared, socket, peer, permit)).await
+        Box::pin(serve_proxied(shared, socket, peer, admission)).await
     } else {
-        Box::pin(serve_after(shared, socket, BytesMut::new(), peer, permit)).await
+        Box::pin(serve_after(
+            shared,
+            socket,
+            BytesMut::new(),
+            peer,
+            admission,
+        ))
+        .await
     }
 }
 
 /// A connection that begins with a PROXY header (read at once, whatever comes after it),
 /// then served as the listener's kind with what followed the header.
-async fn serve_proxied(
-    shared: Rc<Shared>,
-    socket: Socket,
-    mut peer: Peer,
-    permit: Option<OwnedSemaphorePermit>,
-) {
+async fn serve_proxied(shared: Rc<Shared>, socket: Socket, mut peer: Peer, admission: Admission) {
     if let Some(first) = proxied::read_header(&shared, &socket, &mut peer).await {
-        Box::pin(serve_after(shared, socket, first, peer, permit)).await
+        Box::pin(serve_after(shared, socket, first, peer, admission)).await
     }
 }
 
@@ -388,15 +431,15 @@ async fn serve_after(
     socket: Socket,
     first: BytesMut,
     peer: Peer,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
 ) {
     if let Some(config) = shared.ctx.settings.tls.clone() {
-        Box::pin(serve_tls(shared, config, socket, first, peer, permit)).await
+        Box::pin(serve_tls(shared, config, socket, first, peer, admission)).await
     } else if shared.ctx.settings.http2_cleartext == "prior-knowledge" {
-        Box::pin(serve_cleartext(shared, socket, first, peer, permit)).await
+        Box::pin(serve_cleartext(shared, socket, first, peer, admission)).await
     } else {
         Box::pin(
-            Connection::new(shared, socket, peer, permit)
+            Connection::new(shared, socket, peer, admission)
                 .with_received(&first)
                 .serve(),
         )
@@ -412,7 +455,7 @@ async fn serve_tls(
     socket: Socket,
     first: BytesMut,
     mut peer: Peer,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
 ) {
     let limit = shared.ctx.settings.tls_handshake_timeout;
     let handshake = TlsStream::accept(socket, first, config);
@@ -421,9 +464,9 @@ async fn serve_tls(
             let h2 = session.h2;
             peer.tls = Some(Box::new(session));
             if h2 {
-                return Box::pin(h2::serve(shared, stream, Bytes::new(), peer, permit)).await;
+                return Box::pin(h2::serve(shared, stream, Bytes::new(), peer, admission)).await;
             }
-            return Box::pin(Connection::new(shared, stream, peer, permit).serve()).await;
+            return Box::pin(Connection::new(shared, stream, peer, admission).serve()).await;
         }
         Ok(Err(HandshakeError::PlainHttp)) => "plain HTTP sent to the TLS port".to_string(),
         Ok(Err(HandshakeError::Failed(e))) => e.to_string(),
@@ -442,7 +485,7 @@ async fn serve_cleartext(
     socket: Socket,
     mut first: BytesMut,
     peer: Peer,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
 ) {
     first.reserve(conn::READ_BUFFER);
     let limit = shared
@@ -457,9 +500,9 @@ async fn serve_cleartext(
         }
     }
     if first.starts_with(h2::PREFACE) {
-        return h2::serve(shared, socket, first.freeze(), peer, permit).await;
+        return h2::serve(shared, socket, first.freeze(), peer, admission).await;
     }
-    Connection::new(shared, socket, peer, permit)
+    Connection::new(shared, socket, peer, admission)
         .with_received(&first)
         .serve()
         .await

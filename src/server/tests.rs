@@ -20,7 +20,7 @@ use crate::server::conn::Connection;
 use crate::server::outbuf::OutBuf;
 use crate::server::pool::Pool;
 use crate::server::transport::Transport;
-use crate::server::Shared;
+use crate::server::{Admission, Shared};
 use crate::wsgi::environ::{HostPort, Peer};
 use crate::wsgi::testing::{app_global, context, settings};
 
@@ -217,7 +217,8 @@ where
             HostPort::new("10.0.0.1".into(), "5555".into()),
             Arc::new(HostPort::new("127.0.0.1".into(), "8000".into())),
         );
-        let conn = Connection::new(shared, mock.clone(), peer, None);
+        let admission = Admission::new(&shared, None);
+        let conn = Connection::new(shared, mock.clone(), peer, admission);
         let task = tokio::task::spawn_local(conn.serve());
         test(mock.clone(), ctx.clone()).await;
         mock.close();

@@ -8,6 +8,7 @@ with --proxy-allow-from 10.0.0.0/8 sees it as a peer not allowed to send one.
 
 import ipaddress
 import json
+import signal
 import socket
 import ssl
 import struct
@@ -171,6 +172,25 @@ def test_header_read_under_the_header_timeout():
     with running_server("echo_environ:app", "--proxy-protocol", "--header-timeout", "1") as s:
         took = closed_without_response(s.port, b"PROXY TCP4 203.0.113.7", timeout=5)
     assert 0.9 <= took < 2.5
+
+
+def test_a_stop_waits_for_a_header_still_arriving():
+    """A connection accepted but still sending its PROXY header when a graceful stop comes
+    is counted open from its accept: the stop waits for it, and its request is answered
+    (then the connection closes, RFC 9112 §9.6), not cut with the process."""
+    with running_server("echo_environ:app", "--proxy-protocol") as s:
+        header = v1("203.0.113.7")
+        with Conn(s.port, timeout=10) as c:
+            c.send(header[:10])
+            time.sleep(0.3)
+            s.proc.send_signal(signal.SIGTERM)
+            s.wait_log("Shutting down")
+            c.send(header[10:] + get())
+            resp = c.read_response(method="GET")
+            assert resp.status == 200
+            assert json.loads(resp.body)["environ"]["REMOTE_ADDR"] == "203.0.113.7"
+            assert c.closed_by_peer(timeout=10)
+        assert s.proc.wait(timeout=10) == 0
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,38 @@ def test_request_arriving_as_the_stop_begins_is_served():
         assert server.proc.wait(timeout=10) == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_connections_queued_in_the_listen_backlog_at_a_stop_are_served(workers):
+    """Connections the kernel has queued but no worker has accepted yet when a graceful
+    stop comes carry requests their clients have already sent: they are accepted and
+    answered (then closed, RFC 9112 §9.6), not reset with the listening socket. With one
+    thread, a worker's loop waits on its app call, so what arrives meanwhile queues."""
+    flags = ("--threads", "1") if workers == "1" else ("-w", workers, "--threads", "1")
+    with running_server("behaviour:app", *flags) as server:
+        # Every worker busy in the app, so nothing accepts the queued connections.
+        busy = [Conn(server.port, timeout=15) for _ in range(int(workers))]
+        queued = [Conn(server.port, timeout=15) for _ in range(3)]
+        try:
+            for c in busy:
+                # One at a time: a worker in the app accepts nothing, so the next goes to
+                # another worker.
+                c.send(get("/slow?s=1.5"))
+                threading.Event().wait(0.3)
+            for c in queued:
+                c.send(get("/single"))
+            threading.Event().wait(0.2)
+            server.proc.send_signal(signal.SIGTERM)
+            assert all(c.read_response().status == 200 for c in busy)
+            for c in queued:
+                resp = c.read_response()
+                assert resp.status == 200 and resp.body == b"one single block"
+                assert c.closed_by_peer(timeout=10)
+        finally:
+            for c in busy + queued:
+                c.close()
+        assert server.proc.wait(timeout=15) == 0
+
+
 def test_an_app_thread_past_the_grace_period_never_writes_to_a_reused_descriptor(tmp_path):
     """A stop whose grace period ends while an app thread is still producing closes the
     connection under it (serve_forever() then waits for the thread). That thread then opens

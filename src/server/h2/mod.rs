@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use pyo3::Python;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::http::forwarded;
 use crate::http::{Canned, HttpError, RequestHead};
@@ -24,7 +23,7 @@ use crate::server::h2::io::{H2Io, NonBlocking};
 use crate::server::h2::sink::{canned, End, H2Sink, Told};
 use crate::server::outbuf::OutBuf;
 use crate::server::spool::{self, Spool};
-use crate::server::Shared;
+use crate::server::{Admission, Shared};
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{resume, Exchange, Outcome, Step};
@@ -44,10 +43,8 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
     stream: T,
     pre: Bytes,
     peer: Peer,
-    _permit: Option<OwnedSemaphorePermit>,
+    _admission: Admission,
 ) {
-    shared.tracker.opened();
-    let _open = Open(shared.clone());
     let settings = &shared.ctx.settings;
     let mut builder = h2::server::Builder::new();
     builder
@@ -119,15 +116,6 @@ pub(super) async fn serve<T: NonBlocking + 'static>(
             }
             None => break,
         }
-    }
-}
-
-/// Counts the connection open for a graceful stop while it lives.
-struct Open(Rc<Shared>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.tracker.closed(self.0.stopping.get());
     }
 }
 
