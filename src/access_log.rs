@@ -58,6 +58,8 @@ pub(crate) struct AccessLog {
     /// `--log-syslog`: each line is also sent there (gunicorn's default, unless its
     /// `disable_redirect_access_to_syslog`).
     syslog: Option<Syslog>,
+    /// A logging configuration's `gunicorn.access` logger: lines go there, not to `sink`.
+    python: Option<Py<PyAny>>,
 }
 
 impl AccessLog {
@@ -67,7 +69,14 @@ impl AccessLog {
             atoms: parse_format(format)?,
             sink: Mutex::new(sink),
             syslog: None,
+            python: None,
         })
+    }
+
+    /// The same log, its lines handed to a Python logger instead of its sink.
+    pub(crate) fn with_python(mut self, logger: Option<Py<PyAny>>) -> AccessLog {
+        self.python = logger;
+        self
     }
 
     /// The same log, its lines also sent to `syslog`.
@@ -94,9 +103,14 @@ impl AccessLog {
         for atom in &self.atoms {
             render(atom, rec, &mut line);
         }
+        if let Some(logger) = &self.python {
+            crate::log::to_python(logger, crate::log::Level::Info, &line);
+        }
         line.push('\n');
-        if let Ok(mut sink) = self.sink.lock() {
-            sink.write_all(line.as_bytes());
+        if self.python.is_none() {
+            if let Ok(mut sink) = self.sink.lock() {
+                sink.write_all(line.as_bytes());
+            }
         }
         if let Some(syslog) = &self.syslog {
             syslog.send(crate::log::Level::Info, &line);

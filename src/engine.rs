@@ -38,8 +38,14 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 impl Engine {
     /// `scoreboard` and `slot`: the master's table and this worker's row in it.
     /// `request_hooks`: `(begin, end)`, called around each request (see `RequestHooks`).
+    /// `error_logger`, `access_logger`: Python loggers a logging configuration routes the
+    /// error and access lines to (the access log is then on without a file).
     #[new]
-    #[pyo3(signature = (app, settings, fds, scoreboard = None, slot = 0, request_hooks = None))]
+    #[pyo3(signature = (
+        app, settings, fds, scoreboard = None, slot = 0, request_hooks = None,
+        error_logger = None, access_logger = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         app: Py<PyAny>,
@@ -48,6 +54,8 @@ impl Engine {
         scoreboard: Option<Py<Scoreboard>>,
         slot: usize,
         request_hooks: Option<(Py<PyAny>, Py<PyAny>)>,
+        error_logger: Option<Py<PyAny>>,
+        access_logger: Option<Py<PyAny>>,
     ) -> PyResult<Engine> {
         let settings = Settings::from_dict(settings)?;
         if let Some(board) = &scoreboard {
@@ -82,18 +90,28 @@ impl Engine {
                 .map(Some)
                 .map_err(|e| os_error(&format!("--log-syslog-to: cannot reach {address}"), e))
         };
-        let error_log = Arc::new(ErrorLog::new(level, sink).with_syslog(syslog("error")?));
-        let access_log = match &settings.access_logfile {
-            None => None,
-            Some(path) => {
-                let sink = Sink::open(path, Sink::Stdout)
-                    .map_err(|e| os_error(&format!("cannot open access log {path}"), e))?;
+        let error_log = Arc::new(
+            ErrorLog::new(level, sink)
+                .with_syslog(syslog("error")?)
+                .with_python(error_logger),
+        );
+        // A logging configuration's `gunicorn.access` logger turns the access log on, as
+        // gunicorn's does, without an --access-logfile.
+        let access_log = match (&settings.access_logfile, access_logger) {
+            (None, None) => None,
+            (path, python) => {
+                let sink = match path {
+                    Some(path) => Sink::open(path, Sink::Stdout)
+                        .map_err(|e| os_error(&format!("cannot open access log {path}"), e))?,
+                    None => Sink::Stdout,
+                };
                 Some(
                     AccessLog::new(&settings.access_logformat, sink)
                         .map_err(|e| {
                             PyValueError::new_err(format!("setting access_logformat: {e}"))
                         })?
-                        .with_syslog(syslog("access")?),
+                        .with_syslog(syslog("access")?)
+                        .with_python(python),
                 )
             }
         };

@@ -34,6 +34,17 @@ impl Level {
         }
     }
 
+    /// The number Python's `logging` gives the level.
+    fn number(self) -> u8 {
+        match self {
+            Level::Debug => 10,
+            Level::Info => 20,
+            Level::Warning => 30,
+            Level::Error => 40,
+            Level::Critical => 50,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Level::Debug => "DEBUG",
@@ -96,6 +107,8 @@ pub struct ErrorLog {
     sink: Mutex<Sink>,
     /// `--log-syslog`: each line is also sent there.
     syslog: Option<Syslog>,
+    /// A logging configuration's `gunicorn.error` logger: lines go there, not to `sink`.
+    python: Option<Py<PyAny>>,
 }
 
 impl ErrorLog {
@@ -104,7 +117,15 @@ impl ErrorLog {
             level,
             sink: Mutex::new(sink),
             syslog: None,
+            python: None,
         }
+    }
+
+    /// The same log, its lines handed to a Python logger instead of its sink (`wsgi.errors`
+    /// still writes to the sink: it is a stream, not lines).
+    pub(crate) fn with_python(mut self, logger: Option<Py<PyAny>>) -> ErrorLog {
+        self.python = logger;
+        self
     }
 
     /// The same log, its lines also sent to `syslog`.
@@ -121,21 +142,20 @@ impl ErrorLog {
         if !self.enabled(level) {
             return;
         }
+        let message = message.trim_end_matches('\n');
+        // gunicorn's line, `[date] [pid] [LEVEL] message`; syslog gets it without the date.
         let mut line = String::with_capacity(48 + message.len());
-        let _ = write!(
-            line,
-            "[{}] [{}] [{}] ",
-            local_timestamp(false),
-            std::process::id(),
-            level.label()
-        );
-        line.push_str(message.trim_end_matches('\n'));
+        let _ = write!(line, "[{}] ", local_timestamp(false));
+        let undated = line.len();
+        let _ = write!(line, "[{}] [{}] ", std::process::id(), level.label());
+        line.push_str(message);
         line.push('\n');
-        self.write_raw(line.as_bytes());
+        match &self.python {
+            Some(logger) => to_python(logger, level, message),
+            None => self.write_raw(line.as_bytes()),
+        }
         if let Some(syslog) = &self.syslog {
-            // gunicorn's syslog line: the local one without its time stamp.
-            let stamp = line.find("] [").map_or(0, |i| i + 2);
-            syslog.send(level, &line[stamp..]);
+            syslog.send(level, &line[undated..]);
         }
     }
 
@@ -166,6 +186,18 @@ impl ErrorLog {
     pub fn error(&self, m: &str) {
         self.log(Level::Error, m)
     }
+}
+
+/// Hands a line to a Python `logging.Logger`, at `level`: where a logging configuration
+/// (`--log-config*`) routes qiao's lines, as gunicorn's go through its loggers. Never holds
+/// a lock of ours while it takes the GIL: an app thread holding the GIL may be logging
+/// too. A logger that raises loses the line, as a log file that cannot be written does.
+pub(crate) fn to_python(logger: &Py<PyAny>, level: Level, message: &str) {
+    Python::attach(|py| {
+        let _ = logger
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "log"), (level.number(), message));
+    });
 }
 
 /// The local time as `2026-11-24 19:36:18 +0000` (error log) or
@@ -202,13 +234,15 @@ pub struct PyLogger {
 #[pymethods]
 impl PyLogger {
     /// `target`: a path, or `-` for stderr; `level`: the least severe level written;
-    /// `syslog`: `(address, facility, ident)` to send the lines to syslog as well.
+    /// `syslog`: `(address, facility, ident)` to send the lines to syslog as well;
+    /// `python`: a `logging.Logger` to hand the lines to instead of `target`.
     #[new]
-    #[pyo3(signature = (target, level, syslog = None))]
+    #[pyo3(signature = (target, level, syslog = None, python = None))]
     fn new(
         target: &str,
         level: &str,
         syslog: Option<(String, String, String)>,
+        python: Option<Py<PyAny>>,
     ) -> PyResult<PyLogger> {
         let level = Level::parse(level)
             .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
@@ -223,7 +257,11 @@ impl PyLogger {
             }
         };
         Ok(PyLogger {
-            log: Arc::new(ErrorLog::new(level, sink).with_syslog(syslog)),
+            log: Arc::new(
+                ErrorLog::new(level, sink)
+                    .with_syslog(syslog)
+                    .with_python(python),
+            ),
         })
     }
 

@@ -208,6 +208,7 @@ def _serve(
                 syslog["log_syslog_to"], syslog["log_syslog_facility"],
                 f"qiao.{syslog['log_syslog_prefix']}.error",
             ),
+            _process.routed_loggers()["error_logger"],
         )
     except (ConfigError, AppLoadError, BindError) as e:
         return _error(str(e))

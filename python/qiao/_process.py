@@ -11,9 +11,43 @@ from qiao.config import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from qiao.config import Config
 
-__all__ = ["capture_output", "configure_logging", "daemonize", "prepare"]
+__all__ = ["capture_output", "configure_logging", "daemonize", "prepare", "routed_loggers"]
+
+# The loggers gunicorn writes its own lines through: a logging configuration that names
+# one of them gets qiao's lines of that kind (``routed_loggers``).
+ERROR_LOGGER = "gunicorn.error"
+ACCESS_LOGGER = "gunicorn.access"
+
+# gunicorn's logging defaults: a dictConfig given with --log-config-dict or
+# --log-config-json takes from here each top-level key it leaves out, as gunicorn does
+# (so one without "loggers" sends the error lines to stderr and the access lines to
+# stdout, in gunicorn's format).
+_DICT_DEFAULTS: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        ERROR_LOGGER: {"level": "INFO", "handlers": ["error_console"], "propagate": True},
+        ACCESS_LOGGER: {"level": "INFO", "handlers": ["console"], "propagate": True},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "generic",
+                    "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "generic",
+                          "stream": "ext://sys.stderr"},
+    },
+    "formatters": {
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                    "datefmt": "[%Y-%m-%d %H:%M:%S %z]"},
+    },
+}
+
+# The loggers the logging configuration named, of ERROR_LOGGER and ACCESS_LOGGER.
+_named: set[str] = set()
 
 
 def prepare(config: Config) -> None:
@@ -29,7 +63,9 @@ def prepare(config: Config) -> None:
 
 def configure_logging(config: Config) -> None:
     """Python's logging, from ``--log-config`` (an ini file), ``--log-config-json`` (a JSON
-    file) or ``--log-config-dict``, as gunicorn configures it; errors are one line."""
+    file) or ``--log-config-dict``, as gunicorn configures it; errors are one line. The
+    loggers it names of gunicorn's two get qiao's error and access lines."""
+    _named.clear()
     if not (config.log_config or config.log_config_json or config.log_config_dict):
         return
     import logging.config
@@ -40,6 +76,7 @@ def configure_logging(config: Config) -> None:
             if not os.path.isfile(config.log_config):
                 raise ConfigError(f"{source}: no such file {config.log_config!r}")
             logging.config.fileConfig(config.log_config, disable_existing_loggers=False)
+            _named.update(_ini_loggers(config.log_config))
         if config.log_config_json:
             import json
 
@@ -50,15 +87,60 @@ def configure_logging(config: Config) -> None:
             except OSError as e:
                 raise ConfigError(f"{source}: cannot read {config.log_config_json!r}: "
                                   f"{e.strerror}") from None
-            logging.config.dictConfig(data)
+            _dict_config(data)
         if config.log_config_dict:
             source = config.source("log_config_dict")
-            settings = {"version": 1, "disable_existing_loggers": False}
-            logging.config.dictConfig({**settings, **config.log_config_dict})
+            _dict_config(config.log_config_dict)
     except ConfigError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, ImportError, OSError) as e:
         raise ConfigError(f"{source}: {type(e).__name__}: {e}") from None
+
+
+def _dict_config(data: object) -> None:
+    import logging.config
+
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a dict, got {type(data).__name__}")
+    merged = {**_DICT_DEFAULTS, **data}
+    handlers = merged.get("handlers") or {}
+    users = {"root": merged.get("root") or {}, **(merged.get("loggers") or {})}
+    for name, logger in users.items():
+        missing = [h for h in (logger or {}).get("handlers", []) if h not in handlers]
+        if missing:
+            whose = "gunicorn's default " if data.get(
+                "root" if name == "root" else "loggers") is None else ""
+            raise ValueError(f"{whose}logger {name!r} uses the handler {missing[0]!r}, which "
+                             "the configuration's 'handlers' do not define")
+    logging.config.dictConfig(merged)
+    _named.update(name for name in merged.get("loggers") or {} if isinstance(name, str))
+
+
+def _ini_loggers(path: str) -> set[str]:
+    """The qualified names of the loggers a ``fileConfig`` ini file configures."""
+    import configparser
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(path, encoding="utf-8")
+    keys = [k.strip() for k in ini.get("loggers", "keys", fallback="").split(",")]
+    return {
+        ini.get(f"logger_{key}", "qualname", fallback=key)
+        for key in keys if key and key != "root"
+    }
+
+
+def routed_loggers() -> dict[str, Any]:
+    """The loggers qiao's own lines go to, as ``Engine`` and ``Logger`` take them: gunicorn's
+    ``gunicorn.error`` and ``gunicorn.access`` where the logging configuration named them
+    (``configure_logging``), else None (the --error-logfile and --access-logfile)."""
+    if not _named:  # no logging configuration: no need to import logging
+        return {"error_logger": None, "access_logger": None}
+    import logging
+
+    def named(name: str) -> logging.Logger | None:
+        return logging.getLogger(name) if name in _named else None
+
+    return {"error_logger": named(ERROR_LOGGER), "access_logger": named(ACCESS_LOGGER)}
 
 
 def capture_output(config: Config) -> None:

@@ -1,5 +1,6 @@
 """The Rust engine (built by maturin as ``qiao._qiao``)."""
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, final
 
@@ -33,6 +34,8 @@ class Engine:
         scoreboard: Scoreboard | None = None,
         slot: int = 0,
         request_hooks: tuple[Callable[..., object], Callable[..., object]] | None = None,
+        error_logger: logging.Logger | None = None,
+        access_logger: logging.Logger | None = None,
     ) -> Engine:
         """``fds``: listening sockets (bound, listening); the engine dup()s them and the
         caller keeps and closes its own. ``scoreboard``/``slot``: the master's table and
@@ -44,6 +47,9 @@ class Engine:
         them; their meanings are in docs/configuration.md), as
         ``qiao.config.Config.engine_settings()`` gives them: validated, and the limits
         always concrete (Python maps a user's 0, "no limit", to the cap).
+        ``error_logger``, ``access_logger``: the loggers a logging configuration routes the
+        error and access lines to, instead of the settings' files (the access log is then
+        on without ``access_logfile``).
         """
     def serve_forever(self) -> None:
         """Serve until ``shutdown()``; the GIL is released while waiting. Ctrl-C stops
@@ -68,10 +74,15 @@ class Logger:
     """The error log for code that runs without an engine (the master process)."""
 
     def __new__(
-        cls, target: str, level: str, syslog: tuple[str, str, str] | None = None
+        cls,
+        target: str,
+        level: str,
+        syslog: tuple[str, str, str] | None = None,
+        python: logging.Logger | None = None,
     ) -> Logger:
         """``target``: a path, or "-" for stderr; ``level``: the least severe one written;
-        ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well."""
+        ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well;
+        ``python``: a logger to hand each line to instead of ``target``."""
     def log(self, level: str, message: str) -> None: ...
     def reopen(self) -> None: ...
 

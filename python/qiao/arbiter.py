@@ -23,6 +23,7 @@ import select
 import sys
 import time
 
+from qiao import _process
 from qiao._child import run_child
 from qiao._hooks import ServerLog
 from qiao._loader import (
@@ -591,7 +592,7 @@ class Arbiter:
         settings.update(self.config.syslog_settings(self.proc_name))
         engine = _qiao.Engine(
             app, settings, [s.fileno() for s in self.sockets], board, slot,
-            self.hooks.request_hooks(worker),
+            self.hooks.request_hooks(worker), **_process.routed_loggers(),
         )
         worker.engine = engine
         worker.log = ServerLog(engine)

@@ -205,6 +205,68 @@ def test_log_config_dict_configures_the_apps_logging(server, project):
     assert app_logs_to(server, project, target, "APP WARNING logged by the app")
 
 
+@pytest.mark.parametrize("server", SERVERS)
+def test_log_config_dict_routes_the_servers_own_lines(server, project):
+    """gunicorn writes its own lines through the loggers `gunicorn.error` and
+    `gunicorn.access`, so a logconfig_dict that configures them decides where and how
+    they go (gunicorn docs, "logconfig_dict"); qiao's lines take the same loggers: the
+    master's and workers' error lines and each request's access line reach the dict's
+    handlers in its format, the access log on without --access-logfile."""
+    errors, access = project / "errors.log", project / "access.log"
+    conf = {
+        "version": 1,
+        "formatters": {"tagged": {"format": "TAGGED %(name)s %(levelname)s %(message)s"}},
+        "handlers": {
+            "errors": {"class": "logging.FileHandler", "filename": str(errors),
+                       "formatter": "tagged"},
+            "access": {"class": "logging.FileHandler", "filename": str(access),
+                       "formatter": "tagged"},
+            # The harness reads "Listening at:" from stderr.
+            "stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+            # gunicorn's default root logger names this one.
+            "console": {"class": "logging.StreamHandler"},
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["errors", "stderr"], "level": "INFO",
+                               "propagate": False},
+            "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+    (project / "gunicorn.conf.py").write_text(f"logconfig_dict = {conf!r}\n")
+    running = start(server, "hello:app", "-b", "127.0.0.1:0", cwd=project)
+    try:
+        requests.get(running.url + "/routed?x=1", timeout=10)
+        assert wait_until(lambda: access.exists() and "/routed?x=1" in access.read_text())
+    finally:
+        running.stop()
+    line = access.read_text().splitlines()[0]
+    assert line.startswith("TAGGED gunicorn.access INFO 127.0.0.1 - - [")
+    assert '"GET /routed?x=1 HTTP/1.1" 200' in line
+    logged = errors.read_text()
+    assert "TAGGED gunicorn.error INFO Listening at: http://127.0.0.1:" in logged
+    assert "TAGGED gunicorn.error INFO Booting worker with pid: " in logged
+
+
+def test_log_config_ini_routes_the_loggers_it_names(project):
+    """An ini file (--log-config) that configures `gunicorn.access` gets the access lines
+    in its format; the error lines, whose logger it does not name, stay on the error log
+    (stderr) as before."""
+    access = project / "access.log"
+    ini = LOGGING_INI.replace("keys = root, myapp", "keys = root, myapp, access").replace(
+        "[handler_file]", "[logger_access]\nlevel = INFO\nhandlers = file\n"
+        "qualname = gunicorn.access\npropagate = 0\n\n[handler_file]")
+    (project / "logging.ini").write_text(ini.format(path=access))
+    running = start("qiao", "hello:app", "-b", "127.0.0.1:0", "--log-config", "logging.ini",
+                    cwd=project)
+    try:
+        requests.get(running.url + "/via-ini", timeout=10)
+        assert wait_until(lambda: access.exists() and "/via-ini" in access.read_text())
+    finally:
+        running.stop()
+    assert access.read_text().startswith("INI INFO 127.0.0.1 - - [")
+    assert any("[INFO] Listening at: http://" in line for line in running.lines)
+
+
 def test_log_config_dict_flag_and_a_bad_one(project):
     """--log-config-dict takes JSON; a dict that dictConfig refuses is one line, exit 2."""
     result = run("qiao", "hello:app", "--check-config", "--log-config-dict", "{nope",
@@ -500,11 +562,21 @@ def test_log_config_files_configure_the_apps_logging(project, kind):
             "version": 1,
             "formatters": {"plain": {"format": "INI %(levelname)s %(message)s"}},
             "handlers": {"file": {"class": "logging.FileHandler", "filename": str(target),
-                                  "formatter": "plain"}},
+                                  "formatter": "plain"},
+                         "console": {"class": "logging.StreamHandler"}},
             "loggers": {"myapp": {"handlers": ["file"], "level": "INFO"}},
         }))
         flags = ("--log-config-json", "logging.json")
     assert app_logs_to("qiao", project, target, "INI WARNING logged by the app", *flags)
+    if kind == "json":
+        # gunicorn's default root logger (the dict names no root) needs its handler.
+        (project / "logging.json").write_text(json.dumps({"version": 1, "handlers": {}}))
+        result = run("qiao", "hello:app", *flags, "-b", "127.0.0.1:0", cwd=project)
+        assert result.returncode == 2
+        assert result.stderr == (
+            "qiao: error: --log-config-json: ValueError: gunicorn's default logger 'root' "
+            "uses the handler 'console', which the configuration's 'handlers' do not "
+            "define\n")
     result = run("qiao", "hello:app", "--log-config", "missing.ini", cwd=project)
     assert result.returncode == 2
     assert result.stderr == "qiao: error: --log-config: no such file 'missing.ini'\n"
