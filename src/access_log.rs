@@ -35,6 +35,9 @@ enum Atom {
     RequestHeader(String),
     ResponseHeader(String),
     EnvVar(String),
+    /// A name gunicorn has no atom for: `-`, as gunicorn prints it (its atoms are a dict
+    /// whose missing keys read as `-`), so that a format written for it runs unchanged.
+    Unknown(String),
 }
 
 /// What the access log needs to know of one finished request.
@@ -143,7 +146,7 @@ fn parse_format(format: &str) -> Result<Vec<Atom>, String> {
         if !text.is_empty() {
             atoms.push(Atom::Text(std::mem::take(&mut text)));
         }
-        atoms.push(atom_named(name)?);
+        atoms.push(atom_named(name));
     }
     text.push_str(rest);
     if !text.is_empty() {
@@ -152,19 +155,39 @@ fn parse_format(format: &str) -> Result<Vec<Atom>, String> {
     Ok(atoms)
 }
 
-fn atom_named(name: &str) -> Result<Atom, String> {
+/// The names in `format` that are not gunicorn atoms (printed `-`), for a warning at
+/// start; an error for a format that does not parse.
+pub(crate) fn unknown_atoms(format: &str) -> Result<Vec<String>, String> {
+    Ok(parse_format(format)?
+        .into_iter()
+        .filter_map(|atom| match atom {
+            Atom::Unknown(name) => Some(name),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Checks an access-log format once at start, whether an access log is on or not: the
+/// names that are not atoms (each printed as `-`), or `ValueError` naming what does not
+/// parse.
+#[pyfunction]
+pub(crate) fn check_access_log_format(format: &str) -> PyResult<Vec<String>> {
+    unknown_atoms(format).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+fn atom_named(name: &str) -> Atom {
     if let Some(inner) = name.strip_prefix('{') {
         if let Some(var) = inner.strip_suffix("}i") {
-            return Ok(Atom::RequestHeader(var.to_ascii_lowercase()));
+            return Atom::RequestHeader(var.to_ascii_lowercase());
         }
         if let Some(var) = inner.strip_suffix("}o") {
-            return Ok(Atom::ResponseHeader(var.to_ascii_lowercase()));
+            return Atom::ResponseHeader(var.to_ascii_lowercase());
         }
         if let Some(var) = inner.strip_suffix("}e") {
-            return Ok(Atom::EnvVar(var.to_string()));
+            return Atom::EnvVar(var.to_string());
         }
     }
-    Ok(match name {
+    match name {
         "h" => Atom::RemoteAddr,
         "l" => Atom::Dash,
         "u" => Atom::User,
@@ -184,8 +207,8 @@ fn atom_named(name: &str) -> Result<Atom, String> {
         "D" => Atom::Micros,
         "L" => Atom::DecimalSeconds,
         "p" => Atom::Pid,
-        _ => return Err(format!("unknown access log atom %({name})s")),
-    })
+        _ => Atom::Unknown(name.to_string()),
+    }
 }
 
 fn request_header<'a>(head: &'a RequestHead, lower: &str) -> Option<&'a [u8]> {
@@ -225,7 +248,7 @@ fn render(atom: &Atom, rec: &AccessRecord<'_>, out: &mut String) {
         } else {
             rec.remote_addr
         }),
-        Atom::Dash => out.push('-'),
+        Atom::Dash | Atom::Unknown(_) => out.push('-'),
         Atom::User => push_or_dash(out, basic_user(head).as_deref()),
         Atom::Time => {
             out.push('[');
@@ -335,8 +358,15 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_atoms() {
-        assert!(parse_format("%(zz)s").unwrap_err().contains("%(zz)s"));
+    fn unknown_atoms_are_kept_and_bad_syntax_refused() {
+        assert_eq!(
+            parse_format("%(zz)s").unwrap(),
+            [Atom::Unknown("zz".into())]
+        );
+        assert_eq!(
+            unknown_atoms("%(h)s %()s %(asctime)s").unwrap(),
+            ["", "asctime"]
+        );
         assert!(parse_format("%(h").is_err());
     }
 

@@ -42,6 +42,7 @@ fn _qiao(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(trim_memory, m)?)?;
     m.add_function(wrap_pyfunction!(tls::check_tls, m)?)?;
+    m.add_function(wrap_pyfunction!(access_log::check_access_log_format, m)?)?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add_class::<wsgi::errors::Errors>()?;
     m.add_class::<wsgi::input::Input>()?;

@@ -150,6 +150,21 @@ def _flags(args: argparse.Namespace, where: str) -> dict[str, Any]:
     return values
 
 
+def _check_access_log_format(config: Config) -> None:
+    """The access-log format parses (whether or not an access log is on), and each name in
+    it that is not one of gunicorn's atoms is a warning: it prints '-', as in gunicorn."""
+    from qiao import _qiao
+
+    label = config.source("access_logformat")
+    try:
+        unknown = _qiao.check_access_log_format(config.access_logformat)
+    except ValueError as e:
+        raise ConfigError(f"{label}: {e}") from None
+    for name in unknown:
+        print(f"qiao: warning: {label}: %({name})s is not an access-log atom: it prints "
+              "'-', as in gunicorn", file=sys.stderr)
+
+
 def resolve(argv: Sequence[str] | None, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parse ``argv``, ``QIAO_CMD_ARGS`` and the config file and check every setting that
     can be checked without serving: what the master needs, as marshal-able values. Raises
@@ -185,6 +200,7 @@ def resolve(argv: Sequence[str] | None, namespace: dict[str, Any] | None = None)
     drop_privileges(config.user, config.group)
     from qiao import _qiao
 
+    _check_access_log_format(config)
     _qiao.Engine(_no_app, config.engine_settings(), [])
     if config.print_config:
         _print_config(config, namespace or {})

@@ -14,6 +14,7 @@ __all__ = [
     "Scoreboard",
     "StartResponse",
     "__version__",
+    "check_access_log_format",
     "set_process_name",
     "trim_memory",
 ]
@@ -128,6 +129,10 @@ def check_tls(
 ) -> None:
     """Build the TLS configuration these settings make, reading the files; raises
     ``ValueError(setting, reason)`` naming the setting at fault."""
+
+def check_access_log_format(format: str) -> list[str]:
+    """The names in an access-log format that are not gunicorn atoms (each printed as
+    ``-``); raises ``ValueError`` saying what does not parse."""
 
 # The PEP 3333 objects the engine hands to the application; created only by the engine.
 

@@ -142,6 +142,9 @@ class Arbiter:
         self.generation = 0
         self.pending: list[int] = []
         self.stopping: str | None = None  # "graceful" or "fast" once asked to stop
+        # What the workers get for a graceful stop: INT when the master got INT (Ctrl-C),
+        # so that each runs worker_int as under gunicorn, whose Ctrl-C reaches them so.
+        self.stop_signal = signal.SIGTERM
         self.exit_status = 0
         self.failures = 0  # consecutive workers that died at boot
         self.next_spawn = 0.0  # back-off: no spawn before this time
@@ -249,6 +252,7 @@ class Arbiter:
             if sig in (signal.SIGTERM, signal.SIGINT):
                 self.log.log("info", f"Received {_signal_name(sig)}: graceful stop")
                 self.stopping = "graceful"
+                self.stop_signal = sig
             elif sig == signal.SIGQUIT:
                 self.log.log("info", "Received SIGQUIT: fast stop")
                 self.stopping = "fast"
@@ -472,7 +476,7 @@ class Arbiter:
 
     def _stop_all(self) -> None:
         fast = self.stopping == "fast"
-        self._signal_all(signal.SIGQUIT if fast else signal.SIGTERM)
+        self._signal_all(signal.SIGQUIT if fast else self.stop_signal)
         deadline = time.monotonic() + (1.0 if fast else self.config.graceful_timeout + 1.0)
         while self.workers and time.monotonic() < deadline:
             self._reap()
@@ -600,9 +604,11 @@ class Arbiter:
             s.close()
 
         def graceful(signum: int, frame: object) -> None:
-            worker.alive = False
-            if signum == signal.SIGINT:
+            # Ctrl-C in a terminal reaches a worker twice: from the terminal and from the
+            # master; worker_int runs once.
+            if signum == signal.SIGINT and worker.alive:
                 self.hooks.call("worker_int", worker)
+            worker.alive = False
             engine.shutdown(wait=False)
 
         signal.signal(signal.SIGTERM, graceful)

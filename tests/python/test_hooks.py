@@ -321,6 +321,30 @@ def test_worker_abort_runs_in_the_worker_killed_by_timeout(server, project):
         assert "Fatal Python error" not in log
 
 
+@pytest.mark.parametrize("server", SERVERS)
+def test_ctrl_c_on_the_master_runs_worker_int_in_each_worker(server, project):
+    """gunicorn's worker_int: "called just after a worker exited on SIGINT or SIGQUIT";
+    SIGINT to the master (Ctrl-C) reaches every worker so, and real configs dump the
+    threads' stacks there. Each worker runs it once, and the server exits 0."""
+    running, notes = serve_with(server, project, (
+        "workers = 2\n"
+        "def post_worker_init(worker):\n"
+        "    note('ready')\n"
+        "def worker_int(worker):\n"
+        "    worker.log.info('worker received INT or QUIT signal')\n"
+        "    note('worker_int', worker.pid == os.getpid(), worker.pid)\n"
+    ))
+    try:
+        assert wait_for(notes, "ready", count=2).count("ready") == 2
+        running.proc.send_signal(signal.SIGINT)
+        assert running.proc.wait(timeout=30) == 0
+    finally:
+        running.stop()
+    ints = [line.split() for line in notes_of(notes) if line.startswith("worker_int")]
+    assert len(ints) == 2 and len({pid for _, _, pid in ints}) == 2, ints
+    assert all(own == "True" for _, own, _ in ints), ints
+
+
 @pytest.mark.parametrize("threads", ["1", "4"])
 def test_timeout_answers_the_stuck_request_500_without_hooks(tmp_path, threads):
     """--timeout with no hooks at all, one app thread or several: the stuck request is

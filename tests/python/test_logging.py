@@ -56,15 +56,31 @@ def test_access_log_custom_atoms(tmp_path):
     assert int(micros) >= 0
 
 
-def test_bad_access_log_format_is_one_line(tmp_path):
-    """A bad --access-logformat is a one-line error and exit 2, not a traceback."""
+@pytest.mark.parametrize("access_log", [True, False], ids=["on", "off"])
+def test_bad_access_log_format_is_one_line(tmp_path, access_log):
+    """An --access-logformat that does not parse is a one-line error and exit 2, not a
+    traceback (checked whether the access log is on or not)."""
+    flags = ["--access-logfile", "-"] if access_log else []
     proc = subprocess.run(
-        [sys.executable, "-m", "qiao", "-b", "127.0.0.1:0", "--access-logfile", "-",
-         "--access-logformat", "%(nope)s"],
+        [sys.executable, "-m", "qiao", "-b", "127.0.0.1:0", *flags,
+         "--access-logformat", "%(h)s 100% %(nope)s"],
         check=False, capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "%(nope)s" in proc.stderr
+    assert proc.stderr == ("qiao: error: --access-logformat: stray '%' in access log "
+                           "format near \"% %(nope)s\"\n")
+
+
+def test_a_name_that_is_not_an_atom_prints_a_dash(tmp_path):
+    """gunicorn's atoms are a mapping whose missing keys read '-' (gunicorn docs, "Access
+    log format"): a name that is not an atom prints '-', and qiao says so once at start."""
+    log = tmp_path / "access.log"
+    with running_server("echo_environ:app", "--access-logfile", str(log),
+                        "--access-logformat", "%(h)s <%(asctime)s> <%()s> %(s)s") as s:
+        with Conn(s.port) as c:
+            assert c.request(get("/")).status == 200
+        assert wait_lines(log, 1) == ["127.0.0.1 <-> <-> 200"]
+    assert s.log().count("is not an access-log atom: it prints '-'") == 2
 
 
 def test_error_logfile_gets_wsgi_errors(tmp_path):

@@ -6,6 +6,8 @@ is gunicorn's, under gunicorn too (gunicorn_side.SERVERS)."""
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -381,3 +383,143 @@ def test_a_python_config_leaves_the_workers_lean(tmp_path):
     assert "qiao._qiao" in modules and "__config__" in modules
     assert sorted(modules & {"argparse", "qiao._cli", "qiao._configfile", "tomllib",
                              "difflib", "inspect", "shlex"}) == []
+
+
+# The settings and hooks of two gunicorn.conf.py files from public repositories, as they
+# are there but for the address, the paths and the user: Atomicbeast101/hawk-backup's
+# gunicorn.conf.py (gunicorn's loggers configured by logconfig_dict, and a JSON access
+# format with two names that are not atoms) and meanother/project_promise's
+# config/gunicorn_config.py (five workers, raw_env as one string, names gunicorn does not
+# know, and the hooks of gunicorn's example file with a stack dump in worker_int).
+HAWK_BACKUP = """\
+import logging
+
+logconfig_dict = {
+    'version': 1,
+    'disable_existing_loggers': False,
+    'formatters': {
+        'default': {
+            'format': '%(asctime)s [%(process)d] [%(levelname)s] %(message)s',
+            'datefmt': '%Y-%m-%d %H:%M:%S'
+        }
+    },
+    'handlers': {
+        'console': {
+            'class': 'logging.StreamHandler',
+            'formatter': 'default'
+        }
+    },
+    'loggers': {
+        'gunicorn.error': {'handlers': ['console'], 'level': 'INFO', 'propagate': False},
+        'gunicorn.access': {'handlers': ['console'], 'level': 'INFO', 'propagate': False}
+    }
+}
+access_log_format = '{"time":"%(asctime)s","type":"gunicorn.access","remote_address":"%(h)s","remote_address":"%()s"}'
+bind = "127.0.0.1:0"
+"""
+
+PROJECT_PROMISE = """\
+command = '/home/ubpc/project_promise/venv/bin/gunicorn'
+pythonpath = '{lib}'
+bind = '127.0.0.1:0'
+workers = 5
+limit_request_field = 3200
+limit_request_field_size = 0
+errorlog = '{errors}'
+loglevel = 'info'
+accesslog = '{access}'
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+raw_env = 'DJANGO_SETTINGS_MODULE=config.settings'
+redirect_stderr=True
+autorestart=True
+
+
+def post_fork(server, worker):
+    server.log.info("Worker spawned (pid: %s)", worker.pid)
+
+def pre_fork(server, worker):
+    pass
+
+def pre_exec(server):
+    server.log.info("Forked child, re-executing.")
+
+def when_ready(server):
+    server.log.info("Server is ready. Spawning workers")
+
+def worker_int(worker):
+    worker.log.info("worker received INT or QUIT signal")
+
+    ## get traceback info
+    import threading, sys, traceback
+    id2name = {{th.ident: th.name for th in threading.enumerate()}}
+    code = []
+    for threadId, stack in sys._current_frames().items():
+        code.append("\\n# Thread: %s(%d)" % (id2name.get(threadId,""),
+            threadId))
+        for filename, lineno, name, line in traceback.extract_stack(stack):
+            code.append('File: "%s", line %d, in %s' % (filename,
+                lineno, name))
+            if line:
+                code.append("  %s" % (line.strip()))
+    worker.log.debug("\\n".join(code))
+
+def worker_abort(worker):
+    worker.log.info("worker received SIGABRT signal")
+"""
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_hawk_backups_config_logs_json_access_lines(server, project):
+    """gunicorn's loggers, configured by the file, carry both servers' error lines and
+    access lines in its format; the access format's two names that are not atoms print
+    '-' (qiao warns once that they are not atoms)."""
+    (project / "gunicorn.conf.py").write_text(HAWK_BACKUP)
+    running = start(server, "hello:app", cwd=project)
+    try:
+        assert requests.get(running.url + "/", timeout=10).status_code == 200
+        line = running.wait_log('"type":"gunicorn.access"')
+    finally:
+        assert running.stop() == 0
+    access = next(x for x in line.splitlines() if '"type":"gunicorn.access"' in x)
+    assert access.endswith('[INFO] {"time":"-","type":"gunicorn.access",'
+                           '"remote_address":"127.0.0.1","remote_address":"-"}')
+    if server == "qiao":
+        assert "%(asctime)s is not an access-log atom: it prints '-'" in running.log()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_project_promises_config_serves_and_runs_its_hooks(server, project):
+    """Five workers, the environment from raw_env's one string, pythonpath, the error and
+    access log files; names gunicorn does not know pass (qiao names the misspelt one);
+    when_ready and post_fork log through server.log, and Ctrl-C runs worker_int in each
+    worker."""
+    lib = project / "lib"
+    lib.mkdir()
+    (lib / "promise.py").write_text(
+        "import os\n\ndef app(environ, start_response):\n"
+        "    body = os.environ['DJANGO_SETTINGS_MODULE'].encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    errors, access = project / "error.log", project / "access.log"
+    (project / "gunicorn.conf.py").write_text(
+        PROJECT_PROMISE.format(lib=lib, errors=errors, access=access))
+    # The harness reads the address from stderr: the command line sends the error log
+    # there (it outranks the file's errorlog), the file's own path is checked after.
+    running = start(server, "promise:app", "--error-logfile", "-", cwd=project)
+    try:
+        assert requests.get(running.url + "/", timeout=10).text == "config.settings"
+        assert running.wait_log("Worker spawned (pid: ").count("Worker spawned") >= 1
+        for _ in range(50):
+            if running.log().count("Worker spawned (pid: ") == 5:
+                break
+            time.sleep(0.1)
+        running.proc.send_signal(signal.SIGINT)
+        assert running.proc.wait(timeout=30) == 0
+    finally:
+        running.stop()
+    log = running.log()
+    assert "Server is ready. Spawning workers" in log
+    assert log.count("Worker spawned (pid: ") == 5
+    assert log.count("worker received INT or QUIT signal") == 5
+    assert '"GET / HTTP/1.1" 200 15 "-" "python-requests/' in access.read_text()
+    assert not errors.exists()
