@@ -492,7 +492,9 @@ impl Drop for SharedMap {
 /// The local time's broken-down fields for `secs` since the epoch (for log timestamps):
 /// (year, month 1-12, day, hour, minute, second, UTC offset in seconds).
 pub(crate) fn local_time(secs: i64) -> (i32, u32, u32, u32, u32, u32, i64) {
-    let now = secs as libc::time_t;
+    // localtime_r's `time_t`, inferred rather than named: musl marks the alias
+    // deprecated (it is to become 64-bit there).
+    let now = secs as _;
     // SAFETY: an all-zero tm is valid; localtime_r writes into it and reads `now`.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: as above; both pointers are valid for the call.
