@@ -164,6 +164,20 @@ def test_the_console_script_serves_the_demo(tmp_path):
     assert status == 0
 
 
+def test_windows_is_refused_in_one_line():
+    """On Windows (faked here: sys.platform), `import qiao` says the platform is not
+    supported and what to do instead; the build refuses it too (build.rs)."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.platform = 'win32'; import qiao"],
+        cwd=ROOT / "tests" / "python", capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ImportError: qiao does not support Windows: it runs on Linux and macOS. "
+        "On Windows, run it under WSL or in a Linux container."
+    )
+
+
 def without_rust(path: str) -> str:
     """PATH minus every directory that holds cargo or rustc."""
     return os.pathsep.join(
