@@ -1,8 +1,13 @@
-# Developer tasks. `make test` is what CI runs (after `pip install '.[test]'`).
-.PHONY: build-dev test test-rust test-python test-tls test-h2 lint format bench
+# Developer tasks. `make test` runs every suite against the installed qiao (after
+# `pip install '.[test]'`); CI (.ci/run) runs the same suites against the wheel from
+# `make dist`, installed in a fresh environment.
+.PHONY: build-dev dist test test-rust test-python test-tls test-h2 lint format bench
 
 build-dev:            ## build the extension in place for development
 	pip install -e '.[test]'
+
+# The sdist, and the release wheel built from it, in dist/ (.ci/build-dist).
+dist: ; .ci/build-dist
 
 test: test-rust test-python test-tls test-h2
 
@@ -28,11 +33,11 @@ test-h2:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
-	ruff check python tests
+	ruff check python tests build_backend
 	python -m mypy.stubtest qiao._qiao --ignore-missing-stub
 
 format:
 	cargo fmt --all
-	ruff check --fix python tests
+	ruff check --fix python tests build_backend
 
 bench: ; python bench/run.py

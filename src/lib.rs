@@ -35,6 +35,10 @@ fn trim_memory() {
 #[pymodule]
 fn _qiao(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // What `qiao --version` adds (build.rs): the sources' commit and the Python built for.
+    m.add("BUILD_REVISION", env!("QIAO_GIT_REVISION"))?;
+    m.add("BUILT_FOR", env!("QIAO_BUILT_FOR"))?;
+    m.add("BUILD_TARGET", env!("QIAO_TARGET"))?;
     m.add("ENGINE_SETTINGS", config::KEYS.to_vec())?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<scoreboard::Scoreboard>()?;

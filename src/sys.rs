@@ -1,6 +1,11 @@
 //! Every call the engine makes into libc, each behind a safe function: sockets (accept,
 //! send, sendfile, receive, poll, shutdown, options, addresses), descriptors, files,
 //! clocks and process calls. The rest of the crate has no `libc::` call of its own.
+//!
+//! Linux is the platform qiao is tuned for; on the other Unixes (macOS, the BSDs) each
+//! Linux-only call has a portable stand-in here, so the crate builds and serves there too:
+//! `accept` then `fcntl` for `accept4`, reads and sends for `sendfile`, no deferred accept,
+//! no `MSG_MORE` hint, the precise clock for the coarse one.
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -33,7 +38,7 @@ pub(crate) fn send_vectored(
     more: bool,
 ) -> io::Result<usize> {
     let fd = fd.as_raw_fd();
-    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { MSG_MORE } else { 0 };
     let sent = match slices {
         [] => return Ok(0),
         // One buffer goes out with `send(2)`, which takes it as it is, where `sendmsg(2)`
@@ -57,9 +62,16 @@ pub(crate) fn send_vectored(
     Ok(sent?.unwrap_or(0))
 }
 
+/// `MSG_MORE` where the kernel has it (Linux); elsewhere the hint is dropped.
+#[cfg(target_os = "linux")]
+const MSG_MORE: libc::c_int = libc::MSG_MORE;
+#[cfg(not(target_os = "linux"))]
+const MSG_MORE: libc::c_int = 0;
+
 /// Sends up to `count` bytes of `file` from `*offset` (advanced past them) to the socket
 /// `fd` with `sendfile(2)`; `Ok(0)` means the socket is full. A file that ends before
 /// `count` bytes is an error: the response it was promised to fill cannot be completed.
+#[cfg(target_os = "linux")]
 pub(crate) fn sendfile(
     fd: BorrowedFd<'_>,
     file: BorrowedFd<'_>,
@@ -74,13 +86,47 @@ pub(crate) fn sendfile(
     })?;
     *offset = at as u64;
     match sent {
-        Some(0) if count > 0 => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the file ended before its announced length",
-        )),
+        Some(0) if count > 0 => Err(file_ended()),
         Some(n) => Ok(n),
         None => Ok(0),
     }
+}
+
+/// `sendfile` where the kernel's differs from Linux's (macOS and the BSDs each have their
+/// own signature and partial-send rules): the file's bytes are read with `pread` and sent,
+/// a block at a time. Only what the socket took advances `offset`; the rest is read again
+/// on the next call.
+#[cfg(not(target_os = "linux"))]
+pub(crate) use sendfile_by_copy as sendfile;
+
+// Built on Linux too, for its tests.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub(crate) fn sendfile_by_copy(
+    fd: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut block = vec![0u8; count.min(64 * 1024)];
+    if block.is_empty() {
+        return Ok(0);
+    }
+    let n = pread(file, &mut block, *offset)?;
+    if n == 0 {
+        return Err(file_ended());
+    }
+    let sent = send_vectored(fd, &[IoSlice::new(&block[..n])], false)?;
+    *offset += sent as u64;
+    Ok(sent)
+}
+
+/// A file that ends before `count` bytes: the response it was promised to fill cannot be
+/// completed.
+fn file_ended() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file ended before its announced length",
+    )
 }
 
 /// Receives what has arrived into `buf`, which need not be initialised: `Ok(Some(n))` with
@@ -179,7 +225,12 @@ pub(crate) fn shutdown_raw(fd: RawFd, side: Side) {
 pub(crate) fn set_tcp_option(fd: BorrowedFd<'_>, option: TcpOption, value: i32) -> io::Result<()> {
     let option = match option {
         TcpOption::NoDelay => libc::TCP_NODELAY,
+        #[cfg(target_os = "linux")]
         TcpOption::DeferAccept => libc::TCP_DEFER_ACCEPT,
+        // Only Linux wakes `accept` at the first data rather than at the handshake; other
+        // kernels accept at once, which is correct, just one wake-up sooner.
+        #[cfg(not(target_os = "linux"))]
+        TcpOption::DeferAccept => return Ok(()),
     };
     // SAFETY: a valid option pointer and length for the duration of the call.
     let rc = unsafe {
@@ -234,21 +285,49 @@ pub(crate) fn accept(
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let fd = nonblocking(|| {
+        let storage = (&mut addr as *mut libc::sockaddr_storage).cast();
+        #[cfg(target_os = "linux")]
         // SAFETY: accept4 writes at most `len` bytes into `addr`.
-        unsafe {
+        let fd = unsafe {
             libc::accept4(
                 listener.as_raw_fd(),
-                (&mut addr as *mut libc::sockaddr_storage).cast(),
+                storage,
                 &mut len,
                 libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            ) as isize
-        }
+            )
+        };
+        // Without accept4 the flags are set just after the call; in between, only an exec
+        // by another thread that keeps inherited descriptors could leak the connection
+        // (Python's subprocess closes them).
+        #[cfg(not(target_os = "linux"))]
+        // SAFETY: accept writes at most `len` bytes into `addr`.
+        let fd = unsafe { libc::accept(listener.as_raw_fd(), storage, &mut len) };
+        fd as isize
     })?;
-    Ok(fd.map(|fd| {
-        // SAFETY: a descriptor accept4 returned is new and owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        (fd, ip_addr(&addr))
-    }))
+    let Some(fd) = fd else { return Ok(None) };
+    // SAFETY: a descriptor accept returned is new and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    #[cfg(not(target_os = "linux"))]
+    set_cloexec_nonblocking(fd.as_raw_fd())?;
+    Ok(Some((fd, ip_addr(&addr))))
+}
+
+/// What `accept4`'s flags do, for a kernel without it.
+#[cfg(not(target_os = "linux"))]
+fn set_cloexec_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; only its flags change.
+    unsafe {
+        let fd_flags = libc::fcntl(fd, libc::F_GETFD);
+        let fl_flags = libc::fcntl(fd, libc::F_GETFL);
+        if fd_flags < 0
+            || fl_flags < 0
+            || libc::fcntl(fd, libc::F_SETFD, fd_flags | libc::FD_CLOEXEC) < 0
+            || libc::fcntl(fd, libc::F_SETFL, fl_flags | libc::O_NONBLOCK) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The IPv4 or IPv6 address in `addr`; `None` for any other family.
@@ -307,13 +386,17 @@ pub(crate) fn parent_pid() -> i32 {
 }
 
 /// Names this thread (and, on the main thread, the process) for `ps -o comm` and `top`:
-/// 15 bytes at most.
+/// 15 bytes at most. Linux only; elsewhere the name stays (the `setproctitle` package
+/// still sets the whole title where it is installed).
 pub(crate) fn set_process_name(title: &str) {
     let mut name = [0u8; 16];
     let n = title.len().min(15);
     name[..n].copy_from_slice(&title.as_bytes()[..n]);
+    #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
 }
 
 /// Gives the C heap's free pages back to the kernel (glibc's `malloc_trim`; elsewhere a
@@ -333,8 +416,12 @@ pub(crate) fn realtime_coarse() -> Option<Duration> {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    #[cfg(target_os = "linux")]
+    let clock = libc::CLOCK_REALTIME_COARSE;
+    #[cfg(not(target_os = "linux"))]
+    let clock = libc::CLOCK_REALTIME;
     // SAFETY: clock_gettime only writes into `ts`.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+    if unsafe { libc::clock_gettime(clock, &mut ts) } == 0 {
         Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     } else {
         None
@@ -405,7 +492,9 @@ impl Drop for SharedMap {
 /// The local time's broken-down fields for `secs` since the epoch (for log timestamps):
 /// (year, month 1-12, day, hour, minute, second, UTC offset in seconds).
 pub(crate) fn local_time(secs: i64) -> (i32, u32, u32, u32, u32, u32, i64) {
-    let now = secs as libc::time_t;
+    // localtime_r's `time_t`, inferred rather than named: musl marks the alias
+    // deprecated (it is to become 64-bit there).
+    let now = secs as _;
     // SAFETY: an all-zero tm is valid; localtime_r writes into it and reads `now`.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: as above; both pointers are valid for the call.
@@ -464,6 +553,41 @@ mod tests {
         std::io::Write::write_all(&mut &file, b"12345").unwrap();
         assert_eq!(regular_file_size(file.as_raw_fd()), Some(5));
         assert_eq!(regular_file_size(-1), None);
+    }
+
+    /// The stand-in for `sendfile` on kernels without Linux's: a range of a file arrives
+    /// whole, only what was sent advances the offset, and a file shorter than promised is
+    /// an error.
+    #[test]
+    fn the_portable_sendfile_sends_a_range_and_stops_at_a_full_socket() {
+        let file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::io::Write::write_all(&mut &file, &content).unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut offset = 10;
+        let mut sent = 0;
+        let mut received = Vec::new();
+        let want = 150_000;
+        while sent < want {
+            let n = sendfile_by_copy(a.as_fd_ref(), file.as_fd_ref(), &mut offset, want - sent)
+                .unwrap();
+            sent += n;
+            if n == 0 {
+                // The socket is full: read what it holds, then go on.
+                let mut buf = vec![0u8; 256 * 1024];
+                let got = std::io::Read::read(&mut &b, &mut buf).unwrap();
+                received.extend_from_slice(&buf[..got]);
+            }
+        }
+        assert_eq!(offset, 10 + want as u64);
+        drop(a);
+        std::io::Read::read_to_end(&mut &b, &mut received).unwrap();
+        assert_eq!(received, &content[10..10 + want]);
+        let (c, _d) = UnixStream::pair().unwrap();
+        let mut past_end = content.len() as u64;
+        let err = sendfile_by_copy(c.as_fd_ref(), file.as_fd_ref(), &mut past_end, 5);
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     trait AsFdRef {

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import sys
+
+if sys.platform == "win32":  # the build refuses it too (build.rs); this is for a copied tree
+    raise ImportError(
+        "qiao does not support Windows: it runs on Linux and macOS. "
+        "On Windows, run it under WSL or in a Linux container."
+    )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 

@@ -41,9 +41,12 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        import qiao
+        from qiao import _qiao
 
-        print(f"qiao {qiao.__version__}")
+        print(
+            f"qiao {_qiao.__version__} (revision {_qiao.BUILD_REVISION}; built for "
+            f"{_qiao.BUILT_FOR} on {_qiao.BUILD_TARGET})"
+        )
         parser.exit()
 
 

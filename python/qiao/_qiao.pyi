@@ -5,6 +5,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, final
 
 __all__ = [
+    "BUILD_REVISION",
+    "BUILD_TARGET",
+    "BUILT_FOR",
     "ENGINE_SETTINGS",
     "Engine",
     "Errors",
@@ -20,6 +23,11 @@ __all__ = [
 ]
 
 __version__: str
+# The build's git revision ("unknown" when built from an sdist), the Python it was built
+# for ("CPython 3.12") and the Rust target ("x86_64-unknown-linux-gnu").
+BUILD_REVISION: str
+BUILT_FOR: str
+BUILD_TARGET: str
 # The keys of the settings dict Engine() takes: exactly these, no other.
 ENGINE_SETTINGS: list[str]
 

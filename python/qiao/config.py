@@ -49,6 +49,19 @@ class _Invalid(ValueError):
 # -- kwargs or a config file) into the setting's type, or raise _Invalid(reason).
 
 
+def _linux_only(parse: Callable[[object], int], why: str) -> Callable[[object], int]:
+    """``parse``, refusing any value but 0 (off) where the feature has no implementation
+    (qiao builds on macOS too; see build.rs)."""
+
+    def linux_only(raw: object) -> int:
+        value = parse(raw)
+        if value and not sys.platform.startswith("linux"):
+            raise _Invalid(f"this works on Linux only ({why}); this is {sys.platform}")
+        return value
+
+    return linux_only
+
+
 def _integer(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
     if maximum is not None:
         expected = f"expected an integer from {minimum} to {maximum}"
@@ -838,11 +851,11 @@ SETTINGS: tuple[Setting, ...] = (
         ("--max-worker-lifetime",), metavar="SECONDS",
     ),
     Setting(
-        "max_worker_memory", _integer(0),
+        "max_worker_memory", _linux_only(_integer(0), "it reads /proc"),
         # Bounds a worker's resident memory in MiB (0: no bound).
         0,
         "Replace a worker (gracefully) once its resident memory passes this many MiB; "
-        "0 never.",
+        "0 never. Linux only (read from /proc).",
         ("--max-worker-memory",), metavar="MB",
     ),
     Setting(

@@ -56,7 +56,29 @@ def is_gunicorn() -> bool:
     return SERVER_KIND == "gunicorn"
 
 
+def _check_installed() -> None:
+    """QIAO_TEST_INSTALLED=1 (.ci/run): the suite tests the wheel installed in this
+    environment, so qiao and its engine must come from its site-packages, never from the
+    checkout's python/ (a test module falling back to it would test the sources)."""
+    import sysconfig
+
+    try:
+        import qiao._qiao
+    except ImportError as e:
+        raise pytest.UsageError(f"QIAO_TEST_INSTALLED=1 but qiao is not installed: {e}") from e
+    places = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    for module in (qiao, qiao._qiao):
+        where = Path(module.__file__).resolve()
+        if not any(where.is_relative_to(p) for p in places):
+            raise pytest.UsageError(
+                f"QIAO_TEST_INSTALLED=1 but {module.__name__} comes from {where}, not from "
+                f"this environment's site-packages ({', '.join(map(str, sorted(places)))})"
+            )
+
+
 def pytest_configure(config) -> None:
+    if os.environ.get("QIAO_TEST_INSTALLED") == "1" and not is_gunicorn():
+        _check_installed()
     config.addinivalue_line(
         "markers",
         "http1_only(reason): checks what only HTTP/1.1 has (framing on the wire, Connection, "

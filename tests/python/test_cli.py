@@ -198,14 +198,6 @@ def test_main_returns_2_in_process(capsys):
     assert capsys.readouterr().err == "qiao: error: --threads: expected a positive integer, got 'x'\n"
 
 
-@needs_engine
-def test_version(app_dir):
-    """--version prints 'qiao X.Y.Z' and exits 0."""
-    result = qiao("--version", cwd=app_dir)
-    assert result.returncode == 0
-    assert re.fullmatch(r"qiao \d+\.\d+\.\d+\S*\n", result.stdout)
-
-
 def start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     """Start `qiao ARGS`; return the process and the address from its banner line."""
     proc = subprocess.Popen(

@@ -279,6 +279,17 @@ def test_workers_count_or_auto():
         Config(env=NO_ENV, cli={"workers": "0"})
 
 
+def test_max_worker_memory_is_refused_where_proc_is_missing(monkeypatch):
+    """--max-worker-memory reads a worker's RSS from /proc: elsewhere (macOS) a bound is
+    refused in one line, rather than never enforced; 0 (off) is fine everywhere."""
+    assert Config(env=NO_ENV, cli={"max_worker_memory": "300"}).max_worker_memory == 300
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert Config(env=NO_ENV, cli={"max_worker_memory": "0"}).max_worker_memory == 0
+    with pytest.raises(ConfigError, match=r"^--max-worker-memory: this works on Linux only "
+                       r"\(it reads /proc\); this is darwin"):
+        Config(env=NO_ENV, cli={"max_worker_memory": "300"})
+
+
 def test_sizes_take_binary_suffixes():
     """max_request_body_size accepts K/M/G suffixes (powers of 1024)."""
     assert Config({"max_request_body_size": "1M"}, env=NO_ENV).max_request_body_size == 1 << 20

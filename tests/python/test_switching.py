@@ -290,7 +290,10 @@ def test_log_syslog_sends_the_error_and_access_logs(project):
     try:
         requests.get(running.url + "/x", timeout=10)
         got = []
-        while not any(b"qiao.shop.access" in g for g in got):
+        # The master's lines and the worker's come from two processes' writers, in either
+        # order: read until both awaited lines are in (recv's timeout bounds it).
+        while not (any(b"qiao.shop.access" in g for g in got)
+                   and any(b"[INFO] Listening at:" in g for g in got)):
             got.append(receiver.recv(4096))
     finally:
         running.stop()
