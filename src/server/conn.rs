@@ -459,7 +459,7 @@ impl<T: Transport> Connection<T> {
                     "Served max_requests ({}): stopping to be replaced",
                     settings.max_requests
                 ));
-                shared.stop_now();
+                shared.retire();
             }
             if !persist.persists() {
                 self.finish().await;

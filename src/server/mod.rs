@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     pool: Option<Pool>,
     /// Set when the server is stopping (a graceful stop: requests in flight go on).
     pub stopping: Cell<bool>,
+    /// The stop is this worker's own, at `max_requests`: the master and the other workers
+    /// keep the listening sockets open and take what is queued there.
+    retiring: Cell<bool>,
     /// Stops the server.
     stopper: Arc<watch::Sender<bool>>,
     /// The connections waiting for a request, whose waits a stop ends.
@@ -80,6 +83,7 @@ impl Shared {
             ctx,
             pool,
             stopping: Cell::new(false),
+            retiring: Cell::new(false),
             stopper,
             idle: Idle::default(),
             spare: conn::Spare::default(),
@@ -94,8 +98,10 @@ impl Shared {
         self.pool.is_none()
     }
 
-    /// Stops the server (after `max_requests`) as a signal would.
-    pub(crate) fn stop_now(&self) {
+    /// Stops the worker after `max_requests`, to be replaced: a graceful stop, as a
+    /// signal's, but without accepting what is queued (see `accept_queued`).
+    pub(crate) fn retire(&self) {
+        self.retiring.set(true);
         self.stopping.set(true);
         self.stopper.send_replace(true);
     }
@@ -318,7 +324,9 @@ async fn serve(
         ctx.error_log
             .info("Shutting down: waiting for requests in flight");
         let drained = tokio::time::timeout(ctx.settings.graceful_timeout, async {
-            accept_queued(&shared, &listeners, &permits).await;
+            if !shared.retiring.get() {
+                accept_queued(&shared, &listeners, &permits).await;
+            }
             drop(listeners);
             while shared.tracker.open.get() > 0 {
                 let closed = shared.tracker.on_close.notified();
@@ -346,8 +354,8 @@ async fn serve(
     Ok(shared)
 }
 
-/// At a stop, before the listeners close: the connections the kernel has queued and no
-/// worker accepted. Their clients have sent their requests (`TCP_DEFER_ACCEPT` queues a
+/// At a stop by a signal, before the listeners close: the connections the kernel has
+/// queued and no worker accepted. Their clients have sent their requests (`TCP_DEFER_ACCEPT` queues a
 /// connection once its first bytes came), which closing the listening socket would reset;
 /// accepted, each is served as any connection during a stop: its request, then a close.
 /// Within `--worker-connections`, waiting for connections in flight to end if need be.

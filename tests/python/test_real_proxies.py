@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,9 +47,19 @@ needs_openssl = pytest.mark.skipif(
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a proxy to listen on, below the kernel's ephemeral range: a port bound
+    by asking for port 0 (the upstream qiao, started after this is chosen, or any client)
+    can then never be this one, which the proxy binds only later."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(max(low // 2, 1024), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 10.0) -> None:

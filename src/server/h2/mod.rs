@@ -252,7 +252,7 @@ async fn serve_stream(
             "Served max_requests ({}): stopping to be replaced",
             shared.ctx.settings.max_requests
         ));
-        shared.stop_now();
+        shared.retire();
     }
 }
 
