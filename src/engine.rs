@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::{ErrorLog, Level, Sink};
+use crate::metrics::Metrics;
 use crate::scoreboard::Scoreboard;
 use crate::server;
 use crate::sys;
@@ -38,8 +39,12 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 impl Engine {
     /// `scoreboard` and `slot`: the master's table and this worker's row in it.
     /// `request_hooks`: `(begin, end)`, called around each request (see `RequestHooks`).
+    /// `metrics`: the master's metrics table and this worker's row in it.
     #[new]
-    #[pyo3(signature = (app, settings, fds, scoreboard = None, slot = 0, request_hooks = None))]
+    #[pyo3(signature = (
+        app, settings, fds, scoreboard = None, slot = 0, request_hooks = None, metrics = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         app: Py<PyAny>,
@@ -48,7 +53,16 @@ impl Engine {
         scoreboard: Option<Py<Scoreboard>>,
         slot: usize,
         request_hooks: Option<(Py<PyAny>, Py<PyAny>)>,
+        metrics: Option<(Py<Metrics>, usize)>,
     ) -> PyResult<Engine> {
+        if let Some((table, row)) = &metrics {
+            if *row >= table.get().rows() {
+                return Err(PyValueError::new_err(format!(
+                    "metrics row {row} out of range ({} rows)",
+                    table.get().rows()
+                )));
+            }
+        }
         let settings = Settings::from_dict(settings)?;
         if let Some(board) = &scoreboard {
             // Two app threads sharing a cell would clear each other's state and let a stuck
@@ -113,6 +127,7 @@ impl Engine {
         )?;
         ctx.keeps_environ |= request_hooks.is_some();
         ctx.hooks = request_hooks.map(|(begin, end)| RequestHooks { begin, end });
+        ctx.metrics = metrics;
         Ok(Engine {
             ctx: Arc::new(ctx),
             fds: Mutex::new(fds),

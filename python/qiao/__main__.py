@@ -171,6 +171,7 @@ def _serve(
     config = Config.resolved(resolved["values"], resolved["sources"])
     spec: str | None = resolved["app"]
     sockets: list = []
+    metrics_socket = None
     try:
         os.umask(config.umask)
         _process.prepare(config)
@@ -194,6 +195,12 @@ def _serve(
         sockets = inherited_sockets() or bind_all(
             config.addresses, config.backlog, reuse_port=config.reuse_port
         )
+        if config.metrics_bind is not None:
+            import socket
+
+            from qiao._bind import parse_bind
+
+            metrics_socket = bind_all([parse_bind(config.metrics_bind)], 64, socket.socket)[0]
         drop_privileges(config.user, config.group, initgroups=config.initgroups)
         if config.daemon:
             _process.daemonize()
@@ -231,12 +238,15 @@ def _serve(
     arbiter = Arbiter(
         config, spec, sockets, logger, app=app, reload_config=reload_config,
         app_name=spec or config.paste, hooks=hooks_of(namespace),
+        metrics_socket=metrics_socket,
     )
     try:
         return arbiter.run()
     finally:
         for sock in sockets:
             close_listener(sock)
+        if arbiter.exporter is not None:
+            arbiter.exporter.close()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class Engine:
         scoreboard: Scoreboard | None = None,
         slot: int = 0,
         request_hooks: tuple[Callable[..., object], Callable[..., object]] | None = None,
+        metrics: tuple[Metrics, int] | None = None,
     ) -> Engine:
         """``fds``: listening sockets (bound, listening); the engine dup()s them and the
         caller keeps and closes its own. ``scoreboard``/``slot``: the master's table and
@@ -40,7 +41,8 @@ class Engine:
         ``begin(environ)`` before the app is called returns a token (what it raises is the
         request's 500), ``end(token, environ, status, head, sent)`` once the response is
         over, with the status code, the response head's lines as bytes and the body bytes
-        sent. ``settings``: every key of ``ENGINE_SETTINGS`` (the engine's one table of
+        sent. ``metrics``: the master's metrics table and this worker's row in it (the
+        engine then counts its requests there). ``settings``: every key of ``ENGINE_SETTINGS`` (the engine's one table of
         them; their meanings are in docs/configuration.md), as
         ``qiao.config.Config.engine_settings()`` gives them: validated, and the limits
         always concrete (Python maps a user's 0, "no limit", to the cap).
@@ -76,6 +78,31 @@ class Logger:
     def reopen(self) -> None: ...
 
 @final
+class Metrics:
+    """Memory shared by a master and its workers (mapped before forking): per worker, its
+    request counters, time histograms, bytes, connections and refusals, added to by its
+    engine; the master reads them, and folds a gone worker's counters into its totals."""
+
+    def __new__(cls, slots: int) -> Metrics: ...
+    @staticmethod
+    def schema() -> tuple[
+        list[str], list[str], list[float], list[str], list[int], list[str]
+    ]:
+        """A row's layout: methods, status classes (the request grid, method-major), bucket
+        bounds in seconds (``+Inf`` left out; each histogram is its buckets then its sum in
+        microseconds), counter names, refusal statuses (then one cell for the others),
+        gauge names."""
+    @property
+    def slots(self) -> int: ...
+    def reset(self, slot: int) -> None:
+        """Clear a row for a new worker."""
+    def fold(self, slot: int) -> None:
+        """Add a gone worker's counters to the master's totals and clear its row."""
+    def row(self, slot: int) -> list[int]:
+        """The cells of one worker's row."""
+    def totals(self, slots: list[int]) -> list[int]:
+        """The sum of the rows of `slots` and of the folded totals."""
+
 class Scoreboard:
     """Memory shared by a master and its workers (mapped before forking): each worker's
     heartbeat and, per app thread, its current request's time in the application, or

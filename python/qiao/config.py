@@ -173,6 +173,21 @@ def _bind_list(raw: object) -> list[str]:
     return items
 
 
+def _metrics_bind(raw: object) -> str | None:
+    """Where the exporter listens: one TCP or unix-socket address, or None (off)."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise _Invalid("expected an address string")
+    try:
+        address = parse_bind(raw)
+    except ValueError as e:
+        raise _Invalid(str(e), got=raw) from None
+    if address.kind == "fd":
+        raise _Invalid("expected HOST:PORT, [IPV6]:PORT or unix:/path", got=raw)
+    return raw.strip()
+
+
 def _root_path(raw: object) -> str:
     """SCRIPT_NAME: empty, or a path that starts with '/'; a trailing '/' is dropped."""
     value = _string(raw).strip()
@@ -861,6 +876,14 @@ SETTINGS: tuple[Setting, ...] = (
         ("--reload",), switch=True,
     ),
     Setting(
+        "metrics_bind", _metrics_bind,
+        # Bounds who can read the metrics: off unless an address is given.
+        None,
+        "Serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) from "
+        "the master at this address (HOST:PORT, [IPV6]:PORT or unix:PATH); off if unset.",
+        ("--metrics-bind",), metavar="ADDRESS",
+    ),
+    Setting(
         "pid", _path,
         # Bounds nothing: where the master writes its process id.
         None,
@@ -1405,6 +1428,7 @@ TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "log_config", "log_config_json", "log_config_dict", "log_syslog", "log_syslog_to",
         "log_syslog_prefix", "log_syslog_facility",
     )),
+    ("metrics and health checks", ("metrics_bind",)),
     ("process", (
         "proc_name", "pid", "user", "group", "initgroups", "umask", "daemon", "worker_tmp_dir",
     )),

@@ -1,0 +1,362 @@
+//! The metrics table: per-worker request counters in memory shared by the master and its
+//! workers, for the master's Prometheus exporter and `qiao status`.
+//!
+//! Beside the scoreboard (which says what each thread does now), this says what each
+//! worker has done: requests by method and status class, time histograms, bytes,
+//! connections, refusals. The master maps it (anonymous, shared) before it forks; a worker
+//! adds to its own row with relaxed atomic adds: no syscall, lock or Python call per
+//! request. The master only reads the rows, except when a worker is gone: it then folds
+//! the row's counters into its own totals (`fold`), so that a worker's counts outlive it,
+//! and the row is cleared for the next worker (`reset`).
+//!
+//! A row is a flat array of `u64` cells, laid out as `schema()` describes: the request
+//! grid (method x status class), two histograms (buckets, not cumulative, then the sum in
+//! microseconds), then the scalar counters and, last, the gauges (which a fold drops: a
+//! gone worker has nothing in flight).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::sys::SharedMap;
+
+/// The methods counted by name; any other is counted as `other` (label values stay bounded).
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+/// Status classes; a status outside 100..=599 (none the engine sends) is `other`.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+/// Histogram bucket upper bounds in microseconds (Prometheus' usual web latency spread);
+/// one more bucket, past the last, is `+Inf`.
+const BOUNDS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+const BUCKETS: usize = BOUNDS_US.len() + 1;
+/// The statuses of the requests the engine refuses before the application (limits and
+/// malformed requests); any other refusal status is `other`.
+const REFUSED: [u16; 5] = [400, 408, 413, 414, 431];
+
+/// A histogram's cells: its buckets, then its sum in microseconds.
+const HISTOGRAM: usize = BUCKETS + 1;
+const GRID: usize = 0;
+const APP_TIME: usize = GRID + METHODS.len() * CLASSES.len();
+const TOTAL_TIME: usize = APP_TIME + HISTOGRAM;
+const SCALARS: usize = TOTAL_TIME + HISTOGRAM;
+
+/// The scalar counters after the histograms, in this order (the schema names them).
+#[derive(Clone, Copy)]
+pub(crate) enum Counter {
+    /// Request bytes: heads and declared (Content-Length) bodies.
+    BytesReceived = 0,
+    /// Response bytes: head fields and bodies.
+    BytesSent,
+    ConnectionsAccepted,
+    /// Times the accept loop waited because `--worker-connections` were all open (the
+    /// clients then wait in the listen backlog).
+    ConnectionsLimited,
+    /// Requests that came on a connection which had carried one before.
+    KeepAliveReuses,
+    /// Request bodies written to a temporary file (past `--body-buffer-size`).
+    BodiesSpooled,
+}
+const COUNTER_NAMES: [&str; 6] = [
+    "bytes_received",
+    "bytes_sent",
+    "connections_accepted",
+    "connections_limited",
+    "keepalive_reuses",
+    "bodies_spooled",
+];
+const REFUSALS: usize = SCALARS + COUNTER_NAMES.len();
+const GAUGES: usize = REFUSALS + REFUSED.len() + 1;
+
+/// The gauges, last in a row: the worker's present, not its history.
+#[derive(Clone, Copy)]
+pub(crate) enum Gauge {
+    InFlight = 0,
+    ConnectionsOpen,
+}
+const GAUGE_NAMES: [&str; 2] = ["requests_in_flight", "connections_open"];
+/// Cells in a row.
+const ROW: usize = GAUGES + GAUGE_NAMES.len();
+
+/// One finished request, as the metrics count it.
+pub(crate) struct Finished<'a> {
+    pub method: &'a [u8],
+    pub status: u16,
+    /// From the application's call to the end of its response.
+    pub app: Duration,
+    /// From the request's head read to the end of its response.
+    pub total: Duration,
+    pub received: u64,
+    pub sent: u64,
+}
+
+#[pyclass(module = "qiao._qiao", frozen)]
+pub struct Metrics {
+    /// `slots * ROW` cells; a worker writes only its row, the master reads them all.
+    cells: SharedMap,
+    slots: usize,
+    /// The master's: the counters of the workers that are gone (folded at their exit).
+    folded: Mutex<Vec<u64>>,
+}
+
+impl Metrics {
+    fn cell(&self, slot: usize, index: usize) -> &AtomicU64 {
+        assert!(slot < self.slots && index < ROW);
+        // SAFETY: the index is inside the mapping (checked above). The mapping is
+        // zero-filled (a valid AtomicU64) and its cells are only ever accessed atomically,
+        // by this and the other processes that share it.
+        unsafe {
+            &*self
+                .cells
+                .as_ptr()
+                .cast::<AtomicU64>()
+                .add(slot * ROW + index)
+        }
+    }
+
+    fn add(&self, slot: usize, index: usize, n: u64) {
+        self.cell(slot, index).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self, slot: usize, counter: Counter, n: u64) {
+        self.add(slot, SCALARS + counter as usize, n);
+    }
+
+    /// Moves gauge `gauge` of worker `slot` up (`up`) or down by one.
+    pub(crate) fn gauge(&self, slot: usize, gauge: Gauge, up: bool) {
+        let cell = self.cell(slot, GAUGES + gauge as usize);
+        if up {
+            cell.fetch_add(1, Ordering::Relaxed);
+        } else {
+            cell.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request refused before the application, with `status`.
+    pub(crate) fn refused(&self, slot: usize, status: u16) {
+        let i = REFUSED
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REFUSED.len());
+        self.add(slot, REFUSALS + i, 1);
+    }
+
+    pub(crate) fn finished(&self, slot: usize, req: &Finished<'_>) {
+        let method = METHODS[..METHODS.len() - 1]
+            .iter()
+            .position(|m| m.as_bytes() == req.method)
+            .unwrap_or(METHODS.len() - 1);
+        let class = match req.status {
+            100..=599 => usize::from(req.status / 100 - 1),
+            _ => CLASSES.len() - 1,
+        };
+        self.add(slot, GRID + method * CLASSES.len() + class, 1);
+        self.observe(slot, APP_TIME, req.app);
+        self.observe(slot, TOTAL_TIME, req.total);
+        self.count(slot, Counter::BytesReceived, req.received);
+        self.count(slot, Counter::BytesSent, req.sent);
+    }
+
+    fn observe(&self, slot: usize, histogram: usize, time: Duration) {
+        let us = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS_US.partition_point(|&bound| bound < us);
+        self.add(slot, histogram + bucket, 1);
+        self.add(slot, histogram + BUCKETS, us);
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.slots
+    }
+
+    fn row(&self, slot: usize) -> Vec<u64> {
+        (0..ROW)
+            .map(|i| self.cell(slot, i).load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+#[pymethods]
+impl Metrics {
+    /// Maps room for `slots` workers.
+    #[new]
+    fn new(slots: usize) -> PyResult<Metrics> {
+        if slots == 0 {
+            return Err(PyValueError::new_err("slots must be at least 1"));
+        }
+        let cells = SharedMap::new(slots * ROW * std::mem::size_of::<AtomicU64>())
+            .map_err(|e| PyOSError::new_err(format!("cannot map the metrics table: {e}")))?;
+        Ok(Metrics {
+            cells,
+            slots,
+            folded: Mutex::new(vec![0; ROW]),
+        })
+    }
+
+    /// The layout of a row, for the reader: `methods`, `classes` (the request grid is
+    /// method-major), `bounds` (bucket upper bounds in seconds, `+Inf` left out),
+    /// `counters`, `refused` (statuses; one more cell follows for the others) and `gauges`,
+    /// in the order of the cells.
+    #[staticmethod]
+    fn schema() -> (
+        Vec<&'static str>,
+        Vec<&'static str>,
+        Vec<f64>,
+        Vec<&'static str>,
+        Vec<u16>,
+        Vec<&'static str>,
+    ) {
+        (
+            METHODS.to_vec(),
+            CLASSES.to_vec(),
+            BOUNDS_US.iter().map(|&us| us as f64 / 1e6).collect(),
+            COUNTER_NAMES.to_vec(),
+            REFUSED.to_vec(),
+            GAUGE_NAMES.to_vec(),
+        )
+    }
+
+    #[getter]
+    fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Clears a row for a new worker (the master, before forking it).
+    fn reset(&self, slot: usize) -> PyResult<()> {
+        check(self, slot)?;
+        for i in 0..ROW {
+            self.cell(slot, i).store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Adds the counters of the row of a worker that is gone to the master's totals and
+    /// clears the row (its gauges are dropped: nothing of it is in flight any more).
+    fn fold(&self, slot: usize) -> PyResult<()> {
+        check(self, slot)?;
+        let row = self.row(slot);
+        if let Ok(mut folded) = self.folded.lock() {
+            for (total, value) in folded.iter_mut().zip(&row[..GAUGES]) {
+                *total = total.wrapping_add(*value);
+            }
+        }
+        self.reset(slot)
+    }
+
+    /// The cells of the row of the worker in `slot`.
+    #[pyo3(name = "row")]
+    fn py_row(&self, slot: usize) -> PyResult<Vec<u64>> {
+        check(self, slot)?;
+        Ok(self.row(slot))
+    }
+
+    /// The sum of the rows in `slots` (the live workers') and of the folded totals.
+    fn totals(&self, slots: Vec<usize>) -> PyResult<Vec<u64>> {
+        let mut sum = self.folded.lock().map(|f| f.clone()).unwrap_or_default();
+        sum.resize(ROW, 0);
+        for slot in slots {
+            check(self, slot)?;
+            for (total, value) in sum.iter_mut().zip(self.row(slot)) {
+                *total = total.wrapping_add(value);
+            }
+        }
+        Ok(sum)
+    }
+}
+
+fn check(metrics: &Metrics, slot: usize) -> PyResult<()> {
+    if slot < metrics.slots {
+        Ok(())
+    } else {
+        Err(PyIndexError::new_err(format!(
+            "metrics slot {slot} out of range ({} slots)",
+            metrics.slots
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &'static [u8], status: u16, ms: u64) -> Finished<'static> {
+        Finished {
+            method,
+            status,
+            app: Duration::from_millis(ms),
+            total: Duration::from_millis(ms + 1),
+            received: 100,
+            sent: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_request_lands_in_its_method_class_and_buckets() {
+        let m = Metrics::new(2).unwrap();
+        m.finished(1, &request(b"POST", 201, 3));
+        m.finished(1, &request(b"BREW", 418, 0));
+        let row = m.row(1);
+        assert_eq!(row[GRID + 2 * CLASSES.len() + 1], 1, "POST 2xx");
+        assert_eq!(row[GRID + 7 * CLASSES.len() + 3], 1, "other 4xx");
+        // 3 ms is in the 5 ms bucket (index 2), 0 ms in the first.
+        assert_eq!(row[APP_TIME + 2], 1);
+        assert_eq!(row[APP_TIME], 1);
+        assert_eq!(row[APP_TIME + BUCKETS], 3_000);
+        assert_eq!(row[TOTAL_TIME + BUCKETS], 5_000);
+        assert_eq!(row[SCALARS + Counter::BytesSent as usize], 2_000);
+        assert!(m.row(0).iter().all(|&c| c == 0));
+    }
+
+    /// A bound is inclusive (Prometheus' `le`): exactly 1 ms is in the 1 ms bucket; past
+    /// the last bound is `+Inf`.
+    #[test]
+    fn bucket_bounds_are_inclusive() {
+        let m = Metrics::new(1).unwrap();
+        m.finished(0, &request(b"GET", 200, 1));
+        m.finished(0, &request(b"GET", 200, 60_000));
+        let row = m.row(0);
+        assert_eq!(row[APP_TIME], 1);
+        assert_eq!(row[APP_TIME + BUCKETS - 1], 1);
+    }
+
+    /// A gone worker's counters stay in the totals; its gauges do not.
+    #[test]
+    fn folding_keeps_counters_and_drops_gauges() {
+        let m = Metrics::new(2).unwrap();
+        m.finished(0, &request(b"GET", 200, 1));
+        m.gauge(0, Gauge::InFlight, true);
+        m.refused(0, 431);
+        m.refused(0, 505);
+        m.finished(1, &request(b"GET", 500, 1));
+        m.fold(0).unwrap();
+        assert!(m.row(0).iter().all(|&c| c == 0));
+        let totals = m.totals(vec![1]).unwrap();
+        assert_eq!(totals[GRID + 1], 1);
+        assert_eq!(totals[GRID + 4], 1);
+        assert_eq!(totals[REFUSALS + 4], 1);
+        assert_eq!(totals[REFUSALS + REFUSED.len()], 1);
+        assert_eq!(totals[GAUGES + Gauge::InFlight as usize], 0);
+        assert!(m.totals(vec![2]).is_err());
+    }
+
+    /// Threads of one worker add to its row at once: no count is lost.
+    #[test]
+    fn concurrent_adds_are_all_counted() {
+        let m = Metrics::new(1).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..10_000 {
+                        m.finished(0, &request(b"GET", 200, 0));
+                    }
+                });
+            }
+        });
+        assert_eq!(m.row(0)[GRID + 1], 40_000);
+    }
+}
