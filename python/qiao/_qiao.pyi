@@ -103,6 +103,7 @@ class Metrics:
     def totals(self, slots: list[int]) -> list[int]:
         """The sum of the rows of `slots` and of the folded totals."""
 
+@final
 class Scoreboard:
     """Memory shared by a master and its workers (mapped before forking): each worker's
     heartbeat and, per app thread, its current request's time in the application, or

@@ -497,6 +497,10 @@ class Arbiter:
         scheme = "http" if self.config.certfile is None else "https"
         for sock in self.sockets:
             self.log.log("info", f"Listening at: {display(sock, scheme)} ({os.getpid()})")
+        if self.exporter is not None:
+            where = display(self.exporter.sock)
+            self.log.log("info", f"Metrics and health checks at: {where} (/metrics, /healthz, "
+                                 f"/readyz)")
         workers = f"{self.target} worker{'s' if self.target != 1 else ''}"
         threads = f"{self.config.threads} thread{'s' if self.config.threads != 1 else ''}"
         self.log.log(
