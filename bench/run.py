@@ -169,6 +169,13 @@ WORKLOADS = [
     Workload("hello_close_proxy", "hello", "the same, HAProxy sending a PROXY v1 line (send-proxy)",
              headers=("Connection: close",), servers=PROXY_SERVERS, front="haproxy-send-proxy",
              qiao_flags=("--proxy-protocol",)),
+    # The cost of counting: qiao's twins of `hello` and `flask_json` with the metrics on
+    # (the master's exporter on a port of its own; nothing scrapes it during the run).
+    Workload("hello_metrics", "hello", "hello, keep-alive, --metrics-bind (qiao's twin of hello)",
+             servers=frozenset({"qiao"}), qiao_flags=("--metrics-bind", "127.0.0.1:0")),
+    Workload("flask_json_metrics", "flask_json", "Flask JSON, --metrics-bind (qiao's twin)",
+             paired_floor=True, servers=frozenset({"qiao"}),
+             qiao_flags=("--metrics-bind", "127.0.0.1:0")),
     Workload("https_hello", "hello", "hello over TLS 1.3, keep-alive", tls=True),
     Workload("https_new_conn", "hello", "hello over TLS 1.3, a new connection (handshake) each",
              headers=("Connection: close",), tls=True),

@@ -96,7 +96,20 @@ impl Engine {
                 .map(Some)
                 .map_err(|e| os_error(&format!("--log-syslog-to: cannot reach {address}"), e))
         };
-        let error_log = Arc::new(ErrorLog::new(level, sink).with_syslog(syslog("error")?));
+        let json = match settings.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "setting log_format: expected text or json, got {other:?}"
+                )))
+            }
+        };
+        let error_log = Arc::new(
+            ErrorLog::new(level, sink)
+                .with_syslog(syslog("error")?)
+                .with_json(json),
+        );
         let access_log = match &settings.access_logfile {
             None => None,
             Some(path) => {
@@ -107,7 +120,8 @@ impl Engine {
                         .map_err(|e| {
                             PyValueError::new_err(format!("setting access_logformat: {e}"))
                         })?
-                        .with_syslog(syslog("access")?),
+                        .with_syslog(syslog("access")?)
+                        .with_json(json),
                 )
             }
         };

@@ -11,10 +11,10 @@
 //!
 //! A row is a flat array of `u64` cells, laid out as `schema()` describes: the request
 //! grid (method x status class), two histograms (buckets, not cumulative, then the sum in
-//! microseconds), then the scalar counters and, last, the gauges (which a fold drops: a
+//! microseconds), one cell per status code from 100 to 599, then the scalar counters and, last, the gauges (which a fold drops: a
 //! gone worker has nothing in flight).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -42,10 +42,14 @@ const REFUSED: [u16; 5] = [400, 408, 413, 414, 431];
 
 /// A histogram's cells: its buckets, then its sum in microseconds.
 const HISTOGRAM: usize = BUCKETS + 1;
+/// Status codes counted one by one (for StatsD's `request.status.<code>`): 100 to 599.
+const FIRST_CODE: u16 = 100;
+const CODES: usize = 500;
 const GRID: usize = 0;
 const APP_TIME: usize = GRID + METHODS.len() * CLASSES.len();
 const TOTAL_TIME: usize = APP_TIME + HISTOGRAM;
-const SCALARS: usize = TOTAL_TIME + HISTOGRAM;
+const STATUS_CODES: usize = TOTAL_TIME + HISTOGRAM;
+const SCALARS: usize = STATUS_CODES + CODES;
 
 /// The scalar counters after the histograms, in this order (the schema names them).
 #[derive(Clone, Copy)]
@@ -81,8 +85,25 @@ pub(crate) enum Gauge {
     ConnectionsOpen,
 }
 const GAUGE_NAMES: [&str; 2] = ["requests_in_flight", "connections_open"];
-/// Cells in a row.
+/// Cells in a row's counters; the request text of each app thread follows them.
 const ROW: usize = GAUGES + GAUGE_NAMES.len();
+/// Per app thread: a sequence number (odd while the text is written), then the method and
+/// path of its request, NUL-padded, for `qiao status`.
+const TEXT_BYTES: usize = 64;
+const TEXT: usize = 1 + TEXT_BYTES / 8;
+
+/// A row's layout as `Metrics.schema()` tells it: methods, classes, bucket bounds in
+/// seconds, the status codes counted one by one, counter names, refusal statuses, gauge
+/// names.
+type Schema = (
+    Vec<&'static str>,
+    Vec<&'static str>,
+    Vec<f64>,
+    Vec<u16>,
+    Vec<&'static str>,
+    Vec<u16>,
+    Vec<&'static str>,
+);
 
 /// One finished request, as the metrics count it.
 pub(crate) struct Finished<'a> {
@@ -101,13 +122,17 @@ pub struct Metrics {
     /// `slots * ROW` cells; a worker writes only its row, the master reads them all.
     cells: SharedMap,
     slots: usize,
+    /// App threads whose request text a row has room for (more are not shown).
+    threads: usize,
+    /// Cells per row: the counters, then `threads` texts.
+    stride: usize,
     /// The master's: the counters of the workers that are gone (folded at their exit).
     folded: Mutex<Vec<u64>>,
 }
 
 impl Metrics {
     fn cell(&self, slot: usize, index: usize) -> &AtomicU64 {
-        assert!(slot < self.slots && index < ROW);
+        assert!(slot < self.slots && index < self.stride);
         // SAFETY: the index is inside the mapping (checked above). The mapping is
         // zero-filled (a valid AtomicU64) and its cells are only ever accessed atomically,
         // by this and the other processes that share it.
@@ -116,7 +141,7 @@ impl Metrics {
                 .cells
                 .as_ptr()
                 .cast::<AtomicU64>()
-                .add(slot * ROW + index)
+                .add(slot * self.stride + index)
         }
     }
 
@@ -153,7 +178,10 @@ impl Metrics {
             .position(|m| m.as_bytes() == req.method)
             .unwrap_or(METHODS.len() - 1);
         let class = match req.status {
-            100..=599 => usize::from(req.status / 100 - 1),
+            100..=599 => {
+                self.add(slot, STATUS_CODES + usize::from(req.status - FIRST_CODE), 1);
+                usize::from(req.status / 100 - 1)
+            }
             _ => CLASSES.len() - 1,
         };
         self.add(slot, GRID + method * CLASSES.len() + class, 1);
@@ -170,10 +198,62 @@ impl Metrics {
         self.add(slot, histogram + BUCKETS, us);
     }
 
+    /// App thread `thread` of worker `slot` starts serving `method` `path` (the path only:
+    /// a query string may carry secrets). A seqlock: the reader retries a torn read.
+    pub(crate) fn serving(&self, slot: usize, thread: usize, method: &[u8], path: &[u8]) {
+        if thread >= self.threads {
+            return;
+        }
+        let mut text = [0u8; TEXT_BYTES];
+        let m = method.len().min(TEXT_BYTES);
+        text[..m].copy_from_slice(&method[..m]);
+        if m < TEXT_BYTES {
+            text[m] = b' ';
+            let p = path.len().min(TEXT_BYTES - m - 1);
+            text[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
+        }
+        let base = ROW + thread * TEXT;
+        // One writer per text (its thread), so a load then a store is not a race.
+        let seq = self.cell(slot, base).load(Ordering::Relaxed);
+        self.cell(slot, base)
+            .store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (i, word) in text.chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            self.cell(slot, base + 1 + i).store(word, Ordering::Relaxed);
+        }
+        self.cell(slot, base)
+            .store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    fn text(&self, slot: usize, thread: usize) -> Option<String> {
+        let base = ROW + thread * TEXT;
+        for _ in 0..100 {
+            let before = self.cell(slot, base).load(Ordering::Acquire);
+            let mut text = Vec::with_capacity(TEXT_BYTES);
+            for i in 0..TEXT_BYTES / 8 {
+                let word = self.cell(slot, base + 1 + i).load(Ordering::Relaxed);
+                text.extend_from_slice(&word.to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            let after = self.cell(slot, base).load(Ordering::Relaxed);
+            if before == after && before % 2 == 0 {
+                if before == 0 {
+                    return None;
+                }
+                let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+                return Some(String::from_utf8_lossy(&text[..end]).into_owned());
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
     pub(crate) fn rows(&self) -> usize {
         self.slots
     }
 
+    /// The counters and gauges of a row (not its texts).
     fn row(&self, slot: usize) -> Vec<u64> {
         (0..ROW)
             .map(|i| self.cell(slot, i).load(Ordering::Relaxed))
@@ -183,38 +263,45 @@ impl Metrics {
 
 #[pymethods]
 impl Metrics {
-    /// Maps room for `slots` workers.
+    /// Maps room for `slots` workers, and the request text of `threads` app threads each.
     #[new]
-    fn new(slots: usize) -> PyResult<Metrics> {
+    #[pyo3(signature = (slots, threads = 1))]
+    fn new(slots: usize, threads: usize) -> PyResult<Metrics> {
         if slots == 0 {
             return Err(PyValueError::new_err("slots must be at least 1"));
         }
-        let cells = SharedMap::new(slots * ROW * std::mem::size_of::<AtomicU64>())
+        let stride = ROW + threads * TEXT;
+        let cells = SharedMap::new(slots * stride * std::mem::size_of::<AtomicU64>())
             .map_err(|e| PyOSError::new_err(format!("cannot map the metrics table: {e}")))?;
         Ok(Metrics {
             cells,
             slots,
+            threads,
+            stride,
             folded: Mutex::new(vec![0; ROW]),
         })
     }
 
+    /// What app thread `thread` of worker `slot` serves or served last: `METHOD /path`
+    /// (None before its first request, or past the threads the table has room for).
+    fn request(&self, slot: usize, thread: usize) -> PyResult<Option<String>> {
+        check(self, slot)?;
+        Ok((thread < self.threads)
+            .then(|| self.text(slot, thread))
+            .flatten())
+    }
+
     /// The layout of a row, for the reader: `methods`, `classes` (the request grid is
-    /// method-major), `bounds` (bucket upper bounds in seconds, `+Inf` left out),
-    /// `counters`, `refused` (statuses; one more cell follows for the others) and `gauges`,
-    /// in the order of the cells.
+    /// method-major), `bounds` (bucket upper bounds in seconds, `+Inf` left out), `codes`
+    /// (one cell each), `counters`, `refused` (statuses; one more cell follows for the
+    /// others) and `gauges`, in the order of the cells.
     #[staticmethod]
-    fn schema() -> (
-        Vec<&'static str>,
-        Vec<&'static str>,
-        Vec<f64>,
-        Vec<&'static str>,
-        Vec<u16>,
-        Vec<&'static str>,
-    ) {
+    fn schema() -> Schema {
         (
             METHODS.to_vec(),
             CLASSES.to_vec(),
             BOUNDS_US.iter().map(|&us| us as f64 / 1e6).collect(),
+            (FIRST_CODE..FIRST_CODE + CODES as u16).collect(),
             COUNTER_NAMES.to_vec(),
             REFUSED.to_vec(),
             GAUGE_NAMES.to_vec(),
@@ -229,7 +316,7 @@ impl Metrics {
     /// Clears a row for a new worker (the master, before forking it).
     fn reset(&self, slot: usize) -> PyResult<()> {
         check(self, slot)?;
-        for i in 0..ROW {
+        for i in 0..self.stride {
             self.cell(slot, i).store(0, Ordering::Relaxed);
         }
         Ok(())
@@ -297,12 +384,14 @@ mod tests {
 
     #[test]
     fn a_request_lands_in_its_method_class_and_buckets() {
-        let m = Metrics::new(2).unwrap();
+        let m = Metrics::new(2, 1).unwrap();
         m.finished(1, &request(b"POST", 201, 3));
         m.finished(1, &request(b"BREW", 418, 0));
         let row = m.row(1);
         assert_eq!(row[GRID + 2 * CLASSES.len() + 1], 1, "POST 2xx");
         assert_eq!(row[GRID + 7 * CLASSES.len() + 3], 1, "other 4xx");
+        assert_eq!(row[STATUS_CODES + 101], 1, "201");
+        assert_eq!(row[STATUS_CODES + 318], 1, "418");
         // 3 ms is in the 5 ms bucket (index 2), 0 ms in the first.
         assert_eq!(row[APP_TIME + 2], 1);
         assert_eq!(row[APP_TIME], 1);
@@ -316,7 +405,7 @@ mod tests {
     /// the last bound is `+Inf`.
     #[test]
     fn bucket_bounds_are_inclusive() {
-        let m = Metrics::new(1).unwrap();
+        let m = Metrics::new(1, 1).unwrap();
         m.finished(0, &request(b"GET", 200, 1));
         m.finished(0, &request(b"GET", 200, 60_000));
         let row = m.row(0);
@@ -324,10 +413,34 @@ mod tests {
         assert_eq!(row[APP_TIME + BUCKETS - 1], 1);
     }
 
+    /// A thread's request text reads back whole, cut at 64 bytes; a thread past the table's
+    /// room is not recorded.
+    #[test]
+    fn request_text_reads_back() {
+        let m = Metrics::new(2, 2).unwrap();
+        assert_eq!(m.request(1, 0).unwrap(), None);
+        m.serving(1, 1, b"GET", b"/a/b");
+        assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("GET /a/b"));
+        m.serving(1, 1, b"POST", &[b'x'; 100]);
+        let long = m.request(1, 1).unwrap().unwrap();
+        assert_eq!(long.len(), 64);
+        assert!(long.starts_with("POST xxx"));
+        m.serving(1, 2, b"GET", b"/");
+        assert_eq!(m.request(1, 2).unwrap(), None);
+        m.finished(1, &request(b"GET", 200, 1));
+        assert_eq!(
+            m.request(1, 1).unwrap().unwrap().len(),
+            64,
+            "texts apart from counters"
+        );
+        m.reset(1).unwrap();
+        assert_eq!(m.request(1, 1).unwrap(), None);
+    }
+
     /// A gone worker's counters stay in the totals; its gauges do not.
     #[test]
     fn folding_keeps_counters_and_drops_gauges() {
-        let m = Metrics::new(2).unwrap();
+        let m = Metrics::new(2, 1).unwrap();
         m.finished(0, &request(b"GET", 200, 1));
         m.gauge(0, Gauge::InFlight, true);
         m.refused(0, 431);
@@ -347,7 +460,7 @@ mod tests {
     /// Threads of one worker add to its row at once: no count is lost.
     #[test]
     fn concurrent_adds_are_all_counted() {
-        let m = Metrics::new(1).unwrap();
+        let m = Metrics::new(1, 1).unwrap();
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {

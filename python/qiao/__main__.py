@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``argv`` given (a call from Python) resolves the settings in this process;
     ``None`` (the command) in a child, to keep the master lean."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["status"]:
+        from qiao._status import main as status
+
+        return status(args[1:])
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -215,6 +220,7 @@ def _serve(
                 syslog["log_syslog_to"], syslog["log_syslog_facility"],
                 f"qiao.{syslog['log_syslog_prefix']}.error",
             ),
+            config.log_format == "json",
         )
     except (ConfigError, AppLoadError, BindError) as e:
         return _error(str(e))

@@ -155,9 +155,14 @@ class Exporter:
             else:
                 self._answer(client, 503, "text/plain", why.encode() + b"\n",
                              head_only=method == "HEAD")
+        elif target == "/status":
+            import json
+
+            body = (json.dumps(status(arbiter), indent=1) + "\n").encode()
+            self._answer(client, 200, "application/json", body, head_only=method == "HEAD")
         else:
             self._answer(client, 404, "text/plain", b"not found: try /metrics, /healthz, "
-                         b"/readyz\n")
+                         b"/readyz, /status\n")
 
     def _answer(
         self, client: _Client, status: int, kind: str, body: bytes, extra: str = "",
@@ -220,7 +225,7 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
     OpenMetrics)."""
     from qiao._qiao import Metrics
 
-    methods, classes, bounds, counters, refused, gauges = Metrics.schema()
+    methods, classes, bounds, codes, counters, refused, gauges = Metrics.schema()
     workers = list(arbiter.workers.values())
     totals = arbiter.metrics.totals([w.mslot for w in workers])
     out = _Families(openmetrics)
@@ -246,6 +251,7 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
         out.sample(f"{name}_sum", totals[at + len(bounds) + 1] / 1e6)
         out.sample(f"{name}_count", cumulative)
         at += len(bounds) + 2
+    at += len(codes)  # by code: for StatsD (Prometheus has the classes)
     scalar = dict(zip(counters, totals[at:at + len(counters)]))
     at += len(counters)
     for name, key, doc in (
@@ -329,6 +335,41 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
     for w in rows:
         out.sample("qiao_worker_age_seconds", round(now - w.started, 3), worker=str(w.mslot))
     return out.text()
+
+
+def status(arbiter: Arbiter) -> dict:
+    """What `qiao status` shows: the master, and each worker with its age, requests, memory,
+    CPU and threads, each busy thread with its request and how long it has run."""
+    metrics = arbiter.metrics
+    from qiao._qiao import Metrics
+
+    methods, classes = Metrics.schema()[:2]
+    grid = len(methods) * len(classes)
+    now = time.monotonic()
+    workers = []
+    for w in sorted(arbiter.workers.values(), key=lambda w: w.mslot):
+        rss, cpu = _process_stats(w.pid)
+        threads = []
+        states = w.board.thread_states(w.slot) if w.board.ready(w.slot) else []
+        for i, (state, seconds) in enumerate(states[:w.threads]):
+            entry: dict[str, object] = {"thread": i,
+                                        "state": ("idle", "busy", "waiting")[state]}
+            if state:
+                entry["request"] = metrics.request(w.mslot, i)
+                entry["seconds"] = seconds
+            threads.append(entry)
+        workers.append({
+            "pid": w.pid, "worker": w.mslot, "age": round(now - w.started, 3),
+            "requests": sum(metrics.row(w.mslot)[:grid]), "rss": rss,
+            "cpu": round(cpu, 3), "serving": w.board.ready(w.slot),
+            "retiring": w.retiring, "threads": threads,
+        })
+    return {
+        "master": {"pid": os.getpid(), "workers_desired": arbiter.target,
+                   "stopping": bool(arbiter.stopping), "ready": arbiter.not_ready() is None,
+                   "worker_starts": arbiter.spawned, "worker_exits": dict(arbiter.exits)},
+        "workers": workers,
+    }
 
 
 # Why workers end, as `qiao_worker_exits_total` labels them (all shown, 0 when none).

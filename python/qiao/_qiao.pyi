@@ -70,10 +70,12 @@ class Logger:
     """The error log for code that runs without an engine (the master process)."""
 
     def __new__(
-        cls, target: str, level: str, syslog: tuple[str, str, str] | None = None
+        cls, target: str, level: str, syslog: tuple[str, str, str] | None = None,
+        json: bool = False,
     ) -> Logger:
         """``target``: a path, or "-" for stderr; ``level``: the least severe one written;
-        ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well."""
+        ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well;
+        ``json``: one JSON object per line (``--log-format json``)."""
     def log(self, level: str, message: str) -> None: ...
     def reopen(self) -> None: ...
 
@@ -83,15 +85,19 @@ class Metrics:
     request counters, time histograms, bytes, connections and refusals, added to by its
     engine; the master reads them, and folds a gone worker's counters into its totals."""
 
-    def __new__(cls, slots: int) -> Metrics: ...
+    def __new__(cls, slots: int, threads: int = 1) -> Metrics:
+        """Room for `slots` workers, and the request text of `threads` app threads each."""
+    def request(self, slot: int, thread: int) -> str | None:
+        """What an app thread serves or served last: ``METHOD /path`` (None before its
+        first request)."""
     @staticmethod
     def schema() -> tuple[
-        list[str], list[str], list[float], list[str], list[int], list[str]
+        list[str], list[str], list[float], list[int], list[str], list[int], list[str]
     ]:
         """A row's layout: methods, status classes (the request grid, method-major), bucket
         bounds in seconds (``+Inf`` left out; each histogram is its buckets then its sum in
-        microseconds), counter names, refusal statuses (then one cell for the others),
-        gauge names."""
+        microseconds), the status codes (a cell each), counter names, refusal statuses
+        (then one cell for the others), gauge names."""
     @property
     def slots(self) -> int: ...
     def reset(self, slot: int) -> None:
@@ -127,6 +133,9 @@ class Scoreboard:
     def threads_state(self, slot: int) -> tuple[int, int]:
         """``(busy, waiting)``: how many of the worker's app threads are running a request
         in the application, and how many are waiting on a client to read a response."""
+    def thread_states(self, slot: int) -> list[tuple[int, float]]:
+        """Each app thread's ``(state, seconds)``: 0 idle; 1 in the application, for that
+        long; 2 waiting on its client, after that long in the application."""
 
 def set_process_name(title: str) -> None:
     """Name this process for ps/top (the first 15 bytes)."""

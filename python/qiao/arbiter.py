@@ -159,12 +159,21 @@ class Arbiter:
         self.metrics: Metrics | None = None
         self.exporter = None
         self.exits: dict[str, int] = {}  # workers ended, by reason
-        if metrics_socket is not None:
-            from qiao._metrics import Exporter
+        self.statsd = None  # --statsd-host: sends the counts' increments each second
+        if metrics_socket is not None or config.statsd_host:
             from qiao._qiao import Metrics
 
-            self.metrics = Metrics(_SLOTS)
+            self.metrics = Metrics(_SLOTS, max(config.threads, 1))
+        if metrics_socket is not None:
+            from qiao._metrics import Exporter
+
             self.exporter = Exporter(self, metrics_socket)
+        if config.statsd_host:
+            from qiao._statsd import Statsd
+
+            self.statsd = Statsd(
+                self, config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+            )
 
     # -- gunicorn's names, for hooks (``server`` is the arbiter, as in gunicorn)
 
@@ -242,6 +251,8 @@ class Arbiter:
                 break
             self._check_workers()
             self._spawn_missing()
+            if self.statsd is not None:
+                self.statsd.tick()
             self._sleep()
         self._stop_all()
         return self.exit_status
@@ -565,6 +576,9 @@ class Arbiter:
         while self.workers:
             self._reap()
             self._sleep_briefly()
+        if self.statsd is not None:
+            self.statsd.tick(force=True)  # the last requests' counts
+            self.statsd.close()
         self.log.log("info" if self.booted else "debug", "Shutting down: master exits")
 
     def _sleep_briefly(self) -> None:

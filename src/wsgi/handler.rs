@@ -127,6 +127,7 @@ impl Drop for Waiting {
 /// Runs one request to its end on app thread `thread` of the pool: waits for a slow client
 /// on this thread (the GIL released), never pausing.
 pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
+    ctx.serving(thread, &ex.head);
     match busy(ctx, thread, || run(py, ctx, ex, false)) {
         Step::Done(outcome) => outcome,
         Step::Wait(_) => unreachable!("a request run without pausing paused"),
@@ -137,6 +138,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize)
 /// iteration whose client falls behind pauses (`Step::Wait`) instead of blocking the
 /// loop, so the other connections keep being served.
 pub(crate) fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
+    ctx.serving(0, &ex.head);
     busy(ctx, 0, || run(py, ctx, ex, true))
 }
 

@@ -183,6 +183,13 @@ impl Context {
         }
     }
 
+    /// Notes what app thread `thread` serves now, for `qiao status`.
+    pub(crate) fn serving(&self, thread: usize, head: &crate::http::RequestHead) {
+        if let Some((metrics, row)) = self.metrics() {
+            metrics.serving(row, thread, head.method(), head.path());
+        }
+    }
+
     /// Counts a request refused before the application, with `status`.
     pub(crate) fn refused(&self, status: u16) {
         if let Some((metrics, row)) = self.metrics() {

@@ -257,3 +257,58 @@ def test_a_prometheus_server_scrapes_it(tmp_path):
         finally:
             prometheus.terminate()
             prometheus.wait(10)
+
+
+def test_qiao_status_shows_each_worker_and_busy_threads_request():
+    """`qiao status ADDRESS` (and --json): each worker with its requests, memory and
+    threads; a thread busy in the app shows its request (method and path, not the query)
+    and for how long."""
+    import sys
+
+    with running_server(
+        "behaviour:app", "-w", "2", "--threads", "2", "--metrics-bind", "127.0.0.1:0"
+    ) as server:
+        address = metrics_url(server).split("://", 1)[1]
+        for _ in range(3):
+            request(server.port, get("/pid"))
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        slow.sendall(get("/slow?s=3&token=secret"))
+
+        def status() -> dict | None:
+            run = subprocess.run([sys.executable, "-m", "qiao", "status", address, "--json"],
+                                 capture_output=True, text=True, timeout=30, check=False)
+            assert run.returncode == 0, run.stderr
+            state = json.loads(run.stdout)
+            busy = [t for w in state["workers"] for t in w["threads"] if t["state"] == "busy"]
+            return state if busy and busy[0]["seconds"] >= 0.2 else None
+
+        state = wait_for(status, timeout=5)
+        assert state, "no busy thread seen"
+        assert len(state["workers"]) == 2
+        assert sum(w["requests"] for w in state["workers"]) == 3
+        assert all(w["rss"] > 1 << 20 and len(w["threads"]) == 2 for w in state["workers"])
+        busy = [t for w in state["workers"] for t in w["threads"] if t["state"] == "busy"]
+        assert [t["request"] for t in busy] == ["GET /slow"]
+        assert state["master"]["ready"] is True
+
+        text = subprocess.run([sys.executable, "-m", "qiao", "status", address],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert text.returncode == 0, text.stderr
+        assert "GET /slow" in text.stdout and "in the app" in text.stdout
+        assert "secret" not in text.stdout
+        slow.recv(65536)
+        slow.close()
+
+
+def test_qiao_status_without_a_server_says_so():
+    """Nothing listening: one line naming the address, status 1; no address: usage, 2."""
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "qiao", "status", f"127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "cannot reach a qiao master" in run.stderr
+    env = {k: v for k, v in __import__("os").environ.items() if k != "QIAO_METRICS_BIND"}
+    run = subprocess.run([sys.executable, "-m", "qiao", "status"], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 2 and "--metrics-bind" in run.stderr
