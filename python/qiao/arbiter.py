@@ -627,6 +627,8 @@ class Arbiter:
         os.close(self.wakeup_w)
         if self.exporter is not None:
             self.exporter.close(owner=False)  # the master's; the worker serves none of it
+        if self.statsd is not None:
+            self.statsd.close()  # the master's socket, if it had opened it
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         _set_title(f"qiao: worker [{self.proc_name}]")
