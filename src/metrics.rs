@@ -3,17 +3,21 @@
 //!
 //! Beside the scoreboard (which says what each thread does now), this says what each
 //! worker has done: requests by method and status class, time histograms, bytes,
-//! connections, refusals. The master maps it (anonymous, shared) before it forks; a worker
-//! adds to its own row with relaxed atomic adds: no syscall, lock or Python call per
-//! request. The master only reads the rows, except when a worker is gone: it then folds
-//! the row's counters into its own totals (`fold`), so that a worker's counts outlive it,
-//! and the row is cleared for the next worker (`reset`).
+//! connections, refusals. The master maps it (anonymous, shared) before it forks. Each
+//! thread of a worker that counts (its I/O thread, each app thread of its pool) has a part
+//! of the worker's row to itself, so that every cell has one writer: an addition is a
+//! relaxed load and store, with no locked instruction, and no syscall, lock or Python call
+//! per request. The master only reads, summing a row's parts, except when a worker is
+//! gone: it then folds the row's counters into its own totals (`fold`), so that a worker's
+//! counts outlive it, and the row is cleared for the next worker (`reset`).
 //!
-//! A row is a flat array of `u64` cells, laid out as `schema()` describes: the request
-//! grid (method x status class), two histograms (buckets, not cumulative, then the sum in
-//! microseconds), one cell per status code from 100 to 599, then the scalar counters and, last, the gauges (which a fold drops: a
-//! gone worker has nothing in flight).
+//! A row's counters are a flat array of `u64` cells, laid out as `schema()` describes: the
+//! request grid (method x status class), two histograms (buckets, not cumulative, then the
+//! sum in microseconds), one cell per status code from 100 to 599, then the scalar
+//! counters and, last, the gauges (which a fold drops: a gone worker has nothing in
+//! flight). After the parts come the request texts of the app threads (`qiao status`).
 
+use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -105,6 +109,19 @@ type Schema = (
     Vec<&'static str>,
 );
 
+thread_local! {
+    /// Which part of its worker's row this thread writes: 0 for the I/O thread (and the
+    /// app thread that is the I/O thread itself, with one thread), `1 + i` for app thread
+    /// `i` of the pool (see `set_writer`).
+    static WRITER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Declares the current thread the writer of part `writer` of its worker's row (a pool's
+/// app thread `i`: `1 + i`), for every table it counts in.
+pub(crate) fn set_writer(writer: usize) {
+    WRITER.with(|w| w.set(writer));
+}
+
 /// One finished request, as the metrics count it.
 pub(crate) struct Finished<'a> {
     pub method: &'a [u8],
@@ -119,12 +136,16 @@ pub(crate) struct Finished<'a> {
 
 #[pyclass(module = "qiao._qiao", frozen)]
 pub struct Metrics {
-    /// `slots * ROW` cells; a worker writes only its row, the master reads them all.
+    /// `slots * stride` cells; a worker writes only its row, the master reads them all.
     cells: SharedMap,
     slots: usize,
-    /// App threads whose request text a row has room for (more are not shown).
+    /// App threads the table was made for: each has a part of the row and a request text.
     threads: usize,
-    /// Cells per row: the counters, then `threads` texts.
+    /// The parts of a row (of `ROW` cells each) with one writer: the I/O thread's (0) and
+    /// one per app thread; one more after them is shared, with atomic additions, by the
+    /// threads of a worker that has more app threads than the table (after a reload).
+    private: usize,
+    /// Cells per row: `private + 1` parts, then `threads` texts.
     stride: usize,
     /// The master's: the counters of the workers that are gone (folded at their exit).
     folded: Mutex<Vec<u64>>,
@@ -146,7 +167,18 @@ impl Metrics {
     }
 
     fn add(&self, slot: usize, index: usize, n: u64) {
-        self.cell(slot, index).fetch_add(n, Ordering::Relaxed);
+        let writer = WRITER.with(Cell::get);
+        if writer < self.private {
+            // This thread is the cell's one writer: no other can change it in between.
+            let cell = self.cell(slot, writer * ROW + index);
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        } else {
+            self.cell(slot, self.private * ROW + index)
+                .fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn count(&self, slot: usize, counter: Counter, n: u64) {
@@ -154,13 +186,11 @@ impl Metrics {
     }
 
     /// Moves gauge `gauge` of worker `slot` up (`up`) or down by one.
+    /// (One part may go below zero, as when a request is counted in flight by one
+    /// thread and out by another: the sum of the parts stays right, additions wrapping.)
     pub(crate) fn gauge(&self, slot: usize, gauge: Gauge, up: bool) {
-        let cell = self.cell(slot, GAUGES + gauge as usize);
-        if up {
-            cell.fetch_add(1, Ordering::Relaxed);
-        } else {
-            cell.fetch_sub(1, Ordering::Relaxed);
-        }
+        let n = if up { 1 } else { u64::MAX };
+        self.add(slot, GAUGES + gauge as usize, n);
     }
 
     /// A request refused before the application, with `status`.
@@ -212,7 +242,7 @@ impl Metrics {
             let p = path.len().min(TEXT_BYTES - m - 1);
             text[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
         }
-        let base = ROW + thread * TEXT;
+        let base = self.texts() + thread * TEXT;
         // One writer per text (its thread), so a load then a store is not a race.
         let seq = self.cell(slot, base).load(Ordering::Relaxed);
         self.cell(slot, base)
@@ -227,7 +257,7 @@ impl Metrics {
     }
 
     fn text(&self, slot: usize, thread: usize) -> Option<String> {
-        let base = ROW + thread * TEXT;
+        let base = self.texts() + thread * TEXT;
         for _ in 0..100 {
             let before = self.cell(slot, base).load(Ordering::Acquire);
             let mut text = Vec::with_capacity(TEXT_BYTES);
@@ -253,11 +283,21 @@ impl Metrics {
         self.slots
     }
 
-    /// The counters and gauges of a row (not its texts).
+    /// Where a row's texts begin, after its parts.
+    fn texts(&self) -> usize {
+        (self.private + 1) * ROW
+    }
+
+    /// The counters and gauges of a row: the sum of its parts (not its texts).
     fn row(&self, slot: usize) -> Vec<u64> {
-        (0..ROW)
-            .map(|i| self.cell(slot, i).load(Ordering::Relaxed))
-            .collect()
+        let mut sum = vec![0u64; ROW];
+        for part in 0..=self.private {
+            for (i, total) in sum.iter_mut().enumerate() {
+                let value = self.cell(slot, part * ROW + i).load(Ordering::Relaxed);
+                *total = total.wrapping_add(value);
+            }
+        }
+        sum
     }
 }
 
@@ -270,13 +310,15 @@ impl Metrics {
         if slots == 0 {
             return Err(PyValueError::new_err("slots must be at least 1"));
         }
-        let stride = ROW + threads * TEXT;
+        let private = 1 + threads;
+        let stride = (private + 1) * ROW + threads * TEXT;
         let cells = SharedMap::new(slots * stride * std::mem::size_of::<AtomicU64>())
             .map_err(|e| PyOSError::new_err(format!("cannot map the metrics table: {e}")))?;
         Ok(Metrics {
             cells,
             slots,
             threads,
+            private,
             stride,
             folded: Mutex::new(vec![0; ROW]),
         })
@@ -460,16 +502,42 @@ mod tests {
     /// Threads of one worker add to its row at once: no count is lost.
     #[test]
     fn concurrent_adds_are_all_counted() {
-        let m = Metrics::new(1, 1).unwrap();
+        // Two app threads with parts of their own, the I/O thread, and three threads past
+        // the table's room sharing the last part (a reload raised --threads).
+        let m = Metrics::new(1, 2).unwrap();
         std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
+            for writer in 0..6 {
+                let m = &m;
+                scope.spawn(move || {
+                    set_writer(writer);
                     for _ in 0..10_000 {
                         m.finished(0, &request(b"GET", 200, 0));
+                        m.gauge(0, Gauge::InFlight, true);
+                    }
+                    for _ in 0..10_000 {
+                        m.gauge(0, Gauge::InFlight, false);
                     }
                 });
             }
         });
-        assert_eq!(m.row(0)[GRID + 1], 40_000);
+        let row = m.row(0);
+        assert_eq!(row[GRID + 1], 60_000);
+        assert_eq!(row[GAUGES + Gauge::InFlight as usize], 0);
+    }
+
+    /// A request counted in flight by one thread and out by another leaves the sum at 0.
+    #[test]
+    fn a_gauge_moved_by_two_threads_sums_right() {
+        let m = Metrics::new(1, 1).unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| m.gauge(0, Gauge::ConnectionsOpen, true));
+        });
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                set_writer(1);
+                m.gauge(0, Gauge::ConnectionsOpen, false);
+            });
+        });
+        assert_eq!(m.row(0)[GAUGES + Gauge::ConnectionsOpen as usize], 0);
     }
 }

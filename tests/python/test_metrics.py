@@ -312,3 +312,23 @@ def test_qiao_status_without_a_server_says_so():
     run = subprocess.run([sys.executable, "-m", "qiao", "status"], env=env,
                          capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 2 and "--metrics-bind" in run.stderr
+
+
+def test_counts_from_concurrent_app_threads_add_up():
+    """--threads 4 under 8 concurrent clients: each app thread counts in cells of its own,
+    and the totals are exactly the requests sent, with none left in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with running_server(
+        "behaviour:app", "--threads", "4", "--metrics-bind", "127.0.0.1:0"
+    ) as server:
+        url = metrics_url(server)
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: request(server.port, get("/slow?s=0.01")),
+                                    range(80)))
+        assert all(r.startswith(b"HTTP/1.1 200") for r in replies)
+        found = samples(fetch(url + "/metrics")[2])
+        assert value(found, "qiao_requests_total", method="GET", status_class="2xx") == 80
+        assert value(found, "qiao_request_app_duration_seconds_count") == 80
+        assert value(found, "qiao_requests_in_flight") == 0
+        assert value(found, "qiao_connections_accepted_total") == 80
