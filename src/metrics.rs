@@ -109,6 +109,13 @@ type Schema = (
     Vec<&'static str>,
 );
 
+/// Where a thread adds in a worker's row: its part, or the shared one (atomic additions).
+struct Part {
+    slot: usize,
+    start: usize,
+    shared: bool,
+}
+
 thread_local! {
     /// Which part of its worker's row this thread writes: 0 for the I/O thread (and the
     /// app thread that is the I/O thread itself, with one thread), `1 + i` for app thread
@@ -166,19 +173,33 @@ impl Metrics {
         }
     }
 
-    fn add(&self, slot: usize, index: usize, n: u64) {
+    /// The part of worker `slot`'s row this thread writes (the thread-local is read once
+    /// for all of a request's additions).
+    fn part(&self, slot: usize) -> Part {
         let writer = WRITER.with(Cell::get);
-        if writer < self.private {
+        Part {
+            slot,
+            start: writer.min(self.private) * ROW,
+            shared: writer >= self.private,
+        }
+    }
+
+    fn bump(&self, part: &Part, index: usize, n: u64) {
+        debug_assert!(index < ROW);
+        let cell = self.cell(part.slot, part.start + index);
+        if part.shared {
+            cell.fetch_add(n, Ordering::Relaxed);
+        } else {
             // This thread is the cell's one writer: no other can change it in between.
-            let cell = self.cell(slot, writer * ROW + index);
             cell.store(
                 cell.load(Ordering::Relaxed).wrapping_add(n),
                 Ordering::Relaxed,
             );
-        } else {
-            self.cell(slot, self.private * ROW + index)
-                .fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    fn add(&self, slot: usize, index: usize, n: u64) {
+        self.bump(&self.part(slot), index, n);
     }
 
     pub(crate) fn count(&self, slot: usize, counter: Counter, n: u64) {
@@ -202,30 +223,38 @@ impl Metrics {
         self.add(slot, REFUSALS + i, 1);
     }
 
+    /// A request's response is over: it is counted, and no longer in flight.
     pub(crate) fn finished(&self, slot: usize, req: &Finished<'_>) {
+        let part = self.part(slot);
         let method = METHODS[..METHODS.len() - 1]
             .iter()
             .position(|m| m.as_bytes() == req.method)
             .unwrap_or(METHODS.len() - 1);
         let class = match req.status {
             100..=599 => {
-                self.add(slot, STATUS_CODES + usize::from(req.status - FIRST_CODE), 1);
+                let code = usize::from(req.status - FIRST_CODE);
+                self.bump(&part, STATUS_CODES + code, 1);
                 usize::from(req.status / 100 - 1)
             }
             _ => CLASSES.len() - 1,
         };
-        self.add(slot, GRID + method * CLASSES.len() + class, 1);
-        self.observe(slot, APP_TIME, req.app);
-        self.observe(slot, TOTAL_TIME, req.total);
-        self.count(slot, Counter::BytesReceived, req.received);
-        self.count(slot, Counter::BytesSent, req.sent);
+        self.bump(&part, GRID + method * CLASSES.len() + class, 1);
+        self.observe(&part, APP_TIME, req.app);
+        self.observe(&part, TOTAL_TIME, req.total);
+        self.bump(
+            &part,
+            SCALARS + Counter::BytesReceived as usize,
+            req.received,
+        );
+        self.bump(&part, SCALARS + Counter::BytesSent as usize, req.sent);
+        self.bump(&part, GAUGES + Gauge::InFlight as usize, u64::MAX);
     }
 
-    fn observe(&self, slot: usize, histogram: usize, time: Duration) {
+    fn observe(&self, part: &Part, histogram: usize, time: Duration) {
         let us = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_US.partition_point(|&bound| bound < us);
-        self.add(slot, histogram + bucket, 1);
-        self.add(slot, histogram + BUCKETS, us);
+        self.bump(part, histogram + bucket, 1);
+        self.bump(part, histogram + BUCKETS, us);
     }
 
     /// App thread `thread` of worker `slot` starts serving `method` `path` (the path only:
@@ -487,6 +516,7 @@ mod tests {
         m.gauge(0, Gauge::InFlight, true);
         m.refused(0, 431);
         m.refused(0, 505);
+        m.gauge(1, Gauge::InFlight, true);
         m.finished(1, &request(b"GET", 500, 1));
         m.fold(0).unwrap();
         assert!(m.row(0).iter().all(|&c| c == 0));
@@ -511,11 +541,8 @@ mod tests {
                 scope.spawn(move || {
                     set_writer(writer);
                     for _ in 0..10_000 {
-                        m.finished(0, &request(b"GET", 200, 0));
                         m.gauge(0, Gauge::InFlight, true);
-                    }
-                    for _ in 0..10_000 {
-                        m.gauge(0, Gauge::InFlight, false);
+                        m.finished(0, &request(b"GET", 200, 0));
                     }
                 });
             }

@@ -335,7 +335,6 @@ fn finalize(
                 sent: resp.head.lines.len() as u64 + resp.body_bytes,
             },
         );
-        metrics.gauge(row, Gauge::InFlight, false);
     }
     if let Some(log) = &ctx.access_log {
         // The client a trusted proxy named, as REMOTE_ADDR shows it (gunicorn's `%(h)s`).
