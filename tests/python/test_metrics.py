@@ -127,9 +127,15 @@ def test_counts_across_two_workers_and_a_replaced_one():
                                       "qiao_connections_open") == 0 or None, timeout=5)
         served = sum(v for (name, _), v in found.items() if name == "qiao_worker_requests_total")
         assert 0 < served <= sent
-        rss = [v for (name, _), v in found.items()
-               if name == "qiao_worker_resident_memory_bytes"]
-        assert len(rss) == 2 and all(v > 1 << 20 for v in rss)
+
+        def resident() -> list[float] | None:
+            # (A worker that has just exited reads 0 until the master reaps it.)
+            found = samples(fetch(url + "/metrics")[2])
+            rss = [v for (name, _), v in found.items()
+                   if name == "qiao_worker_resident_memory_bytes"]
+            return rss if len(rss) == 2 and all(v > 1 << 20 for v in rss) else None
+
+        assert wait_for(resident, timeout=5)
         limit = [v for (name, _), v in found.items() if name == "qiao_listen_queue_limit"]
         assert limit and limit[0] > 0
 
