@@ -85,6 +85,12 @@ SERVER_PACKAGE = {
     "bare-py": None,
 }
 ALL_SERVERS = list(SERVER_PACKAGE)
+# qiao run with a feature on, as one more server beside qiao (so that their runs take turns
+# in each workload, as the peers' do): asked for by name in --servers, never by default.
+# `qiao-metrics`: the workers count every request for the master's exporter (nothing
+# scrapes it during the run).
+QIAO_VARIANTS = {"qiao-metrics": ("--metrics-bind", "127.0.0.1:0")}
+SERVER_PACKAGE.update({variant: "qiao" for variant in QIAO_VARIANTS})
 # The physical references: measured beside the peers, never counted as one.
 REFERENCES = ("epoll-c", "bare-py")
 # --baseline REV: qiao built at another revision, run as one more server named
@@ -189,6 +195,8 @@ def serves(server: str, wl: Workload) -> bool:
     """Whether `server` has a cell in `wl`: the C reference answers only its canned hello,
     and the bare Python server (`ref/bare_server.py`) is measured where the target is a
     share of the app's floor."""
+    if server in QIAO_VARIANTS:
+        server = "qiao"
     if wl.servers is not None:
         return server in wl.servers
     if wl.tls:
@@ -245,7 +253,7 @@ def setup_venv(servers: list[str], reinstall_qiao: bool) -> dict[str, str]:
         if rc != 0:
             missing[pkg] = last_error_line(logs / f"{pkg}.log")
             log(f"  {pkg} did not install: {missing[pkg]}")
-    if "qiao" in servers and (reinstall_qiao or not installed_versions(["qiao"]).get("qiao")):
+    if any(SERVER_PACKAGE[s] == "qiao" for s in servers) and (reinstall_qiao or not installed_versions(["qiao"]).get("qiao")):
         # A release wheel built from the working tree (the editable install of the
         # project env may be a debug build). Its own cargo target dir so that it
         # never waits on, or invalidates, the developers' builds.
@@ -549,6 +557,8 @@ def feature_flags(server: str, wl: Workload) -> list[str]:
     name as qiao's)."""
     if server == "qiao":
         return list(wl.qiao_flags)
+    if server in QIAO_VARIANTS:
+        return list(wl.qiao_flags) + list(QIAO_VARIANTS[server])
     if server.startswith("gunicorn") and "--proxy-protocol" in wl.qiao_flags:
         return ["--proxy-protocol"]
     return []
@@ -558,7 +568,7 @@ def plain_command(server: str, wl: Workload, port: int, python: Path) -> list[st
     bindir = python.parent
     spec = f"{wl.app}:app"
     t = wl.threads
-    if server == "qiao":
+    if server == "qiao" or server in QIAO_VARIANTS:
         return [str(bindir / "qiao"), spec, "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", str(t)]
     if is_baseline(server):  # its own `qiao` script, run by the same interpreter (what its #! says)
         script = BASELINE_SITES[server] / "bin" / "qiao"
@@ -1434,7 +1444,8 @@ def update_readme(table: str) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated, from: " + ",".join(ALL_SERVERS))
+    p.add_argument("--servers", default=",".join(ALL_SERVERS),
+                   help="comma-separated, from: " + ",".join([*ALL_SERVERS, *QIAO_VARIANTS]))
     p.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS),
                    help="comma-separated, from: " + ",".join(w.name for w in WORKLOADS))
     p.add_argument("--runs", type=int, help="measured runs per cell (default 3)")

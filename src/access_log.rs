@@ -56,6 +56,8 @@ pub(crate) struct AccessRecord<'a> {
 
 pub(crate) struct AccessLog {
     atoms: Vec<Atom>,
+    /// `--log-format json`: a JSON object per line, a field per atom of the format.
+    json: bool,
     /// One writer for the process, so lines from several threads stay whole.
     sink: Mutex<Sink>,
     /// `--log-syslog`: each line is also sent there (gunicorn's default, unless its
@@ -70,6 +72,7 @@ impl AccessLog {
     pub(crate) fn new(format: &str, sink: Sink) -> Result<AccessLog, String> {
         Ok(AccessLog {
             atoms: parse_format(format)?,
+            json: false,
             sink: Mutex::new(sink),
             syslog: None,
             python: None,
@@ -79,6 +82,12 @@ impl AccessLog {
     /// The same log, its lines handed to a Python logger instead of its sink.
     pub(crate) fn with_python(mut self, logger: Option<Py<PyAny>>) -> AccessLog {
         self.python = logger;
+        self
+    }
+
+    /// The same log, its lines JSON objects (`--log-format json`).
+    pub(crate) fn with_json(mut self, json: bool) -> AccessLog {
+        self.json = json;
         self
     }
 
@@ -103,8 +112,12 @@ impl AccessLog {
 
     pub(crate) fn log(&self, rec: &AccessRecord<'_>) {
         let mut line = String::with_capacity(160);
-        for atom in &self.atoms {
-            render(atom, rec, &mut line);
+        if self.json {
+            render_json(&self.atoms, rec, &mut line);
+        } else {
+            for atom in &self.atoms {
+                render(atom, rec, &mut line);
+            }
         }
         if let Some(logger) = &self.python {
             crate::log::to_python(logger, crate::log::Level::Info, &line);
@@ -288,6 +301,75 @@ fn render(atom: &Atom, rec: &AccessRecord<'_>, out: &mut String) {
             _ => out.push('-'),
         },
     }
+}
+
+/// The format's atoms as one JSON object: a field each, named for what it shows; numbers
+/// as numbers, what is not known (`-` in a text line) as `null`.
+fn render_json(atoms: &[Atom], rec: &AccessRecord<'_>, out: &mut String) {
+    let mut value = String::with_capacity(64);
+    out.push('{');
+    let mut first = true;
+    for atom in atoms {
+        let name = match atom {
+            Atom::Text(_) => continue,
+            Atom::RemoteAddr => "remote_addr".to_string(),
+            Atom::Dash => "ident".to_string(),
+            Atom::User => "user".to_string(),
+            Atom::Time => "time".to_string(),
+            Atom::RequestLine => "request".to_string(),
+            Atom::Method => "method".to_string(),
+            Atom::Path => "path".to_string(),
+            Atom::Query => "query".to_string(),
+            Atom::Protocol => "protocol".to_string(),
+            Atom::Status => "status".to_string(),
+            Atom::BytesOrDash | Atom::Bytes => "bytes".to_string(),
+            Atom::Referer => "referer".to_string(),
+            Atom::UserAgent => "user_agent".to_string(),
+            Atom::Seconds => "duration_s".to_string(),
+            Atom::Millis => "duration_ms".to_string(),
+            Atom::Micros => "duration_us".to_string(),
+            Atom::DecimalSeconds => "duration".to_string(),
+            Atom::Pid => "pid".to_string(),
+            Atom::RequestHeader(n) => format!("request_header.{n}"),
+            Atom::ResponseHeader(n) => format!("response_header.{n}"),
+            Atom::EnvVar(n) => format!("environ.{n}"),
+            Atom::Unknown(n) => n.clone(),
+        };
+        if !first {
+            out.push_str(", ");
+        }
+        first = false;
+        crate::log::push_json_str(out, &name);
+        out.push_str(": ");
+        value.clear();
+        match atom {
+            Atom::Time => {
+                crate::log::push_json_str(out, &local_timestamp(false));
+                continue;
+            }
+            Atom::BytesOrDash => render(&Atom::Bytes, rec, &mut value),
+            _ => render(atom, rec, &mut value),
+        }
+        let numeric = matches!(
+            atom,
+            Atom::Status
+                | Atom::BytesOrDash
+                | Atom::Bytes
+                | Atom::Seconds
+                | Atom::Millis
+                | Atom::Micros
+                | Atom::DecimalSeconds
+                | Atom::Pid
+        );
+        if numeric {
+            out.push_str(&value);
+        } else if value == "-" && !matches!(atom, Atom::Path | Atom::RequestLine) {
+            out.push_str("null");
+        } else {
+            crate::log::push_json_str(out, &value);
+        }
+    }
+    out.push('}');
 }
 
 /// The user name of `Authorization: Basic` (gunicorn's `%(u)s`): what precedes the first

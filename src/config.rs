@@ -95,6 +95,8 @@ settings! {
     root_path: String,
     access_logfile: Option<String>,
     access_logformat: String,
+    /// `text` (gunicorn's lines) or `json` (one object per line) for both logs.
+    log_format: String,
     error_logfile: String,
     log_level: String,
     /// Idle time allowed between keep-alive requests.

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::{ErrorLog, Level, Sink};
+use crate::metrics::Metrics;
 use crate::scoreboard::Scoreboard;
 use crate::server;
 use crate::sys;
@@ -38,11 +39,12 @@ fn os_error(what: &str, e: std::io::Error) -> PyErr {
 impl Engine {
     /// `scoreboard` and `slot`: the master's table and this worker's row in it.
     /// `request_hooks`: `(begin, end)`, called around each request (see `RequestHooks`).
+    /// `metrics`: the master's metrics table and this worker's row in it.
     /// `error_logger`, `access_logger`: Python loggers a logging configuration routes the
     /// error and access lines to (the access log is then on without a file).
     #[new]
     #[pyo3(signature = (
-        app, settings, fds, scoreboard = None, slot = 0, request_hooks = None,
+        app, settings, fds, scoreboard = None, slot = 0, request_hooks = None, metrics = None,
         error_logger = None, access_logger = None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -54,9 +56,18 @@ impl Engine {
         scoreboard: Option<Py<Scoreboard>>,
         slot: usize,
         request_hooks: Option<(Py<PyAny>, Py<PyAny>)>,
+        metrics: Option<(Py<Metrics>, usize)>,
         error_logger: Option<Py<PyAny>>,
         access_logger: Option<Py<PyAny>>,
     ) -> PyResult<Engine> {
+        if let Some((table, row)) = &metrics {
+            if *row >= table.get().rows() {
+                return Err(PyValueError::new_err(format!(
+                    "metrics row {row} out of range ({} rows)",
+                    table.get().rows()
+                )));
+            }
+        }
         let settings = Settings::from_dict(settings)?;
         if let Some(board) = &scoreboard {
             // Two app threads sharing a cell would clear each other's state and let a stuck
@@ -90,9 +101,19 @@ impl Engine {
                 .map(Some)
                 .map_err(|e| os_error(&format!("--log-syslog-to: cannot reach {address}"), e))
         };
+        let json = match settings.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "setting log_format: expected text or json, got {other:?}"
+                )))
+            }
+        };
         let error_log = Arc::new(
             ErrorLog::new(level, sink)
                 .with_syslog(syslog("error")?)
+                .with_json(json)
                 .with_python(error_logger),
         );
         // A logging configuration's `gunicorn.access` logger turns the access log on, as
@@ -111,6 +132,7 @@ impl Engine {
                             PyValueError::new_err(format!("setting access_logformat: {e}"))
                         })?
                         .with_syslog(syslog("access")?)
+                        .with_json(json)
                         .with_python(python),
                 )
             }
@@ -131,6 +153,7 @@ impl Engine {
         )?;
         ctx.keeps_environ |= request_hooks.is_some();
         ctx.hooks = request_hooks.map(|(begin, end)| RequestHooks { begin, end });
+        ctx.metrics = metrics;
         Ok(Engine {
             ctx: Arc::new(ctx),
             fds: Mutex::new(fds),

@@ -6,6 +6,7 @@ mod config;
 mod engine;
 pub mod http;
 mod log;
+mod metrics;
 mod scoreboard;
 mod server;
 mod sys;
@@ -42,6 +43,7 @@ fn _qiao(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENGINE_SETTINGS", config::KEYS.to_vec())?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<scoreboard::Scoreboard>()?;
+    m.add_class::<metrics::Metrics>()?;
     m.add_class::<log::PyLogger>()?;
     m.add_function(wrap_pyfunction!(set_process_name, m)?)?;
     m.add_function(wrap_pyfunction!(trim_memory, m)?)?;

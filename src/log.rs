@@ -103,6 +103,8 @@ fn open_append(path: impl AsRef<Path>) -> io::Result<File> {
 pub struct ErrorLog {
     /// Lines below this level are dropped before any formatting.
     level: Level,
+    /// `--log-format json`: one JSON object per line instead of gunicorn's line.
+    json: bool,
     /// One writer for the process; the mutex keeps lines whole across threads.
     sink: Mutex<Sink>,
     /// `--log-syslog`: each line is also sent there.
@@ -115,6 +117,7 @@ impl ErrorLog {
     pub fn new(level: Level, sink: Sink) -> ErrorLog {
         ErrorLog {
             level,
+            json: false,
             sink: Mutex::new(sink),
             syslog: None,
             python: None,
@@ -125,6 +128,12 @@ impl ErrorLog {
     /// still writes to the sink: it is a stream, not lines).
     pub(crate) fn with_python(mut self, logger: Option<Py<PyAny>>) -> ErrorLog {
         self.python = logger;
+        self
+    }
+
+    /// The same log, its lines JSON objects (`--log-format json`).
+    pub(crate) fn with_json(mut self, json: bool) -> ErrorLog {
+        self.json = json;
         self
     }
 
@@ -145,14 +154,24 @@ impl ErrorLog {
         let message = message.trim_end_matches('\n');
         // gunicorn's line, `[date] [pid] [LEVEL] message`; syslog gets it without the date.
         let mut line = String::with_capacity(48 + message.len());
+        if let Some(logger) = &self.python {
+            // The logging configuration's formatter makes the line.
+            to_python(logger, level, message);
+        } else if self.json {
+            json_record(&mut line, level, message);
+            self.write_raw(line.as_bytes());
+            if let Some(syslog) = &self.syslog {
+                syslog.send(level, &line);
+            }
+            return;
+        }
         let _ = write!(line, "[{}] ", local_timestamp(false));
         let undated = line.len();
         let _ = write!(line, "[{}] [{}] ", std::process::id(), level.label());
         line.push_str(message);
         line.push('\n');
-        match &self.python {
-            Some(logger) => to_python(logger, level, message),
-            None => self.write_raw(line.as_bytes()),
+        if self.python.is_none() {
+            self.write_raw(line.as_bytes());
         }
         if let Some(syslog) = &self.syslog {
             syslog.send(level, &line[undated..]);
@@ -167,8 +186,24 @@ impl ErrorLog {
         }
     }
 
-    /// Writes bytes as they are (for `wsgi.errors`, which is a file-like stream).
-    pub fn write_raw(&self, bytes: &[u8]) {
+    /// Writes what the application wrote to `wsgi.errors`: as it is, or with
+    /// `--log-format json` as a record of its own (level `error`, whatever the log level).
+    pub fn write_stream(&self, bytes: &[u8]) {
+        if !self.json {
+            return self.write_raw(bytes);
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let message = text.trim_end_matches('\n');
+        if message.is_empty() {
+            return;
+        }
+        let mut line = String::with_capacity(64 + message.len());
+        json_record(&mut line, Level::Error, message);
+        self.write_raw(line.as_bytes());
+    }
+
+    /// Writes bytes as they are.
+    fn write_raw(&self, bytes: &[u8]) {
         if let Ok(mut sink) = self.sink.lock() {
             sink.write_all(bytes);
         }
@@ -198,6 +233,40 @@ pub(crate) fn to_python(logger: &Py<PyAny>, level: Level, message: &str) {
             .bind(py)
             .call_method1(pyo3::intern!(py, "log"), (level.number(), message));
     });
+}
+
+/// One error log record as a JSON object and a newline: time, level, pid, message.
+fn json_record(line: &mut String, level: Level, message: &str) {
+    line.push_str("{\"time\": ");
+    push_json_str(line, &local_timestamp(false));
+    let _ = write!(
+        line,
+        ", \"level\": \"{}\", \"pid\": {}, \"message\": ",
+        level.label().to_ascii_lowercase(),
+        std::process::id()
+    );
+    push_json_str(line, message);
+    line.push_str("}\n");
+}
+
+/// Appends `text` as a JSON string (RFC 8259 §7: quotes, backslash and control characters
+/// escaped).
+pub(crate) fn push_json_str(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The local time as `2026-11-24 19:36:18 +0000` (error log) or
@@ -235,13 +304,15 @@ pub struct PyLogger {
 impl PyLogger {
     /// `target`: a path, or `-` for stderr; `level`: the least severe level written;
     /// `syslog`: `(address, facility, ident)` to send the lines to syslog as well;
-    /// `python`: a `logging.Logger` to hand the lines to instead of `target`.
+    /// `json`: one JSON object per line (`--log-format json`); `python`: a
+    /// `logging.Logger` to hand the lines to instead of `target`.
     #[new]
-    #[pyo3(signature = (target, level, syslog = None, python = None))]
+    #[pyo3(signature = (target, level, syslog = None, json = false, python = None))]
     fn new(
         target: &str,
         level: &str,
         syslog: Option<(String, String, String)>,
+        json: bool,
         python: Option<Py<PyAny>>,
     ) -> PyResult<PyLogger> {
         let level = Level::parse(level)
@@ -260,6 +331,7 @@ impl PyLogger {
             log: Arc::new(
                 ErrorLog::new(level, sink)
                     .with_syslog(syslog)
+                    .with_json(json)
                     .with_python(python),
             ),
         })

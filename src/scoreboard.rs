@@ -186,6 +186,21 @@ impl Scoreboard {
         Ok(self.busiest_at(slot, now_ms()))
     }
 
+    /// Each app thread's state, for `qiao status`: `(state, seconds)` with `state` 0 idle,
+    /// 1 in the application (`seconds` there so far), 2 waiting on its client (`seconds`:
+    /// its time in the application before the wait).
+    fn thread_states(&self, slot: usize) -> PyResult<Vec<(u8, f64)>> {
+        check(self, slot)?;
+        let now = now_ms();
+        Ok((1..=self.threads)
+            .map(|i| match self.cell(slot, i).load(Ordering::Relaxed) {
+                0 => (0, 0.0),
+                s if s & WAITING != 0 => (2, (s & !WAITING) as f64 / 1000.0),
+                s => (1, now.saturating_sub(s) as f64 / 1000.0),
+            })
+            .collect())
+    }
+
     /// How many app threads of the worker are running a request in the application, and
     /// how many are waiting on a client to read its response: `(busy, waiting)`.
     fn threads_state(&self, slot: usize) -> PyResult<(usize, usize)> {

@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``argv`` given (a call from Python) resolves the settings in this process;
     ``None`` (the command) in a child, to keep the master lean."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["status"]:
+        from qiao._status import main as status
+
+        return status(args[1:])
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -171,6 +176,7 @@ def _serve(
     config = Config.resolved(resolved["values"], resolved["sources"])
     spec: str | None = resolved["app"]
     sockets: list = []
+    metrics_socket = None
     try:
         os.umask(config.umask)
         _process.prepare(config)
@@ -194,6 +200,12 @@ def _serve(
         sockets = inherited_sockets() or bind_all(
             config.addresses, config.backlog, reuse_port=config.reuse_port
         )
+        if config.metrics_bind is not None:
+            import socket
+
+            from qiao._bind import parse_bind
+
+            metrics_socket = bind_all([parse_bind(config.metrics_bind)], 64, socket.socket)[0]
         drop_privileges(config.user, config.group, initgroups=config.initgroups)
         if config.daemon:
             _process.daemonize()
@@ -208,6 +220,7 @@ def _serve(
                 syslog["log_syslog_to"], syslog["log_syslog_facility"],
                 f"qiao.{syslog['log_syslog_prefix']}.error",
             ),
+            config.log_format == "json",
             _process.routed_loggers()["error_logger"],
         )
     except (ConfigError, AppLoadError, BindError) as e:
@@ -232,12 +245,15 @@ def _serve(
     arbiter = Arbiter(
         config, spec, sockets, logger, app=app, reload_config=reload_config,
         app_name=spec or config.paste, hooks=hooks_of(namespace),
+        metrics_socket=metrics_socket,
     )
     try:
         return arbiter.run()
     finally:
         for sock in sockets:
             close_listener(sock)
+        if arbiter.exporter is not None:
+            arbiter.exporter.close()
 
 
 if __name__ == "__main__":

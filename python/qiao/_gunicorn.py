@@ -43,7 +43,9 @@ class Absent:
 
 
 _ASGI = "an ASGI worker's setting; qiao serves WSGI applications"
-_STATSD = "qiao sends no StatsD metrics"
+_BACKLOG = (
+    "qiao's listen queue is the Prometheus gauge qiao_listen_queue_length (--metrics-bind)"
+)
 _STRICT = (
     "qiao refuses such requests, as RFC 9112 asks (request smuggling), and has no switch "
     "to accept them"
@@ -64,10 +66,7 @@ ABSENT: dict[str, Absent] = {a.name: a for a in (
            "a logger class is gunicorn code that qiao would not run; qiao's own log lines "
            "are written by its engine (--error-logfile, --access-logfile), the app's by "
            "Python's logging (--log-config-dict)"),
-    Absent("statsd_host", ("--statsd-host",), None, WARN, _STATSD),
-    Absent("dogstatsd_tags", ("--dogstatsd-tags",), "", WARN, _STATSD),
-    Absent("statsd_prefix", ("--statsd-prefix",), "", WARN, _STATSD),
-    Absent("enable_backlog_metric", ("--enable-backlog-metric",), False, WARN, _STATSD,
+    Absent("enable_backlog_metric", ("--enable-backlog-metric",), False, WARN, _BACKLOG,
            switch=True),
     Absent("tmp_upload_dir", (), None, WARN,
            "request bodies over --body-buffer-size go to an unnamed file in $TMPDIR"),

@@ -43,6 +43,7 @@ class Engine:
         scoreboard: Scoreboard | None = None,
         slot: int = 0,
         request_hooks: tuple[Callable[..., object], Callable[..., object]] | None = None,
+        metrics: tuple[Metrics, int] | None = None,
         error_logger: logging.Logger | None = None,
         access_logger: logging.Logger | None = None,
     ) -> Engine:
@@ -52,7 +53,8 @@ class Engine:
         ``begin(environ)`` before the app is called returns a token (what it raises is the
         request's 500), ``end(token, environ, status, head, sent)`` once the response is
         over, with the status code, the response head's lines as bytes and the body bytes
-        sent. ``settings``: every key of ``ENGINE_SETTINGS`` (the engine's one table of
+        sent. ``metrics``: the master's metrics table and this worker's row in it (the
+        engine then counts its requests there). ``settings``: every key of ``ENGINE_SETTINGS`` (the engine's one table of
         them; their meanings are in docs/configuration.md), as
         ``qiao.config.Config.engine_settings()`` gives them: validated, and the limits
         always concrete (Python maps a user's 0, "no limit", to the cap).
@@ -87,13 +89,45 @@ class Logger:
         target: str,
         level: str,
         syslog: tuple[str, str, str] | None = None,
+        json: bool = False,
         python: logging.Logger | None = None,
     ) -> Logger:
         """``target``: a path, or "-" for stderr; ``level``: the least severe one written;
         ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well;
-        ``python``: a logger to hand each line to instead of ``target``."""
+        ``json``: one JSON object per line (``--log-format json``); ``python``: a logger to
+        hand each line to instead of ``target``."""
     def log(self, level: str, message: str) -> None: ...
     def reopen(self) -> None: ...
+
+@final
+class Metrics:
+    """Memory shared by a master and its workers (mapped before forking): per worker, its
+    request counters, time histograms, bytes, connections and refusals, added to by its
+    engine; the master reads them, and folds a gone worker's counters into its totals."""
+
+    def __new__(cls, slots: int, threads: int = 1) -> Metrics:
+        """Room for `slots` workers, and the request text of `threads` app threads each."""
+    def request(self, slot: int, thread: int) -> str | None:
+        """What an app thread serves or served last: ``METHOD /path`` (None before its
+        first request)."""
+    @staticmethod
+    def schema() -> tuple[
+        list[str], list[str], list[float], list[int], list[str], list[int], list[str]
+    ]:
+        """A row's layout: methods, status classes (the request grid, method-major), bucket
+        bounds in seconds (``+Inf`` left out; each histogram is its buckets then its sum in
+        microseconds), the status codes (a cell each), counter names, refusal statuses
+        (then one cell for the others), gauge names."""
+    @property
+    def slots(self) -> int: ...
+    def reset(self, slot: int) -> None:
+        """Clear a row for a new worker."""
+    def fold(self, slot: int) -> None:
+        """Add a gone worker's counters to the master's totals and clear its row."""
+    def row(self, slot: int) -> list[int]:
+        """The cells of one worker's row."""
+    def totals(self, slots: list[int]) -> list[int]:
+        """The sum of the rows of `slots` and of the folded totals."""
 
 @final
 class Scoreboard:
@@ -119,6 +153,9 @@ class Scoreboard:
     def threads_state(self, slot: int) -> tuple[int, int]:
         """``(busy, waiting)``: how many of the worker's app threads are running a request
         in the application, and how many are waiting on a client to read a response."""
+    def thread_states(self, slot: int) -> list[tuple[int, float]]:
+        """Each app thread's ``(state, seconds)``: 0 idle; 1 in the application, for that
+        long; 2 waiting on its client, after that long in the application."""
 
 def set_process_name(title: str) -> None:
     """Name this process for ps/top (the first 15 bytes)."""

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Callable
 
-    from qiao._qiao import Scoreboard
+    from qiao._qiao import Metrics, Scoreboard
 
 __all__ = ["WORKER_APP_ERROR", "WORKER_BOOT_ERROR", "Arbiter"]
 
@@ -71,9 +71,9 @@ class Worker:
     gunicorn's hooks: ``pid``, ``ppid``, ``age``, ``log``, ``cfg``, ``nr``...)."""
 
     __slots__ = (
-        "abort_at", "age", "alive", "board", "booted", "cfg", "engine", "generation",
-        "kill_at", "log", "max_requests", "pid", "ppid", "retiring", "slot", "sockets",
-        "started", "timeout", "wsgi",
+        "abort_at", "age", "alive", "board", "booted", "cfg", "engine", "exit_reason",
+        "generation", "kill_at", "log", "max_requests", "mslot", "pid", "ppid", "retiring",
+        "slot", "sockets", "started", "threads", "timeout", "wsgi",
     )
 
     def __init__(
@@ -97,6 +97,10 @@ class Worker:
         # workers; this one stays until the last worker using it is gone.
         self.board = board
         self.slot = slot
+        self.threads = max(arbiter.config.threads, 1)
+        # Its row in the metrics table (one table for all boards), when metrics are kept.
+        self.mslot = arbiter.free_metrics_row()
+        self.exit_reason: str | None = None  # set when the master retires or kills it
         self.generation = arbiter.generation  # bumped by each reload; older ones drained
         self.started = time.monotonic()
         self.retiring = False  # sent TERM: drains, then exits; a replacement is started
@@ -121,6 +125,7 @@ class Arbiter:
         reload_config: Callable[[], tuple[Config, dict]] | None = None,
         app_name: str | None = None,
         hooks: dict[str, Callable] | None = None,
+        metrics_socket: object = None,
     ) -> None:
         from qiao._hooks import CfgView, Hooks
 
@@ -153,6 +158,26 @@ class Arbiter:
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
+        # --metrics-bind: the workers' counters (mapped before any fork) and the exporter
+        # serving them from this loop. None: the engine counts nothing.
+        self.metrics: Metrics | None = None
+        self.exporter = None
+        self.exits: dict[str, int] = {}  # workers ended, by reason
+        self.statsd = None  # --statsd-host: sends the counts' increments each second
+        if metrics_socket is not None or config.statsd_host:
+            from qiao._qiao import Metrics
+
+            self.metrics = Metrics(_SLOTS, max(config.threads, 1))
+        if metrics_socket is not None:
+            from qiao._metrics import Exporter
+
+            self.exporter = Exporter(self, metrics_socket)
+        if config.statsd_host:
+            from qiao._statsd import Statsd
+
+            self.statsd = Statsd(
+                self, config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+            )
 
     # -- gunicorn's names, for hooks (``server`` is the arbiter, as in gunicorn)
 
@@ -230,21 +255,55 @@ class Arbiter:
                 break
             self._check_workers()
             self._spawn_missing()
+            if self.statsd is not None:
+                self.statsd.tick()
             self._sleep()
         self._stop_all()
         return self.exit_status
 
-    def _sleep(self) -> None:
-        try:
-            ready, _, _ = select.select([self.wakeup_r], [], [], _TICK)
-        except InterruptedError:
-            return
-        if ready:
+    def _sleep(self, timeout: float = _TICK) -> None:
+        """Waits for a signal or the timeout, serving the exporter's clients meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            readers, writers = [self.wakeup_r], []
+            if self.exporter is not None:
+                readers += self.exporter.readers()
+                writers = self.exporter.writers()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             try:
-                while os.read(self.wakeup_r, 4096):
+                ready, writable, _ = select.select(readers, writers, [], left)
+            except InterruptedError:
+                return
+            if self.exporter is not None and (ready or writable):
+                try:
+                    self.exporter.serve(ready, writable)
+                except Exception as e:  # noqa: BLE001 - a scrape must never stop the master
+                    self.log.log("error", f"--metrics-bind: {type(e).__name__}: {e}")
+            if self.wakeup_r in ready:
+                try:
+                    while os.read(self.wakeup_r, 4096):
+                        pass
+                except BlockingIOError:
                     pass
-            except BlockingIOError:
-                pass
+                return
+            if self.exporter is None:
+                return
+
+    def not_ready(self) -> str | None:
+        """Why the server cannot take requests now (``/readyz``), or None when it can."""
+        if self.stopping:
+            return "stopping"
+        if not any(w.board.ready(w.slot) for w in self._active()):
+            return "no worker serving"
+        return None
+
+    def free_metrics_row(self) -> int:
+        """The metrics row for a new worker: one no live worker uses (rows are shared by
+        every board; a board's slots are not)."""
+        used = {w.mslot for w in self.workers.values()}
+        return next(i for i in range(_SLOTS) if i not in used)
 
     def _handle_signals(self) -> None:
         while self.pending:
@@ -298,19 +357,38 @@ class Arbiter:
         if not missing and all(w.board.ready(w.slot) for w in current):
             for worker in self._active():
                 if worker.generation != self.generation:
-                    self._retire(worker, "replaced by reload")
+                    self._retire(worker, "replaced by reload", "reload")
+
+    def _count_exit(self, worker: Worker, code: int, ready: bool) -> None:
+        """Keeps a gone worker's counts in the totals, and counts its exit by reason."""
+        if self.metrics is None:
+            return
+        self.metrics.fold(worker.mslot)
+        if worker.exit_reason is not None:
+            reason = worker.exit_reason
+        elif self.stopping:
+            reason = "stop"
+        elif code in (WORKER_BOOT_ERROR, WORKER_APP_ERROR) and not ready:
+            reason = "boot_error"
+        elif code == 0:
+            reason = "max_requests" if self.config.max_requests else "exit"
+        else:
+            reason = "crash"
+        self.exits[reason] = self.exits.get(reason, 0) + 1
 
     def _retire_extra(self) -> None:
         current = sorted(self._active(), key=lambda w: w.started)
         for worker in current[: max(0, len(current) - self.target)]:
-            self._retire(worker, "fewer workers wanted")
+            self._retire(worker, "fewer workers wanted", "scale_down")
 
-    def _retire(self, worker: Worker, why: str) -> None:
-        """Graceful replacement: TERM drains the worker; the loop starts a new one."""
+    def _retire(self, worker: Worker, why: str, reason: str) -> None:
+        """Graceful replacement: TERM drains the worker; the loop starts a new one.
+        `reason`: its label in ``qiao_worker_exits_total``."""
         if worker.retiring:
             return
         self.log.log("info", f"Retiring worker {worker.pid}: {why}")
         worker.retiring = True
+        worker.exit_reason = reason
         self._kill(worker.pid, signal.SIGTERM)
 
     def _spawn(self) -> None:
@@ -324,6 +402,8 @@ class Arbiter:
             max_requests += jitter % (self.config.max_requests_jitter + 1)
         self.spawned += 1
         worker = Worker(self, board, slot, max_requests)
+        if self.metrics is not None:
+            self.metrics.reset(worker.mslot)
         self.hooks.call("pre_fork", self, worker)
         pid = os.fork()
         if pid == 0:
@@ -347,6 +427,7 @@ class Arbiter:
             code = os.waitstatus_to_exitcode(status)
             lived = time.monotonic() - worker.started
             ready = worker.board.ready(worker.slot)
+            self._count_exit(worker, code, ready)
             if code in (WORKER_BOOT_ERROR, WORKER_APP_ERROR) and not ready:
                 self._boot_failed(worker, code)
                 continue
@@ -412,9 +493,15 @@ class Arbiter:
             if worker.retiring:
                 continue
             if lifetime and now - worker.started > lifetime:
-                self._retire(worker, f"older than --max-worker-lifetime {lifetime:g}s")
+                self._retire(
+                    worker, f"older than --max-worker-lifetime {lifetime:g}s",
+                    "max_worker_lifetime",
+                )
             elif memory and _rss_mib(worker.pid) > memory:
-                self._retire(worker, f"resident memory above --max-worker-memory {memory} MiB")
+                self._retire(
+                    worker, f"resident memory above --max-worker-memory {memory} MiB",
+                    "max_worker_memory",
+                )
 
     def _announce(self) -> None:
         """The banner, once the first worker serves (so that an app which cannot load
@@ -426,6 +513,10 @@ class Arbiter:
         scheme = "http" if self.config.certfile is None else "https"
         for sock in self.sockets:
             self.log.log("info", f"Listening at: {display(sock, scheme)} ({os.getpid()})")
+        if self.exporter is not None:
+            where = display(self.exporter.sock)
+            self.log.log("info", f"Metrics and health checks at: {where} (/metrics, /healthz, "
+                                 f"/readyz)")
         workers = f"{self.target} worker{'s' if self.target != 1 else ''}"
         threads = f"{self.config.threads} thread{'s' if self.config.threads != 1 else ''}"
         self.log.log(
@@ -449,6 +540,7 @@ class Arbiter:
         worker.abort_at = now + _ABORT_AFTER_DUMP
         worker.kill_at = now + _KILL_AFTER_DUMP
         worker.retiring = True
+        worker.exit_reason = "timeout"
 
     def _reload(self) -> None:
         from qiao._hooks import CfgView, Hooks
@@ -475,6 +567,7 @@ class Arbiter:
     # -- stopping
 
     def _stop_all(self) -> None:
+        # The exporter keeps answering while the workers drain: /readyz says "stopping".
         fast = self.stopping == "fast"
         self._signal_all(signal.SIGQUIT if fast else self.stop_signal)
         deadline = time.monotonic() + (1.0 if fast else self.config.graceful_timeout + 1.0)
@@ -488,11 +581,13 @@ class Arbiter:
         while self.workers:
             self._reap()
             self._sleep_briefly()
+        if self.statsd is not None:
+            self.statsd.tick(force=True)  # the last requests' counts
+            self.statsd.close()
         self.log.log("info" if self.booted else "debug", "Shutting down: master exits")
 
-    @staticmethod
-    def _sleep_briefly() -> None:
-        time.sleep(0.05)
+    def _sleep_briefly(self) -> None:
+        self._sleep(0.05)
 
     def _signal_all(self, sig: int) -> None:
         for pid in list(self.workers):
@@ -535,6 +630,10 @@ class Arbiter:
 
         os.close(self.wakeup_r)
         os.close(self.wakeup_w)
+        if self.exporter is not None:
+            self.exporter.close(owner=False)  # the master's; the worker serves none of it
+        if self.statsd is not None:
+            self.statsd.close()  # the master's socket, if it had opened it
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         _set_title(f"qiao: worker [{self.proc_name}]")
@@ -596,7 +695,9 @@ class Arbiter:
         settings.update(self.config.syslog_settings(self.proc_name))
         engine = _qiao.Engine(
             app, settings, [s.fileno() for s in self.sockets], board, slot,
-            self.hooks.request_hooks(worker), **_process.routed_loggers(),
+            self.hooks.request_hooks(worker),
+            None if self.metrics is None else (self.metrics, worker.mslot),
+            **_process.routed_loggers(),
         )
         worker.engine = engine
         worker.log = ServerLog(engine)

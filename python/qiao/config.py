@@ -186,6 +186,36 @@ def _bind_list(raw: object) -> list[str]:
     return items
 
 
+def _metrics_bind(raw: object) -> str | None:
+    """Where the exporter listens: one TCP or unix-socket address, or None (off)."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise _Invalid("expected an address string")
+    try:
+        address = parse_bind(raw)
+    except ValueError as e:
+        raise _Invalid(str(e), got=raw) from None
+    if address.kind == "fd":
+        raise _Invalid("expected HOST:PORT, [IPV6]:PORT or unix:/path", got=raw)
+    return raw.strip()
+
+
+def _statsd_host(raw: object) -> str | None:
+    """gunicorn's --statsd-host: HOST:PORT, HOST, [IPV6]:PORT or unix:PATH; None: off."""
+    from qiao._statsd import parse_host
+
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise _Invalid("expected an address string")
+    try:
+        parse_host(raw)
+    except ValueError as e:
+        raise _Invalid(str(e), got=raw) from None
+    return raw.strip()
+
+
 def _root_path(raw: object) -> str:
     """SCRIPT_NAME: empty, or a path that starts with '/'; a trailing '/' is dropped."""
     value = _string(raw).strip()
@@ -580,6 +610,14 @@ SETTINGS: tuple[Setting, ...] = (
         ("--access-logformat",), metavar="STRING", engine=True, gunicorn="access_log_format",
     ),
     Setting(
+        "log_format", _choice("text", "json"),
+        # Bounds nothing: the shape of the error and access log lines.
+        "text",
+        "text: gunicorn's log lines; json: one JSON object per line, in the error log "
+        "(time, level, pid, message) and the access log (a field per access log atom).",
+        ("--log-format",), metavar="FORMAT", engine=True,
+    ),
+    Setting(
         "error_logfile", _string,
         # Bounds nothing: where the error log goes, stderr by default.
         "-",
@@ -872,6 +910,37 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Restart workers when a Python source file of the app changes (development).",
         ("--reload",), switch=True,
+    ),
+    Setting(
+        "metrics_bind", _metrics_bind,
+        # Bounds who can read the metrics: off unless an address is given.
+        None,
+        "Serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) from "
+        "the master at this address (HOST:PORT, [IPV6]:PORT or unix:PATH); off if unset.",
+        ("--metrics-bind",), metavar="ADDRESS",
+    ),
+    Setting(
+        "statsd_host", _statsd_host,
+        # Bounds nothing: where the master sends StatsD metrics (off unless set).
+        None,
+        "Send gunicorn's StatsD metrics (gunicorn.requests, gunicorn.request.duration, "
+        "gunicorn.request.status.CODE, gunicorn.workers) to this address each second: "
+        "HOST:PORT, [IPV6]:PORT or unix:PATH.",
+        ("--statsd-host",), metavar="ADDRESS",
+    ),
+    Setting(
+        "statsd_prefix", _string,
+        # Bounds nothing: put before every StatsD metric name.
+        "",
+        "A prefix for the StatsD metric names (a dot is added after it).",
+        ("--statsd-prefix",), metavar="PREFIX",
+    ),
+    Setting(
+        "dogstatsd_tags", _string,
+        # Bounds nothing: Datadog tags sent with every StatsD metric.
+        "",
+        "Datadog (dogstatsd) tags sent with every StatsD metric: tag1:value1,tag2:value2.",
+        ("--dogstatsd-tags",), metavar="TAGS",
     ),
     Setting(
         "pid", _path,
@@ -1414,9 +1483,13 @@ TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "reload", "reload_extra_files", "check_config", "print_config",
     )),
     ("logging", (
-        "access_logfile", "access_logformat", "error_logfile", "log_level", "capture_output",
+        "access_logfile", "access_logformat", "log_format", "error_logfile", "log_level",
+        "capture_output",
         "log_config", "log_config_json", "log_config_dict", "log_syslog", "log_syslog_to",
         "log_syslog_prefix", "log_syslog_facility",
+    )),
+    ("metrics and health checks", (
+        "metrics_bind", "statsd_host", "statsd_prefix", "dogstatsd_tags",
     )),
     ("process", (
         "proc_name", "pid", "user", "group", "initgroups", "umask", "daemon", "worker_tmp_dir",

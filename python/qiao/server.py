@@ -369,7 +369,9 @@ def serve(
 
         sockets = bind_all(config.addresses, config.backlog, socket.socket)
         try:
-            logger = _qiao.Logger(config.error_logfile, config.log_level)
+            logger = _qiao.Logger(
+                config.error_logfile, config.log_level, None, config.log_format == "json"
+            )
             name = getattr(app, "__qualname__", type(app).__name__)
             Arbiter(config, None, sockets, logger, app=app, app_name=name).run()
         finally:

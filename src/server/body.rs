@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use pyo3::Python;
 
 use crate::http::{BodyFraming, Canned, ChunkedDecoder, HttpError, RequestHead};
+use crate::metrics::Counter;
 use crate::server::conn::{read_by, Connection, ReadEnd, READ_BUFFER};
 use crate::server::spool::Spool;
 use crate::server::transport::Transport;
@@ -95,6 +96,7 @@ impl<T: Transport> Connection<T> {
     /// A Content-Length body larger than `body_buffer_size`, into a temporary file.
     async fn spool_body(&mut self, n: u64) -> Result<Body, BodyError> {
         let mut spool = Spool::new().map_err(BodyError::Store)?;
+        self.shared.ctx.count(Counter::BodiesSpooled, 1);
         loop {
             let take = (n - spool.len()).min(self.rbuf.len() as u64) as usize;
             spool.write(&self.rbuf[..take]).map_err(BodyError::Store)?;
@@ -125,7 +127,10 @@ impl<T: Transport> Connection<T> {
             if spool.is_some() || decoded.len() as u64 > keep {
                 let file = match spool.as_mut() {
                     Some(file) => file,
-                    None => spool.insert(Spool::new().map_err(BodyError::Store)?),
+                    None => {
+                        self.shared.ctx.count(Counter::BodiesSpooled, 1);
+                        spool.insert(Spool::new().map_err(BodyError::Store)?)
+                    }
                 };
                 file.write(&decoded).map_err(BodyError::Store)?;
                 decoded.clear();

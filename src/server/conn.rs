@@ -19,6 +19,7 @@ use crate::http::forwarded::{self, Forwarded};
 use crate::http::proxy;
 use crate::http::uwsgi::{self, Variable};
 use crate::http::{parse_head, Canned, HttpError, RequestHead, Version};
+use crate::metrics::Counter;
 use crate::server::body::BodyError;
 use crate::server::channel::Channel;
 use crate::server::outbuf::OutBuf;
@@ -436,6 +437,9 @@ impl<T: Transport> Connection<T> {
                     return Box::pin(self.refuse(canned)).await;
                 }
             };
+            if repeat {
+                shared.ctx.count(Counter::KeepAliveReuses, 1);
+            }
             let keep = repeat && persist.persists();
             repeat = true;
             // Most responses are done in one inline call: no future of their own.
@@ -701,6 +705,7 @@ impl<T: Transport> Connection<T> {
     /// Answers with a canned response and closes (RFC 9112 §2.2, §6: once a request cannot
     /// be framed, what follows it can no longer be told apart from a new request).
     async fn refuse(&mut self, canned: Canned) {
+        self.shared.ctx.refused(canned.status());
         if let Canned::Refused(err) = canned {
             self.log_refusal(err);
         }

@@ -33,6 +33,7 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::metrics::{Counter, Gauge};
 use crate::server::budget::Budget;
 use crate::server::conn::Connection;
 use crate::server::idle::Idle;
@@ -139,6 +140,8 @@ impl Admission {
     fn new(shared: &Rc<Shared>, permit: Option<OwnedSemaphorePermit>) -> Admission {
         let tracker = &shared.tracker;
         tracker.open.set(tracker.open.get() + 1);
+        shared.ctx.count(Counter::ConnectionsAccepted, 1);
+        shared.ctx.gauge(Gauge::ConnectionsOpen, true);
         Admission {
             shared: shared.clone(),
             _permit: permit,
@@ -150,6 +153,7 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let tracker = &self.shared.tracker;
         tracker.open.set(tracker.open.get() - 1);
+        self.shared.ctx.gauge(Gauge::ConnectionsOpen, false);
         if self.shared.stopping.get() {
             // A stop waits for the count to reach zero.
             tracker.on_close.notify_waiters();
@@ -298,6 +302,9 @@ async fn serve(
             let permits = permits.clone();
             acceptors.push(tokio::task::spawn_local(async move {
                 loop {
+                    if permits.available_permits() == 0 {
+                        shared.ctx.count(Counter::ConnectionsLimited, 1);
+                    }
                     let accepted = {
                         let permit = permits.clone().acquire_owned().await;
                         (listener.accept(&shared.ctx.settings).await, permit)

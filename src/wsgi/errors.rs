@@ -16,7 +16,7 @@ impl Errors {
     fn write(&self, py: Python<'_>, text: &str) -> usize {
         let bytes = text.as_bytes().to_vec();
         let log = self.log.clone();
-        py.detach(move || log.write_raw(&bytes));
+        py.detach(move || log.write_stream(&bytes));
         text.chars().count()
     }
 

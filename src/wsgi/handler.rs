@@ -10,8 +10,10 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
 use crate::http::forwarded::Forwarded;
+use crate::http::BodyFraming;
 use crate::http::RequestHead;
 use crate::log::Level;
+use crate::metrics::{Finished, Gauge, Metrics};
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::{ip_text, Peer};
 use crate::wsgi::file_wrapper::FileWrapper;
@@ -66,6 +68,9 @@ pub(crate) struct Waiting {
     pub sink: Option<Box<dyn ResponseSink>>,
     /// `None` once resumed (or closed on drop).
     req: Option<Live>,
+    /// The metrics row whose in-flight count the request holds, to give back if the
+    /// request is dropped paused (it never reaches `finalize` then).
+    metrics: Option<(Py<Metrics>, usize)>,
 }
 
 /// The live parts of a request between the app's call and the end of its response.
@@ -79,6 +84,8 @@ struct Live {
     forwarded: Option<Box<Forwarded>>,
     peer: Arc<Peer>,
     started: Instant,
+    /// When the application was called (only taken when metrics are kept).
+    called: Option<Instant>,
     /// The request hooks' state, when the config file defines them (boxed: most servers
     /// have none, and `Live` moves on every pause).
     hooked: Option<Box<Hooked>>,
@@ -93,6 +100,9 @@ impl Drop for Waiting {
     /// its `StartResponse`.
     fn drop(&mut self) {
         if let Some(req) = self.req.take() {
+            if let Some((metrics, row)) = &self.metrics {
+                metrics.get().gauge(*row, Gauge::InFlight, false);
+            }
             Python::attach(|py| {
                 let _ = close_iterable(req.iterable.bind(py));
                 let resp = req.sr.bind(py).borrow_mut().resp.take();
@@ -117,6 +127,7 @@ impl Drop for Waiting {
 /// Runs one request to its end on app thread `thread` of the pool: waits for a slow client
 /// on this thread (the GIL released), never pausing.
 pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
+    ctx.serving(thread, &ex.head);
     match busy(ctx, thread, || run(py, ctx, ex, false)) {
         Step::Done(outcome) => outcome,
         Step::Wait(_) => unreachable!("a request run without pausing paused"),
@@ -127,6 +138,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize)
 /// iteration whose client falls behind pauses (`Step::Wait`) instead of blocking the
 /// loop, so the other connections keep being served.
 pub(crate) fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
+    ctx.serving(0, &ex.head);
     busy(ctx, 0, || run(py, ctx, ex, true))
 }
 
@@ -169,6 +181,10 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         Body::Object(obj) => Bound::new(py, Input::object(py, obj)),
         Body::Source(source) => Bound::new(py, Input::source(source)),
     };
+    let called = ctx.metrics().map(|(metrics, row)| {
+        metrics.gauge(row, Gauge::InFlight, true);
+        Instant::now()
+    });
     let resp = Response::new(sink, head.method() == b"HEAD");
     let responder = StartResponse::for_request(py, &peer.start_response, resp, keep);
     let (input, Responder { sr, start }) = match (input, responder) {
@@ -202,6 +218,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
             let client = forwarded.as_deref();
             let ended = Ended {
                 started,
+                called,
                 hooked,
                 environ: kept,
             };
@@ -217,6 +234,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         forwarded,
         peer,
         started,
+        called,
         hooked,
         environ: kept,
     };
@@ -240,6 +258,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
             return Step::Wait(Box::new(Waiting {
                 sink,
                 req: Some(req),
+                metrics: ctx.metrics.as_ref().map(|(m, row)| (m.clone_ref(py), *row)),
             }));
         }
         Err(f) => fail(py, ctx, &sr, &req.head, f),
@@ -260,6 +279,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     let forwarded = req.forwarded.as_deref();
     let ended = Ended {
         started: req.started,
+        called: req.called,
         hooked: req.hooked,
         environ: req.environ,
     };
@@ -271,6 +291,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
 /// What a request carries to its end besides its head and response.
 struct Ended {
     started: Instant,
+    called: Option<Instant>,
     hooked: Option<Box<Hooked>>,
     environ: Option<Py<PyAny>>,
 }
@@ -288,6 +309,7 @@ fn finalize(
 ) -> Outcome {
     let Ended {
         started,
+        called,
         hooked,
         environ,
     } = ended;
@@ -296,6 +318,24 @@ fn finalize(
         .resp
         .take()
         .expect("the response stays until the request ends");
+    if let (Some((metrics, row)), Some(called)) = (ctx.metrics(), called) {
+        let now = Instant::now();
+        let body = match head.framing {
+            BodyFraming::Length(n) => n,
+            _ => 0,
+        };
+        metrics.finished(
+            row,
+            &Finished {
+                method: head.method(),
+                status: resp.head.status,
+                app: now.saturating_duration_since(called),
+                total: now.saturating_duration_since(started),
+                received: head.buf.len() as u64 + body,
+                sent: resp.head.lines.len() as u64 + resp.body_bytes,
+            },
+        );
+    }
     if let Some(log) = &ctx.access_log {
         // The client a trusted proxy named, as REMOTE_ADDR shows it (gunicorn's `%(h)s`).
         let client = forwarded.and_then(|f| f.client.as_ref().map(|c| ip_text(c.ip)));

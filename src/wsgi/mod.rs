@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::ErrorLog;
+use crate::metrics::{Counter, Gauge, Metrics};
 use crate::scoreboard::Scoreboard;
 
 /// Everything a request needs that lives as long as the server: built once, shared by threads.
@@ -39,6 +40,8 @@ pub(crate) struct Context {
     pub served: AtomicU64,
     /// The master's table and this worker's slot in it, when there is a master.
     pub board: Option<(Py<Scoreboard>, usize)>,
+    /// The master's metrics table and this worker's row in it, when there is a master.
+    pub metrics: Option<(Py<Metrics>, usize)>,
     /// The server hooks around each request (gunicorn's `pre_request`/`post_request`),
     /// when a config file defines them; `None` costs a request nothing.
     pub hooks: Option<RequestHooks>,
@@ -123,6 +126,7 @@ impl Context {
             keeps_environ: access_log.as_ref().is_some_and(|log| log.reads_environ()),
             access_log,
             board,
+            metrics: None,
             hooks: None,
         })
     }
@@ -163,6 +167,39 @@ impl Context {
         if let Some((board, slot)) = &self.board {
             board.get().beat(*slot);
         }
+    }
+
+    /// Adds `n` to a counter of this worker's metrics (when a master keeps them).
+    pub(crate) fn count(&self, counter: Counter, n: u64) {
+        if let Some((metrics, row)) = self.metrics() {
+            metrics.count(row, counter, n);
+        }
+    }
+
+    /// Moves a gauge of this worker's metrics up or down by one.
+    pub(crate) fn gauge(&self, gauge: Gauge, up: bool) {
+        if let Some((metrics, row)) = self.metrics() {
+            metrics.gauge(row, gauge, up);
+        }
+    }
+
+    /// Notes what app thread `thread` serves now, for `qiao status`.
+    pub(crate) fn serving(&self, thread: usize, head: &crate::http::RequestHead) {
+        if let Some((metrics, row)) = self.metrics() {
+            metrics.serving(row, thread, head.method(), head.path());
+        }
+    }
+
+    /// Counts a request refused before the application, with `status`.
+    pub(crate) fn refused(&self, status: u16) {
+        if let Some((metrics, row)) = self.metrics() {
+            metrics.refused(row, status);
+        }
+    }
+
+    /// The metrics table and this worker's row, when a master reads them.
+    pub(crate) fn metrics(&self) -> Option<(&Metrics, usize)> {
+        self.metrics.as_ref().map(|(m, slot)| (m.get(), *slot))
     }
 
     pub(crate) fn interrupted(&self) -> bool {

@@ -31,6 +31,7 @@ pub(crate) fn settings(threads: usize) -> Settings {
         root_path: String::new(),
         access_logfile: None,
         access_logformat: String::new(),
+        log_format: "text".into(),
         error_logfile: "-".into(),
         log_level: "critical".into(),
         keep_alive: Duration::from_secs(2),

@@ -192,3 +192,38 @@ def test_refused_request_is_logged_as_gunicorn_logs_it(tmp_path):
         errors = server.wait_log("Invalid request from ip=127.0.0.1")
     assert len(lines) == 1 and '"POST /echo HTTP/1.1" 400' in lines[0], lines
     assert "Invalid request from ip=127.0.0.1" in errors
+
+
+def test_log_format_json_one_object_per_line(tmp_path):
+    """--log-format json: each access log line is one JSON object (RFC 8259) with a field
+    per atom of the format, numbers as numbers and what is unknown as null; each error log
+    line is an object with time, level, pid and message (a multi-line message escaped)."""
+    import json
+
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    fmt = '%(h)s %(l)s %(t)s "%(r)s" %(s)s %(b)s "%(a)s" %(D)s %({x-req}i)s'
+    with FileLoggedServer(
+        errors, "--log-format", "json", "--access-logfile", str(access),
+        "--access-logformat", fmt,
+    ) as (port, _):
+        with Conn(port) as c:
+            c.request(b'GET /echo?q="1" HTTP/1.1\r\nHost: h\r\nX-Req: a"b\\c\r\n\r\n')
+            c.request(b"GET /log-error HTTP/1.1\r\nHost: h\r\n\r\n")
+        with Conn(port) as c:  # (a 500 closes its connection)
+            c.request(b"GET /error?mode=before_start HTTP/1.1\r\nHost: h\r\n\r\n")
+        lines = wait_lines(access, 3)
+        assert wait_lines(errors, 3)
+    first = json.loads(lines[0])
+    assert first["remote_addr"] == "127.0.0.1" and first["ident"] is None
+    assert first["request"] == 'GET /echo?q="1" HTTP/1.1'
+    assert first["status"] == 200 and first["bytes"] == 0
+    assert first["user_agent"] is None and isinstance(first["duration_us"], int)
+    assert first["request_header.x-req"] == 'a"b\\c'
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", first["time"])
+    assert json.loads(lines[2])["status"] == 500
+    records = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert all(set(r) == {"time", "level", "pid", "message"} for r in records), records
+    traceback = [r for r in records if "Traceback" in r["message"]]
+    assert traceback and traceback[0]["level"] == "error" and "\n" in traceback[0]["message"]
+    # What the app writes to wsgi.errors is a record too.
+    assert any(r["message"] == "fixture wrote to wsgi.errors" for r in records), records

@@ -208,14 +208,15 @@ def test_gunicorn_settings_qiao_lacks_warn_by_the_rule(project):
     only what is measured or logged changes; a near-miss of a setting name is pointed out;
     other names of the file's own are its business."""
     (project / "gunicorn.conf.py").write_text(
-        "statsd_host = 'localhost:8125'\nspew = False\nworker = 4\nuse_loglevel = 'x'\n"
+        "enable_backlog_metric = True\nspew = False\nworker = 4\nuse_loglevel = 'x'\n"
         "import multiprocessing\ncores = multiprocessing.cpu_count()\n"
     )
     result = run("qiao", "--check-config", "hello:app", cwd=project)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
-        ("qiao: warning: gunicorn.conf.py: gunicorn's statsd_host is not a qiao setting (qiao "
-        "sends no StatsD metrics): ignored"),
+        ("qiao: warning: gunicorn.conf.py: gunicorn's enable_backlog_metric is not a qiao "
+        "setting (qiao's listen queue is the Prometheus gauge qiao_listen_queue_length "
+        "(--metrics-bind)): ignored"),
         ("qiao: warning: gunicorn.conf.py: 'worker' is not a setting; did you mean 'workers'? "
         "(ignored)"),
     ]
@@ -224,9 +225,9 @@ def test_gunicorn_settings_qiao_lacks_warn_by_the_rule(project):
 @pytest.mark.parametrize(
     ("args", "status", "line"),
     [
-        (["--statsd-host", "localhost:8125"], 0,
-         ("qiao: warning: gunicorn's statsd_host is not a qiao setting (qiao sends no StatsD "
-         "metrics): ignored")),
+        (["--spew"], 0,
+         ("qiao: warning: gunicorn's spew is not a qiao setting (qiao has no line tracer; run "
+         "the app under a debugger instead): ignored")),
         (["--casefold-http-method"], 2,
          ("qiao: error: gunicorn's casefold_http_method is not a qiao setting: qiao refuses "
          "such requests, as RFC 9112 asks (request smuggling), and has no switch to accept "

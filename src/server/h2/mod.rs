@@ -18,6 +18,7 @@ use pyo3::Python;
 
 use crate::http::forwarded;
 use crate::http::{Canned, HttpError, RequestHead};
+use crate::metrics::Counter;
 use crate::server::channel::Channel;
 use crate::server::h2::io::{H2Io, NonBlocking};
 use crate::server::h2::sink::{canned, End, H2Sink, Told};
@@ -194,6 +195,7 @@ async fn serve_stream(
     let (head, forwarded, body) = match prepared.await {
         Ok(prepared) => prepared,
         Err(Refusal::Answer(answer)) => {
+            shared.ctx.refused(answer.status());
             let (resp, body) = canned(answer);
             if let Ok(mut send) = respond.send_response(resp, false) {
                 let _ = send.send_data(body.into(), true);
@@ -481,6 +483,7 @@ async fn read_body(shared: &Shared, recv: &mut RecvStream) -> Result<(Body, u64)
         }
         if spool.is_none() && memory.len() + data.len() > keep {
             let mut file = Spool::new().map_err(not_stored)?;
+            shared.ctx.count(Counter::BodiesSpooled, 1);
             file.write(&memory).map_err(not_stored)?;
             memory = BytesMut::new();
             spool = Some(file);
