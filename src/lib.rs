@@ -8,6 +8,7 @@ pub mod http;
 mod log;
 mod scoreboard;
 mod server;
+mod static_files;
 mod sys;
 mod syslog;
 mod tls;
