@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 use super::conditional::{system_time, Validators};
 use super::naming;
 use super::negotiate::Coding;
+
+/// Files up to this size are also kept in memory: their response is one write of head
+/// and body, with no descriptor to duplicate and close per request.
+const IN_MEMORY: u64 = 16 * 1024;
 
 /// How long an entry is used without looking at the disk again.
 pub(crate) const FRESH: Duration = Duration::from_secs(1);
@@ -33,6 +37,8 @@ pub(crate) struct Opened {
     pub(crate) file: File,
     /// Its length when opened: what the response announces and sends.
     pub(crate) len: u64,
+    /// Its bytes, read when opened, for a small file (`IN_MEMORY`).
+    pub(crate) bytes: Option<Rc<[u8]>>,
     pub(crate) validators: Validators,
     /// `Last-Modified`'s value.
     pub(crate) last_modified: String,
@@ -187,8 +193,15 @@ fn open_within(root: &Path, path: &Path, follow_symlinks: bool) -> Option<Openin
         return None;
     }
     let modified = meta.mtime().max(0) as u64;
+    let bytes = (meta.len() <= IN_MEMORY)
+        .then(|| {
+            let mut buf = vec![0; meta.len() as usize];
+            file.read_exact_at(&mut buf, 0).ok().map(|()| Rc::from(buf))
+        })
+        .flatten();
     Some(Opening::File(Opened {
         len: meta.len(),
+        bytes,
         validators: Validators::new(modified, meta.len()),
         last_modified: httpdate::fmt_http_date(system_time(modified)),
         identity: identity(&meta),
@@ -234,6 +247,7 @@ mod tests {
         let cache = Cache::new(8, false);
         let a = asset(cache.lookup(&root, Path::new("a.css")));
         assert_eq!(a.file.len, 6);
+        assert_eq!(a.file.bytes.as_deref(), Some(&b"body{}"[..]));
         assert_eq!(a.content_type, "text/css; charset=utf-8");
         assert_eq!(a.encoded.len(), 1);
         assert_eq!(a.encoded[0].0, Coding::Gzip);

@@ -18,6 +18,7 @@ mod range;
 use std::borrow::Cow;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -51,8 +52,9 @@ struct Mount {
 pub(crate) struct Config {
     /// Longest prefix first, so `/static/admin` wins over `/static`.
     mounts: Vec<Mount>,
-    /// `Cache-Control: max-age` of files without a hash in their name (0: no field).
-    max_age: u64,
+    /// `Cache-Control` of files without a hash in their name (`--static-max-age`; none
+    /// for 0).
+    cache_control: Option<String>,
     /// A directory's `index.html` answers for it.
     index: bool,
     /// A request under a prefix that names no file goes to the application (not 404).
@@ -92,7 +94,7 @@ impl Config {
         checked.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         Ok(Some(Arc::new(Config {
             mounts: checked,
-            max_age,
+            cache_control: (max_age > 0).then(|| format!("max-age={max_age}, public")),
             index,
             fallthrough,
             follow_symlinks,
@@ -118,6 +120,8 @@ pub(crate) struct Answer {
 
 enum Piece {
     Bytes(Vec<u8>),
+    /// A range of a small file's bytes, kept in memory by the cache.
+    Memory(Rc<[u8]>, usize, usize),
     File(OwnedFd, u64, u64),
 }
 
@@ -128,6 +132,7 @@ impl Answer {
         for piece in self.body {
             match piece {
                 Piece::Bytes(b) => sink.bytes(&b),
+                Piece::Memory(b, start, len) => sink.bytes(&b[start..start + len]),
                 Piece::File(fd, offset, len) => sink.file(fd, offset, len),
             }
         }
@@ -213,14 +218,9 @@ impl Statics {
             .and_then(|c| asset.encoded.iter().find(|(e, _)| *e == c))
             .map_or(&asset.file, |(_, f)| f);
         let cache_control = if asset.hashed {
-            Some(Cow::Borrowed(IMMUTABLE))
-        } else if self.config.max_age > 0 {
-            Some(Cow::Owned(format!(
-                "max-age={}, public",
-                self.config.max_age
-            )))
+            Some(IMMUTABLE)
         } else {
-            None
+            self.config.cache_control.as_deref()
         };
         // The fields a 200 would carry that a 304 repeats (RFC 9110 §15.4.5).
         let validators = |h: &mut Head| {
@@ -340,9 +340,13 @@ impl Statics {
     }
 }
 
-/// A range of `file` for the sink, through a descriptor of its own; `None` if none can be
-/// had (out of descriptors): the request then goes to the application.
+/// A range of `file` for the sink: from memory for a small file, else through a descriptor
+/// of its own; `None` if none can be had (out of descriptors): the request then goes to
+/// the application.
 fn send(file: &Opened, offset: u64, len: u64) -> Option<Piece> {
+    if let Some(bytes) = &file.bytes {
+        return Some(Piece::Memory(bytes.clone(), offset as usize, len as usize));
+    }
     let fd = file.file.try_clone().ok()?;
     Some(Piece::File(OwnedFd::from(fd), offset, len))
 }
