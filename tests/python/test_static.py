@@ -89,6 +89,23 @@ def test_files_are_sent_whole_with_their_fields(server, tree):
         assert r.header("Content-Type") == "application/octet-stream"
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_pipelined_with_the_app_s_responses(tree, threads):
+    """RFC 9112 §9.3.2: pipelined requests, static and the app's, answered in order, on
+    one thread (the app called inline) and with app threads (the app on a pool)."""
+    flags = ["--static", f"/static={tree}", "--threads", threads]
+    with running_server("echo_environ:app", *flags) as s, Conn(s.port) as c:
+        c.send(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"GET /app HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"HEAD /static/small.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"GET /static/small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_response().body == BIG
+        assert b"PATH_INFO" in c.read_response().body
+        r = c.read_response("HEAD")
+        assert r.status == 200 and r.body == b""
+        assert c.read_response().body == SMALL
+
+
 def test_head_has_the_fields_and_no_body(server):
     """RFC 9110 §9.3.2: HEAD answers with GET's fields, Content-Length included."""
     with Conn(server.port) as c:
