@@ -180,7 +180,10 @@ fn open_within(root: &Path, path: &Path, follow_symlinks: bool) -> Option<Openin
         .open(path)
         .ok()?;
     if !follow_symlinks {
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+        // Without /proc (a chroot), the path's real path, read just after the open.
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| path.canonicalize())
+            .ok()?;
         if real != root && !real.starts_with(root) {
             return None;
         }
