@@ -1,10 +1,11 @@
 //! The files of the static mounts, opened once and kept open with what their responses
 //! need (length, validators, content type, precompressed siblings): a bounded map per
-//! event loop, each entry looked at again on disk (one `stat`) once it is older than
-//! `FRESH`, so a deploy shows within that time. Misses are remembered the same way.
+//! event loop, each entry looked at again on disk (a `stat` of the file and of its
+//! siblings' names) once it is older than `FRESH`, so a deploy shows within that time.
+//! Misses are remembered the same way.
 //!
-//! A response sends from the descriptor opened here, with the length read from that
-//! descriptor (`fstat`): a file replaced on disk (renamed over, as deploys do) keeps
+//! A response sends from the descriptor opened here (or, for a small file, the bytes read
+//! from it), with the length read from that descriptor (`fstat`): a file replaced on disk (renamed over, as deploys do) keeps
 //! serving the old file whole until the entry is refreshed; a file cut short in place
 //! makes the send fail, and the connection closes rather than send a short body.
 
@@ -68,10 +69,14 @@ pub(crate) enum Found {
 
 struct Entry {
     found: Found,
-    /// The path's identity when looked at (None: missing or a directory).
-    identity: Option<Identity>,
+    /// What the path and its siblings were when looked at (the path's `None`: missing or
+    /// a directory, which are looked at again whole).
+    identity: Identities,
     checked: Instant,
 }
+
+/// The identity of a file and of its siblings, in `Coding::ALL`'s order.
+type Identities = (Option<Identity>, [Option<Identity>; 3]);
 
 /// The map, per event loop (the connections of a worker's loop share it).
 pub(crate) struct Cache {
@@ -92,16 +97,19 @@ impl Cache {
 
     /// What `root.join(relative)` names, from the map while fresh.
     pub(crate) fn lookup(&self, root: &Path, relative: &Path) -> Found {
+        self.lookup_at(root, relative, Instant::now())
+    }
+
+    fn lookup_at(&self, root: &Path, relative: &Path, now: Instant) -> Found {
         let path = root.join(relative);
-        let now = Instant::now();
         {
             let mut entries = self.entries.borrow_mut();
             if let Some(entry) = entries.get_mut(&path) {
                 if now.duration_since(entry.checked) < FRESH {
                     return entry.found.clone();
                 }
-                // Unchanged on disk: the entry stands for another while.
-                if identity_of(&path) == entry.identity && entry.identity.is_some() {
+                // Unchanged on disk, siblings too: the entry stands for another while.
+                if entry.identity.0.is_some() && identities_of(&path) == entry.identity {
                     entry.checked = now;
                     return entry.found.clone();
                 }
@@ -127,17 +135,15 @@ impl Cache {
         found
     }
 
-    fn open(&self, root: &Path, path: &Path) -> (Found, Option<Identity>) {
+    fn open(&self, root: &Path, path: &Path) -> (Found, Identities) {
         match open_within(root, path, self.follow_symlinks) {
-            Some(Opening::Directory) => (Found::Directory, None),
+            Some(Opening::Directory) => (Found::Directory, (None, [None; 3])),
             Some(Opening::File(file)) => {
-                let identity = Some(file.identity);
-                let encoded = Coding::ALL
+                let main = Some(file.identity);
+                let encoded: Vec<(Coding, Opened)> = Coding::ALL
                     .iter()
                     .filter_map(|&coding| {
-                        let mut sibling = path.as_os_str().to_owned();
-                        sibling.push(coding.suffix());
-                        match open_within(root, Path::new(&sibling), self.follow_symlinks) {
+                        match open_within(root, &sibling(path, coding), self.follow_symlinks) {
                             Some(Opening::File(mut f)) => {
                                 // Each representation its own tag (RFC 9110 §8.8.3), even
                                 // where two siblings share a length and a time.
@@ -151,15 +157,21 @@ impl Cache {
                         }
                     })
                     .collect();
+                let siblings = Coding::ALL.map(|c| {
+                    encoded
+                        .iter()
+                        .find(|(e, _)| *e == c)
+                        .map(|(_, f)| f.identity)
+                });
                 let asset = Asset {
                     file,
                     content_type: naming::content_type(path),
                     hashed: naming::is_hashed(path),
                     encoded,
                 };
-                (Found::Asset(Rc::new(asset)), identity)
+                (Found::Asset(Rc::new(asset)), (main, siblings))
             }
-            None => (Found::Missing, None),
+            None => (Found::Missing, (None, [None; 3])),
         }
     }
 }
@@ -228,6 +240,19 @@ fn identity_of(path: &Path) -> Option<Identity> {
     meta.is_file().then(|| identity(&meta))
 }
 
+/// The identities of `path` and its siblings now.
+fn identities_of(path: &Path) -> Identities {
+    let siblings = Coding::ALL.map(|c| identity_of(&sibling(path, c)));
+    (identity_of(path), siblings)
+}
+
+/// The path of `path`'s sibling in `coding`.
+fn sibling(path: &Path, coding: Coding) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(coding.suffix());
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +290,27 @@ mod tests {
         // Fresh: the same entry.
         let again = asset(cache.lookup(&root, Path::new("a.css")));
         assert!(Rc::ptr_eq(&a, &again));
+    }
+
+    /// An entry is used while fresh, then kept while the file and its siblings are
+    /// unchanged on disk, and made again when one of them changed (a sibling added).
+    #[test]
+    fn entries_are_looked_at_again_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("a.js"), b"x").unwrap();
+        let cache = Cache::new(8, false);
+        let t0 = Instant::now();
+        let first = asset(cache.lookup_at(&root, Path::new("a.js"), t0));
+        assert!(first.encoded.is_empty());
+        std::fs::write(root.join("a.js.br"), b"b").unwrap();
+        let fresh = asset(cache.lookup_at(&root, Path::new("a.js"), t0));
+        assert!(Rc::ptr_eq(&first, &fresh), "fresh: not looked at");
+        let later = t0 + FRESH * 2;
+        let again = asset(cache.lookup_at(&root, Path::new("a.js"), later));
+        assert_eq!(again.encoded.len(), 1, "the new sibling is seen");
+        let same = asset(cache.lookup_at(&root, Path::new("a.js"), later + FRESH * 2));
+        assert!(Rc::ptr_eq(&again, &same), "unchanged: the entry stands");
     }
 
     /// A symlink leading out of the mount is not followed unless allowed.
