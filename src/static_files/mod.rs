@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::http::{reason_phrase, BodyLength, RequestHead};
 use crate::wsgi::sink::{ResponseHead, ResponseSink};
 
-use cache::{Cache, Found, Opened};
+use cache::{Asset, Cache, Found, Opened};
 use conditional::{Conditions, Decision};
 use range::Ranges;
 
@@ -175,13 +175,28 @@ impl Statics {
     /// The answer to `head` if its path is under a mount and the engine answers it;
     /// `None` for the application (not under a mount, or a miss with `fallthrough`).
     pub(crate) fn answer(&self, head: &RequestHead) -> Option<Answer> {
+        let asset = match self.locate(head)? {
+            Ok(asset) => asset,
+            Err(answer) => return Some(answer),
+        };
+        match head.method() {
+            b"GET" | b"HEAD" => self.respond(head, &asset),
+            b"OPTIONS" => Some(plain(head, 204, Some(("Allow", ALLOW)))),
+            _ => Some(plain(head, 405, Some(("Allow", ALLOW)))),
+        }
+    }
+
+    /// The file `head` asks for under a mount; `Err` for the engine's own answer (a path
+    /// refused, a miss, a directory's redirect), `None` when not under a mount or a miss
+    /// goes to the application.
+    fn locate(&self, head: &RequestHead) -> Option<Result<Rc<Asset>, Answer>> {
         let path = head.path();
         let (mount, rest) = self.config.mounts.iter().find_map(|m| {
             let rest = path.strip_prefix(m.prefix.as_slice())?;
             (rest.is_empty() || rest[0] == b'/').then_some((m, rest))
         })?;
         let Some(wanted) = path::resolve(rest) else {
-            return Some(plain(head, 404, None));
+            return Some(Err(plain(head, 404, None)));
         };
         let found = match self.cache.lookup(&mount.root, &wanted.relative) {
             Found::Asset(_) if wanted.directory => Found::Missing,
@@ -194,24 +209,24 @@ impl Statics {
                     location.extend_from_slice(head.query());
                 }
                 let location = String::from_utf8_lossy(&location).into_owned();
-                return Some(plain(head, 301, Some(("Location", &location))));
+                return Some(Err(plain(head, 301, Some(("Location", &location)))));
             }
             Found::Directory if self.config.index => self
                 .cache
                 .lookup(&mount.root, &wanted.relative.join("index.html")),
             found => found,
         };
-        let Found::Asset(asset) = found else {
-            if self.config.fallthrough {
-                return None;
-            }
-            return Some(plain(head, 404, None));
-        };
-        match head.method() {
-            b"GET" | b"HEAD" => {}
-            b"OPTIONS" => return Some(plain(head, 204, Some(("Allow", ALLOW)))),
-            _ => return Some(plain(head, 405, Some(("Allow", ALLOW)))),
+        match found {
+            Found::Asset(asset) => Some(Ok(asset)),
+            _ if self.config.fallthrough => None,
+            _ => Some(Err(plain(head, 404, None))),
         }
+    }
+
+    /// A GET or HEAD of `asset`: the representation `Accept-Encoding` picks, the
+    /// preconditions, the ranges. `None` if no descriptor can be had for the body (the
+    /// request then goes to the application).
+    fn respond(&self, head: &RequestHead, asset: &Asset) -> Option<Answer> {
         let available: Vec<_> = asset.encoded.iter().map(|(c, _)| *c).collect();
         let coding = negotiate::choose(field(head, b"accept-encoding").as_deref(), &available);
         let file = coding
@@ -226,7 +241,7 @@ impl Statics {
         let validators = |h: &mut Head| {
             h.field("ETag", &file.validators.etag)
                 .field("Last-Modified", &file.last_modified);
-            if let Some(cc) = &cache_control {
+            if let Some(cc) = cache_control {
                 h.field("Cache-Control", cc);
             }
             if !available.is_empty() {
@@ -255,6 +270,7 @@ impl Statics {
             }
             Decision::Failed => return Some(plain(head, 412, None)),
         }
+        // RFC 9110 §14.2: Range applies to GET only.
         let is_get = head.method() == b"GET";
         let ranges = match head.header(b"range") {
             Some(value) if is_get => {
@@ -270,72 +286,65 @@ impl Statics {
             _ => Ranges::Whole,
         };
         let content_type = asset.content_type.as_str();
-        let mut h;
         let mut body = Vec::new();
-        let total;
-        match ranges {
+        let (status, mut h, total) = match ranges {
             Ranges::Unsatisfiable => {
-                let mut answer = plain(head, 416, None);
-                let mut lines = std::mem::take(&mut answer.head.lines);
-                lines.extend_from_slice(
-                    format!("Content-Range: bytes */{}\r\n", file.len).as_bytes(),
-                );
-                answer.head.lines = lines;
-                return Some(answer);
+                let unsatisfied = format!("bytes */{}", file.len);
+                return Some(plain(head, 416, Some(("Content-Range", &unsatisfied))));
             }
             Ranges::Whole => {
-                h = Head::new(200);
+                let mut h = Head::new(200);
                 h.field("Content-Type", content_type);
-                total = file.len;
-                body.push(send(file, 0, file.len)?);
+                if is_get {
+                    body.push(send(file, 0, file.len)?);
+                }
+                (200, h, file.len)
             }
             Ranges::Parts(parts) if parts.len() == 1 => {
                 let (first, n) = parts[0];
-                h = Head::new(206);
+                let mut h = Head::new(206);
                 h.field("Content-Type", content_type)
                     .field("Content-Range", &range::content_range(first, n, file.len));
-                total = n;
                 body.push(send(file, first, n)?);
+                (206, h, n)
             }
             Ranges::Parts(parts) => {
                 let boundary = format!("{:020}", BOUNDARIES.fetch_add(1, Ordering::Relaxed));
                 let (heads, tail) =
                     range::multipart_frames(&boundary, content_type, &parts, file.len);
-                h = Head::new(206);
-                h.field(
-                    "Content-Type",
-                    &format!("multipart/byteranges; boundary={boundary}"),
-                );
-                let mut sum = tail.len() as u64;
+                let mut h = Head::new(206);
+                let multipart = format!("multipart/byteranges; boundary={boundary}");
+                h.field("Content-Type", &multipart);
+                let mut total = tail.len() as u64;
                 for (part_head, &(first, n)) in heads.into_iter().zip(&parts) {
-                    sum += part_head.len() as u64 + n;
+                    total += part_head.len() as u64 + n;
                     body.push(Piece::Bytes(part_head));
                     body.push(send(file, first, n)?);
                 }
                 body.push(Piece::Bytes(tail));
-                total = sum;
+                (206, h, total)
             }
-        }
+        };
         if let Some(c) = coding {
             h.field("Content-Encoding", c.name());
         }
         h.field("Accept-Ranges", "bytes");
         validators(&mut h);
-        let status = if h.0.starts_with(b"206") { 206 } else { 200 };
-        if !is_get {
-            body.clear();
-        }
-        Some(Answer {
-            head: response_head(status, h),
-            length: if is_get {
-                BodyLength::Computed(total)
-            } else {
+        let (length, body_bytes) = if is_get {
+            (BodyLength::Computed(total), total)
+        } else {
+            (
                 BodyLength::None {
                     computed: Some(total),
-                }
-            },
+                },
+                0,
+            )
+        };
+        Some(Answer {
+            head: response_head(status, h),
+            length,
             body,
-            body_bytes: if is_get { total } else { 0 },
+            body_bytes,
         })
     }
 }
