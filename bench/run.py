@@ -661,8 +661,12 @@ http {{
     }}
 }}
 """)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    return [nginx, "-p", str(home), "-c", str(conf)]
+    return [nginx_binary() or "nginx", "-p", str(home), "-c", str(conf)]
+
+
+def nginx_binary() -> str | None:
+    """The system's nginx (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
 
 class Server:
@@ -1623,6 +1627,9 @@ def main(argv=None) -> int:
         built = QIAO_BUILD.read_text().strip() if python == venv_python() and QIAO_BUILD.exists() else None
         versions["qiao"] += f" ({built or qiao_revision()})"
     runnable = [s for s in servers if SERVER_PACKAGE[s] is None or versions.get(SERVER_PACKAGE[s])]
+    if "nginx" in runnable and nginx_binary() is None:
+        runnable.remove("nginx")
+        not_installed["nginx"] = "nginx is not installed (Debian: apt-get install nginx-light)"
     measured = list(runnable)
     if base:
         site, built = build_baseline(base, python)
