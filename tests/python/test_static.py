@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import TLS, is_gunicorn, running_server
 from httpclient import Conn, Response, parse_response, raw
-from test_real_proxies import NGINX, free_port, start_nginx
+from test_real_proxies import free_port, needs_nginx, start_nginx
 
 pytestmark = [
     pytest.mark.skipif(is_gunicorn(), reason="qiao's --static"),
@@ -399,11 +399,6 @@ def test_tls_sends_files_through_the_engine_s_reads(tree, tmp_path):
 
 
 # -- nginx, for what RFC 9110 leaves open ----------------------------------------------
-
-needs_nginx = pytest.mark.skipif(
-    NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx-light)"
-)
-
 
 @pytest.fixture(scope="module")
 def nginx(tree, tmp_path_factory):
