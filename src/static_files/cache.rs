@@ -33,18 +33,24 @@ pub(crate) const FRESH: Duration = Duration::from_secs(1);
 /// length, modification time (seconds and nanoseconds).
 type Identity = (u64, u64, u64, i64, i64);
 
-/// One regular file, open.
+/// One regular file, open or read.
 pub(crate) struct Opened {
-    pub(crate) file: File,
+    pub(crate) content: Content,
     /// Its length when opened: what the response announces and sends.
     pub(crate) len: u64,
-    /// Its bytes, read when opened, for a small file (`IN_MEMORY`).
-    pub(crate) bytes: Option<Rc<[u8]>>,
     pub(crate) validators: Validators,
     /// `Last-Modified`'s value.
     pub(crate) last_modified: String,
     /// What tells the file on disk apart from this one (device, inode, length, mtime).
     identity: Identity,
+}
+
+/// Where a file's bytes are sent from.
+pub(crate) enum Content {
+    /// A small file (`IN_MEMORY`), read whole when opened; its descriptor closed then.
+    Memory(Rc<[u8]>),
+    /// The file, kept open.
+    File(File),
 }
 
 /// A file and its precompressed siblings.
@@ -65,7 +71,13 @@ pub(crate) enum Found {
     /// Nothing servable: absent, not a regular file, unreadable, or (without
     /// `follow_symlinks`) reached through a link out of the mount.
     Missing,
+    /// The process or the system is out of descriptors: nothing can be said of the path
+    /// now (not remembered).
+    Exhausted,
 }
+
+/// Out of descriptors (EMFILE, ENFILE).
+pub(crate) struct Exhausted;
 
 struct Entry {
     found: Found,
@@ -81,7 +93,8 @@ type Identities = (Option<Identity>, [Option<Identity>; 3]);
 /// The map, per event loop (the connections of a worker's loop share it).
 pub(crate) struct Cache {
     entries: RefCell<HashMap<PathBuf, Entry>>,
-    /// Entries kept at most (each holds up to four descriptors).
+    /// Entries kept at most (each holds up to four descriptors: a file larger than
+    /// `IN_MEMORY` and its siblings; a smaller one is held as its bytes).
     capacity: usize,
     follow_symlinks: bool,
 }
@@ -115,7 +128,9 @@ impl Cache {
                 }
             }
         }
-        let (found, identity) = self.open(root, &path);
+        let Ok((found, identity)) = self.open(root, &path) else {
+            return Found::Exhausted;
+        };
         let mut entries = self.entries.borrow_mut();
         if entries.len() >= self.capacity && !entries.contains_key(&path) {
             // Full: drop what is stale, and everything if that frees nothing.
@@ -135,28 +150,24 @@ impl Cache {
         found
     }
 
-    fn open(&self, root: &Path, path: &Path) -> (Found, Identities) {
-        match open_within(root, path, self.follow_symlinks) {
+    fn open(&self, root: &Path, path: &Path) -> Result<(Found, Identities), Exhausted> {
+        Ok(match open_within(root, path, self.follow_symlinks)? {
             Some(Opening::Directory) => (Found::Directory, (None, [None; 3])),
             Some(Opening::File(file)) => {
                 let main = Some(file.identity);
-                let encoded: Vec<(Coding, Opened)> = Coding::ALL
-                    .iter()
-                    .filter_map(|&coding| {
-                        match open_within(root, &sibling(path, coding), self.follow_symlinks) {
-                            Some(Opening::File(mut f)) => {
-                                // Each representation its own tag (RFC 9110 §8.8.3), even
-                                // where two siblings share a length and a time.
-                                f.validators.etag.insert_str(
-                                    f.validators.etag.len() - 1,
-                                    &format!("-{}", coding.name()),
-                                );
-                                Some((coding, f))
-                            }
-                            _ => None,
-                        }
-                    })
-                    .collect();
+                let mut encoded = Vec::new();
+                for coding in Coding::ALL {
+                    let opened = open_within(root, &sibling(path, coding), self.follow_symlinks)?;
+                    if let Some(Opening::File(mut f)) = opened {
+                        // Each representation its own tag (RFC 9110 §8.8.3), even where
+                        // two siblings share a length and a time.
+                        f.validators.etag.insert_str(
+                            f.validators.etag.len() - 1,
+                            &format!("-{}", coding.name()),
+                        );
+                        encoded.push((coding, f));
+                    }
+                }
                 let siblings = Coding::ALL.map(|c| {
                     encoded
                         .iter()
@@ -172,7 +183,7 @@ impl Cache {
                 (Found::Asset(Rc::new(asset)), (main, siblings))
             }
             None => (Found::Missing, (None, [None; 3])),
-        }
+        })
     }
 }
 
@@ -183,14 +194,30 @@ enum Opening {
 
 /// Opens `path` for reading if it is a regular file or a directory inside `root` (the
 /// descriptor's real path, read back from `/proc`, so a link swapped in meanwhile cannot
-/// slip by); with `follow_symlinks`, anywhere a link leads.
-fn open_within(root: &Path, path: &Path, follow_symlinks: bool) -> Option<Opening> {
+/// slip by); with `follow_symlinks`, anywhere a link leads. `Err` when out of
+/// descriptors, which says nothing of the file.
+fn open_within(
+    root: &Path,
+    path: &Path,
+    follow_symlinks: bool,
+) -> Result<Option<Opening>, Exhausted> {
     // O_NONBLOCK: opening a FIFO does not wait for a writer (it is then refused below).
-    let file = OpenOptions::new()
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .ok()?;
+    {
+        Ok(file) => file,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            return Err(Exhausted)
+        }
+        Err(_) => return Ok(None),
+    };
+    Ok(check(file, root, path, follow_symlinks))
+}
+
+/// `file` (opened at `path`) as something to serve, if it is.
+fn check(file: File, root: &Path, path: &Path, follow_symlinks: bool) -> Option<Opening> {
     if !follow_symlinks {
         // Without /proc (a chroot), the path's real path, read just after the open.
         let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
@@ -208,19 +235,19 @@ fn open_within(root: &Path, path: &Path, follow_symlinks: bool) -> Option<Openin
         return None;
     }
     let modified = meta.mtime().max(0) as u64;
-    let bytes = (meta.len() <= IN_MEMORY)
-        .then(|| {
-            let mut buf = vec![0; meta.len() as usize];
-            file.read_exact_at(&mut buf, 0).ok().map(|()| Rc::from(buf))
-        })
-        .flatten();
+    let content = if meta.len() <= IN_MEMORY {
+        let mut buf = vec![0; meta.len() as usize];
+        file.read_exact_at(&mut buf, 0).ok()?;
+        Content::Memory(Rc::from(buf))
+    } else {
+        Content::File(file)
+    };
     Some(Opening::File(Opened {
+        content,
         len: meta.len(),
-        bytes,
         validators: Validators::new(modified, meta.len()),
         last_modified: httpdate::fmt_http_date(system_time(modified)),
         identity: identity(&meta),
-        file,
     }))
 }
 
@@ -275,7 +302,7 @@ mod tests {
         let cache = Cache::new(8, false);
         let a = asset(cache.lookup(&root, Path::new("a.css")));
         assert_eq!(a.file.len, 6);
-        assert_eq!(a.file.bytes.as_deref(), Some(&b"body{}"[..]));
+        assert!(matches!(&a.file.content, Content::Memory(b) if &b[..] == b"body{}"));
         assert_eq!(a.content_type, "text/css; charset=utf-8");
         assert_eq!(a.encoded.len(), 1);
         assert_eq!(a.encoded[0].0, Coding::Gzip);

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::http::{reason_phrase, BodyLength, RequestHead};
 use crate::wsgi::sink::{ResponseHead, ResponseSink};
 
-use cache::{Asset, Cache, Found, Opened};
+use cache::{Asset, Cache, Content, Exhausted, Found, Opened};
 use conditional::{Conditions, Decision};
 use range::Ranges;
 
@@ -180,7 +180,10 @@ impl Statics {
             Err(answer) => return Some(answer),
         };
         match head.method() {
-            b"GET" | b"HEAD" => self.respond(head, &asset),
+            b"GET" | b"HEAD" => Some(
+                self.respond(head, &asset)
+                    .unwrap_or_else(|_| unavailable(head)),
+            ),
             b"OPTIONS" => Some(plain(head, 204, Some(("Allow", ALLOW)))),
             _ => Some(plain(head, 405, Some(("Allow", ALLOW)))),
         }
@@ -218,15 +221,15 @@ impl Statics {
         };
         match found {
             Found::Asset(asset) => Some(Ok(asset)),
+            Found::Exhausted => Some(Err(unavailable(head))),
             _ if self.config.fallthrough => None,
             _ => Some(Err(plain(head, 404, None))),
         }
     }
 
     /// A GET or HEAD of `asset`: the representation `Accept-Encoding` picks, the
-    /// preconditions, the ranges. `None` if no descriptor can be had for the body (the
-    /// request then goes to the application).
-    fn respond(&self, head: &RequestHead, asset: &Asset) -> Option<Answer> {
+    /// preconditions, the ranges. `Err` if no descriptor can be had for the body.
+    fn respond(&self, head: &RequestHead, asset: &Asset) -> Result<Answer, Exhausted> {
         let available: Vec<_> = asset.encoded.iter().map(|(c, _)| *c).collect();
         let coding = negotiate::choose(field(head, b"accept-encoding").as_deref(), &available);
         let file = coding
@@ -261,14 +264,14 @@ impl Statics {
             Decision::NotModified => {
                 let mut h = Head::new(304);
                 validators(&mut h);
-                return Some(Answer {
+                return Ok(Answer {
                     head: response_head(304, h),
                     length: BodyLength::None { computed: None },
                     body: Vec::new(),
                     body_bytes: 0,
                 });
             }
-            Decision::Failed => return Some(plain(head, 412, None)),
+            Decision::Failed => return Ok(plain(head, 412, None)),
         }
         // RFC 9110 §14.2: Range applies to GET only.
         let is_get = head.method() == b"GET";
@@ -290,7 +293,7 @@ impl Statics {
         let (status, mut h, total) = match ranges {
             Ranges::Unsatisfiable => {
                 let unsatisfied = format!("bytes */{}", file.len);
-                return Some(plain(head, 416, Some(("Content-Range", &unsatisfied))));
+                return Ok(plain(head, 416, Some(("Content-Range", &unsatisfied))));
             }
             Ranges::Whole => {
                 let mut h = Head::new(200);
@@ -340,7 +343,7 @@ impl Statics {
                 0,
             )
         };
-        Some(Answer {
+        Ok(Answer {
             head: response_head(status, h),
             length,
             body,
@@ -350,14 +353,20 @@ impl Statics {
 }
 
 /// A range of `file` for the sink: from memory for a small file, else through a descriptor
-/// of its own; `None` if none can be had (out of descriptors): the request then goes to
-/// the application.
-fn send(file: &Opened, offset: u64, len: u64) -> Option<Piece> {
-    if let Some(bytes) = &file.bytes {
-        return Some(Piece::Memory(bytes.clone(), offset as usize, len as usize));
+/// of its own; `Err` when none can be had (out of descriptors).
+fn send(file: &Opened, offset: u64, len: u64) -> Result<Piece, Exhausted> {
+    match &file.content {
+        Content::Memory(bytes) => Ok(Piece::Memory(bytes.clone(), offset as usize, len as usize)),
+        Content::File(f) => {
+            let fd = f.try_clone().map_err(|_| Exhausted)?;
+            Ok(Piece::File(OwnedFd::from(fd), offset, len))
+        }
     }
-    let fd = file.file.try_clone().ok()?;
-    Some(Piece::File(OwnedFd::from(fd), offset, len))
+}
+
+/// RFC 9110 §15.6.4: out of descriptors for now; the client may try again shortly.
+fn unavailable(head: &RequestHead) -> Answer {
+    plain(head, 503, Some(("Retry-After", "1")))
 }
 
 fn response_head(status: u16, h: Head) -> ResponseHead {
