@@ -228,7 +228,10 @@ def test_log_syslog_sends_the_error_and_access_logs(project):
     try:
         requests.get(running.url + "/x", timeout=10)
         got = []
-        while not any(b"qiao.shop.access" in g for g in got):
+        # The master writes its banner to stderr (which `start` waits for) before it
+        # sends it to syslog: the access line, sent by the worker, may arrive first.
+        while not (any(b"qiao.shop.access" in g for g in got)
+                   and any(b"Listening at:" in g for g in got)):
             got.append(receiver.recv(4096))
     finally:
         running.stop()
