@@ -49,6 +49,9 @@ APPS = BENCH / "apps"
 LUA = BENCH / "lua"
 VENV = BENCH / ".venv"
 DATA = BENCH / ".data"
+# The static cells' files, served under /static/ by each server.
+STATIC = DATA / "static"
+STATIC_FILES = {"1k.bin": 1024, "1m.bin": 1 << 20}
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
 QIAO_BUILD = VENV / "qiao-build.txt"  # the revision the venv's qiao wheel was built from
@@ -70,6 +73,7 @@ PEER_PACKAGES = {
     "fastwsgi": "peer",
     "pyruvate": "peer",
     "h2": "gunicorn's HTTP/2",
+    "whitenoise": "peer (static files under gunicorn)",
 }
 SERVER_PACKAGE = {
     "qiao": "qiao",
@@ -83,6 +87,10 @@ SERVER_PACKAGE = {
     "pyruvate": "pyruvate",
     "epoll-c": None,
     "bare-py": None,
+    # The static cells' own servers: nginx (Debian's nginx-light, one worker process), the
+    # reference; WhiteNoise wrapping the hello app under gunicorn's sync worker.
+    "nginx": None,
+    "whitenoise": "whitenoise",
 }
 ALL_SERVERS = list(SERVER_PACKAGE)
 # qiao run with a feature on, as one more server beside qiao (so that their runs take turns
@@ -135,11 +143,14 @@ class Workload:
     qiao_flags: tuple[str, ...] = ()
     # A proxy the load goes through ("haproxy", "haproxy-send-proxy"; see Front).
     front: str | None = None
+    # The path wrk asks for.
+    path: str = "/"
 
     def duration(self, requested: float) -> float:
         return max(requested, self.min_duration)
 
 
+STATIC_SERVERS = frozenset({"qiao", "nginx", "granian", "whitenoise"})
 PROXY_SERVERS = frozenset({"qiao", "gunicorn-sync", "gunicorn-gthread"})  # with --proxy-protocol
 FORWARDED_HEADERS = ("X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https")
 
@@ -182,11 +193,19 @@ WORKLOADS = [
              connections=4, tls=True, h2=True, streams=100),
     Workload("h2_flask_json", "flask_json", "Flask JSON over HTTP/2 (TLS), 4 x 100 streams",
              connections=4, tls=True, h2=True, streams=100),
+    # Static files: the server itself answers GET /static/<file> (qiao --static, nginx,
+    # granian --static-path-route, WhiteNoise in the app under gunicorn); the app is hello.
+    Workload("static_1k", "hello", "a 1 KiB static file, keep-alive", path="/static/1k.bin",
+             servers=STATIC_SERVERS),
+    Workload("static_1m", "hello", "a 1 MiB static file, keep-alive", path="/static/1m.bin",
+             servers=STATIC_SERVERS),
 ]
 # The servers with TLS (and, for `h2` workloads, HTTP/2) that the cells run.
 TLS_SERVERS = {"qiao", "granian", "gunicorn-sync", "gunicorn-gthread"}
 H2_SERVERS = {"qiao", "granian", "gunicorn-gthread"}
 WORKLOAD_BY_NAME = {w.name: w for w in WORKLOADS}
+# Servers that have only the static cells.
+STATIC_ONLY = {"nginx", "whitenoise"}
 # The C reference answers only GET heads with a canned hello.
 EPOLL_WORKLOADS = {"hello", "hello_close", "pipeline16", "idle_rss"}
 
@@ -199,6 +218,8 @@ def serves(server: str, wl: Workload) -> bool:
         server = "qiao"
     if wl.servers is not None:
         return server in wl.servers
+    if server in STATIC_ONLY:
+        return False
     if wl.tls:
         return server in (H2_SERVERS if wl.h2 else TLS_SERVERS)
     if server == "epoll-c":
@@ -242,6 +263,8 @@ def setup_venv(servers: list[str], reinstall_qiao: bool) -> dict[str, str]:
         if shutil.which("apt-get"):
             run_quiet(["apt-get", "install", "-y", "libev-dev"], logs / "apt-libev.log", 600)
     wanted = ["flask", "matplotlib"] + sorted({SERVER_PACKAGE[s] for s in servers if SERVER_PACKAGE[s] not in (None, "qiao")})
+    if "whitenoise" in servers:
+        wanted.append("gunicorn")  # WhiteNoise's cells run under gunicorn
     if "gunicorn-gthread" in servers:
         wanted.append("h2")  # gunicorn's HTTP/2 (the h2_* cells)
     have = installed_versions(wanted)
@@ -420,6 +443,11 @@ def prepare_data() -> None:
     f = DATA / "1mib.bin"
     if not f.exists() or f.stat().st_size != 1 << 20:
         f.write_bytes(os.urandom(1 << 20))
+    STATIC.mkdir(exist_ok=True)
+    for name, size in STATIC_FILES.items():
+        f = STATIC / name
+        if not f.exists() or f.stat().st_size != size:
+            f.write_bytes(os.urandom(size))
     lua = DATA / "lua"
     lua.mkdir(exist_ok=True)
     report = (LUA / "report.lua").read_text()
@@ -552,13 +580,26 @@ def server_command(server: str, wl: Workload, port: int, python: Path) -> list[s
     return plain_command(server, wl, port, python) + tls_flags(server, wl) + feature_flags(server, wl)
 
 
+def static_flags(server: str, wl: Workload) -> list[str]:
+    """How each server of a static cell serves STATIC under /static/."""
+    if not wl.name.startswith("static_"):
+        return []
+    if server == "qiao" or is_baseline(server):
+        return ["--static", f"/static={STATIC}"]
+    if server == "granian":
+        return ["--static-path-route", "/static", "--static-path-mount", str(STATIC)]
+    return []
+
+
 def feature_flags(server: str, wl: Workload) -> list[str]:
     """The flags of the feature a cell measures (gunicorn's PROXY protocol under the same
     name as qiao's)."""
     if server == "qiao":
-        return list(wl.qiao_flags)
+        return list(wl.qiao_flags) + static_flags(server, wl)
     if server in QIAO_VARIANTS:
-        return list(wl.qiao_flags) + list(QIAO_VARIANTS[server])
+        return list(wl.qiao_flags) + static_flags("qiao", wl) + list(QIAO_VARIANTS[server])
+    if server == "granian":
+        return static_flags(server, wl)
     if server.startswith("gunicorn") and "--proxy-protocol" in wl.qiao_flags:
         return ["--proxy-protocol"]
     return []
@@ -591,9 +632,51 @@ def plain_command(server: str, wl: Workload, port: int, python: Path) -> list[st
         return [str(python), str(BENCH / "launch.py"), server, spec, str(port), str(t)]
     if server == "epoll-c":
         return [str(DATA / "epoll_server"), str(port)]
+    if server == "nginx":
+        return nginx_command(port)
+    if server == "whitenoise":
+        return [str(bindir / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}",
+                "static_whitenoise:app"]
     if server == "bare-py":
         return [str(python), str(BENCH / "ref" / "bare_server.py"), spec, str(port)]
     raise ValueError(server)
+
+
+def nginx_command(port: int) -> list[str]:
+    """nginx serving STATIC under /static/ with one worker process, as a site would
+    (sendfile, tcp_nopush, no access log), its prefix under DATA."""
+    home = DATA / f"nginx-{port}"
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    conf = home / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    types {{ application/octet-stream bin; }}
+    client_body_temp_path {home}/body;
+    proxy_temp_path {home}/proxy;
+    fastcgi_temp_path {home}/fastcgi;
+    uwsgi_temp_path {home}/uwsgi;
+    scgi_temp_path {home}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /static/ {{ alias {STATIC}/; }}
+    }}
+}}
+""")
+    return [nginx_binary() or "nginx", "-p", str(home), "-c", str(conf)]
+
+
+def nginx_binary() -> str | None:
+    """The system's nginx (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
 
 class Server:
@@ -602,7 +685,8 @@ class Server:
     def __init__(self, server: str, wl: Workload, python: Path, logfile: Path):
         self.port = free_port()
         cmd = ["taskset", "-c", SERVER_CORE] + server_command(server, wl, self.port, python)
-        env = dict(os.environ, BENCH_FILE=str(DATA / "1mib.bin"), PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, BENCH_FILE=str(DATA / "1mib.bin"), BENCH_STATIC=str(STATIC),
+                   PYTHONDONTWRITEBYTECODE="1")
         env.pop("PYTHONPATH", None)
         if is_baseline(server):  # its qiao before the venv's
             env["PYTHONPATH"] = str(BASELINE_SITES[server])
@@ -737,7 +821,7 @@ def run_wrk(wl: Workload, port: int, duration: float) -> dict:
            "--timeout", "5s", "--latency", "-s", str(DATA / "lua" / wl.script)]
     for h in wl.headers:
         cmd += ["-H", h]
-    cmd.append(f"{'https' if wl.tls else 'http'}://127.0.0.1:{port}/")
+    cmd.append(f"{'https' if wl.tls else 'http'}://127.0.0.1:{port}{wl.path}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=seconds + 30)
@@ -1554,6 +1638,9 @@ def main(argv=None) -> int:
         built = QIAO_BUILD.read_text().strip() if python == venv_python() and QIAO_BUILD.exists() else None
         versions["qiao"] += f" ({built or qiao_revision()})"
     runnable = [s for s in servers if SERVER_PACKAGE[s] is None or versions.get(SERVER_PACKAGE[s])]
+    if "nginx" in runnable and nginx_binary() is None:
+        runnable.remove("nginx")
+        not_installed["nginx"] = "nginx is not installed (Debian: apt-get install nginx-light)"
     measured = list(runnable)
     if base:
         site, built = build_baseline(base, python)

@@ -66,6 +66,9 @@ macro_rules! settings {
             pub(crate) forwarding: Rules,
             /// The peers that must begin with a PROXY header (`proxy_allow_ips`).
             pub(crate) proxy_allowed: TrustedNets,
+            /// The static mounts and their settings, made from the `static_*` settings;
+            /// `None`: no `--static`.
+            pub(crate) statics: Option<Arc<crate::static_files::Config>>,
         }
 
         /// Every key of the settings dict, by name.
@@ -80,6 +83,7 @@ macro_rules! settings {
                     trusted: TrustedNets::default(),
                     forwarding: Rules::default(),
                     proxy_allowed: TrustedNets::default(),
+                    statics: None,
                 })
             }
         }
@@ -192,6 +196,18 @@ settings! {
     /// Whether a `wsgi.file_wrapper` over a real file is handed to the sink as a file range
     /// (sent with sendfile(2) over plain TCP); false: iterated as blocks read in Python.
     sendfile: bool,
+    /// `--static`: (URL prefix, directory) pairs served by the engine.
+    static_mounts: Vec<(String, String)>,
+    /// `Cache-Control: max-age` of static files without a content hash in their name.
+    static_max_age: u64,
+    /// A directory under a static prefix is answered with its `index.html`.
+    static_index: bool,
+    /// A request under a static prefix that names no file goes to the application.
+    static_fallthrough: bool,
+    /// Symbolic links may lead out of a static directory.
+    static_follow_symlinks: bool,
+    /// Static files (with their compressed siblings) kept open per worker, at most.
+    static_cache_size: usize,
 }
 
 /// The value of `key`, or an error naming it.
@@ -252,6 +268,15 @@ impl Settings {
         }
         s.proxy_allowed = TrustedNets::parse(&s.proxy_allow_ips)
             .map_err(|e| PyValueError::new_err(format!("setting proxy_allow_ips: {e}")))?;
+        s.statics = crate::static_files::Config::new(
+            &s.static_mounts,
+            s.static_max_age,
+            s.static_index,
+            s.static_fallthrough,
+            s.static_follow_symlinks,
+            s.static_cache_size,
+        )
+        .map_err(|e| PyValueError::new_err(format!("setting static: {e}")))?;
         s.forwarding = Rules {
             secure_scheme_headers: s
                 .secure_scheme_headers

@@ -133,8 +133,9 @@ pub(crate) fn set_writer(writer: usize) {
 pub(crate) struct Finished<'a> {
     pub method: &'a [u8],
     pub status: u16,
-    /// From the application's call to the end of its response.
-    pub app: Duration,
+    /// From the application's call to the end of its response (`None`: a static file,
+    /// which no application served).
+    pub app: Option<Duration>,
     /// From the request's head read to the end of its response.
     pub total: Duration,
     pub received: u64,
@@ -239,7 +240,9 @@ impl Metrics {
             _ => CLASSES.len() - 1,
         };
         self.bump(&part, GRID + method * CLASSES.len() + class, 1);
-        self.observe(&part, APP_TIME, req.app);
+        if let Some(app) = req.app {
+            self.observe(&part, APP_TIME, app);
+        }
         self.observe(&part, TOTAL_TIME, req.total);
         self.bump(
             &part,
@@ -446,7 +449,7 @@ mod tests {
         Finished {
             method,
             status,
-            app: Duration::from_millis(ms),
+            app: Some(Duration::from_millis(ms)),
             total: Duration::from_millis(ms + 1),
             received: 100,
             sent: 1_000,

@@ -435,6 +435,29 @@ def _pairs(raw: object) -> dict[str, str]:
     return pairs
 
 
+def _static_mounts(raw: object) -> list[str]:
+    """``--static URL_PREFIX=DIRECTORY`` mounts: a list of such strings (the flag repeated,
+    a config file), one string (an environment variable: comma-separated), or a dict of
+    prefix to directory."""
+    if isinstance(raw, dict):
+        items = [f"{k}={os.fspath(v)}" for k, v in raw.items()]
+    else:
+        items = _strings(raw)
+    mounts = []
+    for item in items:
+        prefix, sep, directory = item.partition("=")
+        prefix, directory = prefix.strip(), directory.strip()
+        if not sep or not directory or not prefix.startswith("/"):
+            raise _Invalid("expected URL_PREFIX=DIRECTORY, the prefix starting with /", got=item)
+        if any(c in prefix for c in "?#%\\") or "/." in prefix:
+            raise _Invalid("the URL prefix must be a plain path", got=item)
+        mounts.append(f"{prefix}={directory}")
+    prefixes = [m.partition("=")[0].rstrip("/") for m in mounts]
+    if len(set(prefixes)) != len(prefixes):
+        raise _Invalid("a URL prefix is given twice")
+    return mounts
+
+
 def _dict_config(raw: object) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dict, or its JSON text."""
     if isinstance(raw, str):
@@ -1083,6 +1106,55 @@ SETTINGS: tuple[Setting, ...] = (
         ("--reuse-port",), switch=True,
     ),
     Setting(
+        "static", _static_mounts,
+        # Bounds nothing: the URL prefixes the engine answers from directories itself.
+        [],
+        "Serve the files of DIRECTORY under URL_PREFIX from the engine, without Python "
+        "(GET/HEAD, ETag and Last-Modified, conditional and range requests, .br/.zst/.gz "
+        "siblings); repeatable.",
+        ("--static",), metavar="URL_PREFIX=DIRECTORY", repeat=True,
+    ),
+    Setting(
+        "static_max_age", _integer(0),
+        # Bounds how long clients and caches keep a static file without a content hash
+        # in its name before asking again (hashed names are kept for good).
+        60,
+        "Cache-Control max-age, in seconds, of static files without a content hash in "
+        "their name (0: no Cache-Control); hashed names get a year's and immutable.",
+        ("--static-max-age",), metavar="SECONDS", engine=True,
+    ),
+    Setting(
+        "static_index", _boolean,
+        # Bounds nothing: whether a directory is answered with its index.html.
+        False,
+        "Answer a directory under a static prefix with its index.html (a URL without its "
+        "trailing slash is redirected to it).",
+        ("--static-index",), switch=True, engine=True,
+    ),
+    Setting(
+        "static_fallthrough", _boolean,
+        # Bounds nothing: whether a miss under a static prefix reaches the application.
+        False,
+        "Hand a request under a static prefix that names no file to the application, "
+        "instead of answering 404.",
+        ("--static-fallthrough",), switch=True, engine=True,
+    ),
+    Setting(
+        "static_follow_symlinks", _boolean,
+        # Bounds nothing: whether symbolic links may lead out of a static directory.
+        False,
+        "Follow symbolic links that lead out of a static directory (refused by default).",
+        ("--static-follow-symlinks",), switch=True, engine=True,
+    ),
+    Setting(
+        "static_cache_size", _integer(1),
+        # Bounds the static files each worker keeps open, with their metadata.
+        256,
+        "Static files each worker keeps open with their metadata (each looked at again "
+        "on disk after a second).",
+        ("--static-cache-size",), metavar="FILES", engine=True,
+    ),
+    Setting(
         "sendfile", _boolean,
         # Bounds nothing: whether wsgi.file_wrapper responses use sendfile(2).
         True,
@@ -1277,6 +1349,7 @@ class Config:
         self._values = values
         self._sources = sources
         self._check_combinations()
+        self._check_static()
         if values["certfile"] is not None:
             self._check_tls()
         elif values["keyfile"] is not None or values["cert_reqs"]:
@@ -1300,6 +1373,16 @@ class Config:
                 raise ConfigError(
                     f"{label}: not with {_BY_NAME[other].flag}: {why}"
                 )
+
+    def _check_static(self) -> None:
+        """Each --static directory exists (a relative one under --chdir, where the
+        workers look for it)."""
+        for mount in self._values["static"]:
+            prefix, _, directory = mount.partition("=")
+            where = os.path.join(self._values["chdir"] or "", directory)
+            if not os.path.isdir(where):
+                label = self._sources["static"]
+                raise ConfigError(f"{label}: {prefix}={directory}: not a directory")
 
     def _check_tls(self) -> None:
         """Builds the TLS configuration once, so that a missing file, a key that does not
@@ -1413,6 +1496,7 @@ class Config:
         settings["url_scheme"] = "http" if self._values["certfile"] is None else "https"
         settings.update(self.syslog_settings())
         settings["secure_scheme_headers"] = list(self._values["secure_scheme_headers"].items())
+        settings["static_mounts"] = [tuple(m.partition("=")[::2]) for m in self._values["static"]]
         for field in _FORWARDED_FIELDS:
             settings["forwarded_" + field] = self._values["forwarded_headers"].get(field, 0)
         # A worker of a master learns the master's pid (to stop when it is gone).
@@ -1493,6 +1577,10 @@ TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     )),
     ("process", (
         "proc_name", "pid", "user", "group", "initgroups", "umask", "daemon", "worker_tmp_dir",
+    )),
+    ("static files", (
+        "static", "static_max_age", "static_index", "static_fallthrough",
+        "static_follow_symlinks", "static_cache_size",
     )),
     ("behind a proxy", (
         "forwarded_allow_ips", "secure_scheme_headers", "forwarded_headers", "proxy_protocol",

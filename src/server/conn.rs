@@ -28,6 +28,7 @@ use crate::server::sink::{Delivery, H1Sink};
 use crate::server::spool;
 use crate::server::transport::Transport;
 use crate::server::{Admission, Shared};
+use crate::static_files::Answer;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{resume, Exchange, Outcome, Step};
@@ -442,23 +443,31 @@ impl<T: Transport> Connection<T> {
             }
             let keep = repeat && persist.persists();
             repeat = true;
-            // Most responses are done in one inline call: no future of their own.
-            let sink = match self.dispatch(head, forwarded, body, persist, keep, started) {
-                Dispatched::Done(sink) => sink,
-                Dispatched::Paused(step) => Box::pin(self.drive_inline(step)).await,
-                Dispatched::Pooled(ex, chan) => {
-                    let Some(sink) = Box::pin(self.drive_pooled(*ex, chan)).await else {
-                        return;
-                    };
-                    sink
-                }
+            // A static file is answered here, without Python; most other responses are
+            // done in one inline call: no future of their own.
+            let (sink, by_app) = if let Some(answer) = shared.static_answer(&head) {
+                let sink =
+                    self.answer_static(&head, forwarded.as_deref(), answer, persist, started);
+                (sink, false)
+            } else {
+                let sink = match self.dispatch(head, forwarded, body, persist, keep, started) {
+                    Dispatched::Done(sink) => sink,
+                    Dispatched::Paused(step) => Box::pin(self.drive_inline(step)).await,
+                    Dispatched::Pooled(ex, chan) => {
+                        let Some(sink) = Box::pin(self.drive_pooled(*ex, chan)).await else {
+                            return;
+                        };
+                        sink
+                    }
+                };
+                (sink, true)
             };
             let clean = sink.persists();
             self.sink = Some(sink);
             if !clean {
                 persist.disable();
             }
-            if shared.ctx.count_request() && !shared.stopping.get() {
+            if by_app && shared.ctx.count_request() && !shared.stopping.get() {
                 shared.ctx.error_log.info(&format!(
                     "Served max_requests ({}): stopping to be replaced",
                     settings.max_requests
@@ -524,6 +533,28 @@ impl<T: Transport> Connection<T> {
             };
         };
         Dispatched::Pooled(Box::new(ex), chan)
+    }
+
+    /// Sends the engine's answer for a static file through the connection's sink, which
+    /// frames it as it frames the application's responses.
+    fn answer_static(
+        &mut self,
+        head: &RequestHead,
+        forwarded: Option<&Forwarded>,
+        answer: Answer,
+        persist: Persistence,
+        started: Instant,
+    ) -> Box<H1Sink<T>> {
+        let mut sink = self.sink.take().expect("the sink is back between requests");
+        sink.prepare(
+            head.version == Version::Http11,
+            head.method() == b"HEAD",
+            persist.persists(),
+        );
+        self.shared
+            .finished_static(head, &self.peer, forwarded, &answer, started);
+        answer.deliver(&mut *sink);
+        sink
     }
 
     /// Sees an inline request to its end: each time its client falls behind, writes what

@@ -25,7 +25,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -33,6 +33,8 @@ use pyo3::prelude::*;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::http::forwarded::Forwarded;
+use crate::http::RequestHead;
 use crate::metrics::{Counter, Gauge};
 use crate::server::budget::Budget;
 use crate::server::conn::Connection;
@@ -41,7 +43,8 @@ use crate::server::listener::Listener;
 use crate::server::pool::Pool;
 use crate::server::tls::{HandshakeError, TlsStream};
 use crate::server::transport::{Socket, Transport};
-use crate::wsgi::environ::Peer;
+use crate::static_files::{Answer, Statics};
+use crate::wsgi::environ::{ip_text, Peer};
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
 
@@ -70,6 +73,8 @@ pub(crate) struct Shared {
     pub tracker: Tracker,
     /// The response bytes the worker's connections hold in memory, and their bound.
     pub budget: Arc<Budget>,
+    /// The static files this loop answers itself (`--static`), with its open files.
+    pub statics: Option<Statics>,
 }
 
 impl Shared {
@@ -80,6 +85,7 @@ impl Shared {
         one_request: bool,
     ) -> Shared {
         let budget = Arc::new(Budget::new(ctx.settings.output_budget));
+        let statics = ctx.settings.statics.clone().map(Statics::new);
         Shared {
             ctx,
             pool,
@@ -91,6 +97,7 @@ impl Shared {
             one_request,
             tracker: Tracker::default(),
             budget,
+            statics,
         }
     }
 
@@ -105,6 +112,55 @@ impl Shared {
         self.retiring.set(true);
         self.stopping.set(true);
         self.stopper.send_replace(true);
+    }
+
+    /// The engine's answer to a request for a static file (`--static`), if it is one.
+    pub(crate) fn static_answer(&self, head: &RequestHead) -> Option<Answer> {
+        self.statics.as_ref()?.answer(head)
+    }
+
+    /// A static file's response: counted in the metrics (no time in an application) and
+    /// written to the access log.
+    pub(crate) fn finished_static(
+        &self,
+        head: &RequestHead,
+        peer: &Peer,
+        forwarded: Option<&Forwarded>,
+        answer: &Answer,
+        started: Instant,
+    ) {
+        if let Some((metrics, row)) = self.ctx.metrics() {
+            let body = match head.framing {
+                crate::http::BodyFraming::Length(n) => n,
+                _ => 0,
+            };
+            metrics.gauge(row, Gauge::InFlight, true);
+            metrics.finished(
+                row,
+                &crate::metrics::Finished {
+                    method: head.method(),
+                    status: answer.head.status,
+                    app: None,
+                    total: started.elapsed(),
+                    received: head.buf.len() as u64 + body,
+                    sent: answer.head.lines.len() as u64 + answer.body_bytes,
+                },
+            );
+        }
+        let Some(log) = &self.ctx.access_log else {
+            return;
+        };
+        // The client a trusted proxy named, as for the application's requests.
+        let client = forwarded.and_then(|f| f.client.as_ref().map(|c| ip_text(c.ip)));
+        log.log(&crate::access_log::AccessRecord {
+            remote_addr: client.as_deref().unwrap_or(&peer.remote.host),
+            head,
+            status: answer.head.status,
+            body_bytes: answer.body_bytes,
+            response_head: &answer.head.lines,
+            started,
+            environ: None,
+        });
     }
 
     /// Runs the request on this thread (`inline()`), to its end or its first pause.

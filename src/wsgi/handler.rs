@@ -329,7 +329,7 @@ fn finalize(
             &Finished {
                 method: head.method(),
                 status: resp.head.status,
-                app: now.saturating_duration_since(called),
+                app: Some(now.saturating_duration_since(called)),
                 total: now.saturating_duration_since(started),
                 received: head.buf.len() as u64 + body,
                 sent: resp.head.lines.len() as u64 + resp.body_bytes,

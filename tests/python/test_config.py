@@ -631,3 +631,28 @@ def test_server_close_removes_its_unix_socket_file(tmp_path):
     assert server.server_address == str(path)
     server.server_close()
     assert not path.exists()
+
+
+def test_static_mounts_forms(tmp_path):
+    """--static URL_PREFIX=DIRECTORY: the flag repeated, a config file's list or table, an
+    environment variable's commas; each reaches the engine as a (prefix, directory) pair."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    want = [("/static", str(a)), ("/media/", str(b))]
+    for config in (
+        Config(cli={"static": [f"/static={a}", f"/media/={b}"]}, env=NO_ENV),
+        Config({"static": {"/static": a, "/media/": str(b)}}, env=NO_ENV),
+        Config(env={"QIAO_STATIC": f"/static={a}, /media/={b}"}),
+    ):
+        assert config.engine_settings()["static_mounts"] == want
+    assert Config(env=NO_ENV).engine_settings()["static_mounts"] == []
+    for bad, why in (
+        ([f"static={a}"], "the prefix starting with /"),
+        (["/static="], "the prefix starting with /"),
+        ([f"/s?x={a}"], "a plain path"),
+        ([f"/s={a}", f"/s/={b}"], "given twice"),
+        ([f"/s={tmp_path / 'none'}"], "not a directory"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            Config(cli={"static": bad}, env=NO_ENV)

@@ -339,3 +339,24 @@ def test_counts_from_concurrent_app_threads_add_up():
         assert value(found, "qiao_request_app_duration_seconds_count") == 80
         assert value(found, "qiao_requests_in_flight") == 0
         assert value(found, "qiao_connections_accepted_total") == 80
+
+
+def test_static_files_are_counted_without_app_time(tmp_path):
+    """Static responses (--static) are requests like the app's in the metrics: by method
+    and status class, with their total time, bytes sent and none left in flight; they add
+    nothing to the time in the application, which none served."""
+    (tmp_path / "site.css").write_text("body { color: red }\n")
+    with running_server(
+        "behaviour:app", "--static", f"/static={tmp_path}", "--metrics-bind", "127.0.0.1:0"
+    ) as server:
+        url = metrics_url(server)
+        for _ in range(3):
+            assert request(server.port, get("/static/site.css")).startswith(b"HTTP/1.1 200")
+        assert request(server.port, get("/static/missing.css")).startswith(b"HTTP/1.1 404")
+        assert request(server.port, get("/single")).startswith(b"HTTP/1.1 200")
+        found = samples(fetch(url + "/metrics")[2])
+    assert value(found, "qiao_requests_total", method="GET", status_class="2xx") == 4
+    assert value(found, "qiao_requests_total", method="GET", status_class="4xx") == 1
+    assert value(found, "qiao_request_duration_seconds_count") == 5
+    assert value(found, "qiao_request_app_duration_seconds_count") == 1
+    assert value(found, "qiao_requests_in_flight") == 0

@@ -205,6 +205,20 @@ async fn serve_stream(
         Err(Refusal::Gone) => return,
     };
     drop(recv);
+    let mut out = Outgoing {
+        respond,
+        send: None,
+        limit: shared.ctx.settings.write_timeout,
+        failed: false,
+    };
+    // A static file: answered here, without Python.
+    if let Some(answer) = shared.static_answer(&head) {
+        shared.finished_static(&head, &peer, forwarded.as_deref(), &answer, started);
+        let mut sink = Box::new(H2Sink::new(None));
+        answer.deliver(&mut *sink);
+        out.finish(sink).await;
+        return;
+    }
 
     let inline = shared.inline();
     let channel = (!inline).then(|| Arc::new(Channel::new(shared.budget.clone())));
@@ -218,12 +232,6 @@ async fn serve_stream(
         peer,
         keep: true,
         started,
-    };
-    let mut out = Outgoing {
-        respond,
-        send: None,
-        limit: shared.ctx.settings.write_timeout,
-        failed: false,
     };
     if let Some(chan) = channel {
         drive_pooled(&shared, ex, chan, &told, &mut out).await;

@@ -1,0 +1,82 @@
+//! What a file's name says about it: its media type (`mime_guess`'s table), and whether
+//! it carries a hash of its content, so that it can be cached for good. Pure.
+
+use std::path::Path;
+
+/// The `Content-Type` for a file: the type its extension names, `charset=utf-8` for text
+/// (what Django's and bundlers' assets are written in), octet-stream when unknown.
+pub(crate) fn content_type(path: &Path) -> String {
+    let Some(mime) = mime_guess::from_path(path).first() else {
+        return "application/octet-stream".to_string();
+    };
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            mime.essence_str(),
+            "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
+        );
+    if textual && mime.get_param("charset").is_none() {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.essence_str().to_string()
+    }
+}
+
+/// Whether the file name carries a content hash, the forms tools write: Django's
+/// `ManifestStaticFilesStorage` (`site.0123456789ab.css`: 12 hex digits), and bundlers'
+/// `[name]-[hash]` / `[name].[hash]` (8 or more letters, digits, `_`). A word such as
+/// `datepicker` in `bootstrap-datepicker.js` is not a hash: a hash has a digit, or both
+/// cases.
+pub(crate) fn is_hashed(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    // The stem before the extension (and before a second one: `x.abc123.min.js` has none).
+    let Some((stem, _ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let Some(cut) = stem.rfind(['.', '-']) else {
+        return false;
+    };
+    let hash = &stem[cut + 1..];
+    if cut == 0 || hash.len() < 8 {
+        return false;
+    }
+    let word = hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let digit = hash.bytes().any(|b| b.is_ascii_digit());
+    let upper = hash.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = hash.bytes().any(|b| b.is_ascii_lowercase());
+    word && (digit || (upper && lower))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        let t = |p: &str| content_type(Path::new(p));
+        assert_eq!(t("a.css"), "text/css; charset=utf-8");
+        assert_eq!(t("a.html"), "text/html; charset=utf-8");
+        assert!(t("a.js").contains("javascript") && t("a.js").ends_with("; charset=utf-8"));
+        assert_eq!(t("a.png"), "image/png");
+        assert_eq!(t("a.woff2"), "font/woff2");
+        assert_eq!(t("a.svg"), "image/svg+xml; charset=utf-8");
+        assert_eq!(t("a.unknownext"), "application/octet-stream");
+        assert_eq!(t("README"), "application/octet-stream");
+    }
+
+    #[test]
+    fn hashed_names() {
+        let h = |p: &str| is_hashed(Path::new(p));
+        assert!(h("css/base.5af66c1b1797.css"));
+        assert!(h("admin/js/core.0123456789ab.js"));
+        assert!(h("assets/index-BxK3a9_2.js"));
+        assert!(h("assets/index-DfGhJkLm.js"));
+        assert!(h("main.3f2a9c1e7b.js"));
+        assert!(!h("css/base.css"));
+        assert!(!h("js/bootstrap-datepicker.js"));
+        assert!(!h("js/jquery-3.7.1.min.js"));
+        assert!(!h("vendor/abc.js"));
+        assert!(!h(".12345678.js"));
+    }
+}
