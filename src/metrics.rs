@@ -20,11 +20,12 @@
 use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::http::{BodyFraming, RequestHead};
 use crate::sys::SharedMap;
 
 /// The methods counted by name; any other is counted as `other` (label values stay bounded).
@@ -140,6 +141,32 @@ pub(crate) struct Finished<'a> {
     pub total: Duration,
     pub received: u64,
     pub sent: u64,
+}
+
+impl<'a> Finished<'a> {
+    /// The request of `head`, answered with `status` and `sent` bytes (head and body),
+    /// its time counted from `started` and, when an application served it, from `called`.
+    pub(crate) fn of(
+        head: &'a RequestHead,
+        status: u16,
+        sent: u64,
+        started: Instant,
+        called: Option<Instant>,
+    ) -> Finished<'a> {
+        let now = Instant::now();
+        let body = match head.framing {
+            BodyFraming::Length(n) => n,
+            _ => 0,
+        };
+        Finished {
+            method: head.method(),
+            status,
+            app: called.map(|called| now.saturating_duration_since(called)),
+            total: now.saturating_duration_since(started),
+            received: head.buf.len() as u64 + body,
+            sent,
+        }
+    }
 }
 
 #[pyclass(module = "qiao._qiao", frozen)]

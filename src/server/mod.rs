@@ -35,7 +35,7 @@ use tokio::task::LocalSet;
 
 use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
-use crate::metrics::{Counter, Gauge};
+use crate::metrics::{Counter, Finished, Gauge};
 use crate::server::budget::Budget;
 use crate::server::conn::Connection;
 use crate::server::idle::Idle;
@@ -130,22 +130,10 @@ impl Shared {
         started: Instant,
     ) {
         if let Some((metrics, row)) = self.ctx.metrics() {
-            let body = match head.framing {
-                crate::http::BodyFraming::Length(n) => n,
-                _ => 0,
-            };
+            let sent = answer.head.lines.len() as u64 + answer.body_bytes;
             metrics.gauge(row, Gauge::InFlight, true);
-            metrics.finished(
-                row,
-                &crate::metrics::Finished {
-                    method: head.method(),
-                    status: answer.head.status,
-                    app: None,
-                    total: started.elapsed(),
-                    received: head.buf.len() as u64 + body,
-                    sent: answer.head.lines.len() as u64 + answer.body_bytes,
-                },
-            );
+            let status = answer.head.status;
+            metrics.finished(row, &Finished::of(head, status, sent, started, None));
         }
         let Some(log) = &self.ctx.access_log else {
             return;

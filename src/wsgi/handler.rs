@@ -10,7 +10,6 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::access_log::AccessRecord;
 use crate::http::forwarded::Forwarded;
-use crate::http::BodyFraming;
 use crate::http::RequestHead;
 use crate::log::Level;
 use crate::metrics::{Finished, Gauge, Metrics};
@@ -319,21 +318,11 @@ fn finalize(
         .take()
         .expect("the response stays until the request ends");
     if let (Some((metrics, row)), Some(called)) = (ctx.metrics(), called) {
-        let now = Instant::now();
-        let body = match head.framing {
-            BodyFraming::Length(n) => n,
-            _ => 0,
-        };
+        let sent = resp.head.lines.len() as u64 + resp.body_bytes;
+        let status = resp.head.status;
         metrics.finished(
             row,
-            &Finished {
-                method: head.method(),
-                status: resp.head.status,
-                app: Some(now.saturating_duration_since(called)),
-                total: now.saturating_duration_since(started),
-                received: head.buf.len() as u64 + body,
-                sent: resp.head.lines.len() as u64 + resp.body_bytes,
-            },
+            &Finished::of(head, status, sent, started, Some(called)),
         );
     }
     if let Some(log) = &ctx.access_log {
