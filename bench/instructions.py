@@ -10,6 +10,7 @@ of one request, start-up and shut-down cancelled out.
     python bench/instructions.py --pythonpath bench/.data/baseline/<rev>-<python>  # a baseline build
     python bench/instructions.py --workload hello_untrusted  # the peer not a trusted proxy
     python bench/instructions.py --workload hello_close_proxy  # a PROXY v1 header per connection
+    python bench/instructions.py --metrics       # counting on, as with --metrics-bind
 
 It measures the qiao the interpreter running it imports, and names it: `bench/.venv`'s
 is the build `run.py` installed from this checkout. Needs valgrind (Debian's package).
@@ -78,6 +79,13 @@ from {module} import app
 import qiao
 from qiao import make_server
 with make_server("127.0.0.1", {port}, app, **{settings!r}) as server:
+    if {metrics!r}:
+        # Counting on, as in a worker of a master with --metrics-bind: the engine gets a
+        # metrics table and its row (make_server's own engine has none).
+        from qiao._qiao import Engine, Metrics
+        fds = [s.fileno() for s in server.sockets]
+        server._engine = Engine(app, server.config.engine_settings(), fds,
+                                metrics=(Metrics(1, 1), 0))
     print("ready", qiao.__file__, flush=True)
     try:
         server.serve_forever()
@@ -113,7 +121,8 @@ def read_response(sock: socket.socket, buf: bytearray) -> None:
 
 
 def count(
-    workload: str, requests: int, pythonpath: str | None, keep: str | None
+    workload: str, requests: int, pythonpath: str | None, keep: str | None,
+    metrics: bool = False,
 ) -> tuple[int, str]:
     """Instructions callgrind counted in the server process for `requests` requests
     (the profile copied to `keep`, when given, for callgrind_annotate), and the path of
@@ -129,7 +138,8 @@ def count(
             [
                 "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                 sys.executable, "-c",
-                SERVER.format(apps=str(APPS), module=module, port=port, settings=settings),
+                SERVER.format(apps=str(APPS), module=module, port=port, settings=settings,
+                              metrics=metrics),
             ],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
@@ -181,13 +191,17 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="N (default 2000)")
     parser.add_argument("--pythonpath", help="put this first on PYTHONPATH (a baseline build)")
     parser.add_argument(
+        "--metrics", action="store_true",
+        help="count each request in a metrics table, as a worker with --metrics-bind does",
+    )
+    parser.add_argument(
         "--keep", metavar="PREFIX", help="keep the two profiles as PREFIX.N and PREFIX.2N"
     )
     args = parser.parse_args()
     n = args.requests
     keep = (lambda k: f"{args.keep}.{k}") if args.keep else (lambda k: None)
-    low, measured = count(args.workload, n, args.pythonpath, keep(n))
-    high, _ = count(args.workload, 2 * n, args.pythonpath, keep(2 * n))
+    low, measured = count(args.workload, n, args.pythonpath, keep(n), args.metrics)
+    high, _ = count(args.workload, 2 * n, args.pythonpath, keep(2 * n), args.metrics)
     print(f"qiao measured: {Path(measured).parent}")
     print(f"{args.workload}: {(high - low) / n:,.0f} instructions per request "
           f"({low:,} for {n}, {high:,} for {2 * n})")
