@@ -301,13 +301,18 @@ impl Metrics {
             let p = path.len().min(TEXT_BYTES - m - 1);
             text[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
         }
+        // The words up to the one holding the text's terminating zero (all of them for a
+        // text cut at the room's end): what follows it is never read, and most request
+        // lines fill a word or two of the eight.
+        let len = (m + 1 + path.len()).min(TEXT_BYTES);
+        let words = (len / 8 + 1).min(TEXT_BYTES / 8);
         let base = self.texts() + thread * TEXT;
         // One writer per text (its thread), so a load then a store is not a race.
         let seq = self.cell(slot, base).load(Ordering::Relaxed);
         self.cell(slot, base)
             .store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (i, word) in text.chunks_exact(8).enumerate() {
+        for (i, word) in text[..words * 8].chunks_exact(8).enumerate() {
             let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
             self.cell(slot, base + 1 + i).store(word, Ordering::Relaxed);
         }
@@ -526,6 +531,13 @@ mod tests {
         let long = m.request(1, 1).unwrap().unwrap();
         assert_eq!(long.len(), 64);
         assert!(long.starts_with("POST xxx"));
+        // A shorter text after a longer one: nothing of the longer one's tail shows.
+        m.serving(1, 1, b"GET", b"/x");
+        assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("GET /x"));
+        m.serving(1, 1, b"GET", b"/abcdefghij");
+        m.serving(1, 1, b"PUT", b"/abc");
+        assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("PUT /abc"));
+        m.serving(1, 1, b"POST", &[b'x'; 100]);
         m.serving(1, 2, b"GET", b"/");
         assert_eq!(m.request(1, 2).unwrap(), None);
         m.finished(1, &request(b"GET", 200, 1));
