@@ -119,13 +119,16 @@ impl AccessLog {
                 render(atom, rec, &mut line);
             }
         }
-        if let Some(logger) = &self.python {
-            crate::log::to_python(logger, crate::log::Level::Info, &line);
-        }
         line.push('\n');
-        if self.python.is_none() {
-            if let Ok(mut sink) = self.sink.lock() {
-                sink.write_all(line.as_bytes());
+        match &self.python {
+            Some(logger) => {
+                let record = &line[..line.len() - 1];
+                crate::log::to_python(logger, crate::log::Level::Info, record);
+            }
+            None => {
+                if let Ok(mut sink) = self.sink.lock() {
+                    sink.write_all(line.as_bytes());
+                }
             }
         }
         if let Some(syslog) = &self.syslog {

@@ -152,12 +152,8 @@ impl ErrorLog {
             return;
         }
         let message = message.trim_end_matches('\n');
-        // gunicorn's line, `[date] [pid] [LEVEL] message`; syslog gets it without the date.
         let mut line = String::with_capacity(48 + message.len());
-        if let Some(logger) = &self.python {
-            // The logging configuration's formatter makes the line.
-            to_python(logger, level, message);
-        } else if self.json {
+        if self.json && self.python.is_none() {
             json_record(&mut line, level, message);
             self.write_raw(line.as_bytes());
             if let Some(syslog) = &self.syslog {
@@ -165,13 +161,16 @@ impl ErrorLog {
             }
             return;
         }
+        // gunicorn's line, `[date] [pid] [LEVEL] message`; syslog gets it without the date.
         let _ = write!(line, "[{}] ", local_timestamp(false));
         let undated = line.len();
         let _ = write!(line, "[{}] [{}] ", std::process::id(), level.label());
         line.push_str(message);
         line.push('\n');
-        if self.python.is_none() {
-            self.write_raw(line.as_bytes());
+        match &self.python {
+            // The logging configuration's formatter makes its own line.
+            Some(logger) => to_python(logger, level, message),
+            None => self.write_raw(line.as_bytes()),
         }
         if let Some(syslog) = &self.syslog {
             syslog.send(level, &line[undated..]);
