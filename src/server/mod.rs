@@ -44,7 +44,7 @@ use crate::server::pool::Pool;
 use crate::server::tls::{HandshakeError, TlsStream};
 use crate::server::transport::{Socket, Transport};
 use crate::static_files::{Answer, Statics};
-use crate::wsgi::environ::{ip_text, Peer};
+use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
 
@@ -138,10 +138,8 @@ impl Shared {
         let Some(log) = &self.ctx.access_log else {
             return;
         };
-        // The client a trusted proxy named, as for the application's requests.
-        let client = forwarded.and_then(|f| f.client.as_ref().map(|c| ip_text(c.ip)));
         log.log(&crate::access_log::AccessRecord {
-            remote_addr: client.as_deref().unwrap_or(&peer.remote.host),
+            remote_addr: &peer.client(forwarded),
             head,
             status: answer.head.status,
             body_bytes: answer.body_bytes,
@@ -406,10 +404,11 @@ async fn serve(
 }
 
 /// At a stop by a signal, before the listeners close: the connections the kernel has
-/// queued and no worker accepted. Their clients have sent their requests (`TCP_DEFER_ACCEPT` queues a
-/// connection once its first bytes came), which closing the listening socket would reset;
-/// accepted, each is served as any connection during a stop: its request, then a close.
-/// Within `--worker-connections`, waiting for connections in flight to end if need be.
+/// queued and no worker accepted. Their clients have sent their requests
+/// (`TCP_DEFER_ACCEPT` queues a connection once its first bytes came), which closing the
+/// listening socket would reset; accepted, each is served as any connection during a
+/// stop: its request, then a close. Within `--worker-connections`, waiting for
+/// connections in flight to end if need be.
 async fn accept_queued(shared: &Rc<Shared>, listeners: &[Rc<Listener>], permits: &Arc<Semaphore>) {
     for listener in listeners {
         loop {

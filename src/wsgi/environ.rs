@@ -87,6 +87,15 @@ impl Peer {
         }
     }
 
+    /// The client as the access log shows it (gunicorn's `%(h)s`, as `REMOTE_ADDR`): the
+    /// one a trusted proxy named, else this peer's address.
+    pub(crate) fn client(&self, forwarded: Option<&Forwarded>) -> std::borrow::Cow<'_, str> {
+        match forwarded.and_then(|f| f.client.as_ref()) {
+            Some(client) => ip_text(client.ip).into(),
+            None => self.remote.host.as_str().into(),
+        }
+    }
+
     pub(crate) fn new(remote: HostPort, local: Arc<HostPort>) -> Peer {
         Peer {
             remote,

@@ -14,7 +14,7 @@ use crate::http::RequestHead;
 use crate::log::Level;
 use crate::metrics::{Finished, Gauge, Metrics};
 use crate::wsgi::bodybuf::Body;
-use crate::wsgi::environ::{ip_text, Peer};
+use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
@@ -326,10 +326,8 @@ fn finalize(
         );
     }
     if let Some(log) = &ctx.access_log {
-        // The client a trusted proxy named, as REMOTE_ADDR shows it (gunicorn's `%(h)s`).
-        let client = forwarded.and_then(|f| f.client.as_ref().map(|c| ip_text(c.ip)));
         log.log(&AccessRecord {
-            remote_addr: client.as_deref().unwrap_or(&peer.remote.host),
+            remote_addr: &peer.client(forwarded),
             head,
             status: resp.head.status,
             body_bytes: resp.body_bytes,
