@@ -79,13 +79,16 @@ from {module} import app
 import qiao
 from qiao import make_server
 with make_server("127.0.0.1", {port}, app, **{settings!r}) as server:
+    # The engine of a worker under a master: it marks its app thread busy in the master's
+    # scoreboard (for --timeout) and, with --metrics-bind, counts each request in a
+    # metrics table (make_server's own engine has neither).
+    from qiao._qiao import Engine, Scoreboard
+    kept = {{"scoreboard": Scoreboard(1, 1), "slot": 0}}
     if {metrics!r}:
-        # Counting on, as in a worker of a master with --metrics-bind: the engine gets a
-        # metrics table and its row (make_server's own engine has none).
-        from qiao._qiao import Engine, Metrics
-        fds = [s.fileno() for s in server.sockets]
-        server._engine = Engine(app, server.config.engine_settings(), fds,
-                                metrics=(Metrics(1, 1), 0))
+        from qiao._qiao import Metrics
+        kept["metrics"] = (Metrics(1, 1), 0)
+    fds = [s.fileno() for s in server.sockets]
+    server._engine = Engine(app, server.config.engine_settings(), fds, **kept)
     print("ready", qiao.__file__, flush=True)
     try:
         server.serve_forever()

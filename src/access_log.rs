@@ -1,6 +1,6 @@
 //! The access log: gunicorn's `--access-logformat` atoms, parsed once, rendered per request.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -48,7 +48,8 @@ pub(crate) struct AccessRecord<'a> {
     pub body_bytes: u64,
     /// The serialized response head, searched only by `%({name}o)s` atoms.
     pub response_head: &'a [u8],
-    pub started: Instant,
+    /// From the request's first byte to the end of its response.
+    pub elapsed: Duration,
     /// The request's WSGI environ, read by `%({NAME}e)s` atoms (`None`: a request the
     /// app never saw, whose atoms show `-`).
     pub environ: Option<&'a Bound<'a, PyAny>>,
@@ -256,7 +257,7 @@ fn push_or_dash(out: &mut String, bytes: Option<&[u8]>) {
 
 fn render(atom: &Atom, rec: &AccessRecord<'_>, out: &mut String) {
     let head = rec.head;
-    let elapsed = rec.started.elapsed();
+    let elapsed = rec.elapsed;
     match atom {
         Atom::Text(t) => out.push_str(t),
         Atom::RemoteAddr => out.push_str(if rec.remote_addr.is_empty() {

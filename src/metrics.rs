@@ -20,7 +20,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -111,10 +111,45 @@ type Schema = (
 );
 
 /// Where a thread adds in a worker's row: its part, or the shared one (atomic additions).
-struct Part {
-    slot: usize,
-    start: usize,
+struct Part<'a> {
+    cells: &'a [AtomicU64; ROW],
     shared: bool,
+}
+
+impl Part<'_> {
+    fn bump(&self, index: usize, n: u64) {
+        let cell = &self.cells[index];
+        if self.shared {
+            cell.fetch_add(n, Ordering::Relaxed);
+        } else {
+            // This thread is the cell's one writer: no other can change it in between.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn observe(&self, histogram: usize, time: Duration) {
+        let us = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS_US.partition_point(|&bound| bound < us);
+        self.bump(histogram + bucket, 1);
+        self.bump(histogram + BUCKETS, us);
+    }
+}
+
+/// The index of `method` in `METHODS` (`other` for any not named there).
+fn method_index(method: &[u8]) -> usize {
+    match method {
+        b"GET" => 0,
+        b"HEAD" => 1,
+        b"POST" => 2,
+        b"PUT" => 3,
+        b"DELETE" => 4,
+        b"PATCH" => 5,
+        b"OPTIONS" => 6,
+        _ => METHODS.len() - 1,
+    }
 }
 
 thread_local! {
@@ -145,15 +180,15 @@ pub(crate) struct Finished<'a> {
 
 impl<'a> Finished<'a> {
     /// The request of `head`, answered with `status` and `sent` bytes (head and body),
-    /// its time counted from `started` and, when an application served it, from `called`.
+    /// `total` after its first byte and, when an application served it, `app` after its
+    /// call.
     pub(crate) fn of(
         head: &'a RequestHead,
         status: u16,
         sent: u64,
-        started: Instant,
-        called: Option<Instant>,
+        total: Duration,
+        app: Option<Duration>,
     ) -> Finished<'a> {
-        let now = Instant::now();
         let body = match head.framing {
             BodyFraming::Length(n) => n,
             _ => 0,
@@ -161,8 +196,8 @@ impl<'a> Finished<'a> {
         Finished {
             method: head.method(),
             status,
-            app: called.map(|called| now.saturating_duration_since(called)),
-            total: now.saturating_duration_since(started),
+            app,
+            total,
             received: head.buf.len() as u64 + body,
             sent,
         }
@@ -187,47 +222,39 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn cell(&self, slot: usize, index: usize) -> &AtomicU64 {
-        assert!(slot < self.slots && index < self.stride);
-        // SAFETY: the index is inside the mapping (checked above). The mapping is
+    /// `len` cells of row `slot` from its cell `index`.
+    fn cells(&self, slot: usize, index: usize, len: usize) -> &[AtomicU64] {
+        assert!(slot < self.slots && index + len <= self.stride);
+        // SAFETY: the cells are inside the mapping (checked above). The mapping is
         // zero-filled (a valid AtomicU64) and its cells are only ever accessed atomically,
         // by this and the other processes that share it.
         unsafe {
-            &*self
+            let first = self
                 .cells
                 .as_ptr()
                 .cast::<AtomicU64>()
-                .add(slot * self.stride + index)
+                .add(slot * self.stride + index);
+            std::slice::from_raw_parts(first, len)
         }
     }
 
-    /// The part of worker `slot`'s row this thread writes (the thread-local is read once
-    /// for all of a request's additions).
-    fn part(&self, slot: usize) -> Part {
+    fn cell(&self, slot: usize, index: usize) -> &AtomicU64 {
+        &self.cells(slot, index, 1)[0]
+    }
+
+    /// The part of worker `slot`'s row this thread writes (found once for all of a
+    /// request's additions: one bounds check, one thread-local read).
+    fn part(&self, slot: usize) -> Part<'_> {
         let writer = WRITER.with(Cell::get);
+        let cells = self.cells(slot, writer.min(self.private) * ROW, ROW);
         Part {
-            slot,
-            start: writer.min(self.private) * ROW,
+            cells: cells.try_into().expect("a part is a row long"),
             shared: writer >= self.private,
         }
     }
 
-    fn bump(&self, part: &Part, index: usize, n: u64) {
-        debug_assert!(index < ROW);
-        let cell = self.cell(part.slot, part.start + index);
-        if part.shared {
-            cell.fetch_add(n, Ordering::Relaxed);
-        } else {
-            // This thread is the cell's one writer: no other can change it in between.
-            cell.store(
-                cell.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
-        }
-    }
-
     fn add(&self, slot: usize, index: usize, n: u64) {
-        self.bump(&self.part(slot), index, n);
+        self.part(slot).bump(index, n);
     }
 
     pub(crate) fn count(&self, slot: usize, counter: Counter, n: u64) {
@@ -254,37 +281,23 @@ impl Metrics {
     /// A request's response is over: it is counted, and no longer in flight.
     pub(crate) fn finished(&self, slot: usize, req: &Finished<'_>) {
         let part = self.part(slot);
-        let method = METHODS[..METHODS.len() - 1]
-            .iter()
-            .position(|m| m.as_bytes() == req.method)
-            .unwrap_or(METHODS.len() - 1);
+        let method = method_index(req.method);
         let class = match req.status {
             100..=599 => {
                 let code = usize::from(req.status - FIRST_CODE);
-                self.bump(&part, STATUS_CODES + code, 1);
+                part.bump(STATUS_CODES + code, 1);
                 usize::from(req.status / 100 - 1)
             }
             _ => CLASSES.len() - 1,
         };
-        self.bump(&part, GRID + method * CLASSES.len() + class, 1);
+        part.bump(GRID + method * CLASSES.len() + class, 1);
         if let Some(app) = req.app {
-            self.observe(&part, APP_TIME, app);
+            part.observe(APP_TIME, app);
         }
-        self.observe(&part, TOTAL_TIME, req.total);
-        self.bump(
-            &part,
-            SCALARS + Counter::BytesReceived as usize,
-            req.received,
-        );
-        self.bump(&part, SCALARS + Counter::BytesSent as usize, req.sent);
-        self.bump(&part, GAUGES + Gauge::InFlight as usize, u64::MAX);
-    }
-
-    fn observe(&self, part: &Part, histogram: usize, time: Duration) {
-        let us = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_US.partition_point(|&bound| bound < us);
-        self.bump(part, histogram + bucket, 1);
-        self.bump(part, histogram + BUCKETS, us);
+        part.observe(TOTAL_TIME, req.total);
+        part.bump(SCALARS + Counter::BytesReceived as usize, req.received);
+        part.bump(SCALARS + Counter::BytesSent as usize, req.sent);
+        part.bump(GAUGES + Gauge::InFlight as usize, u64::MAX);
     }
 
     /// App thread `thread` of worker `slot` starts serving `method` `path` (the path only:
@@ -306,18 +319,17 @@ impl Metrics {
         // lines fill a word or two of the eight.
         let len = (m + 1 + path.len()).min(TEXT_BYTES);
         let words = (len / 8 + 1).min(TEXT_BYTES / 8);
-        let base = self.texts() + thread * TEXT;
+        let cells = self.cells(slot, self.texts() + thread * TEXT, TEXT);
+        let (seq, room) = cells.split_first().expect("a text has its sequence cell");
         // One writer per text (its thread), so a load then a store is not a race.
-        let seq = self.cell(slot, base).load(Ordering::Relaxed);
-        self.cell(slot, base)
-            .store(seq.wrapping_add(1), Ordering::Relaxed);
+        let n = seq.load(Ordering::Relaxed);
+        seq.store(n.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (i, word) in text[..words * 8].chunks_exact(8).enumerate() {
+        for (cell, word) in room[..words].iter().zip(text.chunks_exact(8)) {
             let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            self.cell(slot, base + 1 + i).store(word, Ordering::Relaxed);
+            cell.store(word, Ordering::Relaxed);
         }
-        self.cell(slot, base)
-            .store(seq.wrapping_add(2), Ordering::Release);
+        seq.store(n.wrapping_add(2), Ordering::Release);
     }
 
     fn text(&self, slot: usize, thread: usize) -> Option<String> {
@@ -505,6 +517,18 @@ mod tests {
         assert_eq!(row[TOTAL_TIME + BUCKETS], 5_000);
         assert_eq!(row[SCALARS + Counter::BytesSent as usize], 2_000);
         assert!(m.row(0).iter().all(|&c| c == 0));
+    }
+
+    /// The methods counted by name are counted under their own name, any other as
+    /// `other` (the schema's order is the cells' order).
+    #[test]
+    fn methods_land_in_their_schema_cells() {
+        for (i, name) in METHODS[..METHODS.len() - 1].iter().enumerate() {
+            assert_eq!(method_index(name.as_bytes()), i, "{name}");
+        }
+        for other in [&b"get"[..], b"BREW", b"", b"GETS", b"CONNECT"] {
+            assert_eq!(METHODS[method_index(other)], "other");
+        }
     }
 
     /// A bound is inclusive (Prometheus' `le`): exactly 1 ms is in the 1 ms bucket; past

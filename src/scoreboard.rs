@@ -74,19 +74,25 @@ impl Scoreboard {
         self.cell(slot, 0).store(now_ms(), Ordering::Relaxed);
     }
 
-    /// App thread `thread` of worker `slot` started a request now (`busy`: its time in the
-    /// application starts from zero, not waiting) or finished it (idle, whatever its
-    /// state). Panics if the board has no column for `thread`.
-    pub fn set_busy(&self, slot: usize, thread: usize, busy: bool) {
-        self.set_busy_at(slot, thread, busy, now_ms());
+    /// App thread `thread` of worker `slot` started a request at `at` (`monotonic_ms`): its
+    /// time in the application starts from zero, not waiting. Panics if the board has no
+    /// column for `thread`.
+    pub fn set_busy(&self, slot: usize, thread: usize, at: u64) {
+        self.set_busy_at(slot, thread, true, at);
+    }
+
+    /// App thread `thread` of worker `slot` finished its request: idle, whatever its state
+    /// (no clock reading: an idle cell holds no time).
+    pub fn set_idle(&self, slot: usize, thread: usize) {
+        self.set_busy_at(slot, thread, false, 0);
     }
 
     /// App thread `thread` of worker `slot` starts (`waiting`) or stops waiting until its
     /// client reads the queued response. Time spent waiting does not count towards
     /// `busiest` (`--timeout`); the time in the application before and after it does.
     ///
-    /// Only the thread's own writer may call it, between its `set_busy(.., true)` and
-    /// `set_busy(.., false)`. Outside a request (idle), starting to wait while already
+    /// Only the thread's own writer may call it, between its `set_busy` and
+    /// `set_idle`. Outside a request (idle), starting to wait while already
     /// waiting, and stopping while not waiting change nothing, so that a guard that ends a
     /// wait after the request was cleared cannot leave a thread looking busy.
     /// Panics if the board has no column for `thread`.
@@ -242,11 +248,11 @@ mod tests {
         board.beat(1);
         assert!(board.ready(1).unwrap());
         assert_eq!(board.busiest(1).unwrap(), 0.0);
-        board.set_busy(1, 2, true);
+        board.set_busy(1, 2, now_ms());
         std::thread::sleep(Duration::from_millis(20));
         assert!(board.busiest(1).unwrap() >= 0.015);
         assert_eq!(board.threads_state(1).unwrap(), (1, 0));
-        board.set_busy(1, 2, false);
+        board.set_idle(1, 2);
         assert_eq!(board.busiest(1).unwrap(), 0.0);
         assert_eq!(board.threads_state(1).unwrap(), (0, 0));
         assert!(board.silence(1).unwrap() < 5.0);
@@ -272,7 +278,7 @@ mod tests {
     fn real_wait_of_200ms_is_left_out_of_busiest() {
         let board = Scoreboard::new(1, 1).unwrap();
         let start = Instant::now();
-        board.set_busy(0, 0, true);
+        board.set_busy(0, 0, now_ms());
         std::thread::sleep(Duration::from_millis(20));
         board.set_waiting(0, 0, true);
         std::thread::sleep(Duration::from_millis(200));
@@ -383,12 +389,12 @@ mod tests {
                     let board = &board;
                     scope.spawn(move || {
                         for _ in 0..10_000 {
-                            board.set_busy(slot, thread, true);
+                            board.set_busy(slot, thread, now_ms());
                             board.set_waiting(slot, thread, true);
                             board.set_waiting(slot, thread, false);
-                            board.set_busy(slot, thread, false);
+                            board.set_idle(slot, thread);
                         }
-                        board.set_busy(slot, thread, true);
+                        board.set_busy(slot, thread, now_ms());
                         if thread < slot {
                             board.set_waiting(slot, thread, true);
                         }
@@ -418,6 +424,6 @@ mod tests {
     #[should_panic(expected = "app thread 2 has no column")]
     fn thread_without_a_column_is_refused() {
         let board = Scoreboard::new(1, 2).unwrap();
-        board.set_busy(0, 2, true);
+        board.set_busy(0, 2, now_ms());
     }
 }

@@ -11,6 +11,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Runs a non-blocking call until it is not interrupted: `Ok(Some(n))` for its result,
@@ -431,13 +432,31 @@ pub(crate) fn realtime_coarse() -> Option<Duration> {
 /// Milliseconds on the system-wide monotonic clock (the same in every process of the
 /// machine, unlike `Instant`'s opaque values).
 pub(crate) fn monotonic_ms() -> u64 {
+    monotonic_ns() / 1_000_000
+}
+
+fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes into it.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `monotonic_ms()` at the moment `at`, without reading the clock again: `Instant` reads
+/// the same clock (CLOCK_MONOTONIC) but keeps its value opaque, so one pair of readings
+/// taken together (once per process; a forked child's is still right) ties the two.
+/// A request's start then costs one clock reading for both its timer and the scoreboard.
+pub(crate) fn monotonic_ms_at(at: Instant) -> u64 {
+    static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
+    let &(base, base_ns) = BASE.get_or_init(|| (Instant::now(), monotonic_ns()));
+    let ns = match at.checked_duration_since(base) {
+        Some(after) => base_ns + after.as_nanos() as u64,
+        None => base_ns.saturating_sub((base - at).as_nanos() as u64),
+    };
+    ns / 1_000_000
 }
 
 /// Memory shared with the processes this one forks afterwards: an anonymous shared
@@ -514,6 +533,20 @@ pub(crate) fn local_time(secs: i64) -> (i32, u32, u32, u32, u32, u32, i64) {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    /// An `Instant` and the monotonic milliseconds read around it agree: they are one
+    /// clock, whether the instant is before or after the pair that ties them.
+    #[test]
+    fn an_instant_maps_onto_the_monotonic_clock() {
+        let early = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        let before = monotonic_ms();
+        let at = Instant::now();
+        let after = monotonic_ms();
+        assert!((before..=after).contains(&monotonic_ms_at(at)));
+        let early_ms = monotonic_ms_at(early);
+        assert!(early_ms < before && early_ms + 2 <= monotonic_ms_at(at));
+    }
 
     #[test]
     fn send_and_recv_over_a_socket_pair() {

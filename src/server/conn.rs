@@ -772,7 +772,7 @@ impl<T: Transport> Connection<T> {
             status: canned.status(),
             body_bytes: body.len() as u64,
             response_head: &response,
-            started,
+            elapsed: started.elapsed(),
             environ: None,
         });
     }

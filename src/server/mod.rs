@@ -129,13 +129,18 @@ impl Shared {
         answer: &Answer,
         started: Instant,
     ) {
+        let log = self.ctx.access_log.as_ref();
+        if log.is_none() && self.ctx.metrics.is_none() {
+            return;
+        }
+        let elapsed = started.elapsed();
         if let Some((metrics, row)) = self.ctx.metrics() {
             let sent = answer.head.lines.len() as u64 + answer.body_bytes;
             metrics.gauge(row, Gauge::InFlight, true);
             let status = answer.head.status;
-            metrics.finished(row, &Finished::of(head, status, sent, started, None));
+            metrics.finished(row, &Finished::of(head, status, sent, elapsed, None));
         }
-        let Some(log) = &self.ctx.access_log else {
+        let Some(log) = log else {
             return;
         };
         log.log(&crate::access_log::AccessRecord {
@@ -144,7 +149,7 @@ impl Shared {
             status: answer.head.status,
             body_bytes: answer.body_bytes,
             response_head: &answer.head.lines,
-            started,
+            elapsed,
             environ: None,
         });
     }

@@ -2,7 +2,7 @@
 //! it returns, and calls the iterable's `close()` on every path (PEP 3333).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
@@ -127,7 +127,7 @@ impl Drop for Waiting {
 /// on this thread (the GIL released), never pausing.
 pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
     ctx.serving(thread, &ex.head);
-    match busy(ctx, thread, || run(py, ctx, ex, false)) {
+    match busy(ctx, thread, |at| run(py, ctx, ex, at, false)) {
         Step::Done(outcome) => outcome,
         Step::Wait(_) => unreachable!("a request run without pausing paused"),
     }
@@ -138,7 +138,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize)
 /// loop, so the other connections keep being served.
 pub(crate) fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
     ctx.serving(0, &ex.head);
-    busy(ctx, 0, || run(py, ctx, ex, true))
+    busy(ctx, 0, |at| run(py, ctx, ex, at, true))
 }
 
 /// Continues a paused request once its client took what was queued (or is gone: then the
@@ -152,19 +152,22 @@ pub(crate) fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -
     if let Some(resp) = req.sr.bind(py).borrow_mut().resp.as_mut() {
         resp.sink = Some(sink);
     }
-    busy(ctx, 0, || body(py, ctx, req, true))
+    busy(ctx, 0, |_| body(py, ctx, req, true))
 }
 
 /// Runs `f` with app thread `thread` marked busy on the scoreboard (what `--timeout`
-/// watches): only while the app's code may run, not while a paused request waits.
-fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce() -> T) -> T {
-    ctx.set_busy(thread, true);
-    let result = f();
-    ctx.set_busy(thread, false);
+/// watches): only while the app's code may run, not while a paused request waits. `f` is
+/// given the moment it began, when something times it.
+fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce(Option<Instant>) -> T) -> T {
+    let at = ctx.set_busy(thread);
+    let result = f(at);
+    ctx.set_idle(thread);
     result
 }
 
-fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
+/// Calls the application for `ex` (at `at`, when timed) and sends its response, or as
+/// much of it as the client takes when `may_pause`.
+fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Instant>, may_pause: bool) -> Step {
     let Exchange {
         head,
         forwarded,
@@ -180,10 +183,9 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, may_pause: bool) -> Step {
         Body::Object(obj) => Bound::new(py, Input::object(py, obj)),
         Body::Source(source) => Bound::new(py, Input::source(source)),
     };
-    let called = ctx.metrics().map(|(metrics, row)| {
-        metrics.gauge(row, Gauge::InFlight, true);
-        Instant::now()
-    });
+    // The application's time, for the metrics, from the same reading as the scoreboard's.
+    let called = ctx.metrics().and(at);
+    ctx.gauge(Gauge::InFlight, true);
     let resp = Response::new(sink, head.method() == b"HEAD");
     let responder = StartResponse::for_request(py, &peer.start_response, resp, keep);
     let (input, Responder { sr, start }) = match (input, responder) {
@@ -317,13 +319,15 @@ fn finalize(
         .resp
         .take()
         .expect("the response stays until the request ends");
-    if let (Some((metrics, row)), Some(called)) = (ctx.metrics(), called) {
+    // One clock reading for the metrics, the access log and the debug line.
+    let debug = ctx.error_log.enabled(Level::Debug);
+    let now = (called.is_some() || ctx.access_log.is_some() || debug).then(Instant::now);
+    let elapsed = now.map_or(Duration::ZERO, |now| now.saturating_duration_since(started));
+    if let (Some((metrics, row)), Some(called), Some(now)) = (ctx.metrics(), called, now) {
         let sent = resp.head.lines.len() as u64 + resp.body_bytes;
         let status = resp.head.status;
-        metrics.finished(
-            row,
-            &Finished::of(head, status, sent, started, Some(called)),
-        );
+        let app = Some(now.saturating_duration_since(called));
+        metrics.finished(row, &Finished::of(head, status, sent, elapsed, app));
     }
     if let Some(log) = &ctx.access_log {
         log.log(&AccessRecord {
@@ -332,11 +336,11 @@ fn finalize(
             status: resp.head.status,
             body_bytes: resp.body_bytes,
             response_head: &resp.head.lines,
-            started,
+            elapsed,
             environ: environ.as_ref().map(|e| e.bind(py)),
         });
     }
-    if ctx.error_log.enabled(Level::Debug) {
+    if debug {
         // --log-level debug: one line per request, for the development loop.
         ctx.error_log.debug(&format!(
             "\"{} {} {}\" {} {} bytes in {:.3} ms",
@@ -345,7 +349,7 @@ fn finalize(
             String::from_utf8_lossy(head.version_raw()),
             resp.head.status,
             resp.body_bytes,
-            started.elapsed().as_secs_f64() * 1000.0,
+            elapsed.as_secs_f64() * 1000.0,
         ));
     }
     if let Some(hooked) = hooked {

@@ -15,6 +15,7 @@ pub(crate) mod testing;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use pyo3::prelude::*;
 
@@ -23,6 +24,7 @@ use crate::config::Settings;
 use crate::log::ErrorLog;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::scoreboard::Scoreboard;
+use crate::sys::monotonic_ms_at;
 
 /// Everything a request needs that lives as long as the server: built once, shared by threads.
 pub(crate) struct Context {
@@ -148,10 +150,24 @@ impl Context {
         self.settings.max_requests > 0 && n >= self.settings.max_requests
     }
 
-    /// Marks app thread `thread` busy or idle in the master's table.
-    pub(crate) fn set_busy(&self, thread: usize, busy: bool) {
+    /// App thread `thread` enters the application: busy in the master's table from now.
+    /// Returns now when anything times the request (the table, or the metrics' time in
+    /// the application), so that one clock reading serves both.
+    pub(crate) fn set_busy(&self, thread: usize) -> Option<Instant> {
+        if self.board.is_none() && self.metrics.is_none() {
+            return None;
+        }
+        let now = Instant::now();
         if let Some((board, slot)) = &self.board {
-            board.get().set_busy(*slot, thread, busy);
+            board.get().set_busy(*slot, thread, monotonic_ms_at(now));
+        }
+        Some(now)
+    }
+
+    /// App thread `thread` is out of the application: idle in the master's table.
+    pub(crate) fn set_idle(&self, thread: usize) {
+        if let Some((board, slot)) = &self.board {
+            board.get().set_idle(*slot, thread);
         }
     }
 
