@@ -59,7 +59,7 @@ const SCALARS: usize = STATUS_CODES + CODES;
 /// The scalar counters after the histograms, in this order (the schema names them).
 #[derive(Clone, Copy)]
 pub(crate) enum Counter {
-    /// Request bytes: heads and declared (Content-Length) bodies.
+    /// Request bytes: heads and bodies, a chunked body as sent (with its framing).
     BytesReceived = 0,
     /// Response bytes: head fields and bodies.
     BytesSent,

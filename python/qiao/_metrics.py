@@ -256,7 +256,7 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
     at += len(counters)
     for name, key, doc in (
         ("qiao_received_bytes_total", "bytes_received",
-         "Request bytes received: heads and Content-Length bodies."),
+         "Request bytes received: heads and bodies (a chunked body with its framing)."),
         ("qiao_sent_bytes_total", "bytes_sent", "Response bytes sent: heads and bodies."),
         ("qiao_connections_accepted_total", "connections_accepted", "Connections accepted."),
         ("qiao_connections_limited_total", "connections_limited",

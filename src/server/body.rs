@@ -119,11 +119,15 @@ impl<T: Transport> Connection<T> {
     ) -> Result<Body, BodyError> {
         let mut decoded = Vec::new();
         let mut spool: Option<Spool> = None;
+        // The body's bytes as sent (sizes, extensions, trailers and all), for the metrics'
+        // bytes received: a Content-Length body is counted with its head, at the end.
+        let mut wire = 0u64;
         loop {
             let used = dec
                 .decode(&self.rbuf, &mut decoded)
                 .map_err(BodyError::Refused)?;
             self.rbuf.advance(used);
+            wire += used as u64;
             if spool.is_some() || decoded.len() as u64 > keep {
                 let file = match spool.as_mut() {
                     Some(file) => file,
@@ -136,6 +140,7 @@ impl<T: Transport> Connection<T> {
                 decoded.clear();
             }
             if dec.is_done() {
+                self.shared.ctx.count(Counter::BytesReceived, wire);
                 self.shrink_read_buffer();
                 return Ok(match spool {
                     Some(s) => Body::Source(Box::new(s.into_source())),

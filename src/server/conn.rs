@@ -377,8 +377,13 @@ impl<T: Transport> Connection<T> {
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
             // the header timeout from the first byte of the request on.
-            let mut deadline = Instant::now() + keep_alive;
+            let now = Instant::now();
+            let mut deadline = now + keep_alive;
             let mut idle = true;
+            // Where the request's time starts (its access-log and metrics durations): the
+            // read of its first byte or, for a request already buffered behind another
+            // (pipelined), now, when the server turns to it, as nginx's $request_time.
+            let mut first_byte = (!self.rbuf.is_empty()).then_some(now);
             let head = loop {
                 // (Looked at before the parser, which skips the empty lines a v2 header
                 // starts with.)
@@ -392,7 +397,7 @@ impl<T: Transport> Connection<T> {
                 }
                 if idle && !self.rbuf.is_empty() {
                     idle = false;
-                    deadline = Instant::now() + header_timeout;
+                    deadline = *first_byte.get_or_insert_with(Instant::now) + header_timeout;
                 }
                 match self.read_more(deadline, idle).await {
                     Ok(()) => {}
@@ -401,8 +406,9 @@ impl<T: Transport> Connection<T> {
                     }
                     Err(_) => return,
                 }
+                first_byte = first_byte.or_else(|| Some(Instant::now()));
             };
-            let started = Instant::now();
+            let started = first_byte.unwrap_or_else(Instant::now);
             let forwarded = match self.forwarded(&head).map(|f| self.with_uwsgi_environ(f)) {
                 Ok(forwarded) => forwarded,
                 Err(e) => {

@@ -360,3 +360,42 @@ def test_static_files_are_counted_without_app_time(tmp_path):
     assert value(found, "qiao_request_duration_seconds_count") == 5
     assert value(found, "qiao_request_app_duration_seconds_count") == 1
     assert value(found, "qiao_requests_in_flight") == 0
+
+
+def test_request_time_runs_from_the_first_byte_and_chunked_bodies_count_as_sent(tmp_path):
+    """The request duration runs from the request's first byte: a head sent in two parts a
+    second apart spends that second in qiao_request_duration_seconds but not in the
+    application's time, whose call came after the head, and the access log's %(D)s is the
+    same duration. A chunked body (RFC 9112 §7.1) counts in the bytes received as it was
+    sent, sizes and trailer included, not as its decoded length."""
+    gap = 1.0
+    log = tmp_path / "access.log"
+    with running_server(
+        "echo_environ:app", "--metrics-bind", "127.0.0.1:0",
+        "--access-logfile", str(log), "--access-logformat", "%(D)s",
+    ) as server:
+        url = metrics_url(server)
+        first, rest = b"GET /slow-head HTTP/1.1\r\nHo", b"st: t\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(first)
+            time.sleep(gap)
+            s.sendall(rest)
+            reply = b""
+            while data := s.recv(65536):
+                reply += data
+        assert reply.startswith(b"HTTP/1.1 200")
+        found = samples(fetch(url + "/metrics")[2])
+        total = value(found, "qiao_request_duration_seconds_sum")
+        app = value(found, "qiao_request_app_duration_seconds_sum")
+        assert total - app >= gap, (total, app)
+        wait_for(lambda: log.exists() and log.read_text().strip(), timeout=5)
+        assert int(log.read_text().split()[0]) >= gap * 1e6
+
+        received = value(found, "qiao_received_bytes_total")
+        assert received == len(first + rest)
+        head = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: close\r\n\r\n")
+        body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        assert request(server.port, head + body).startswith(b"HTTP/1.1 200")
+        found = samples(fetch(url + "/metrics")[2])
+        assert value(found, "qiao_received_bytes_total") - received == len(head + body)
