@@ -227,3 +227,49 @@ def test_log_format_json_one_object_per_line(tmp_path):
     assert traceback and traceback[0]["level"] == "error" and "\n" in traceback[0]["message"]
     # What the app writes to wsgi.errors is a record too.
     assert any(r["message"] == "fixture wrote to wsgi.errors" for r in records), records
+
+
+def test_log_format_json_every_error_log_line_is_an_object(tmp_path):
+    """--log-format json: every line of the error log is one JSON object (RFC 8259), from the
+    workers and the master alike, through a refused request (400), an app exception with its
+    traceback, a reload (SIGHUP) and a request stuck past --timeout: the worker's Python
+    stacks (faulthandler's dump) are one record with that worker's pid, the stuck request's
+    traceback another; no raw line of either reaches the log."""
+    import json
+    import signal
+
+    errors = tmp_path / "error.log"
+    server = FileLoggedServer(errors, "--log-format", "json", "--timeout", "1")
+    with server as (port, _):
+        with Conn(port) as c:
+            c.send(b"G\x01T / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert c.read_response().status == 400
+        with Conn(port) as c:
+            c.request(b"GET /error?mode=before_start HTTP/1.1\r\nHost: h\r\n\r\n")
+        server.proc.send_signal(signal.SIGHUP)
+        assert "replaced by reload" in wait_for(errors, "replaced by reload", timeout=15)
+        with Conn(port, timeout=20) as c:
+            c.send(get("/slow?s=8"))
+            assert c.read_response().status == 500
+        assert "in slow" in wait_for(errors, "Python stacks of worker", timeout=15)
+    lines = errors.read_text().splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON object: {line!r}\n" + "\n".join(lines))
+    assert all(set(r) == {"time", "level", "pid", "message"} for r in records), records
+
+    def first(text):
+        return next((r for r in records if text in r["message"]), None)
+
+    assert first("Invalid request from ip=127.0.0.1")["level"] == "warning"
+    assert "RuntimeError: fixture error" in first("Error handling request /error")["message"]
+    assert first("Received SIGHUP")["level"] == "info"
+    timeout = first("WORKER TIMEOUT")
+    dump = first("Python stacks of worker")
+    assert timeout["level"] == "critical" and dump["level"] == "error"
+    assert dump["pid"] != timeout["pid"] and f"worker {dump['pid']}:" in dump["message"]
+    assert "Thread 0x" in dump["message"] or "Current thread 0x" in dump["message"]
+    assert "RequestTimeout" in first("Error handling request /slow")["message"]

@@ -116,6 +116,9 @@ def test_counts_across_two_workers_and_a_replaced_one():
             assert value(found, histogram + "_bucket", le="+Inf") == sent
             assert value(found, histogram + "_sum") > 0
         assert value(found, "qiao_requests_refused_total", status="400") == 1
+        # Its error-log warning, counted in the worker's row (as StatsD's gunicorn.log.*).
+        assert value(found, "qiao_log_messages_total", level="warning") == 1
+        assert value(found, "qiao_log_messages_total", level="exception") == 0
         assert value(found, "qiao_received_bytes_total") >= received
         assert value(found, "qiao_sent_bytes_total") > 0
         assert value(found, "qiao_connections_accepted_total") == sent + 1
