@@ -119,6 +119,7 @@ impl Engine {
                     Box::new(LogTally::new(py, table, *row)) as Box<dyn crate::log::Tally>
                 })),
         );
+        error_log.report_panics();
         // A logging configuration's `gunicorn.access` logger turns the access log on, as
         // gunicorn's does, without an --access-logfile.
         let access_log = match (&settings.access_logfile, access_logger) {

@@ -259,6 +259,38 @@ impl ErrorLog {
         }
     }
 
+    /// With `--log-format json`, a panic's report (which Rust's default hook writes to
+    /// stderr as raw lines) becomes one critical record of this log, for the rest of the
+    /// process; with a logging configuration's logger (which needs the GIL) or text lines,
+    /// the default hook stays.
+    pub(crate) fn report_panics(self: &Arc<Self>) {
+        if !self.json || self.python.is_some() {
+            return;
+        }
+        let log = Arc::downgrade(self);
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let message = format!("thread '{}' {info}", thread.name().unwrap_or("<unnamed>"));
+            let mut line = String::with_capacity(96 + message.len());
+            json_record(&mut line, Level::Critical, std::process::id(), &message);
+            // try_lock: the panic may have come while this thread held the sink.
+            let Some(log) = log.upgrade() else {
+                return default(info);
+            };
+            let written = match log.sink.try_lock() {
+                Ok(mut sink) => {
+                    sink.write_all(line.as_bytes());
+                    true
+                }
+                Err(_) => false,
+            };
+            if !written {
+                default(info);
+            }
+        }));
+    }
+
     /// Reopens a log file (USR1 after rotation).
     pub fn reopen(&self) -> io::Result<()> {
         match self.sink.lock() {
@@ -443,9 +475,8 @@ impl PyLogger {
         match pid {
             None => log_named(&self.log, level, message),
             Some(pid) => {
-                let level = Level::parse(level).ok_or_else(|| {
-                    PyValueError::new_err(format!("unknown log level {level:?}"))
-                })?;
+                let level = Level::parse(level)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
                 self.log.log_for(pid, level, message);
                 Ok(())
             }
@@ -466,5 +497,39 @@ impl PyLogger {
         self.log
             .reopen()
             .map_err(|e| PyOSError::new_err(format!("cannot reopen the error log: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--log-format json`, a panic's report is one JSON record of the error log, its
+    /// location and message inside, rather than raw lines on stderr.
+    #[test]
+    fn a_panic_is_one_json_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("error.log");
+        let sink = Sink::open(path.to_str().unwrap(), Sink::Stderr).unwrap();
+        let log = Arc::new(ErrorLog::new(Level::Info, sink).with_json(true));
+        let before = std::panic::take_hook();
+        log.report_panics();
+        let caught = std::thread::Builder::new()
+            .name("doomed".into())
+            .spawn(|| panic!("line one\nline two"))
+            .unwrap()
+            .join();
+        drop(std::panic::take_hook());
+        std::panic::set_hook(before);
+        assert!(caught.is_err());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with("{\"time\": "), "{text}");
+        assert!(text.contains("\"level\": \"critical\""), "{text}");
+        assert!(
+            text.contains("thread 'doomed' panicked at src/log.rs:"),
+            "{text}"
+        );
+        assert!(text.contains("line one\\nline two\"}"), "{text}");
     }
 }

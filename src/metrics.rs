@@ -494,7 +494,11 @@ impl Tally for LogTally {
             start: m.private * ROW,
             shared: true,
         };
-        m.bump(&shared, SCALARS + Counter::LogCritical as usize + kind as usize, 1);
+        m.bump(
+            &shared,
+            SCALARS + Counter::LogCritical as usize + kind as usize,
+            1,
+        );
     }
 }
 
