@@ -411,7 +411,12 @@ class Arbiter:
             self.metrics.reset(worker.mslot)
         self.hooks.call("pre_fork", self, worker)
         dump_r, dump_w = self.dumps.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(dump_r)
+            os.close(dump_w)
+            raise
         if pid == 0:
             worker.pid = os.getpid()
             self.dumps.in_child(dump_r)

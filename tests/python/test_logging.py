@@ -273,3 +273,47 @@ def test_log_format_json_every_error_log_line_is_an_object(tmp_path):
     assert dump["pid"] != timeout["pid"] and f"worker {dump['pid']}:" in dump["message"]
     assert "Thread 0x" in dump["message"] or "Current thread 0x" in dump["message"]
     assert "RequestTimeout" in first("Error handling request /slow")["message"]
+
+
+CRASHING_APP = """
+import ctypes
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/crash":
+        ctypes.string_at(0)  # a segfault: faulthandler's fatal error report
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_a_crashed_workers_stacks_are_one_record_before_its_death(tmp_path):
+    """A worker that dies of a fatal error (a segfault in C code): faulthandler's report,
+    "Fatal Python error" and its threads' stacks, is one critical record of the error log
+    with the worker's pid in its header, logged by the master before the line that says
+    the worker died; the next request is served by a new worker."""
+    (tmp_path / "crashing.py").write_text(CRASHING_APP)
+    log = tmp_path / "error.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "crashing:app", "--chdir", str(tmp_path),
+         "-b", "127.0.0.1:0", "--error-logfile", str(log)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)",
+                      wait_for(log, "Listening at:", timeout=15))
+        assert m, log.read_text()
+        port = int(m.group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /crash HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert s.recv(65536) == b""  # the worker is gone: no response
+        text = wait_for(log, "died (signal SIGSEGV)", timeout=15)
+        with Conn(port) as c:
+            assert c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    m = re.search(r"\[(\d+)\] \[CRITICAL\] Python stacks of worker (\d+):\n"
+                  r"Fatal Python error: Segmentation fault\n", text)
+    assert m and m.group(1) == m.group(2), text
+    assert "in app" in text[m.end():]
+    assert text.index("Fatal Python error") < text.index(f"Worker {m.group(1)} died"), text

@@ -310,6 +310,28 @@ def test_qiao_status_shows_each_worker_and_busy_threads_request():
         slow.close()
 
 
+def test_qiao_status_over_a_unix_socket(tmp_path):
+    """--metrics-bind unix:PATH is a local control socket, without a TCP port (its file's
+    mode decides who may read it): `qiao status unix:PATH` reads the master through it."""
+    import sys
+
+    path = tmp_path / "qiao.sock"
+    with running_server("behaviour:app", "--metrics-bind", f"unix:{path}") as server:
+        request(server.port, get("/pid"))
+
+        def status() -> dict | None:
+            run = subprocess.run(
+                [sys.executable, "-m", "qiao", "status", f"unix:{path}", "--json"],
+                capture_output=True, text=True, timeout=30, check=False)
+            return json.loads(run.stdout) if run.returncode == 0 else None
+
+        state = wait_for(status, timeout=10)
+        assert state, "qiao status never reached the master over its unix socket"
+        assert state["master"]["pid"] == server.proc.pid
+        assert [w["requests"] for w in state["workers"]] == [1]
+    assert not path.exists(), "the master left its socket file behind"
+
+
 def test_qiao_status_without_a_server_says_so():
     """Nothing listening: one line naming the address, status 1; no address: usage, 2."""
     import sys
