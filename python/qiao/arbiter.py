@@ -411,9 +411,14 @@ class Arbiter:
             self.metrics.reset(worker.mslot)
         self.hooks.call("pre_fork", self, worker)
         dump_r, dump_w = self.dumps.pipe()
+        # A stop or other signal sent to the new worker before it has its own handlers would
+        # run the master's (copied by the fork) and be lost, the worker then serving on: the
+        # signals stay blocked, and so pending, until the worker has its handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             pid = os.fork()
         except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             os.close(dump_r)
             os.close(dump_w)
             raise
@@ -423,6 +428,7 @@ class Arbiter:
             worker.dump = dump_w
             run_child(lambda: self._worker_main(board, slot, max_requests, worker),
                       report=self._report)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         self.dumps.attach(dump_r, dump_w, pid)
         worker.pid = pid
         self.workers[pid] = worker
@@ -661,8 +667,12 @@ class Arbiter:
             self.exporter.close(owner=False)  # the master's; the worker serves none of it
         if self.statsd is not None:
             self.statsd.close()  # the master's socket, if it had opened it
+        # The master's signals, not the worker's business (and, while it boots, USR1's log
+        # reopening, which the engine's own files will see): ignored rather than left to
+        # their defaults, which end or stop the process.
+        ignored = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
         for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
         _set_title(f"qiao: worker [{self.proc_name}]")
         # The master's dump signal after --timeout (and a crash): every thread's Python
         # stack, even one stuck holding the GIL (faulthandler writes from the signal handler
@@ -679,6 +689,7 @@ class Arbiter:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stop_at_boot)
         signal.signal(signal.SIGQUIT, lambda signum, frame: self._quit_now(worker))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked by the master's fork
         try:
             return self._worker_serve(worker, max_requests)
         finally:

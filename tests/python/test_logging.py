@@ -246,12 +246,12 @@ def test_log_format_json_every_error_log_line_is_an_object(tmp_path):
             assert c.read_response().status == 400
         with Conn(port) as c:
             c.request(b"GET /error?mode=before_start HTTP/1.1\r\nHost: h\r\n\r\n")
-        server.proc.send_signal(signal.SIGHUP)
-        assert "replaced by reload" in wait_for(errors, "replaced by reload", timeout=15)
         with Conn(port, timeout=20) as c:
             c.send(get("/slow?s=8"))
             assert c.read_response().status == 500
         assert "in slow" in wait_for(errors, "Python stacks of worker", timeout=15)
+        server.proc.send_signal(signal.SIGHUP)
+        assert "replaced by reload" in wait_for(errors, "replaced by reload", timeout=15)
     lines = errors.read_text().splitlines()
     records = []
     for line in lines:
