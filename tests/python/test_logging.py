@@ -317,3 +317,23 @@ def test_a_crashed_workers_stacks_are_one_record_before_its_death(tmp_path):
     assert m and m.group(1) == m.group(2), text
     assert "in app" in text[m.end():]
     assert text.index("Fatal Python error") < text.index(f"Worker {m.group(1)} died"), text
+
+
+def test_log_format_json_app_that_fails_to_load_is_records(tmp_path):
+    """--log-format json: an app whose import raises is one JSON record with its traceback,
+    whether the master imports it (--preload) or a worker does, and nothing else on stderr
+    is a raw line; the server exits non-zero."""
+    import json
+
+    (tmp_path / "broken.py").write_text("raise RuntimeError('the app cannot start')\n")
+    for preload in ([], ["--preload"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "qiao", "broken:app", "--chdir", str(tmp_path),
+             "-b", "127.0.0.1:0", "--log-format", "json", *preload],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert run.returncode != 0, run.stderr
+        records = [json.loads(line) for line in run.stderr.splitlines()]
+        failed = [r for r in records if "the app cannot start" in r["message"]]
+        assert len(failed) == 1 and failed[0]["level"] == "error", (preload, records)
+        assert "Traceback" in failed[0]["message"], failed
