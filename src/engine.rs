@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::{ErrorLog, Level, Sink};
-use crate::metrics::Metrics;
+use crate::metrics::{LogTally, Metrics};
 use crate::scoreboard::Scoreboard;
 use crate::server;
 use crate::sys;
@@ -114,8 +114,12 @@ impl Engine {
             ErrorLog::new(level, sink)
                 .with_syslog(syslog("error")?)
                 .with_json(json)
-                .with_python(error_logger),
+                .with_python(error_logger)
+                .with_tally(metrics.as_ref().map(|(table, row)| {
+                    Box::new(LogTally::new(py, table, *row)) as Box<dyn crate::log::Tally>
+                })),
         );
+        error_log.report_panics();
         // A logging configuration's `gunicorn.access` logger turns the access log on, as
         // gunicorn's does, without an --access-logfile.
         let access_log = match (&settings.access_logfile, access_logger) {
@@ -218,12 +222,10 @@ impl Engine {
         self.ctx.served.load(Ordering::Relaxed)
     }
 
-    /// Writes one line to the error log.
+    /// Writes one line to the error log at `level` (or `"exception"`: an error with its
+    /// traceback).
     fn log(&self, level: &str, message: &str) -> PyResult<()> {
-        let level = Level::parse(level)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
-        self.ctx.error_log.log(level, message);
-        Ok(())
+        crate::log::log_named(&self.ctx.error_log, level, message)
     }
 }
 

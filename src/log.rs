@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -53,6 +54,53 @@ impl Level {
             Level::Error => "ERROR",
             Level::Critical => "CRITICAL",
         }
+    }
+}
+
+/// The error-log calls gunicorn's StatsD logger counts (`gunicorn.log.<name>`): a call at
+/// warning level or above, whatever `--log-level` lets through, an error logged with its
+/// traceback (`exception`) apart from the other errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Logged {
+    Critical = 0,
+    Error,
+    Warning,
+    Exception,
+}
+
+impl Logged {
+    /// The kinds in the order of their counters, with gunicorn's names.
+    pub(crate) const NAMES: [&'static str; 4] = ["critical", "error", "warning", "exception"];
+
+    fn of(level: Level) -> Option<Logged> {
+        match level {
+            Level::Critical => Some(Logged::Critical),
+            Level::Error => Some(Logged::Error),
+            Level::Warning => Some(Logged::Warning),
+            Level::Info | Level::Debug => None,
+        }
+    }
+}
+
+/// Where a process counts its error-log calls (`Logged`): a worker in its row of the
+/// master's metrics table, the master in its own `Tallies`.
+pub(crate) trait Tally: Send + Sync {
+    fn logged(&self, kind: Logged);
+}
+
+/// A process's own counts of its error-log calls, by `Logged` kind.
+#[derive(Default)]
+pub(crate) struct Tallies([AtomicU64; 4]);
+
+impl Tally for Tallies {
+    fn logged(&self, kind: Logged) {
+        self.0[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Tally for Arc<Tallies> {
+    fn logged(&self, kind: Logged) {
+        self.as_ref().logged(kind);
     }
 }
 
@@ -111,6 +159,8 @@ pub struct ErrorLog {
     syslog: Option<Syslog>,
     /// A logging configuration's `gunicorn.error` logger: lines go there, not to `sink`.
     python: Option<Py<PyAny>>,
+    /// Where the calls at warning level and above are counted, for StatsD and metrics.
+    tally: Option<Box<dyn Tally>>,
 }
 
 impl ErrorLog {
@@ -121,7 +171,14 @@ impl ErrorLog {
             sink: Mutex::new(sink),
             syslog: None,
             python: None,
+            tally: None,
         }
+    }
+
+    /// The same log, its calls at warning level and above counted in `tally`.
+    pub(crate) fn with_tally(mut self, tally: Option<Box<dyn Tally>>) -> ErrorLog {
+        self.tally = tally;
+        self
     }
 
     /// The same log, its lines handed to a Python logger instead of its sink (`wsgi.errors`
@@ -148,13 +205,38 @@ impl ErrorLog {
     }
 
     pub fn log(&self, level: Level, message: &str) {
+        if let (Some(tally), Some(kind)) = (&self.tally, Logged::of(level)) {
+            tally.logged(kind);
+        }
+        self.write(level, message, std::process::id());
+    }
+
+    /// An error and its traceback (gunicorn's `log.exception`): logged at error level,
+    /// counted as an exception.
+    pub fn exception(&self, message: &str) {
+        if let Some(tally) = &self.tally {
+            tally.logged(Logged::Exception);
+        }
+        self.write(Level::Error, message, std::process::id());
+    }
+
+    /// A line about process `pid` (a worker's stack dump, which the master logs for it):
+    /// written with that pid; counted as the master's.
+    pub(crate) fn log_for(&self, pid: u32, level: Level, message: &str) {
+        if let (Some(tally), Some(kind)) = (&self.tally, Logged::of(level)) {
+            tally.logged(kind);
+        }
+        self.write(level, message, pid);
+    }
+
+    fn write(&self, level: Level, message: &str, pid: u32) {
         if !self.enabled(level) {
             return;
         }
         let message = message.trim_end_matches('\n');
         let mut line = String::with_capacity(48 + message.len());
         if self.json && self.python.is_none() {
-            json_record(&mut line, level, message);
+            json_record(&mut line, level, pid, message);
             self.write_raw(line.as_bytes());
             if let Some(syslog) = &self.syslog {
                 syslog.send(level, &line);
@@ -164,7 +246,7 @@ impl ErrorLog {
         // gunicorn's line, `[date] [pid] [LEVEL] message`; syslog gets it without the date.
         let _ = write!(line, "[{}] ", local_timestamp(false));
         let undated = line.len();
-        let _ = write!(line, "[{}] [{}] ", std::process::id(), level.label());
+        let _ = write!(line, "[{pid}] [{}] ", level.label());
         line.push_str(message);
         line.push('\n');
         match &self.python {
@@ -175,6 +257,38 @@ impl ErrorLog {
         if let Some(syslog) = &self.syslog {
             syslog.send(level, &line[undated..]);
         }
+    }
+
+    /// With `--log-format json`, a panic's report (which Rust's default hook writes to
+    /// stderr as raw lines) becomes one critical record of this log, for the rest of the
+    /// process; with a logging configuration's logger (which needs the GIL) or text lines,
+    /// the default hook stays.
+    pub(crate) fn report_panics(self: &Arc<Self>) {
+        if !self.json || self.python.is_some() {
+            return;
+        }
+        let log = Arc::downgrade(self);
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let message = format!("thread '{}' {info}", thread.name().unwrap_or("<unnamed>"));
+            let mut line = String::with_capacity(96 + message.len());
+            json_record(&mut line, Level::Critical, std::process::id(), &message);
+            // try_lock: the panic may have come while this thread held the sink.
+            let Some(log) = log.upgrade() else {
+                return default(info);
+            };
+            let written = match log.sink.try_lock() {
+                Ok(mut sink) => {
+                    sink.write_all(line.as_bytes());
+                    true
+                }
+                Err(_) => false,
+            };
+            if !written {
+                default(info);
+            }
+        }));
     }
 
     /// Reopens a log file (USR1 after rotation).
@@ -197,7 +311,7 @@ impl ErrorLog {
             return;
         }
         let mut line = String::with_capacity(64 + message.len());
-        json_record(&mut line, Level::Error, message);
+        json_record(&mut line, Level::Error, std::process::id(), message);
         self.write_raw(line.as_bytes());
     }
 
@@ -235,14 +349,14 @@ pub(crate) fn to_python(logger: &Py<PyAny>, level: Level, message: &str) {
 }
 
 /// One error log record as a JSON object and a newline: time, level, pid, message.
-fn json_record(line: &mut String, level: Level, message: &str) {
+fn json_record(line: &mut String, level: Level, pid: u32, message: &str) {
     line.push_str("{\"time\": ");
     push_json_str(line, &local_timestamp(false));
     let _ = write!(
         line,
         ", \"level\": \"{}\", \"pid\": {}, \"message\": ",
         level.label().to_ascii_lowercase(),
-        std::process::id()
+        pid
     );
     push_json_str(line, message);
     line.push_str("}\n");
@@ -293,10 +407,25 @@ pub(crate) fn local_timestamp(apache: bool) -> String {
     }
 }
 
+/// Logs `message` at the level named `level`, or as an exception (`"exception"`: an error
+/// with its traceback, gunicorn's `log.exception`): the Python side's `log(level, message)`.
+pub(crate) fn log_named(log: &ErrorLog, level: &str, message: &str) -> PyResult<()> {
+    if level.eq_ignore_ascii_case("exception") {
+        log.exception(message);
+        return Ok(());
+    }
+    let level = Level::parse(level)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+    log.log(level, message);
+    Ok(())
+}
+
 /// The error log for Python code that runs without an engine (the master process).
 #[pyclass(module = "qiao._qiao", name = "Logger", frozen)]
 pub struct PyLogger {
     log: Arc<ErrorLog>,
+    /// This process's error-log calls, by kind (for StatsD's `gunicorn.log.*`).
+    tallies: Arc<Tallies>,
 }
 
 #[pymethods]
@@ -326,26 +455,81 @@ impl PyLogger {
                 })?)
             }
         };
+        let tallies = Arc::new(Tallies::default());
         Ok(PyLogger {
             log: Arc::new(
                 ErrorLog::new(level, sink)
                     .with_syslog(syslog)
                     .with_json(json)
-                    .with_python(python),
+                    .with_python(python)
+                    .with_tally(Some(Box::new(tallies.clone()))),
             ),
+            tallies,
         })
     }
 
-    fn log(&self, level: &str, message: &str) -> PyResult<()> {
-        let level = Level::parse(level)
-            .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
-        self.log.log(level, message);
-        Ok(())
+    /// Writes one line at `level` (or `"exception"`: an error with its traceback); `pid`:
+    /// the process it is about, when not this one (a worker's stack dump).
+    #[pyo3(signature = (level, message, pid = None))]
+    fn log(&self, level: &str, message: &str, pid: Option<u32>) -> PyResult<()> {
+        match pid {
+            None => log_named(&self.log, level, message),
+            Some(pid) => {
+                let level = Level::parse(level)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+                self.log.log_for(pid, level, message);
+                Ok(())
+            }
+        }
+    }
+
+    /// This process's error-log calls so far, by kind: `(name, count)` for `critical`,
+    /// `error`, `warning` and `exception`, whatever `--log-level` wrote of them.
+    fn logged(&self) -> Vec<(&'static str, u64)> {
+        Logged::NAMES
+            .iter()
+            .zip(&self.tallies.0)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     fn reopen(&self) -> PyResult<()> {
         self.log
             .reopen()
             .map_err(|e| PyOSError::new_err(format!("cannot reopen the error log: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--log-format json`, a panic's report is one JSON record of the error log, its
+    /// location and message inside, rather than raw lines on stderr.
+    #[test]
+    fn a_panic_is_one_json_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("error.log");
+        let sink = Sink::open(path.to_str().unwrap(), Sink::Stderr).unwrap();
+        let log = Arc::new(ErrorLog::new(Level::Info, sink).with_json(true));
+        let before = std::panic::take_hook();
+        log.report_panics();
+        let caught = std::thread::Builder::new()
+            .name("doomed".into())
+            .spawn(|| panic!("line one\nline two"))
+            .unwrap()
+            .join();
+        drop(std::panic::take_hook());
+        std::panic::set_hook(before);
+        assert!(caught.is_err());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with("{\"time\": "), "{text}");
+        assert!(text.contains("\"level\": \"critical\""), "{text}");
+        assert!(
+            text.contains("thread 'doomed' panicked at src/log.rs:"),
+            "{text}"
+        );
+        assert!(text.contains("line one\\nline two\"}"), "{text}");
     }
 }

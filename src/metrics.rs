@@ -26,6 +26,7 @@ use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::http::{BodyFraming, RequestHead};
+use crate::log::{Logged, Tally};
 use crate::sys::SharedMap;
 
 /// The methods counted by name; any other is counted as `other` (label values stay bounded).
@@ -71,14 +72,20 @@ pub(crate) enum Counter {
     KeepAliveReuses,
     /// Request bodies written to a temporary file (past `--body-buffer-size`).
     BodiesSpooled,
+    /// Error-log calls by `Logged` kind, these four in its order (see `LogTally`).
+    LogCritical,
 }
-const COUNTER_NAMES: [&str; 6] = [
+const COUNTER_NAMES: [&str; 10] = [
     "bytes_received",
     "bytes_sent",
     "connections_accepted",
     "connections_limited",
     "keepalive_reuses",
     "bodies_spooled",
+    "log_critical",
+    "log_error",
+    "log_warning",
+    "log_exception",
 ];
 const REFUSALS: usize = SCALARS + COUNTER_NAMES.len();
 const GAUGES: usize = REFUSALS + REFUSED.len() + 1;
@@ -246,10 +253,15 @@ impl Metrics {
     /// request's additions: one bounds check, one thread-local read).
     fn part(&self, slot: usize) -> Part<'_> {
         let writer = WRITER.with(Cell::get);
-        let cells = self.cells(slot, writer.min(self.private) * ROW, ROW);
+        self.part_number(slot, writer.min(self.private))
+    }
+
+    /// Part `n` of worker `slot`'s row (`private`: the shared part, atomic additions).
+    fn part_number(&self, slot: usize, n: usize) -> Part<'_> {
+        let cells = self.cells(slot, n * ROW, ROW);
         Part {
             cells: cells.try_into().expect("a part is a row long"),
-            shared: writer >= self.private,
+            shared: n >= self.private,
         }
     }
 
@@ -474,6 +486,31 @@ impl Metrics {
     }
 }
 
+/// A worker's error log counts its calls (`Logged`) in its row: in the part shared by
+/// threads without one of their own, with atomic additions, since any thread may log (a
+/// line costs a write to the log anyway).
+pub(crate) struct LogTally {
+    table: Py<Metrics>,
+    slot: usize,
+}
+
+impl LogTally {
+    pub(crate) fn new(py: Python<'_>, table: &Py<Metrics>, slot: usize) -> LogTally {
+        LogTally {
+            table: table.clone_ref(py),
+            slot,
+        }
+    }
+}
+
+impl Tally for LogTally {
+    fn logged(&self, kind: Logged) {
+        let m = self.table.get();
+        m.part_number(self.slot, m.private)
+            .bump(SCALARS + Counter::LogCritical as usize + kind as usize, 1);
+    }
+}
+
 fn check(metrics: &Metrics, slot: usize) -> PyResult<()> {
     if slot < metrics.slots {
         Ok(())
@@ -616,6 +653,30 @@ mod tests {
         let row = m.row(0);
         assert_eq!(row[GRID + 1], 60_000);
         assert_eq!(row[GAUGES + Gauge::InFlight as usize], 0);
+    }
+
+    /// A worker's error-log calls land in its row by kind, from any thread, and outlive it
+    /// as the other counters do.
+    #[test]
+    fn log_calls_are_counted_by_kind() {
+        Python::initialize();
+        let m = Python::attach(|py| Py::new(py, Metrics::new(2, 1).unwrap()).unwrap());
+        let tally = Python::attach(|py| LogTally::new(py, &m, 1));
+        std::thread::scope(|scope| {
+            for writer in 0..3 {
+                let tally = &tally;
+                scope.spawn(move || {
+                    set_writer(writer);
+                    tally.logged(Logged::Warning);
+                    tally.logged(Logged::Exception);
+                });
+            }
+        });
+        let at = SCALARS + Counter::LogCritical as usize;
+        let m = m.get();
+        assert_eq!(&m.row(1)[at..at + 4], &[0, 0, 3, 3]);
+        m.fold(1).unwrap();
+        assert_eq!(&m.totals(vec![]).unwrap()[at..at + 4], &[0, 0, 3, 3]);
     }
 
     /// A request counted in flight by one thread and out by another leaves the sum at 0.

@@ -193,7 +193,16 @@ def _serve(
             except (AppLoadError, KeyboardInterrupt):
                 raise
             except Exception as e:  # noqa: BLE001 - any error of the app's own code
-                print_app_traceback(e)
+                if config.log_format == "json":
+                    # Before the error log exists: one record on stderr, where the text
+                    # form is printed, so that every line there stays a JSON object.
+                    from qiao import _qiao
+                    from qiao._loader import format_app_traceback
+
+                    _qiao.Logger("-", "error", json=True).log(
+                        "error", format_app_traceback(e))
+                else:
+                    print_app_traceback(e)
                 return 1
 
         # The sockets, then fewer privileges.

@@ -12,10 +12,13 @@ if TYPE_CHECKING:
 __all__ = ["run_child"]
 
 
-def run_child(body: Callable[[], int]) -> NoReturn:
+def run_child(
+    body: Callable[[], int], report: Callable[[str], None] | None = None
+) -> NoReturn:
     """Run ``body`` in a just-forked child and exit with its status, never returning into
-    the parent's code: an exception escaping it is printed (status 1), Ctrl-C is status
-    130, buffered output is flushed, and `os._exit` skips the parent's atexit handlers."""
+    the parent's code: an exception escaping it is printed, or given to ``report`` (status
+    1), Ctrl-C is status 130, buffered output is flushed, and `os._exit` skips the parent's
+    atexit handlers."""
     status = 1
     try:
         status = body()
@@ -24,7 +27,13 @@ def run_child(body: Callable[[], int]) -> NoReturn:
     except BaseException:  # noqa: BLE001 - nothing may escape a forked child
         import traceback
 
-        traceback.print_exc()
+        if report is None:
+            traceback.print_exc()
+        else:
+            try:
+                report(traceback.format_exc())
+            except BaseException:  # noqa: BLE001 - the log failing too: print it
+                traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

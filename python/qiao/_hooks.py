@@ -277,7 +277,8 @@ class ServerLog:
         self.log("critical", msg, *args, **kwargs)
 
     def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        self.log("error", msg, *args, exc_info=True)
+        # An error with its traceback, which StatsD counts as gunicorn.log.exception.
+        self.log("exception", msg, *args, exc_info=True)
 
     def reopen(self) -> None:
         self.target.reopen()

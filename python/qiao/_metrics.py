@@ -269,6 +269,11 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
     ):
         out.family(name, "counter", doc)
         out.sample(name, scalar[key])
+    out.family("qiao_log_messages_total", "counter",
+               "Error-log calls at warning level and above, by level, whatever --log-level "
+               "wrote (exception: an error logged with its traceback).")
+    for level, count in log_calls(arbiter, scalar).items():
+        out.sample("qiao_log_messages_total", count, level=level)
     out.family("qiao_requests_refused_total", "counter",
                "Requests refused before the application, by status (limits, malformed "
                "requests, timeouts).")
@@ -335,6 +340,16 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
     for w in rows:
         out.sample("qiao_worker_age_seconds", round(now - w.started, 3), worker=str(w.mslot))
     return out.text()
+
+
+def log_calls(arbiter: Arbiter, scalar: dict[str, int]) -> dict[str, int]:
+    """The error-log calls by level (gunicorn's StatsD names: critical, error, warning,
+    exception): the workers', from the metrics table's `scalar` counters by name, and the
+    master's own."""
+    calls = {level: count for level, count in arbiter.log.target.logged()}
+    for level in calls:
+        calls[level] += scalar[f"log_{level}"]
+    return calls
 
 
 def status(arbiter: Arbiter) -> dict:

@@ -73,7 +73,8 @@ class Engine:
     def close(self) -> None:
         """Release the engine's (duplicated) listening sockets."""
     def log(self, level: str, message: str) -> None:
-        """Write one line to the engine's error log at ``level``."""
+        """Write one line to the engine's error log at ``level`` (or "exception": an
+        error with its traceback, counted apart for StatsD)."""
     def reopen_logs(self) -> None:
         """Reopen the error and access log files (after log rotation)."""
     @property
@@ -96,7 +97,12 @@ class Logger:
         ``syslog``: ``(address, facility, ident)`` to send each line to syslog as well;
         ``json``: one JSON object per line (``--log-format json``); ``python``: a logger to
         hand each line to instead of ``target``."""
-    def log(self, level: str, message: str) -> None: ...
+    def log(self, level: str, message: str, pid: int | None = None) -> None:
+        """Write one line at ``level`` (or "exception": an error with its traceback);
+        ``pid``: the process it is about when not this one (a worker's stack dump)."""
+    def logged(self) -> list[tuple[str, int]]:
+        """This process's error-log calls so far by kind (critical, error, warning,
+        exception), whatever the level let through."""
     def reopen(self) -> None: ...
 
 @final

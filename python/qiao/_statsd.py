@@ -1,16 +1,19 @@
 """StatsD, as gunicorn sends it (``--statsd-host``, ``--statsd-prefix``,
 ``--dogstatsd-tags``), so that dashboards made for gunicorn keep working:
 ``gunicorn.requests`` and ``gunicorn.request.status.<code>`` (counters),
-``gunicorn.request.duration`` (a timer, in milliseconds) and ``gunicorn.workers`` (a
-gauge), under the same prefix and with the same dogstatsd tags.
+``gunicorn.request.duration`` (a timer, in milliseconds), ``gunicorn.workers`` (a gauge)
+and ``gunicorn.log.critical``, ``.error``, ``.warning`` and ``.exception`` (counters of the
+error-log calls at those levels, whatever --log-level writes, an error logged with its
+traceback counted as an exception), under the same prefix and with the same dogstatsd
+tags.
 
 gunicorn's workers send three datagrams per request. qiao's master sends instead, once a
-second, what the workers counted in shared memory since the last time (the counters'
-increments; the request durations as the histogram's buckets hold them), so that a
-request costs no system call. The durations are therefore known to the histogram's
-resolution: each bucket's requests are sent as its midpoint (the mean itself when they
-all fell in one bucket), with a sample rate when there are many, which keeps counts,
-rates and percentiles right to within a bucket.
+second, what the workers counted in shared memory since the last time and what it logged
+itself (the counters' increments; the request durations as the histogram's buckets hold
+them), so that a request costs no system call. The durations are therefore known to the
+histogram's resolution: each bucket's requests are sent as its midpoint (the mean itself
+when they all fell in one bucket), with a sample rate when there are many, which keeps
+counts, rates and percentiles right to within a bucket.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Statsd:
         self.sock: socket.socket | None = None
         self.family = socket.AF_UNIX if kind == "unix" else None
         self.schema = Metrics.schema()
+        self.levels = ("critical", "error", "warning", "exception")  # gunicorn.log.<level>
         self.last: list[int] | None = None
         self.due = time.monotonic()
 
@@ -94,6 +98,7 @@ class Statsd:
         self.due = now + INTERVAL
         arbiter = self.arbiter
         totals = arbiter.metrics.totals([w.mslot for w in arbiter.workers.values()])
+        totals += self._log_calls(totals)
         last, self.last = self.last, totals
         lines = [f"gunicorn.workers:{len(arbiter.workers)}|g"]
         if last is not None:
@@ -122,7 +127,21 @@ class Statsd:
         for i, code in enumerate(codes):
             if delta[at + i]:
                 lines.append(f"gunicorn.request.status.{code}:{delta[at + i]}|c|@1.0")
+        # The error-log calls, appended to the totals by tick, in _log_calls' order.
+        for level, n in zip(self.levels, delta[len(delta) - len(self.levels):]):
+            if n:
+                lines.append(f"gunicorn.log.{level}:{n}|c|@1.0")
         return lines
+
+    def _log_calls(self, totals: list[int]) -> list[int]:
+        """The error-log calls of the master and its workers, by level (``self.levels``)."""
+        from qiao._metrics import log_calls
+
+        methods, classes, bounds, codes, counters, _refused, _gauges = self.schema
+        # The scalar counters follow the request grid, two histograms and the codes.
+        at = len(methods) * len(classes) + 2 * (len(bounds) + 2) + len(codes)
+        calls = log_calls(self.arbiter, dict(zip(counters, totals[at:at + len(counters)])))
+        return [calls[level] for level in self.levels]
 
     def _send(self, lines: list[str]) -> None:
         sock = self._socket()

@@ -25,13 +25,14 @@ import time
 
 from qiao import _process
 from qiao._child import run_child
+from qiao._dumps import Dumps
 from qiao._hooks import ServerLog
 from qiao._loader import (
     AppLoadError,
     error_files,
     failing_app,
+    format_app_traceback,
     load_configured,
-    print_app_traceback,
 )
 from qiao.config import Config
 
@@ -71,7 +72,7 @@ class Worker:
     gunicorn's hooks: ``pid``, ``ppid``, ``age``, ``log``, ``cfg``, ``nr``...)."""
 
     __slots__ = (
-        "abort_at", "age", "alive", "board", "booted", "cfg", "engine", "exit_reason",
+        "abort_at", "age", "alive", "board", "booted", "cfg", "dump", "engine", "exit_reason",
         "generation", "kill_at", "log", "max_requests", "mslot", "pid", "ppid", "retiring",
         "slot", "sockets", "started", "threads", "timeout", "wsgi",
     )
@@ -106,6 +107,8 @@ class Worker:
         self.retiring = False  # sent TERM: drains, then exits; a replacement is started
         self.kill_at: float | None = None  # after a timeout: SIGKILL at this time
         self.abort_at: float | None = None  # after a timeout: SIGABRT (worker_abort) then
+        # The write end of its stack-dump pipe (see qiao._dumps), in the worker.
+        self.dump: int | None = None
 
     @property
     def nr(self) -> int:
@@ -137,6 +140,7 @@ class Arbiter:
         self.proc_name = config.proc_name or self.app_name  # for ps (gunicorn's proc_name)
         self.sockets = sockets
         self.log = ServerLog(logger)  # gunicorn's logger methods, for hooks as for us
+        self.dumps = Dumps(logger)  # the workers' stack dumps, read from a pipe each
         self.hooks = Hooks(hooks or {}, self.log)  # the config file's server hooks
         # Re-reads the config file on HUP: the new settings and hooks.
         self.reload_config = reload_config
@@ -239,7 +243,7 @@ class Arbiter:
                 except Exception as e:  # noqa: BLE001 - the config file's code: say where
                     from qiao._pyconfig import describe
 
-                    print(f"qiao: error: {name} hook: {describe(e)}", file=sys.stderr)
+                    self._report(f"qiao: error: {name} hook: {describe(e)}")
                     return 2
             _release_startup_memory()
             return self._loop()
@@ -265,17 +269,20 @@ class Arbiter:
         """Waits for a signal or the timeout, serving the exporter's clients meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
-            readers, writers = [self.wakeup_r], []
+            readers, writers = [self.wakeup_r, *self.dumps.readers()], []
             if self.exporter is not None:
                 readers += self.exporter.readers()
                 writers = self.exporter.writers()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
+            dump = self.dumps.wait()
             try:
-                ready, writable, _ = select.select(readers, writers, [], left)
+                ready, writable, _ = select.select(
+                    readers, writers, [], left if dump is None else min(left, dump))
             except InterruptedError:
                 return
+            self.dumps.read(ready)
             if self.exporter is not None and (ready or writable):
                 try:
                     self.exporter.serve(ready, writable)
@@ -287,8 +294,6 @@ class Arbiter:
                         pass
                 except BlockingIOError:
                     pass
-                return
-            if self.exporter is None:
                 return
 
     def not_ready(self) -> str | None:
@@ -405,10 +410,26 @@ class Arbiter:
         if self.metrics is not None:
             self.metrics.reset(worker.mslot)
         self.hooks.call("pre_fork", self, worker)
-        pid = os.fork()
+        dump_r, dump_w = self.dumps.pipe()
+        # A stop or other signal sent to the new worker before it has its own handlers would
+        # run the master's (copied by the fork) and be lost, the worker then serving on: the
+        # signals stay blocked, and so pending, until the worker has its handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            os.close(dump_r)
+            os.close(dump_w)
+            raise
         if pid == 0:
             worker.pid = os.getpid()
-            run_child(lambda: self._worker_main(board, slot, max_requests, worker))
+            self.dumps.in_child(dump_r)
+            worker.dump = dump_w
+            run_child(lambda: self._worker_main(board, slot, max_requests, worker),
+                      report=self._report)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        self.dumps.attach(dump_r, dump_w, pid)
         worker.pid = pid
         self.workers[pid] = worker
 
@@ -423,6 +444,7 @@ class Arbiter:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            self.dumps.finish(pid)  # its last stacks (a fatal error's), before its exit
             self.hooks.call("child_exit", self, worker)
             code = os.waitstatus_to_exitcode(status)
             lived = time.monotonic() - worker.started
@@ -581,6 +603,7 @@ class Arbiter:
         while self.workers:
             self._reap()
             self._sleep_briefly()
+        self.dumps.close()
         if self.statsd is not None:
             self.statsd.tick(force=True)  # the last requests' counts
             self.statsd.close()
@@ -599,6 +622,16 @@ class Arbiter:
         except OSError as e:
             if e.errno != errno.ESRCH:
                 raise
+
+    def _report(self, text: str) -> None:
+        """Why the server or a worker cannot start (a hook's or the app's error, with its
+        traceback): on stderr as Python prints it, or with --log-format json one error-log
+        record, so that every line there stays a JSON object."""
+        text = text.rstrip("\n")
+        if self.config.log_format == "json":
+            self.log.log("error", text)
+        else:
+            print(text, file=sys.stderr)
 
     def _write_pid(self) -> None:
         if self.config.pid:
@@ -634,16 +667,19 @@ class Arbiter:
             self.exporter.close(owner=False)  # the master's; the worker serves none of it
         if self.statsd is not None:
             self.statsd.close()  # the master's socket, if it had opened it
+        # The master's signals, not the worker's business (and, while it boots, USR1's log
+        # reopening, which the engine's own files will see): ignored rather than left to
+        # their defaults, which end or stop the process.
+        ignored = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
         for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
         _set_title(f"qiao: worker [{self.proc_name}]")
         # The master's dump signal after --timeout (and a crash): every thread's Python
         # stack, even one stuck holding the GIL (faulthandler writes from the signal handler
-        # itself).
-        log = self.config.error_logfile
-        self.dump_file = sys.stderr if log == "-" else open(log, "a")  # noqa: SIM115 - kept open
-        faulthandler.enable(file=self.dump_file, all_threads=True)
-        faulthandler.register(_DUMP_SIGNAL, file=self.dump_file, all_threads=True)
+        # itself), to the pipe the master logs them from as one record.
+        dump = sys.stderr.fileno() if worker.dump is None else worker.dump
+        faulthandler.enable(file=dump, all_threads=True)
+        faulthandler.register(_DUMP_SIGNAL, file=dump, all_threads=True)
 
         # A stop asked for while the worker boots (hooks, the app's import) is kept for
         # when it can be honoured, so that the worker ends through worker_exit.
@@ -653,6 +689,7 @@ class Arbiter:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stop_at_boot)
         signal.signal(signal.SIGQUIT, lambda signum, frame: self._quit_now(worker))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked by the master's fork
         try:
             return self._worker_serve(worker, max_requests)
         finally:
@@ -678,16 +715,16 @@ class Arbiter:
                         raise
                     # Development: the traceback once, a 500 page showing it, and the
                     # next save of the files it names brings a fresh worker at once.
-                    print_app_traceback(e)
+                    self._report(format_app_traceback(e))
                     app = failing_app(e)
                     watch += error_files(e)
             worker.wsgi = app
             self.hooks.strict("post_worker_init", worker)
         except AppLoadError as e:
-            print(f"qiao: error: {e}", file=sys.stderr)
+            self._report(f"qiao: error: {e}")
             return WORKER_APP_ERROR
         except Exception as e:  # noqa: BLE001 - the app's own import failed: show why
-            print_app_traceback(e)
+            self._report(format_app_traceback(e))
             return WORKER_BOOT_ERROR
         settings = self.config.engine_settings()
         settings["max_requests"] = max_requests

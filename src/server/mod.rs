@@ -282,6 +282,10 @@ async fn serve(
         crate::wsgi::on_app_thread(Some((ctx.clone(), 0)));
     }
     let shared = Rc::new(Shared::new(ctx.clone(), pool, stop.clone(), one_request));
+    // Ready from now on, before the first tick: a first request that holds this thread in
+    // the app (one app thread) would otherwise keep the ticker from beating, and the
+    // master, which watches only workers that have beaten, would never time it out.
+    ctx.beat();
 
     // Every SIGNAL_POLL: end the keep-alive waits past their deadline, run Python's
     // pending signal handlers (it runs them only when asked), tell the master the loop is

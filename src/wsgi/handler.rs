@@ -605,7 +605,8 @@ fn fail(
 fn log_exception(py: Python<'_>, ctx: &Context, head: &RequestHead, what: &str, err: &PyErr) {
     let target = String::from_utf8_lossy(head.target());
     let trace = format_traceback(py, err);
-    ctx.error_log.error(&format!("{what} {target}\n{trace}"));
+    ctx.error_log
+        .exception(&format!("{what} {target}\n{trace}"));
 }
 
 pub(crate) fn format_traceback(py: Python<'_>, err: &PyErr) -> String {

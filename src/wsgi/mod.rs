@@ -89,7 +89,7 @@ impl Hooked {
             .call1((self.token, environ, status, head, sent));
         if let (Err(err), Some(log)) = (called, log) {
             let trace = handler::format_traceback(py, &err);
-            log.error(&format!("Exception in post_request hook\n{trace}"));
+            log.exception(&format!("Exception in post_request hook\n{trace}"));
         }
     }
 }

@@ -227,3 +227,113 @@ def test_log_format_json_one_object_per_line(tmp_path):
     assert traceback and traceback[0]["level"] == "error" and "\n" in traceback[0]["message"]
     # What the app writes to wsgi.errors is a record too.
     assert any(r["message"] == "fixture wrote to wsgi.errors" for r in records), records
+
+
+def test_log_format_json_every_error_log_line_is_an_object(tmp_path):
+    """--log-format json: every line of the error log is one JSON object (RFC 8259), from the
+    workers and the master alike, through a refused request (400), an app exception with its
+    traceback, a reload (SIGHUP) and a request stuck past --timeout: the worker's Python
+    stacks (faulthandler's dump) are one record with that worker's pid, the stuck request's
+    traceback another; no raw line of either reaches the log."""
+    import json
+    import signal
+
+    errors = tmp_path / "error.log"
+    server = FileLoggedServer(errors, "--log-format", "json", "--timeout", "1")
+    with server as (port, _):
+        with Conn(port) as c:
+            c.send(b"G\x01T / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert c.read_response().status == 400
+        with Conn(port) as c:
+            c.request(b"GET /error?mode=before_start HTTP/1.1\r\nHost: h\r\n\r\n")
+        with Conn(port, timeout=20) as c:
+            c.send(get("/slow?s=8"))
+            assert c.read_response().status == 500
+        assert "in slow" in wait_for(errors, "Python stacks of worker", timeout=15)
+        server.proc.send_signal(signal.SIGHUP)
+        assert "replaced by reload" in wait_for(errors, "replaced by reload", timeout=15)
+    lines = errors.read_text().splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON object: {line!r}\n" + "\n".join(lines))
+    assert all(set(r) == {"time", "level", "pid", "message"} for r in records), records
+
+    def first(text):
+        return next((r for r in records if text in r["message"]), None)
+
+    assert first("Invalid request from ip=127.0.0.1")["level"] == "warning"
+    assert "RuntimeError: fixture error" in first("Error handling request /error")["message"]
+    assert first("Received SIGHUP")["level"] == "info"
+    timeout = first("WORKER TIMEOUT")
+    dump = first("Python stacks of worker")
+    assert timeout["level"] == "critical" and dump["level"] == "error"
+    assert dump["pid"] != timeout["pid"] and f"worker {dump['pid']}:" in dump["message"]
+    assert "Thread 0x" in dump["message"] or "Current thread 0x" in dump["message"]
+    assert "RequestTimeout" in first("Error handling request /slow")["message"]
+
+
+CRASHING_APP = """
+import ctypes
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/crash":
+        ctypes.string_at(0)  # a segfault: faulthandler's fatal error report
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_a_crashed_workers_stacks_are_one_record_before_its_death(tmp_path):
+    """A worker that dies of a fatal error (a segfault in C code): faulthandler's report,
+    "Fatal Python error" and its threads' stacks, is one critical record of the error log
+    with the worker's pid in its header, logged by the master before the line that says
+    the worker died; the next request is served by a new worker."""
+    (tmp_path / "crashing.py").write_text(CRASHING_APP)
+    log = tmp_path / "error.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "crashing:app", "--chdir", str(tmp_path),
+         "-b", "127.0.0.1:0", "--error-logfile", str(log)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)",
+                      wait_for(log, "Listening at:", timeout=15))
+        assert m, log.read_text()
+        port = int(m.group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /crash HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert s.recv(65536) == b""  # the worker is gone: no response
+        text = wait_for(log, "died (signal SIGSEGV)", timeout=15)
+        with Conn(port) as c:
+            assert c.request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    m = re.search(r"\[(\d+)\] \[CRITICAL\] Python stacks of worker (\d+):\n"
+                  r"Fatal Python error: Segmentation fault\n", text)
+    assert m and m.group(1) == m.group(2), text
+    assert "in app" in text[m.end():]
+    assert text.index("Fatal Python error") < text.index(f"Worker {m.group(1)} died"), text
+
+
+def test_log_format_json_app_that_fails_to_load_is_records(tmp_path):
+    """--log-format json: an app whose import raises is one JSON record with its traceback,
+    whether the master imports it (--preload) or a worker does, and nothing else on stderr
+    is a raw line; the server exits non-zero."""
+    import json
+
+    (tmp_path / "broken.py").write_text("raise RuntimeError('the app cannot start')\n")
+    for preload in ([], ["--preload"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "qiao", "broken:app", "--chdir", str(tmp_path),
+             "-b", "127.0.0.1:0", "--log-format", "json", *preload],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert run.returncode != 0, run.stderr
+        records = [json.loads(line) for line in run.stderr.splitlines()]
+        failed = [r for r in records if "the app cannot start" in r["message"]]
+        assert len(failed) == 1 and failed[0]["level"] == "error", (preload, records)
+        assert "Traceback" in failed[0]["message"], failed

@@ -116,6 +116,9 @@ def test_counts_across_two_workers_and_a_replaced_one():
             assert value(found, histogram + "_bucket", le="+Inf") == sent
             assert value(found, histogram + "_sum") > 0
         assert value(found, "qiao_requests_refused_total", status="400") == 1
+        # Its error-log warning, counted in the worker's row (as StatsD's gunicorn.log.*).
+        assert value(found, "qiao_log_messages_total", level="warning") == 1
+        assert value(found, "qiao_log_messages_total", level="exception") == 0
         assert value(found, "qiao_received_bytes_total") >= received
         assert value(found, "qiao_sent_bytes_total") > 0
         assert value(found, "qiao_connections_accepted_total") == sent + 1
@@ -307,6 +310,28 @@ def test_qiao_status_shows_each_worker_and_busy_threads_request():
         slow.close()
 
 
+def test_qiao_status_over_a_unix_socket(tmp_path):
+    """--metrics-bind unix:PATH is a local control socket, without a TCP port (its file's
+    mode decides who may read it): `qiao status unix:PATH` reads the master through it."""
+    import sys
+
+    path = tmp_path / "qiao.sock"
+    with running_server("behaviour:app", "--metrics-bind", f"unix:{path}") as server:
+        request(server.port, get("/pid"))
+
+        def status() -> dict | None:
+            run = subprocess.run(
+                [sys.executable, "-m", "qiao", "status", f"unix:{path}", "--json"],
+                capture_output=True, text=True, timeout=30, check=False)
+            return json.loads(run.stdout) if run.returncode == 0 else None
+
+        state = wait_for(status, timeout=10)
+        assert state, "qiao status never reached the master over its unix socket"
+        assert state["master"]["pid"] == server.proc.pid
+        assert [w["requests"] for w in state["workers"]] == [1]
+    assert not path.exists(), "the master left its socket file behind"
+
+
 def test_qiao_status_without_a_server_says_so():
     """Nothing listening: one line naming the address, status 1; no address: usage, 2."""
     import sys
@@ -399,3 +424,22 @@ def test_request_time_runs_from_the_first_byte_and_chunked_bodies_count_as_sent(
         assert request(server.port, head + body).startswith(b"HTTP/1.1 200")
         found = samples(fetch(url + "/metrics")[2])
         assert value(found, "qiao_received_bytes_total") - received == len(head + body)
+
+
+def test_the_grafana_dashboard_queries_only_exported_metrics():
+    """docs/grafana-dashboard.json: every metric a panel's query names is one the exporter
+    serves (a histogram by its _bucket, _sum and _count series), so that no panel is
+    empty because of a renamed metric. (bench/dashboard.py runs each query against a real
+    Prometheus.)"""
+    from pathlib import Path
+
+    dashboard = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+    if not dashboard.exists():
+        pytest.skip("docs/ is not beside the tests (an installed test tree)")
+    exprs = [t["expr"] for p in json.loads(dashboard.read_text())["panels"]
+             for t in p.get("targets", [])]
+    named = {name for expr in exprs for name in re.findall(r"\bqiao_[a-z_]+", expr)}
+    with running_server("behaviour:app", "--metrics-bind", "127.0.0.1:0") as server:
+        served = set(samples(fetch(metrics_url(server) + "/metrics")[2]))
+    exported = {name for name, _ in served}
+    assert named and named <= exported, sorted(named - exported)

@@ -20,7 +20,10 @@ from loadgen import wait_for
 pytestmark = pytest.mark.skipif(is_gunicorn(), reason="compares qiao with gunicorn itself")
 
 TRAFFIC = [("GET", "/pid", 200)] * 10 + [("GET", "/no-such-route", 404)] * 3 \
-    + [("POST", "/echo", 200)] * 2
+    + [("POST", "/echo", 200)] * 2 + [("GET", "/error?mode=before_start", 500)]
+# Refused before the app (a control byte in the method, RFC 9110 §9.1: a token): a warning
+# in the error log, and no request for StatsD (none was read).
+BAD_REQUEST = b"G\x01T /pid HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 class Listener:
@@ -90,6 +93,12 @@ def send_traffic(port: int) -> None:
             while data := s.recv(65536):
                 reply += data
         assert reply.startswith(f"HTTP/1.1 {status}".encode()), reply[:80]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(BAD_REQUEST)
+        reply = b""
+        while data := s.recv(65536):
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:80]
 
 
 def free_port() -> int:
@@ -121,8 +130,10 @@ def serve_and_collect(server: str) -> dict[str, object]:
 
         assert wait_for(up, timeout=20), f"{server} did not listen"
         send_traffic(port)
+        # Every request is counted, and the refused one's warning (sent last).
         assert wait_for(
-            lambda: listener.summary()["totals"].get("app.gunicorn.requests") == len(TRAFFIC),
+            lambda: listener.summary()["totals"].get("app.gunicorn.requests") == len(TRAFFIC)
+            and "app.gunicorn.log.warning" in listener.summary()["totals"],
             timeout=10,
         ), listener.summary()
         time.sleep(1.2)  # a gauge send at least (qiao sends once a second)
@@ -136,14 +147,20 @@ def serve_and_collect(server: str) -> dict[str, object]:
 @pytest.mark.skipif(not HAVE_GUNICORN, reason="gunicorn is not installed")
 def test_statsd_names_and_counts_match_gunicorns():
     """The same traffic gives the same metric names, types, counts and tags as gunicorn's:
-    requests, each status code, one duration sample per request, the workers gauge."""
+    requests, each status code, one duration sample per request, the workers gauge, and the
+    error-log calls by level: the app's exception (``gunicorn.log.exception``, not
+    ``.error``) and the refused request's warning."""
     qiao = serve_and_collect("qiao")
     gunicorn = serve_and_collect("gunicorn")
+    requests = len(TRAFFIC)
     wanted = {
-        "app.gunicorn.requests": ("c", 15),
+        "app.gunicorn.requests": ("c", requests),
         "app.gunicorn.request.status.200": ("c", 12),
         "app.gunicorn.request.status.404": ("c", 3),
-        "app.gunicorn.request.duration": ("ms", 15),
+        "app.gunicorn.request.status.500": ("c", 1),
+        "app.gunicorn.request.duration": ("ms", requests),
+        "app.gunicorn.log.exception": ("c", 1),
+        "app.gunicorn.log.warning": ("c", 1),
     }
     for name, (kind, count) in wanted.items():
         for side, got in (("qiao", qiao), ("gunicorn", gunicorn)):
@@ -152,9 +169,10 @@ def test_statsd_names_and_counts_match_gunicorns():
     for side, got in (("qiao", qiao), ("gunicorn", gunicorn)):
         assert got["gauges"].get("app.gunicorn.workers") == 2, (side, got["gauges"])
         assert got["tags"] == {"env:test,team:web"}, (side, got["tags"])
-    # Every name qiao sends, gunicorn sends too (gunicorn also counts its log lines).
-    extra = set(qiao["kinds"]) - set(gunicorn["kinds"])
-    assert not extra, extra
+    # Nothing more on either side (no gunicorn.log.error for the exception, say).
+    assert qiao["kinds"] == gunicorn["kinds"]
+    assert {k: round(v) for k, v in qiao["totals"].items()} == \
+        {k: round(v) for k, v in gunicorn["totals"].items()}
 
 
 def test_bad_statsd_host_is_one_line_and_status_2():

@@ -154,6 +154,45 @@ def test_stuck_request_dumps_stacks_and_replaces_the_worker():
         assert serving_pid(server.port) in replaced
 
 
+def test_a_workers_first_request_stuck_at_once_is_timed_out():
+    """--timeout watches a worker from its first request: one already queued when the
+    worker starts, and stuck in the app at once (one app thread, so the loop's thread is
+    held before it could tell the master it runs), is still answered 500 and its worker
+    replaced, not left to run."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "apps.behaviour:app", "--chdir", str(TESTS_DIR),
+         "-b", f"127.0.0.1:{port}", "--timeout", "1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Connected as soon as the master listens, before its worker has booted: the
+        # request waits in the listen queue and is the worker's first.
+        conn = wait_for(lambda: _connect(port), timeout=15)
+        assert conn, "the server never listened"
+        with conn:
+            conn.sendall(get("/slow?s=8"))
+            conn.settimeout(20)
+            reply = conn.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 500"), reply[:200]
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _connect(port: int):
+    import socket
+
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=1)
+    except OSError:
+        return None
+
+
 def test_orphaned_workers_stop():
     """A worker whose master died (SIGKILL) stops by itself."""
     with running_server("behaviour:app", "-w", "2") as server:
