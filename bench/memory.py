@@ -208,10 +208,19 @@ def tree(root: int) -> tuple[int, list[int]]:
 # --------------------------------------------------------------------------- servers
 
 
+TAKEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no other server of this run was given (the kernel may hand out a port again
+    once its socket is closed)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in TAKEN:
+            TAKEN.add(port)
+            return port
 
 
 def cache_whole(path: Path) -> None:
