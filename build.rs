@@ -1,5 +1,6 @@
-//! Refuses a platform qiao does not run on, and records what `qiao --version` says about
-//! the build: the git revision of the sources and the Python the extension is built for.
+//! Refuses a platform qiao does not run on, records what `qiao --version` says about the
+//! build (the git revision of the sources and the Python the extension is built for), and
+//! writes the static files' table of media types.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,6 +25,8 @@ fn main() {
 
     let target = std::env::var("TARGET").unwrap_or_default();
     println!("cargo:rustc-env=QIAO_TARGET={target}");
+
+    media_types();
 
     // One wheel per Python version (the engine uses CPython's internals, not the limited
     // API), so the version is the one it was built against.
@@ -77,4 +80,66 @@ fn git(dir: &str, args: &[&str]) -> Option<String> {
     }
     let text = String::from_utf8(out.stdout).ok()?;
     Some(text.lines().next()?.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// `$OUT_DIR/media_types.rs`, which `static_files::naming` includes: every extension
+/// mime_guess knows, lower-case and sorted, with the essence of the first media type it
+/// names (as `mime_guess::from_ext(ext).first()` gives it). Written as one string and a
+/// table of offsets into it, where mime_guess's own table is some 3,000 pointers: each
+/// would be a relocation, which the loader writes at every start into a page of the
+/// engine that each process then holds a copy of.
+fn media_types() {
+    let mut extensions: Vec<String> = mime_guess::get_extensions("*", "*")
+        .expect("mime_guess lists its extensions (its rev-mappings feature)")
+        .iter()
+        .map(|e| e.to_lowercase())
+        .collect();
+    extensions.sort();
+    extensions.dedup();
+    let mut names = String::new();
+    let mut types = std::collections::HashMap::new();
+    let mut rows = String::new();
+    for ext in &extensions {
+        let mime = mime_guess::from_ext(ext)
+            .first()
+            .expect("every extension listed has a media type");
+        // The engine adds `charset=utf-8` to text types only when none is given, and
+        // mime_guess gives none: that it never does is checked here, not at each request.
+        assert!(
+            mime.params().next().is_none(),
+            "{ext}: {mime} has parameters"
+        );
+        let essence = mime.essence_str();
+        let ext_at = push_name(&mut names, ext);
+        let type_at = *types
+            .entry(essence.to_owned())
+            .or_insert_with(|| push_name(&mut names, essence));
+        rows.push_str(&format!(
+            "({ext_at}, {}, {type_at}, {}),\n",
+            ext.len(),
+            essence.len()
+        ));
+    }
+    assert!(
+        u16::try_from(names.len()).is_ok(),
+        "the names outgrew u16 offsets"
+    );
+    let out =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("media_types.rs");
+    let code = format!(
+        "/// The extensions and media types, one after the other.\n\
+         const NAMES: &str = {names:?};\n\
+         /// Per extension, sorted: its offset and length in `NAMES`, and its type's.\n\
+         const EXTENSIONS: [(u16, u8, u16, u8); {}] = [\n{rows}];\n",
+        extensions.len()
+    );
+    std::fs::write(out, code).expect("OUT_DIR is writable");
+}
+
+/// Appends `name` to `names`; where it starts.
+fn push_name(names: &mut String, name: &str) -> usize {
+    assert!(name.len() < 256, "{name:?}");
+    let at = names.len();
+    names.push_str(name);
+    at
 }

@@ -14,6 +14,7 @@ mod sys;
 mod syslog;
 mod tls;
 mod wsgi;
+mod x509;
 
 #[global_allocator]
 static ALLOC: alloc::Mimalloc = alloc::Mimalloc;

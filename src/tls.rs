@@ -328,17 +328,11 @@ impl SessionInfo {
 
 impl ClientCertificate {
     fn parse(der: &CertificateDer<'_>) -> Option<ClientCertificate> {
-        use x509_parser::prelude::{FromDer, X509Certificate};
-        let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
-        let serial = cert
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect();
+        let fields = crate::x509::fields(der.as_ref())?;
         Some(ClientCertificate {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            serial,
+            subject: fields.subject,
+            issuer: fields.issuer,
+            serial: fields.serial,
             pem: to_pem(der.as_ref()),
         })
     }

@@ -1,24 +1,40 @@
-//! What a file's name says about it: its media type (`mime_guess`'s table), and whether
-//! it carries a hash of its content, so that it can be cached for good. Pure.
+//! What a file's name says about it: its media type (`mime_guess`'s table, as build.rs
+//! writes it), and whether it carries a hash of its content, so that it can be cached for
+//! good. Pure.
 
 use std::path::Path;
+
+// NAMES and EXTENSIONS: every extension mime_guess knows and the media type it names first.
+include!(concat!(env!("OUT_DIR"), "/media_types.rs"));
 
 /// The `Content-Type` for a file: the type its extension names, `charset=utf-8` for text
 /// (what Django's and bundlers' assets are written in), octet-stream when unknown.
 pub(crate) fn content_type(path: &Path) -> String {
-    let Some(mime) = mime_guess::from_path(path).first() else {
+    let Some(essence) = media_type(path) else {
         return "application/octet-stream".to_string();
     };
-    let textual = mime.type_() == mime_guess::mime::TEXT
+    let textual = essence.starts_with("text/")
         || matches!(
-            mime.essence_str(),
+            essence,
             "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
         );
-    if textual && mime.get_param("charset").is_none() {
-        format!("{}; charset=utf-8", mime.essence_str())
+    // No type of the table has parameters (build.rs checks), a charset among them.
+    if textual {
+        format!("{essence}; charset=utf-8")
     } else {
-        mime.essence_str().to_string()
+        essence.to_string()
     }
+}
+
+/// The media type (type/subtype, lower-case) the file's extension names, in any case.
+fn media_type(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_lowercase();
+    let name = |at: u16, len: u8| &NAMES[usize::from(at)..usize::from(at) + usize::from(len)];
+    let i = EXTENSIONS
+        .binary_search_by(|&(at, len, _, _)| name(at, len).cmp(ext.as_str()))
+        .ok()?;
+    let (_, _, at, len) = EXTENSIONS[i];
+    Some(name(at, len))
 }
 
 /// Whether the file name carries a content hash, the forms tools write: Django's
@@ -63,6 +79,49 @@ mod tests {
         assert_eq!(t("a.svg"), "image/svg+xml; charset=utf-8");
         assert_eq!(t("a.unknownext"), "application/octet-stream");
         assert_eq!(t("README"), "application/octet-stream");
+    }
+
+    /// The table answers as mime_guess, which the engine asked until the table was
+    /// written from it: for every extension it knows, in lower and upper case.
+    #[test]
+    fn content_types_are_mime_guess_s() {
+        let before = |path: &Path| {
+            let Some(mime) = mime_guess::from_path(path).first() else {
+                return "application/octet-stream".to_string();
+            };
+            let textual = mime.type_() == mime_guess::mime::TEXT
+                || matches!(
+                    mime.essence_str(),
+                    "application/javascript"
+                        | "application/json"
+                        | "application/xml"
+                        | "image/svg+xml"
+                );
+            if textual && mime.get_param("charset").is_none() {
+                format!("{}; charset=utf-8", mime.essence_str())
+            } else {
+                mime.essence_str().to_string()
+            }
+        };
+        let all = mime_guess::get_extensions("*", "*").unwrap();
+        assert!(all.len() > 1000, "{}", all.len());
+        for ext in all {
+            for name in [format!("f.{ext}"), format!("f.{}", ext.to_uppercase())] {
+                let path = Path::new(&name);
+                assert_eq!(content_type(path), before(path), "{name}");
+            }
+        }
+        for name in [
+            "f.nosuchext",
+            "f.",
+            "f",
+            ".htaccess",
+            "f.tar.gz",
+            "f.\u{212A}ML",
+        ] {
+            let path = Path::new(name);
+            assert_eq!(content_type(path), before(path), "{name}");
+        }
     }
 
     #[test]
