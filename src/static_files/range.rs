@@ -4,11 +4,11 @@
 /// At most this many ranges are served in one response; a request with more gets the
 /// whole file (RFC 9110 §14.2: a server may ignore a Range that asks for many small
 /// ranges, a known way to make a server do much work for little).
-const MAX_RANGES: usize = 32;
+pub const MAX_RANGES: usize = 32;
 
 /// What a `Range` field asks of a file.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Ranges {
+pub enum Ranges {
     /// No usable Range: send the whole file (200). A unit other than bytes, an empty set,
     /// too many ranges, or ranges that add up to more than the file (overlapping ones)
     /// are ignored so, as RFC 9110 §14.2 allows.
@@ -22,7 +22,7 @@ pub(crate) enum Ranges {
 }
 
 /// RFC 9110 §14.1.2: `bytes=` then a list of `first-last`, `first-` or `-suffix`.
-pub(crate) fn parse(value: &[u8], len: u64) -> Ranges {
+pub fn parse(value: &[u8], len: u64) -> Ranges {
     let value = value.trim_ascii();
     let Some(set) = value
         .get(..6)
@@ -98,14 +98,14 @@ fn number(digits: &[u8]) -> Option<u64> {
 }
 
 /// `Content-Range` for a range of a file of `len` bytes (§14.4).
-pub(crate) fn content_range(first: u64, n: u64, len: u64) -> String {
+pub fn content_range(first: u64, n: u64, len: u64) -> String {
     format!("bytes {first}-{}/{len}", first + n - 1)
 }
 
 /// The bytes a `multipart/byteranges` body puts before each part and after the last
 /// (RFC 9110 §14.6, RFC 2046 §5.1.1): each part's delimiter and fields, and the closing
 /// delimiter.
-pub(crate) fn multipart_frames(
+pub fn multipart_frames(
     boundary: &str,
     content_type: &str,
     parts: &[(u64, u64)],

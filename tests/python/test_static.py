@@ -52,6 +52,12 @@ def tree(tmp_path_factory) -> Path:
     (root / "%2e%2e").mkdir()
     (root / "link-out.txt").symlink_to(outside / "secret.txt")
     (root / "link-in.txt").symlink_to(root / "small.txt")
+    # An hour old, as a deployed file is: its Last-Modified is then a strong validator
+    # (RFC 9110 §8.8.2.2), which If-Range needs.
+    old = time.time() - 3600
+    for path in (root, *root.rglob("*")):
+        if not path.is_symlink():
+            os.utime(path, (old, old))
     return root
 
 
@@ -282,6 +288,38 @@ def test_if_range(server):
     assert request(server, "/static/big.bin", headers=f'{rng}If-Range: "x"\r\n').status == 200
 
 
+def written_early_in_a_second(path: Path, data: bytes) -> str:
+    """Writes `path` just after a second begins, so that requests made at once fall in the
+    second it was modified in; returns its Last-Modified."""
+    time.sleep(1.02 - time.time() % 1)
+    path.write_bytes(data)
+    return email.utils.formatdate(int(path.stat().st_mtime), usegmt=True)
+
+
+def test_if_range_date_of_a_file_modified_this_second(server, tree):
+    """RFC 9110 §13.1.5: a date in If-Range only counts as a strong validator
+    (§8.8.2.2). A file modified in the second the response is made in may change again
+    under the same Last-Modified, so the whole file is sent; once that second is over, the
+    range."""
+    data = BIG[:100_000]
+    range_if = "Range: bytes=0-9\r\nIf-Range: {}\r\n"
+    for attempt in range(5):
+        path = tree / f"fresh-{attempt}.bin"
+        lm = written_early_in_a_second(path, data)
+        r = request(server, f"/static/{path.name}", headers=range_if.format(lm))
+        if r.header("Date") == lm:
+            break
+        # The second turned between the write and the response: not this case.
+    else:
+        pytest.fail("no response within the second its file was written in")
+    assert r.header("Last-Modified") == lm
+    assert r.status == 200 and r.body == data
+    time.sleep(1.02 - time.time() % 1)
+    r = request(server, f"/static/{path.name}", headers=range_if.format(lm))
+    assert r.header("Date") != lm and r.header("Last-Modified") == lm
+    assert r.status == 206 and r.body == data[:10]
+
+
 def test_precompressed_siblings_and_hashed_names(server):
     """RFC 9110 §12.5.3: a .br/.gz sibling by Accept-Encoding and its q-values, with
     Content-Encoding and Vary (§12.5.5); a hashed name cached for good."""
@@ -462,6 +500,30 @@ def test_the_same_answers_as_nginx(server, nginx, case):
             f"GET /static/small.txt HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode(), "GET"
         )
     assert comparable(ours) == comparable(theirs)
+
+
+@needs_nginx
+def test_if_range_date_of_a_fresh_file_differs_from_nginx(server, nginx, tree):
+    """Where qiao and nginx differ (docs/behaviour.md): nginx takes an If-Range date equal
+    to Last-Modified even within the second the file was modified in, and sends the range;
+    qiao holds to RFC 9110 §13.1.5 and §8.8.2.2 and sends the whole file."""
+    data = BIG[:100_000]
+    for attempt in range(5):
+        path = tree / f"fresh-nginx-{attempt}.bin"
+        lm = written_early_in_a_second(path, data)
+        headers = f"Range: bytes=0-9\r\nIf-Range: {lm}\r\n"
+        ours = request(server, f"/static/{path.name}", headers=headers)
+        with Conn(nginx) as c:
+            theirs = c.request(
+                f"GET /static/{path.name} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode(), "GET"
+            )
+        if ours.header("Date") == lm == theirs.header("Date"):
+            break
+    else:
+        pytest.fail("no responses within the second their file was written in")
+    assert theirs.header("Last-Modified") == lm == ours.header("Last-Modified")
+    assert (theirs.status, theirs.body) == (206, data[:10])
+    assert (ours.status, ours.body) == (200, data)
 
 
 # -- a Django project after collectstatic ----------------------------------------------
