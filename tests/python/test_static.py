@@ -10,6 +10,8 @@ from __future__ import annotations
 import email.utils
 import os
 import re
+import resource
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import httpx
 import pytest
 from conftest import TLS, is_gunicorn, running_server
 from httpclient import Conn, Response, parse_response, raw
+from loadgen import children, wait_for
 from test_real_proxies import free_port, needs_nginx, start_nginx
 
 pytestmark = [
@@ -524,6 +527,63 @@ def test_if_range_date_of_a_fresh_file_differs_from_nginx(server, nginx, tree):
     assert theirs.header("Last-Modified") == lm == ours.header("Last-Modified")
     assert (theirs.status, theirs.body) == (206, data[:10])
     assert (ours.status, ours.body) == (200, data)
+
+
+# -- out of descriptors ----------------------------------------------------------------
+
+def lowest_free_fd(pid: int) -> int:
+    """The descriptor number `pid`'s next open would get (the lowest one not in use)."""
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    return min(set(range(len(used) + 1)) - used)
+
+
+def test_out_of_descriptors_is_503_then_served_again(tree):
+    """RFC 9110 §15.6.4: a worker out of descriptors (EMFILE) answers a static request it
+    cannot open a file for with 503 and Retry-After, keeps its connections and serves them
+    again once descriptors are free; a connection that arrived meanwhile waits to be
+    accepted, and is answered then (not lost). A file kept in memory needs no descriptor."""
+    with running_server("echo_environ:app", "--static", f"/static={tree}") as s:
+        workers = wait_for(lambda: children(s.proc.pid), timeout=10)
+        assert len(workers) == 1, workers
+        pid = workers[0]
+        get = "GET {} HTTP/1.1\r\nHost: x\r\n\r\n"
+        with Conn(s.port) as c:
+            assert c.request(get.format("/").encode(), "GET").status == 200
+            assert c.request(get.format("/static/small.txt").encode(), "GET").body == SMALL
+            limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            mark = s.log_mark()
+            try:
+                # Every new descriptor is now past the limit.
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
+            except PermissionError as e:
+                pytest.skip(f"cannot lower the worker's RLIMIT_NOFILE: {e}")
+            try:
+                r = c.request(get.format("/static/big.bin").encode(), "GET")
+                assert r.status == 503 and r.header("Retry-After") == "1"
+                r = c.request(get.format("/static/small.txt").encode(), "GET")
+                assert r.status == 200 and r.body == SMALL
+                late = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+                late.sendall(get.format("/static/big.bin").encode())
+                s.wait_log("accept failed", mark, timeout=10)
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+            r = c.request(get.format("/static/big.bin").encode(), "GET")
+            assert r.status == 200 and r.body == BIG
+        with late:
+            resp, _ = parse_response(read_response(late), "GET", eof=False)
+        assert resp is not None and resp.status == 200 and resp.body == BIG
+        assert s.proc.poll() is None and children(s.proc.pid) == [pid]
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Bytes from `sock` until one whole response to a GET has come."""
+    data = b""
+    while True:
+        if parse_response(data, "GET")[0] is not None:
+            return data
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the connection closed before a whole response"
+        data += chunk
 
 
 # -- a Django project after collectstatic ----------------------------------------------
