@@ -346,6 +346,10 @@ mod tests {
         ] {
             assert!(!if_range_holds(value.as_bytes(), &v, later), "{value:?}");
         }
-        assert!(if_range_holds(format!(" {} ", v.etag).as_bytes(), &v, later));
+        assert!(if_range_holds(
+            format!(" {} ", v.etag).as_bytes(),
+            &v,
+            later
+        ));
     }
 }
