@@ -49,6 +49,7 @@ def tree(tmp_path_factory) -> Path:
     (root / HASHED).write_bytes(CSS)
     (root / (HASHED + ".gz")).write_bytes(b"GZ" + CSS)
     (root / (HASHED + ".br")).write_bytes(b"BR" + CSS)
+    (root / "Roboto-BoldItalic.woff2").write_bytes(b"wOF2")
     (root / "sub" / "index.html").write_bytes(b"<p>index</p>\n")
     (root / ".env").write_bytes(b"SECRET")
     (root / "sub" / ".hidden").write_bytes(b"SECRET")
@@ -346,6 +347,10 @@ def test_precompressed_siblings_and_hashed_names(server):
         etags.add((coding, r.header("ETag")))
     # Each representation has its own strong validator (§8.8.3).
     assert len({tag for _, tag in etags}) == 3
+    # A font named in capitalised words has no hash: the configured max-age, so a new
+    # version reaches clients.
+    r = request(server, "/static/Roboto-BoldItalic.woff2")
+    assert r.status == 200 and r.header("Cache-Control") == "max-age=60, public"
 
 
 def test_the_access_log_has_static_responses(server):
