@@ -820,8 +820,8 @@ SETTINGS: tuple[Setting, ...] = (
         # Bounds the descriptors a worker may hold (connections, static files, the app's).
         "auto",
         "Open files a worker may hold (RLIMIT_NOFILE's soft limit, set by the master at "
-        "start): 'auto' raises it to the hard limit; a number sets it (and the hard limit "
-        "too when the master starts as root).",
+        "start, or by qiao.serve()): 'auto' raises it to the hard limit; a number sets it "
+        "(and the hard limit too when the master starts as root).",
         ("--rlimit-nofile",), metavar="N",
     ),
     Setting(

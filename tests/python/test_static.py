@@ -470,6 +470,7 @@ COMPARED = [
     ("some unsatisfiable", "Range: bytes=5000-6000,0-4\r\n"),
     ("two ranges", "Range: bytes=0-4,10-14\r\n"),
     ("backwards", "Range: bytes=9-5\r\n"),
+    ("backwards and forwards", "Range: bytes=9-5,0-4\r\n"),
     ("malformed", "Range: bytes=0-4,x\r\n"),
     ("empty set", "Range: bytes=\r\n"),
     ("unit in capitals", "Range: BYTES=0-4\r\n"),
@@ -589,6 +590,26 @@ def read_response(sock: socket.socket) -> bytes:
         chunk = sock.recv(1 << 16)
         assert chunk, "the connection closed before a whole response"
         data += chunk
+
+
+EMPTY_FILE_RANGES = [("bytes=0-", 200), ("bytes=-5", 200), ("bytes=0-0", 200),
+                     ("bytes=5-", 416), ("bytes=x", 416)]
+
+
+@needs_nginx
+@pytest.mark.parametrize(("value", "status"), EMPTY_FILE_RANGES, ids=[v for v, _ in EMPTY_FILE_RANGES])
+def test_ranges_of_an_empty_file_as_nginx(server, nginx, value, status):
+    """RFC 9110 §14.2 lets a server ignore Range: an empty file, which has no byte a 206
+    could carry, asked from its start or for its end, is sent whole (200), as nginx does;
+    a range past its end or a malformed set is 416 as for any file."""
+    ours = request(server, "/static/empty.txt", headers=f"Range: {value}\r\n")
+    with Conn(nginx) as c:
+        theirs = c.request(
+            f"GET /static/empty.txt HTTP/1.1\r\nHost: x\r\nRange: {value}\r\n\r\n".encode(),
+            "GET",
+        )
+    assert comparable(ours) == comparable(theirs)
+    assert ours.status == status
 
 
 # -- a Django project after collectstatic ----------------------------------------------
