@@ -12,7 +12,7 @@ shift || true
 cd "$(dirname "$0")"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse_head chunked chunked_roundtrip proxy_header forwarded uwsgi)
+    targets=(parse_head chunked chunked_roundtrip proxy_header forwarded uwsgi static_headers)
 fi
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
@@ -35,9 +35,15 @@ done
 for target in "${targets[@]}"; do
     echo "== $target: ${seconds}s"
     log="$(mktemp)"
+    # A target's dictionary (dicts/TARGET.dict), when it has one, gives libFuzzer the
+    # fields' tokens to splice in.
+    dict=()
+    if [ -f "dicts/$target.dict" ]; then
+        dict=(-dict="dicts/$target.dict")
+    fi
     # -rss_limit_mb bounds a leak; -timeout flags one input that takes over 10 s.
     if ! "${fuzz[@]}" run "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 "${dict[@]}" \
         >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "== $target: CRASH (reproducer under fuzz/artifacts/$target/)"

@@ -9,7 +9,7 @@ mod log;
 mod metrics;
 mod scoreboard;
 mod server;
-mod static_files;
+pub mod static_files;
 mod sys;
 mod syslog;
 mod tls;

@@ -51,14 +51,61 @@ _named: set[str] = set()
 
 
 def prepare(config: Config) -> None:
-    """``-e KEY=VALUE`` into the environment and ``--pythonpath`` first on ``sys.path``, in
-    the master, so that the app (and every worker forked from here) sees them."""
+    """``-e KEY=VALUE`` into the environment, ``--pythonpath`` first on ``sys.path`` and
+    the open-files limit, in the master, so that the app (and every worker forked from
+    here) sees them."""
     for key, value in config.raw_env.items():
         os.environ[key] = value
     for directory in reversed(config.pythonpath):
         path = os.path.abspath(directory)
         if path not in sys.path:
             sys.path.insert(0, path)
+    limit_open_files(config)
+
+
+def limit_open_files(config: Config) -> None:
+    """``--rlimit-nofile``: the soft limit of open files, which the workers inherit.
+
+    ``auto`` raises it to the hard limit, as Go's runtime does at start: the default soft
+    limit (1024) is kept low only for programs that pass descriptors to ``select()``,
+    whose sets end at 1024, while a worker's connections and static files alone can go
+    past it (then static requests are answered 503 and new connections wait). Raising it
+    costs nothing until descriptors are used. Code that calls ``select()`` fails the same
+    way either way once a process holds 1024 descriptors (``EMFILE`` before, ``ValueError``
+    now); programs the app starts inherit the higher limit. A number sets the soft limit
+    (lower too), and the hard limit as well where it is above it, which only root may.
+    Runs before privileges are dropped."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = config.rlimit_nofile
+    if wanted == "auto":
+        target = hard if hard != resource.RLIM_INFINITY else _nr_open()
+        if target is not None and target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError):
+                pass  # kept as it is: a best effort, as Go's
+        return
+    try:
+        if hard == resource.RLIM_INFINITY or wanted <= hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (OSError, ValueError) as e:
+        why = (f"above the hard limit {hard} (raise it: ulimit -Hn, systemd's LimitNOFILE=, "
+               "or start qiao as root)" if wanted > hard else (e.strerror or str(e)))
+        raise ConfigError(f"{config.source('rlimit_nofile')}: cannot set the open-files "
+                          f"limit to {wanted}: {why}") from None
+
+
+def _nr_open() -> int | None:
+    """The kernel's ceiling on a process's descriptors (``fs.nr_open``), if readable."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def configure_logging(config: Config) -> None:

@@ -276,6 +276,16 @@ def _workers(raw: object) -> int:
         raise _Invalid("expected a positive integer or 'auto'") from None
 
 
+def _open_files(raw: object) -> int | str:
+    """``auto``, or a number of open files (at least 64: a worker's own descriptors)."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _integer(64)(raw)
+    except _Invalid:
+        raise _Invalid("expected 'auto' or an integer >= 64") from None
+
+
 def _umask(raw: object) -> int:
     """A file mode creation mask: an int, or a string in octal (``022``, ``0o22``)."""
     expected = "expected an octal mask such as 022 or 0o22"
@@ -804,6 +814,15 @@ SETTINGS: tuple[Setting, ...] = (
         1000,
         "Maximum open connections per worker; further clients wait in the listen backlog.",
         ("--worker-connections",), metavar="INT", engine=True,
+    ),
+    Setting(
+        "rlimit_nofile", _open_files,
+        # Bounds the descriptors a worker may hold (connections, static files, the app's).
+        "auto",
+        "Open files a worker may hold (RLIMIT_NOFILE's soft limit, set by the master at "
+        "start, or by qiao.serve()): 'auto' raises it to the hard limit; a number sets it "
+        "(and the hard limit too when the master starts as root).",
+        ("--rlimit-nofile",), metavar="N",
     ),
     Setting(
         "body_buffer_size", _size,
@@ -1549,7 +1568,7 @@ def _show(raw: object) -> str:
 TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("server socket", ("bind", "backlog", "reuse_port", "protocol")),
     ("worker processes", (
-        "workers", "worker_class", "threads", "worker_connections", "timeout",
+        "workers", "worker_class", "threads", "worker_connections", "rlimit_nofile", "timeout",
         "graceful_timeout", "keep_alive", "max_requests", "max_requests_jitter",
         "max_worker_lifetime", "max_worker_memory", "output_budget",
     )),

@@ -362,6 +362,9 @@ def serve(
     config = Config(settings)
     if config.chdir is not None:
         os.chdir(config.chdir)
+    from qiao._process import limit_open_files
+
+    limit_open_files(config)
     if config.workers > 1:
         # Several processes: a master forks workers that inherit `app` (it is preloaded).
         from qiao import _qiao

@@ -36,7 +36,7 @@ pub fn http_date() -> [u8; DATE_LEN] {
 /// nothing, and the clock is read on every response while the text is formatted once a
 /// second: the precise clock's TSC read and conversion would be most of `http_date`'s
 /// own work.
-fn unix_seconds() -> u64 {
+pub fn unix_seconds() -> u64 {
     if let Some(now) = crate::sys::realtime_coarse() {
         return now.as_secs();
     }

@@ -5,17 +5,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A file's validators, as its responses announce them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Validators {
+pub struct Validators {
     /// The strong entity tag, quotes included: `"<mtime hex>-<length hex>"`, the form
     /// nginx uses, so that both servers give one file the same tag.
-    pub(crate) etag: String,
+    pub etag: String,
     /// The modification time in whole seconds since the epoch (what `Last-Modified`
     /// says, and what dates are compared with).
-    pub(crate) modified: u64,
+    pub modified: u64,
 }
 
 impl Validators {
-    pub(crate) fn new(modified: u64, len: u64) -> Validators {
+    pub fn new(modified: u64, len: u64) -> Validators {
         Validators {
             etag: format!("\"{modified:x}-{len:x}\""),
             modified,
@@ -25,16 +25,16 @@ impl Validators {
 
 /// The conditional fields of a request (each the values of all its lines, joined).
 #[derive(Debug, Default)]
-pub(crate) struct Conditions<'a> {
-    pub(crate) if_match: Option<&'a [u8]>,
-    pub(crate) if_none_match: Option<&'a [u8]>,
-    pub(crate) if_modified_since: Option<&'a [u8]>,
-    pub(crate) if_unmodified_since: Option<&'a [u8]>,
+pub struct Conditions<'a> {
+    pub if_match: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_modified_since: Option<&'a [u8]>,
+    pub if_unmodified_since: Option<&'a [u8]>,
 }
 
 /// What the preconditions decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
+pub enum Decision {
     /// Go on with the method (and its Range, if any).
     Proceed,
     /// 304 Not Modified.
@@ -45,7 +45,7 @@ pub(crate) enum Decision {
 
 /// RFC 9110 §13.2.2: the preconditions, in order, for a GET or HEAD of a representation
 /// that exists (the only methods a static file answers).
-pub(crate) fn evaluate(c: &Conditions<'_>, v: &Validators) -> Decision {
+pub fn evaluate(c: &Conditions<'_>, v: &Validators) -> Decision {
     // 1. If-Match: false (strong comparison, §13.1.1) → 412.
     if let Some(value) = c.if_match {
         if !list_matches(value, &v.etag, Comparison::Strong) {
@@ -72,18 +72,21 @@ pub(crate) fn evaluate(c: &Conditions<'_>, v: &Validators) -> Decision {
     Decision::Proceed
 }
 
-/// RFC 9110 §13.1.5: whether a Range applies given `If-Range`: an entity tag must match
-/// strongly (a weak tag never does); a date must equal the Last-Modified date exactly
-/// (an exact match, as nginx compares it). Anything else sends the whole file.
-pub(crate) fn if_range_holds(value: &[u8], v: &Validators) -> bool {
+/// RFC 9110 §13.1.5: whether a Range applies given `If-Range`, at `now` (seconds since
+/// the epoch, the response's `Date`): an entity tag must match strongly (a weak tag never
+/// does); a date must equal the Last-Modified date exactly and be a strong validator
+/// (§8.8.2.2): the file was last modified in a second that is over by `now`, so the date
+/// stands for one content only. A file modified within the current second may change again
+/// in it under the same date, and mixing its ranges with a client's older copy would
+/// corrupt that copy. Anything else sends the whole file.
+pub fn if_range_holds(value: &[u8], v: &Validators, now: u64) -> bool {
     let value = value.trim_ascii();
     if value.starts_with(b"\"") || value.starts_with(b"W/") {
-        return match tags(value).next() {
-            Some(Ok(tag)) => !tag.weak && tag.opaque == v.etag.as_bytes(),
-            _ => false,
-        };
+        // One entity tag, not a list (`"a", "b"` matches nothing), equal to our strong
+        // one: a weak tag never matches.
+        return value == v.etag.as_bytes();
     }
-    parse_date(value) == Some(v.modified)
+    parse_date(value) == Some(v.modified) && v.modified < now
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -144,10 +147,7 @@ fn tags(value: &[u8]) -> impl Iterator<Item = Result<Tag<'_>, ()>> {
             return bad(&mut rest);
         };
         let opaque = &rest[..close + 2];
-        if !opaque[1..opaque.len() - 1]
-            .iter()
-            .all(|&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
-        {
+        if !is_opaque_tag(opaque) {
             return bad(&mut rest);
         }
         rest = rest[close + 2..].trim_ascii_start();
@@ -158,9 +158,18 @@ fn tags(value: &[u8]) -> impl Iterator<Item = Result<Tag<'_>, ()>> {
     })
 }
 
+/// RFC 9110 §8.8.3: `opaque-tag = DQUOTE *etagc DQUOTE`, `etagc = %x21 / %x23-7E / obs-text`.
+fn is_opaque_tag(tag: &[u8]) -> bool {
+    let etagc = |b: &u8| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80;
+    tag.len() >= 2
+        && tag[0] == b'"'
+        && tag[tag.len() - 1] == b'"'
+        && tag[1..tag.len() - 1].iter().all(etagc)
+}
+
 /// An HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime
 /// forms a recipient must accept) as seconds since the epoch; `None` if it is not one.
-pub(crate) fn parse_date(value: &[u8]) -> Option<u64> {
+pub fn parse_date(value: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(value.trim_ascii()).ok()?;
     let time = httpdate::parse_http_date(text).ok()?;
     time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
@@ -294,11 +303,53 @@ mod tests {
     #[test]
     fn if_range_needs_a_strong_match() {
         let v = file();
-        assert!(if_range_holds(v.etag.as_bytes(), &v));
-        assert!(!if_range_holds(format!("W/{}", v.etag).as_bytes(), &v));
-        assert!(!if_range_holds(b"\"other\"", &v));
-        assert!(if_range_holds(LM.as_bytes(), &v));
-        assert!(!if_range_holds(b"Sun, 06 Nov 1994 08:49:38 GMT", &v));
-        assert!(!if_range_holds(b"junk", &v));
+        let later = LM_SECS + 60;
+        assert!(if_range_holds(v.etag.as_bytes(), &v, later));
+        assert!(!if_range_holds(
+            format!("W/{}", v.etag).as_bytes(),
+            &v,
+            later
+        ));
+        assert!(!if_range_holds(b"\"other\"", &v, later));
+        assert!(if_range_holds(LM.as_bytes(), &v, later));
+        assert!(!if_range_holds(b"Sun, 06 Nov 1994 08:49:38 GMT", &v, later));
+        assert!(!if_range_holds(b"junk", &v, later));
+    }
+
+    /// RFC 9110 §13.1.5 and §8.8.2.2: a date in If-Range is a strong validator only once
+    /// the second it names is over; within it the file may change again under the same
+    /// Last-Modified, so the whole file is sent. An entity tag does not depend on the time.
+    #[test]
+    fn if_range_date_of_a_file_modified_this_second_is_weak() {
+        let v = file();
+        assert!(!if_range_holds(LM.as_bytes(), &v, LM_SECS));
+        assert!(
+            !if_range_holds(LM.as_bytes(), &v, LM_SECS - 1),
+            "a clock behind the file"
+        );
+        assert!(if_range_holds(LM.as_bytes(), &v, LM_SECS + 1));
+        assert!(if_range_holds(v.etag.as_bytes(), &v, LM_SECS));
+    }
+
+    /// RFC 9110 §13.1.5: `If-Range = entity-tag / HTTP-date`, one validator: a list that
+    /// starts with the file's tag is no entity-tag and does not match (found by the
+    /// static_headers fuzz target).
+    #[test]
+    fn if_range_takes_one_tag_not_a_list() {
+        let v = file();
+        let later = LM_SECS + 60;
+        for value in [
+            format!("{}\r\r,", v.etag),
+            format!("{}, \"other\"", v.etag),
+            format!("{} ,", v.etag),
+            format!("{} x", v.etag),
+        ] {
+            assert!(!if_range_holds(value.as_bytes(), &v, later), "{value:?}");
+        }
+        assert!(if_range_holds(
+            format!(" {} ", v.etag).as_bytes(),
+            &v,
+            later
+        ));
     }
 }

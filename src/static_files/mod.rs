@@ -9,11 +9,11 @@
 //! hashed names); `cache` opens the files.
 
 mod cache;
-mod conditional;
+pub mod conditional;
 mod naming;
-mod negotiate;
+pub mod negotiate;
 mod path;
-mod range;
+pub mod range;
 
 use std::borrow::Cow;
 use std::os::fd::OwnedFd;
@@ -277,9 +277,11 @@ impl Statics {
         let is_get = head.method() == b"GET";
         let ranges = match head.header(b"range") {
             Some(value) if is_get => {
+                // The second the response's Date will carry.
+                let now = crate::http::date::unix_seconds();
                 let applies = head
                     .header(b"if-range")
-                    .is_none_or(|v| conditional::if_range_holds(v, &file.validators));
+                    .is_none_or(|v| conditional::if_range_holds(v, &file.validators, now));
                 if applies {
                     range::parse(value, file.len)
                 } else {

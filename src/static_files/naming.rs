@@ -41,7 +41,9 @@ fn media_type(path: &Path) -> Option<&'static str> {
 /// `ManifestStaticFilesStorage` (`site.0123456789ab.css`: 12 hex digits), and bundlers'
 /// `[name]-[hash]` / `[name].[hash]` (8 or more letters, digits, `_`). A word such as
 /// `datepicker` in `bootstrap-datepicker.js` is not a hash: a hash has a digit, or both
-/// cases.
+/// cases out of a camel-case word's order (`BoldItalic` in `Roboto-BoldItalic.ttf`, the
+/// way font files and components are named, is words: calling it a hash would have
+/// clients keep a replaced file for a year).
 pub(crate) fn is_hashed(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
@@ -61,7 +63,25 @@ pub(crate) fn is_hashed(path: &Path) -> bool {
     let digit = hash.bytes().any(|b| b.is_ascii_digit());
     let upper = hash.bytes().any(|b| b.is_ascii_uppercase());
     let lower = hash.bytes().any(|b| b.is_ascii_lowercase());
-    word && (digit || (upper && lower))
+    word && (digit || (upper && lower && !is_camel_case(hash)))
+}
+
+/// Capitalised words run together (`SemiBold`, `ExtraLight`): a capital, then two or more
+/// lower-case letters, and again.
+fn is_camel_case(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut at = 0;
+    while at < b.len() {
+        let lower = b[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_lowercase())
+            .count();
+        if !b[at].is_ascii_uppercase() || lower < 2 {
+            return false;
+        }
+        at += 1 + lower;
+    }
+    !b.is_empty()
 }
 
 #[cfg(test)]
@@ -137,5 +157,22 @@ mod tests {
         assert!(!h("js/jquery-3.7.1.min.js"));
         assert!(!h("vendor/abc.js"));
         assert!(!h(".12345678.js"));
+    }
+
+    /// Font and component files named in capitalised words are not hashed: they get the
+    /// configured max-age, not a year's `immutable` (RFC 9111 §5.2.2.1), so a replaced
+    /// file reaches clients.
+    #[test]
+    fn camel_case_words_are_not_hashes() {
+        let h = |p: &str| is_hashed(Path::new(p));
+        for name in [
+            "fonts/Roboto-BoldItalic.ttf",
+            "fonts/OpenSans-SemiBold.woff2",
+            "fonts/Inter-ExtraLight.woff2",
+            "img/logo-DarkMode.svg",
+        ] {
+            assert!(!h(name), "{name}");
+        }
+        assert!(h("assets/index-BxKqWzPa.js"), "a hash of letters only");
     }
 }

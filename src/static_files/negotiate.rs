@@ -5,17 +5,17 @@
 /// A content coding a sibling file may carry, in the server's order of preference (the
 /// smallest output first) for codings the client weighs equally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Coding {
+pub enum Coding {
     Brotli,
     Zstd,
     Gzip,
 }
 
 impl Coding {
-    pub(crate) const ALL: [Coding; 3] = [Coding::Brotli, Coding::Zstd, Coding::Gzip];
+    pub const ALL: [Coding; 3] = [Coding::Brotli, Coding::Zstd, Coding::Gzip];
 
     /// The coding's name in `Content-Encoding` and `Accept-Encoding`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Coding::Brotli => "br",
             Coding::Zstd => "zstd",
@@ -86,7 +86,7 @@ fn qvalue(v: &[u8]) -> Option<u16> {
 /// `Coding::ALL`'s order), if the client accepts it at all and weighs it no less than
 /// the file as it is. No `Accept-Encoding`: the file as it is (§12.5.3: a client that
 /// sends none is better served by no coding).
-pub(crate) fn choose(accept: Option<&[u8]>, available: &[Coding]) -> Option<Coding> {
+pub fn choose(accept: Option<&[u8]>, available: &[Coding]) -> Option<Coding> {
     let accept = accept?;
     let mut best: Option<(Coding, u16)> = None;
     for &coding in Coding::ALL.iter().filter(|c| available.contains(c)) {

@@ -4,11 +4,11 @@
 /// At most this many ranges are served in one response; a request with more gets the
 /// whole file (RFC 9110 §14.2: a server may ignore a Range that asks for many small
 /// ranges, a known way to make a server do much work for little).
-const MAX_RANGES: usize = 32;
+pub const MAX_RANGES: usize = 32;
 
 /// What a `Range` field asks of a file.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Ranges {
+pub enum Ranges {
     /// No usable Range: send the whole file (200). A unit other than bytes, an empty set,
     /// too many ranges, or ranges that add up to more than the file (overlapping ones)
     /// are ignored so, as RFC 9110 §14.2 allows.
@@ -22,7 +22,7 @@ pub(crate) enum Ranges {
 }
 
 /// RFC 9110 §14.1.2: `bytes=` then a list of `first-last`, `first-` or `-suffix`.
-pub(crate) fn parse(value: &[u8], len: u64) -> Ranges {
+pub fn parse(value: &[u8], len: u64) -> Ranges {
     let value = value.trim_ascii();
     let Some(set) = value
         .get(..6)
@@ -33,6 +33,8 @@ pub(crate) fn parse(value: &[u8], len: u64) -> Ranges {
     };
     let mut parts = Vec::new();
     let mut seen = 0usize;
+    // A range that starts past the end (not at it).
+    let mut past_the_end = false;
     for spec in set.split(|&b| b == b',') {
         let spec = spec.trim_ascii();
         if spec.is_empty() {
@@ -56,16 +58,18 @@ pub(crate) fn parse(value: &[u8], len: u64) -> Ranges {
             let Some(first) = number(first) else {
                 return Ranges::Unsatisfiable;
             };
+            past_the_end |= first > len;
             let last = if last.is_empty() {
                 None
             } else {
-                match number(last) {
-                    Some(l) if l >= first => Some(l),
-                    // §14.1.1: last-pos below first-pos makes the field invalid.
-                    _ => return Ranges::Unsatisfiable,
-                }
+                let Some(l) = number(last) else {
+                    return Ranges::Unsatisfiable;
+                };
+                Some(l)
             };
-            (first < len).then(|| {
+            // §14.1.1: a last-pos below first-pos makes the range invalid; it is dropped
+            // as an unsatisfiable one is, as nginx does (alone, it leaves nothing: 416).
+            (first < len && last.is_none_or(|l| l >= first)).then(|| {
                 let end = last.map_or(len - 1, |l| l.min(len - 1));
                 (first, end - first + 1)
             })
@@ -78,6 +82,12 @@ pub(crate) fn parse(value: &[u8], len: u64) -> Ranges {
         return Ranges::Whole;
     }
     if parts.is_empty() {
+        // An empty file has no byte for a 206: asked from its start or for its end
+        // (`bytes=0-`, what media players send, or `-5`), it is sent whole, as nginx does
+        // (§14.2 lets a server ignore Range), rather than refused.
+        if len == 0 && !past_the_end {
+            return Ranges::Whole;
+        }
         return Ranges::Unsatisfiable;
     }
     let total = parts
@@ -98,14 +108,14 @@ fn number(digits: &[u8]) -> Option<u64> {
 }
 
 /// `Content-Range` for a range of a file of `len` bytes (§14.4).
-pub(crate) fn content_range(first: u64, n: u64, len: u64) -> String {
+pub fn content_range(first: u64, n: u64, len: u64) -> String {
     format!("bytes {first}-{}/{len}", first + n - 1)
 }
 
 /// The bytes a `multipart/byteranges` body puts before each part and after the last
 /// (RFC 9110 §14.6, RFC 2046 §5.1.1): each part's delimiter and fields, and the closing
 /// delimiter.
-pub(crate) fn multipart_frames(
+pub fn multipart_frames(
     boundary: &str,
     content_type: &str,
     parts: &[(u64, u64)],
@@ -161,7 +171,36 @@ mod tests {
         assert_eq!(p("bytes=1000-"), Ranges::Unsatisfiable);
         assert_eq!(p("bytes=-0"), Ranges::Unsatisfiable);
         assert_eq!(p("bytes=1000-2000,0-9"), Ranges::Parts(vec![(0, 10)]));
-        assert_eq!(parse(b"bytes=0-", 0), Ranges::Unsatisfiable);
+    }
+
+    /// §14.2: a server may ignore Range; for an empty file asked from its start or for its
+    /// end it does, as nginx: there is no byte a 206 could carry, and a 416 would refuse a
+    /// client that asked `bytes=0-` (what media players send) of whatever is there. A range
+    /// past the end, or a malformed set, is 416 as for any file.
+    #[test]
+    fn an_empty_file_is_sent_whole() {
+        for v in [
+            "bytes=0-",
+            "bytes=-5",
+            "bytes=0-0",
+            "bytes=0-9,-1",
+            "items=0-",
+        ] {
+            assert_eq!(parse(v.as_bytes(), 0), Ranges::Whole, "{v}");
+        }
+        for v in ["bytes=5-", "bytes=x", "bytes=0-,5-", "bytes=5-1"] {
+            assert_eq!(parse(v.as_bytes(), 0), Ranges::Unsatisfiable, "{v}");
+        }
+    }
+
+    /// §14.1.1: a range whose last-pos is below its first-pos is invalid; it is dropped
+    /// like an unsatisfiable one (nginx's choice), so a set with others is served them,
+    /// and a set of only such ranges is 416.
+    #[test]
+    fn a_backwards_range_is_dropped() {
+        assert_eq!(p("bytes=1-0,0-1"), Ranges::Parts(vec![(0, 2)]));
+        assert_eq!(p("bytes=5-1"), Ranges::Unsatisfiable);
+        assert_eq!(p("bytes=5-1,9-2"), Ranges::Unsatisfiable);
     }
 
     /// §14.2: another unit, an empty set and abusive sets are ignored (200); a malformed

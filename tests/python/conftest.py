@@ -200,9 +200,12 @@ def start_server(
     *flags: str,
     binds: Sequence[str] = ("127.0.0.1:0",),
     extra_env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Server:
-    """Start a server on `app` and wait (bounded) for its `Listening at:` banner(s)."""
+    """Start a server on `app` and wait (bounded) for its `Listening at:` banner(s);
+    `wrapper` is a command that runs the server's argv (given as its arguments)."""
     argv, env = server_command(app, binds, flags)
+    argv = [*wrapper, *argv]
     if extra_env:
         env.update(extra_env)
     proc = subprocess.Popen(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import email.utils
 import os
 import re
+import resource
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import httpx
 import pytest
 from conftest import TLS, is_gunicorn, running_server
 from httpclient import Conn, Response, parse_response, raw
+from loadgen import children, wait_for
 from test_real_proxies import free_port, needs_nginx, start_nginx
 
 pytestmark = [
@@ -46,12 +49,19 @@ def tree(tmp_path_factory) -> Path:
     (root / HASHED).write_bytes(CSS)
     (root / (HASHED + ".gz")).write_bytes(b"GZ" + CSS)
     (root / (HASHED + ".br")).write_bytes(b"BR" + CSS)
+    (root / "Roboto-BoldItalic.woff2").write_bytes(b"wOF2")
     (root / "sub" / "index.html").write_bytes(b"<p>index</p>\n")
     (root / ".env").write_bytes(b"SECRET")
     (root / "sub" / ".hidden").write_bytes(b"SECRET")
     (root / "%2e%2e").mkdir()
     (root / "link-out.txt").symlink_to(outside / "secret.txt")
     (root / "link-in.txt").symlink_to(root / "small.txt")
+    # An hour old, as a deployed file is: its Last-Modified is then a strong validator
+    # (RFC 9110 §8.8.2.2), which If-Range needs.
+    old = time.time() - 3600
+    for path in (root, *root.rglob("*")):
+        if not path.is_symlink():
+            os.utime(path, (old, old))
     return root
 
 
@@ -282,6 +292,38 @@ def test_if_range(server):
     assert request(server, "/static/big.bin", headers=f'{rng}If-Range: "x"\r\n').status == 200
 
 
+def written_early_in_a_second(path: Path, data: bytes) -> str:
+    """Writes `path` just after a second begins, so that requests made at once fall in the
+    second it was modified in; returns its Last-Modified."""
+    time.sleep(1.02 - time.time() % 1)
+    path.write_bytes(data)
+    return email.utils.formatdate(int(path.stat().st_mtime), usegmt=True)
+
+
+def test_if_range_date_of_a_file_modified_this_second(server, tree):
+    """RFC 9110 §13.1.5: a date in If-Range only counts as a strong validator
+    (§8.8.2.2). A file modified in the second the response is made in may change again
+    under the same Last-Modified, so the whole file is sent; once that second is over, the
+    range."""
+    data = BIG[:100_000]
+    range_if = "Range: bytes=0-9\r\nIf-Range: {}\r\n"
+    for attempt in range(5):
+        path = tree / f"fresh-{attempt}.bin"
+        lm = written_early_in_a_second(path, data)
+        r = request(server, f"/static/{path.name}", headers=range_if.format(lm))
+        if r.header("Date") == lm:
+            break
+        # The second turned between the write and the response: not this case.
+    else:
+        pytest.fail("no response within the second its file was written in")
+    assert r.header("Last-Modified") == lm
+    assert r.status == 200 and r.body == data
+    time.sleep(1.02 - time.time() % 1)
+    r = request(server, f"/static/{path.name}", headers=range_if.format(lm))
+    assert r.header("Date") != lm and r.header("Last-Modified") == lm
+    assert r.status == 206 and r.body == data[:10]
+
+
 def test_precompressed_siblings_and_hashed_names(server):
     """RFC 9110 §12.5.3: a .br/.gz sibling by Accept-Encoding and its q-values, with
     Content-Encoding and Vary (§12.5.5); a hashed name cached for good."""
@@ -305,6 +347,10 @@ def test_precompressed_siblings_and_hashed_names(server):
         etags.add((coding, r.header("ETag")))
     # Each representation has its own strong validator (§8.8.3).
     assert len({tag for _, tag in etags}) == 3
+    # A font named in capitalised words has no hash: the configured max-age, so a new
+    # version reaches clients.
+    r = request(server, "/static/Roboto-BoldItalic.woff2")
+    assert r.status == 200 and r.header("Cache-Control") == "max-age=60, public"
 
 
 def test_the_access_log_has_static_responses(server):
@@ -424,6 +470,7 @@ COMPARED = [
     ("some unsatisfiable", "Range: bytes=5000-6000,0-4\r\n"),
     ("two ranges", "Range: bytes=0-4,10-14\r\n"),
     ("backwards", "Range: bytes=9-5\r\n"),
+    ("backwards and forwards", "Range: bytes=9-5,0-4\r\n"),
     ("malformed", "Range: bytes=0-4,x\r\n"),
     ("empty set", "Range: bytes=\r\n"),
     ("unit in capitals", "Range: BYTES=0-4\r\n"),
@@ -462,6 +509,107 @@ def test_the_same_answers_as_nginx(server, nginx, case):
             f"GET /static/small.txt HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode(), "GET"
         )
     assert comparable(ours) == comparable(theirs)
+
+
+@needs_nginx
+def test_if_range_date_of_a_fresh_file_differs_from_nginx(server, nginx, tree):
+    """Where qiao and nginx differ (docs/behaviour.md): nginx takes an If-Range date equal
+    to Last-Modified even within the second the file was modified in, and sends the range;
+    qiao holds to RFC 9110 §13.1.5 and §8.8.2.2 and sends the whole file."""
+    data = BIG[:100_000]
+    for attempt in range(5):
+        path = tree / f"fresh-nginx-{attempt}.bin"
+        lm = written_early_in_a_second(path, data)
+        headers = f"Range: bytes=0-9\r\nIf-Range: {lm}\r\n"
+        ours = request(server, f"/static/{path.name}", headers=headers)
+        with Conn(nginx) as c:
+            theirs = c.request(
+                f"GET /static/{path.name} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode(), "GET"
+            )
+        if ours.header("Date") == lm == theirs.header("Date"):
+            break
+    else:
+        pytest.fail("no responses within the second their file was written in")
+    assert theirs.header("Last-Modified") == lm == ours.header("Last-Modified")
+    assert (theirs.status, theirs.body) == (206, data[:10])
+    assert (ours.status, ours.body) == (200, data)
+
+
+# -- out of descriptors ----------------------------------------------------------------
+
+def lowest_free_fd(pid: int) -> int:
+    """The descriptor number `pid`'s next open would get (the lowest one not in use)."""
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    return min(set(range(len(used) + 1)) - used)
+
+
+def test_out_of_descriptors_is_503_then_served_again(tree):
+    """RFC 9110 §15.6.4: a worker out of descriptors (EMFILE) answers a static request it
+    cannot open a file for with 503 and Retry-After, keeps its connections and serves them
+    again once descriptors are free; a connection that arrived meanwhile waits to be
+    accepted, and is answered then (not lost). A file kept in memory needs no descriptor."""
+    with running_server("echo_environ:app", "--static", f"/static={tree}") as s:
+        workers = wait_for(lambda: children(s.proc.pid), timeout=10)
+        assert len(workers) == 1, workers
+        pid = workers[0]
+        get = "GET {} HTTP/1.1\r\nHost: x\r\n\r\n"
+        with Conn(s.port) as c:
+            assert c.request(get.format("/").encode(), "GET").status == 200
+            assert c.request(get.format("/static/small.txt").encode(), "GET").body == SMALL
+            limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            mark = s.log_mark()
+            try:
+                # Every new descriptor is now past the limit.
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free_fd(pid), limits[1]))
+            except PermissionError as e:
+                pytest.skip(f"cannot lower the worker's RLIMIT_NOFILE: {e}")
+            try:
+                r = c.request(get.format("/static/big.bin").encode(), "GET")
+                assert r.status == 503 and r.header("Retry-After") == "1"
+                r = c.request(get.format("/static/small.txt").encode(), "GET")
+                assert r.status == 200 and r.body == SMALL
+                late = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+                late.sendall(get.format("/static/big.bin").encode())
+                s.wait_log("accept failed", mark, timeout=10)
+            finally:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+            r = c.request(get.format("/static/big.bin").encode(), "GET")
+            assert r.status == 200 and r.body == BIG
+        with late:
+            resp, _ = parse_response(read_response(late), "GET", eof=False)
+        assert resp is not None and resp.status == 200 and resp.body == BIG
+        assert s.proc.poll() is None and children(s.proc.pid) == [pid]
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Bytes from `sock` until one whole response to a GET has come."""
+    data = b""
+    while True:
+        if parse_response(data, "GET")[0] is not None:
+            return data
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the connection closed before a whole response"
+        data += chunk
+
+
+EMPTY_FILE_RANGES = [("bytes=0-", 200), ("bytes=-5", 200), ("bytes=0-0", 200),
+                     ("bytes=5-", 416), ("bytes=x", 416)]
+
+
+@needs_nginx
+@pytest.mark.parametrize(("value", "status"), EMPTY_FILE_RANGES, ids=[v for v, _ in EMPTY_FILE_RANGES])
+def test_ranges_of_an_empty_file_as_nginx(server, nginx, value, status):
+    """RFC 9110 §14.2 lets a server ignore Range: an empty file, which has no byte a 206
+    could carry, asked from its start or for its end, is sent whole (200), as nginx does;
+    a range past its end or a malformed set is 416 as for any file."""
+    ours = request(server, "/static/empty.txt", headers=f"Range: {value}\r\n")
+    with Conn(nginx) as c:
+        theirs = c.request(
+            f"GET /static/empty.txt HTTP/1.1\r\nHost: x\r\nRange: {value}\r\n\r\n".encode(),
+            "GET",
+        )
+    assert comparable(ours) == comparable(theirs)
+    assert ours.status == status
 
 
 # -- a Django project after collectstatic ----------------------------------------------

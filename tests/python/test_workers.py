@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import uuid
 
 import pytest
 from apps.parked import gate_path
-from conftest import TESTS_DIR, running_server
+from conftest import TESTS_DIR, is_gunicorn, running_server
 from httpclient import Conn, get
 from loadgen import Load, children, wait_for
 
@@ -649,3 +650,58 @@ def test_max_requests_jitter_varies_each_workers_limit():
     # Not one fixed limit: with working jitter, 6 or more workers all draw the same of 5
     # values with probability 5 * (1/5)**6 (0.03 %) at most.
     assert len(set(finished)) > 1, runs
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """`pid`'s soft and hard RLIMIT_NOFILE, as /proc shows them."""
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(x for x in f if x.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return tuple(resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard))
+
+
+def lowered_soft_limit(soft: int) -> list[str]:
+    """A command that runs its arguments with the soft RLIMIT_NOFILE lowered to `soft`."""
+    code = ("import os, resource, sys; r = resource.RLIMIT_NOFILE; "
+            f"resource.setrlimit(r, ({soft}, resource.getrlimit(r)[1])); "
+            "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.skipif(is_gunicorn(), reason="qiao's --rlimit-nofile")
+def test_rlimit_nofile_raises_or_sets_the_workers_open_files_limit():
+    """--rlimit-nofile: by default (auto) the soft limit qiao was started with is raised to
+    the hard limit in the master and its workers; a number sets it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard open-files limit ({hard}) leaves nothing to raise")
+    with running_server("behaviour:app", wrapper=lowered_soft_limit(256)) as s:
+        (worker,) = worker_pids(s, 1)
+        expected = hard
+        if hard == resource.RLIM_INFINITY:
+            with open("/proc/sys/fs/nr_open") as f:
+                expected = int(f.read())
+        assert open_files_limit(s.proc.pid) == (expected, hard)
+        assert open_files_limit(worker) == (expected, hard)
+    with running_server("behaviour:app", "--rlimit-nofile", "200",
+                        wrapper=lowered_soft_limit(256)) as s:
+        (worker,) = worker_pids(s, 1)
+        assert open_files_limit(worker) == (200, hard)
+
+
+@pytest.mark.skipif(is_gunicorn(), reason="qiao's --rlimit-nofile")
+def test_rlimit_nofile_that_cannot_be_set_is_one_line():
+    """A limit past what the process may set (past the kernel's fs.nr_open even for root):
+    a one-line error naming the setting, exit status 2; a malformed value too."""
+    with open("/proc/sys/fs/nr_open") as f:
+        too_many = int(f.read()) + 1
+    for value, why in ((str(too_many), "cannot set the open-files limit"),
+                       ("lots", "expected 'auto' or an integer >= 64")):
+        p = subprocess.run(
+            [sys.executable, "-m", "qiao", "apps.behaviour:app", "-b", "127.0.0.1:0",
+             "--chdir", str(TESTS_DIR), "--rlimit-nofile", value],
+            check=False, capture_output=True, text=True, timeout=60,
+        )
+        assert p.returncode == 2, p.stderr
+        assert "--rlimit-nofile" in p.stderr and why in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
