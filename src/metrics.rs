@@ -318,28 +318,46 @@ impl Metrics {
         if thread >= self.threads {
             return;
         }
-        let mut text = [0u8; TEXT_BYTES];
-        let m = method.len().min(TEXT_BYTES);
-        text[..m].copy_from_slice(&method[..m]);
-        if m < TEXT_BYTES {
-            text[m] = b' ';
-            let p = path.len().min(TEXT_BYTES - m - 1);
-            text[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
-        }
-        // The words up to the one holding the text's terminating zero (all of them for a
-        // text cut at the room's end): what follows it is never read, and most request
-        // lines fill a word or two of the eight.
-        let len = (m + 1 + path.len()).min(TEXT_BYTES);
-        let words = (len / 8 + 1).min(TEXT_BYTES / 8);
+        let len = (method.len() + 1 + path.len()).min(TEXT_BYTES);
+        let mut joined = [0u8; TEXT_BYTES];
+        // The usual request line holds the text whole (the path right after the method
+        // and one space): it is read from there, without first being put together.
+        let text = if method.as_ptr().wrapping_add(method.len() + 1) == path.as_ptr() {
+            // SAFETY: `path` starts one byte past the end of `method`, so the two and the
+            // byte between them are one run of the same buffer, `len` bytes of which
+            // (at most the two's lengths and the byte between) are read.
+            unsafe { std::slice::from_raw_parts(method.as_ptr(), len) }
+        } else {
+            let m = method.len().min(TEXT_BYTES);
+            joined[..m].copy_from_slice(&method[..m]);
+            if m < TEXT_BYTES {
+                joined[m] = b' ';
+                let p = path.len().min(TEXT_BYTES - m - 1);
+                joined[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
+            }
+            &joined[..len]
+        };
         let cells = self.cells(slot, self.texts() + thread * TEXT, TEXT);
         let (seq, room) = cells.split_first().expect("a text has its sequence cell");
         // One writer per text (its thread), so a load then a store is not a race.
         let n = seq.load(Ordering::Relaxed);
         seq.store(n.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (cell, word) in room[..words].iter().zip(text.chunks_exact(8)) {
-            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            cell.store(word, Ordering::Relaxed);
+        let mut words = text.chunks_exact(8);
+        for (cell, word) in room.iter().zip(&mut words) {
+            cell.store(
+                u64::from_le_bytes(word.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+        // Then the word holding the text's end and its terminating zero, unless the text
+        // fills the room: what follows is never read, and most request lines fill a word
+        // or two of the eight.
+        if let Some(cell) = room.get(text.len() / 8) {
+            let tail = words.remainder();
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            cell.store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
         seq.store(n.wrapping_add(2), Ordering::Release);
     }
@@ -598,6 +616,22 @@ mod tests {
         m.serving(1, 1, b"GET", b"/abcdefghij");
         m.serving(1, 1, b"PUT", b"/abc");
         assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("PUT /abc"));
+        // Read straight from a request line holding both (and then cut at 64 bytes, or
+        // ending on a word's edge, its terminating zero in the word after).
+        let line = b"GET /from/the/line?q=1 HTTP/1.1";
+        m.serving(1, 1, &line[..3], &line[4..18]);
+        assert_eq!(
+            m.request(1, 1).unwrap().as_deref(),
+            Some("GET /from/the/line")
+        );
+        let long = [b"PUT ".as_slice(), &[b'y'; 90]].concat();
+        m.serving(1, 1, &long[..3], &long[4..]);
+        assert_eq!(
+            m.request(1, 1).unwrap().unwrap(),
+            String::from_utf8_lossy(&long[..64])
+        );
+        m.serving(1, 1, &line[..3], &line[4..8]);
+        assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("GET /fro"));
         m.serving(1, 1, b"POST", &[b'x'; 100]);
         m.serving(1, 2, b"GET", b"/");
         assert_eq!(m.request(1, 2).unwrap(), None);
