@@ -11,7 +11,6 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Runs a non-blocking call until it is not interrupted: `Ok(Some(n))` for its result,
@@ -445,18 +444,33 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// `monotonic_ms()` at the moment `at`, without reading the clock again: `Instant` reads
-/// the same clock (CLOCK_MONOTONIC) but keeps its value opaque, so one pair of readings
-/// taken together (once per process; a forked child's is still right) ties the two.
-/// A request's start then costs one clock reading for both its timer and the scoreboard.
-pub(crate) fn monotonic_ms_at(at: Instant) -> u64 {
-    static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
-    let &(base, base_ns) = BASE.get_or_init(|| (Instant::now(), monotonic_ns()));
-    let ns = match at.checked_duration_since(base) {
-        Some(after) => base_ns + after.as_nanos() as u64,
-        None => base_ns.saturating_sub((base - at).as_nanos() as u64),
-    };
-    ns / 1_000_000
+/// A reading of the system-wide monotonic clock (CLOCK_MONOTONIC, the clock `Instant`
+/// reads), in nanoseconds: a request's times (its first byte, the application's call, its
+/// end) are taken as these, one clock reading each, and subtracted with one instruction,
+/// where `Instant`'s checked arithmetic costs more than the reading; its milliseconds are
+/// the scoreboard's, as every process of the machine counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Mono(u64);
+
+impl Mono {
+    pub(crate) fn now() -> Mono {
+        Mono(monotonic_ns())
+    }
+
+    /// The time from `earlier` to this reading (zero if `earlier` is later).
+    pub(crate) fn since(self, earlier: Mono) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// The time since this reading.
+    pub(crate) fn elapsed(self) -> Duration {
+        Mono::now().since(self)
+    }
+
+    /// This reading in `monotonic_ms()`'s milliseconds.
+    pub(crate) fn ms(self) -> u64 {
+        self.0 / 1_000_000
+    }
 }
 
 /// Memory shared with the processes this one forks afterwards: an anonymous shared
@@ -534,18 +548,19 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
-    /// An `Instant` and the monotonic milliseconds read around it agree: they are one
-    /// clock, whether the instant is before or after the pair that ties them.
+    /// A `Mono` reading is on the monotonic clock: its milliseconds lie between the ones
+    /// read around it, and a later reading is later by at least the time slept between.
     #[test]
-    fn an_instant_maps_onto_the_monotonic_clock() {
-        let early = Instant::now();
-        std::thread::sleep(Duration::from_millis(2));
+    fn mono_readings_are_the_monotonic_clock() {
         let before = monotonic_ms();
-        let at = Instant::now();
+        let at = Mono::now();
         let after = monotonic_ms();
-        assert!((before..=after).contains(&monotonic_ms_at(at)));
-        let early_ms = monotonic_ms_at(early);
-        assert!(early_ms < before && early_ms + 2 <= monotonic_ms_at(at));
+        assert!((before..=after).contains(&at.ms()));
+        std::thread::sleep(Duration::from_millis(2));
+        let later = Mono::now();
+        assert!(later.since(at) >= Duration::from_millis(2));
+        assert_eq!(at.since(later), Duration::ZERO);
+        assert!(at.elapsed() >= later.since(at));
     }
 
     #[test]

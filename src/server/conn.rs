@@ -29,6 +29,7 @@ use crate::server::spool;
 use crate::server::transport::Transport;
 use crate::server::{Admission, Shared};
 use crate::static_files::Answer;
+use crate::sys::Mono;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{resume, Exchange, Outcome, Step};
@@ -376,14 +377,14 @@ impl<T: Transport> Connection<T> {
         let mut repeat = false;
         loop {
             // The request head: the keep-alive timeout runs while nothing has arrived,
-            // the header timeout from the first byte of the request on.
-            let now = Instant::now();
-            let mut deadline = now + keep_alive;
+            // the header timeout from the first byte of the request on (each deadline is
+            // taken when a read has to wait: a request already buffered needs none).
+            let mut deadline = None;
             let mut idle = true;
             // Where the request's time starts (its access-log and metrics durations): the
             // read of its first byte or, for a request already buffered behind another
             // (pipelined), now, when the server turns to it, as nginx's $request_time.
-            let mut first_byte = (!self.rbuf.is_empty()).then_some(now);
+            let mut first_byte = (!self.rbuf.is_empty()).then(Mono::now);
             let head = loop {
                 // (Looked at before the parser, which skips the empty lines a v2 header
                 // starts with.)
@@ -397,18 +398,19 @@ impl<T: Transport> Connection<T> {
                 }
                 if idle && !self.rbuf.is_empty() {
                     idle = false;
-                    deadline = *first_byte.get_or_insert_with(Instant::now) + header_timeout;
+                    deadline = Some(Instant::now() + header_timeout);
                 }
-                match self.read_more(deadline, idle).await {
+                let until = *deadline.get_or_insert_with(|| Instant::now() + keep_alive);
+                match self.read_more(until, idle).await {
                     Ok(()) => {}
                     Err(ReadEnd::TimedOut) if !idle => {
                         return Box::pin(self.refuse(Canned::RequestTimeout)).await
                     }
                     Err(_) => return,
                 }
-                first_byte = first_byte.or_else(|| Some(Instant::now()));
+                first_byte = first_byte.or_else(|| Some(Mono::now()));
             };
-            let started = first_byte.unwrap_or_else(Instant::now);
+            let started = first_byte.unwrap_or_else(Mono::now);
             let forwarded = match self.forwarded(&head).map(|f| self.with_uwsgi_environ(f)) {
                 Ok(forwarded) => forwarded,
                 Err(e) => {
@@ -504,7 +506,7 @@ impl<T: Transport> Connection<T> {
         body: Body,
         persist: Persistence,
         keep: bool,
-        started: Instant,
+        started: Mono,
     ) -> Dispatched<T> {
         let mut sink = self.sink.take().expect("the sink is back between requests");
         sink.prepare(
@@ -549,7 +551,7 @@ impl<T: Transport> Connection<T> {
         forwarded: Option<&Forwarded>,
         answer: Answer,
         persist: Persistence,
-        started: Instant,
+        started: Mono,
     ) -> Box<H1Sink<T>> {
         let mut sink = self.sink.take().expect("the sink is back between requests");
         sink.prepare(
@@ -764,7 +766,7 @@ impl<T: Transport> Connection<T> {
     /// The access log line of a request refused once its head was read (its body too
     /// large, malformed or too slow, its forwarding headers contradictory), as gunicorn
     /// writes one for the requests it refuses after reading their request line.
-    fn log_refused_request(&self, head: &RequestHead, canned: Canned, started: Instant) {
+    fn log_refused_request(&self, head: &RequestHead, canned: Canned, started: Mono) {
         let Some(log) = &self.shared.ctx.access_log else {
             return;
         };

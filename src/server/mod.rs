@@ -25,7 +25,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -44,6 +44,7 @@ use crate::server::pool::Pool;
 use crate::server::tls::{HandshakeError, TlsStream};
 use crate::server::transport::{Socket, Transport};
 use crate::static_files::{Answer, Statics};
+use crate::sys::Mono;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{handle_inline, Exchange, Outcome, Step};
 use crate::wsgi::Context;
@@ -127,7 +128,7 @@ impl Shared {
         peer: &Peer,
         forwarded: Option<&Forwarded>,
         answer: &Answer,
-        started: Instant,
+        started: Mono,
     ) {
         let log = self.ctx.access_log.as_ref();
         if log.is_none() && self.ctx.metrics.is_none() {

@@ -2,7 +2,7 @@
 //! it returns, and calls the iterable's `close()` on every path (PEP 3333).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
@@ -13,6 +13,7 @@ use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
 use crate::log::Level;
 use crate::metrics::{Finished, Gauge, Metrics};
+use crate::sys::Mono;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::file_wrapper::FileWrapper;
@@ -33,7 +34,7 @@ pub(crate) struct Exchange {
     /// The connection carried a request before this one and may carry another after it:
     /// the per-connection objects are worth keeping (see `Peer`).
     pub keep: bool,
-    pub started: Instant,
+    pub started: Mono,
 }
 
 /// What the connection gets back: its sink, holding what is still to be written.
@@ -82,9 +83,9 @@ struct Live {
     head: RequestHead,
     forwarded: Option<Box<Forwarded>>,
     peer: Arc<Peer>,
-    started: Instant,
+    started: Mono,
     /// When the application was called (only taken when metrics are kept).
-    called: Option<Instant>,
+    called: Option<Mono>,
     /// The request hooks' state, when the config file defines them (boxed: most servers
     /// have none, and `Live` moves on every pause).
     hooked: Option<Box<Hooked>>,
@@ -158,7 +159,7 @@ pub(crate) fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -
 /// Runs `f` with app thread `thread` marked busy on the scoreboard (what `--timeout`
 /// watches): only while the app's code may run, not while a paused request waits. `f` is
 /// given the moment it began, when something times it.
-fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce(Option<Instant>) -> T) -> T {
+fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce(Option<Mono>) -> T) -> T {
     let at = ctx.set_busy(thread);
     let result = f(at);
     ctx.set_idle(thread);
@@ -167,7 +168,7 @@ fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce(Option<Instant>) -> T) -
 
 /// Calls the application for `ex` (at `at`, when timed) and sends its response, or as
 /// much of it as the client takes when `may_pause`.
-fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Instant>, may_pause: bool) -> Step {
+fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Mono>, may_pause: bool) -> Step {
     let Exchange {
         head,
         forwarded,
@@ -291,8 +292,8 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
 
 /// What a request carries to its end besides its head and response.
 struct Ended {
-    started: Instant,
-    called: Option<Instant>,
+    started: Mono,
+    called: Option<Mono>,
     hooked: Option<Box<Hooked>>,
     environ: Option<Py<PyAny>>,
 }
@@ -321,12 +322,12 @@ fn finalize(
         .expect("the response stays until the request ends");
     // One clock reading for the metrics, the access log and the debug line.
     let debug = ctx.error_log.enabled(Level::Debug);
-    let now = (called.is_some() || ctx.access_log.is_some() || debug).then(Instant::now);
-    let elapsed = now.map_or(Duration::ZERO, |now| now.saturating_duration_since(started));
+    let now = (called.is_some() || ctx.access_log.is_some() || debug).then(Mono::now);
+    let elapsed = now.map_or(Duration::ZERO, |now| now.since(started));
     if let (Some((metrics, row)), Some(called), Some(now)) = (ctx.metrics(), called, now) {
         let sent = resp.head.lines.len() as u64 + resp.body_bytes;
         let status = resp.head.status;
-        let app = Some(now.saturating_duration_since(called));
+        let app = Some(now.since(called));
         metrics.finished(row, &Finished::of(head, status, sent, elapsed, app));
     }
     if let Some(log) = &ctx.access_log {
@@ -645,7 +646,7 @@ mod tests {
                 Arc::new(HostPort::new("127.0.0.1".into(), "80".into())),
             )),
             keep: false,
-            started: Instant::now(),
+            started: Mono::now(),
         }
     }
 

@@ -15,7 +15,6 @@ pub(crate) mod testing;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use pyo3::prelude::*;
 
@@ -24,7 +23,7 @@ use crate::config::Settings;
 use crate::log::ErrorLog;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::scoreboard::Scoreboard;
-use crate::sys::monotonic_ms_at;
+use crate::sys::Mono;
 
 /// Everything a request needs that lives as long as the server: built once, shared by threads.
 pub(crate) struct Context {
@@ -153,13 +152,13 @@ impl Context {
     /// App thread `thread` enters the application: busy in the master's table from now.
     /// Returns now when anything times the request (the table, or the metrics' time in
     /// the application), so that one clock reading serves both.
-    pub(crate) fn set_busy(&self, thread: usize) -> Option<Instant> {
+    pub(crate) fn set_busy(&self, thread: usize) -> Option<Mono> {
         if self.board.is_none() && self.metrics.is_none() {
             return None;
         }
-        let now = Instant::now();
+        let now = Mono::now();
         if let Some((board, slot)) = &self.board {
-            board.get().set_busy(*slot, thread, monotonic_ms_at(now));
+            board.get().set_busy(*slot, thread, now.ms());
         }
         Some(now)
     }

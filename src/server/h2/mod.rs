@@ -9,7 +9,7 @@ mod sink;
 
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -25,6 +25,7 @@ use crate::server::h2::sink::{canned, End, H2Sink, Told};
 use crate::server::outbuf::OutBuf;
 use crate::server::spool::{self, Spool};
 use crate::server::{Admission, Shared};
+use crate::sys::Mono;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
 use crate::wsgi::handler::{resume, Exchange, Outcome, Step};
@@ -140,7 +141,7 @@ async fn serve_stream(
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let started = Instant::now();
+    let started = Mono::now();
     let (parts, mut recv) = request.into_parts();
     // RFC 9110 §10.1.1: a client that expects 100-continue waits for it before its body;
     // the body is read at once (as over HTTP/1.1), so it gets it now.
