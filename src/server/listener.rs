@@ -4,11 +4,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::config::Settings;
+use crate::log::ErrorLog;
 use crate::server::transport::Socket;
 use crate::sys::{self, TcpOption};
 use crate::wsgi::environ::{ip_text, HostPort, Peer};
@@ -142,4 +144,46 @@ pub(super) fn host_port(addr: SocketAddr) -> HostPort {
         ip_text(addr.ip()),
         itoa::Buffer::new().format(addr.port()).to_owned(),
     )
+}
+
+/// How often a streak of failed accepts is logged again after its first line.
+const FAILURES_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+/// An accept loop's failures (out of descriptors, mostly, retried every few tens of
+/// milliseconds), logged without flooding the log: the first of a streak, then how many
+/// more every `FAILURES_LOGGED_EVERY`, and the streak's end once an accept works again.
+#[derive(Default)]
+pub(super) struct AcceptFailures {
+    streak: u64,
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptFailures {
+    pub(super) fn failed(&mut self, log: &ErrorLog, e: &io::Error) {
+        self.streak += 1;
+        if let Some(at) = self.logged_at {
+            if at.elapsed() < FAILURES_LOGGED_EVERY {
+                self.unlogged += 1;
+                return;
+            }
+        }
+        let more = match self.unlogged {
+            0 => String::new(),
+            n => format!(" ({n} more failed since the last line)"),
+        };
+        log.error(&format!("accept failed: {e}{more}"));
+        self.logged_at = Some(Instant::now());
+        self.unlogged = 0;
+    }
+
+    pub(super) fn succeeded(&mut self, log: &ErrorLog) {
+        if self.streak > 0 {
+            log.info(&format!(
+                "accepting again, after {} failed accepts",
+                self.streak
+            ));
+            *self = AcceptFailures::default();
+        }
+    }
 }

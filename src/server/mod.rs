@@ -39,7 +39,7 @@ use crate::metrics::{Counter, Finished, Gauge};
 use crate::server::budget::Budget;
 use crate::server::conn::Connection;
 use crate::server::idle::Idle;
-use crate::server::listener::Listener;
+use crate::server::listener::{AcceptFailures, Listener};
 use crate::server::pool::Pool;
 use crate::server::tls::{HandshakeError, TlsStream};
 use crate::server::transport::{Socket, Transport};
@@ -353,6 +353,7 @@ async fn serve(
             let shared = shared.clone();
             let permits = permits.clone();
             acceptors.push(tokio::task::spawn_local(async move {
+                let mut failures = AcceptFailures::default();
                 loop {
                     if permits.available_permits() == 0 {
                         shared.ctx.count(Counter::ConnectionsLimited, 1);
@@ -363,11 +364,12 @@ async fn serve(
                     };
                     match accepted {
                         (Ok((conn, peer)), permit) => {
+                            failures.succeeded(&shared.ctx.error_log);
                             spawn_accepted(shared.clone(), conn, peer, permit.ok());
                         }
                         (Err(e), _) => {
                             // EMFILE and friends: wait a little rather than spin.
-                            shared.ctx.error_log.error(&format!("accept failed: {e}"));
+                            failures.failed(&shared.ctx.error_log, &e);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }

@@ -571,6 +571,7 @@ def test_out_of_descriptors_is_503_then_served_again(tree):
                 late = socket.create_connection(("127.0.0.1", s.port), timeout=10)
                 late.sendall(get.format("/static/big.bin").encode())
                 s.wait_log("accept failed", mark, timeout=10)
+                time.sleep(0.5)  # the accept loop retries meanwhile, every 50 ms
             finally:
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
             r = c.request(get.format("/static/big.bin").encode(), "GET")
@@ -579,6 +580,9 @@ def test_out_of_descriptors_is_503_then_served_again(tree):
             resp, _ = parse_response(read_response(late), "GET", eof=False)
         assert resp is not None and resp.status == 200 and resp.body == BIG
         assert s.proc.poll() is None and children(s.proc.pid) == [pid]
+        # The streak of failed accepts is one line, not one per retry, then its end.
+        log = s.wait_log("accepting again, after", mark, timeout=10)
+        assert "accepting again, after" in log and log.count("accept failed") == 1, log
 
 
 def read_response(sock: socket.socket) -> bytes:
