@@ -179,7 +179,7 @@ pub(crate) struct Finished<'a> {
     /// From the application's call to the end of its response (`None`: a static file,
     /// which no application served).
     pub app: Option<Duration>,
-    /// From the request's head read to the end of its response.
+    /// From the request's first byte to the end of its response.
     pub total: Duration,
     pub received: u64,
     pub sent: u64,

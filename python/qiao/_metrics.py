@@ -241,7 +241,7 @@ def render(arbiter: Arbiter, *, openmetrics: bool = False) -> str:
         ("qiao_request_app_duration_seconds",
          "Time from the application's call to the end of its response."),
         ("qiao_request_duration_seconds",
-         "Time from the request's head read to the end of its response."),
+         "Time from the request's first byte to the end of its response."),
     ):
         out.family(name, "histogram", doc)
         cumulative = 0

@@ -118,8 +118,9 @@ class Statsd:
         requests = sum(delta[:grid])
         if requests:
             lines.append(f"gunicorn.requests:{requests}|c|@1.0")
-        # The second histogram: from the request's head to the end of its response, the
-        # time gunicorn's access log and timer measure.
+        # The second histogram: from the request's first byte to the end of its response
+        # (gunicorn's timer starts at its parsed request: the same but for the head's
+        # arrival).
         at = grid + (len(bounds) + 2)
         lines += _durations(delta[at:at + len(bounds) + 1], delta[at + len(bounds) + 1],
                             bounds)
