@@ -315,28 +315,25 @@ impl Metrics {
     /// App thread `thread` of worker `slot` starts serving `method` `path` (the path only:
     /// a query string may carry secrets). A seqlock: the reader retries a torn read.
     pub(crate) fn serving(&self, slot: usize, thread: usize, method: &[u8], path: &[u8]) {
+        let mut text = [0u8; TEXT_BYTES];
+        let m = method.len().min(TEXT_BYTES);
+        text[..m].copy_from_slice(&method[..m]);
+        if m < TEXT_BYTES {
+            text[m] = b' ';
+            let p = path.len().min(TEXT_BYTES - m - 1);
+            text[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
+        }
+        let len = (method.len() + 1 + path.len()).min(TEXT_BYTES);
+        self.serving_text(slot, thread, &text[..len]);
+    }
+
+    /// `serving` with its text already joined (`METHOD path`, as the usual request line
+    /// holds it: then nothing is put together first); cut at 64 bytes.
+    pub(crate) fn serving_text(&self, slot: usize, thread: usize, text: &[u8]) {
         if thread >= self.threads {
             return;
         }
-        let len = (method.len() + 1 + path.len()).min(TEXT_BYTES);
-        let mut joined = [0u8; TEXT_BYTES];
-        // The usual request line holds the text whole (the path right after the method
-        // and one space): it is read from there, without first being put together.
-        let text = if method.as_ptr().wrapping_add(method.len() + 1) == path.as_ptr() {
-            // SAFETY: `path` starts one byte past the end of `method`, so the two and the
-            // byte between them are one run of the same buffer, `len` bytes of which
-            // (at most the two's lengths and the byte between) are read.
-            unsafe { std::slice::from_raw_parts(method.as_ptr(), len) }
-        } else {
-            let m = method.len().min(TEXT_BYTES);
-            joined[..m].copy_from_slice(&method[..m]);
-            if m < TEXT_BYTES {
-                joined[m] = b' ';
-                let p = path.len().min(TEXT_BYTES - m - 1);
-                joined[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
-            }
-            &joined[..len]
-        };
+        let text = &text[..text.len().min(TEXT_BYTES)];
         let cells = self.cells(slot, self.texts() + thread * TEXT, TEXT);
         let (seq, room) = cells.split_first().expect("a text has its sequence cell");
         // One writer per text (its thread), so a load then a store is not a race.
@@ -619,18 +616,18 @@ mod tests {
         // Read straight from a request line holding both (and then cut at 64 bytes, or
         // ending on a word's edge, its terminating zero in the word after).
         let line = b"GET /from/the/line?q=1 HTTP/1.1";
-        m.serving(1, 1, &line[..3], &line[4..18]);
+        m.serving_text(1, 1, &line[..18]);
         assert_eq!(
             m.request(1, 1).unwrap().as_deref(),
             Some("GET /from/the/line")
         );
         let long = [b"PUT ".as_slice(), &[b'y'; 90]].concat();
-        m.serving(1, 1, &long[..3], &long[4..]);
+        m.serving_text(1, 1, &long);
         assert_eq!(
             m.request(1, 1).unwrap().unwrap(),
             String::from_utf8_lossy(&long[..64])
         );
-        m.serving(1, 1, &line[..3], &line[4..8]);
+        m.serving_text(1, 1, &line[..8]);
         assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("GET /fro"));
         m.serving(1, 1, b"POST", &[b'x'; 100]);
         m.serving(1, 2, b"GET", b"/");

@@ -201,7 +201,10 @@ impl Context {
     /// Notes what app thread `thread` serves now, for `qiao status`.
     pub(crate) fn serving(&self, thread: usize, head: &crate::http::RequestHead) {
         if let Some((metrics, row)) = self.metrics() {
-            metrics.serving(row, thread, head.method(), head.path());
+            match head.method_and_path() {
+                Some(text) => metrics.serving_text(row, thread, text),
+                None => metrics.serving(row, thread, head.method(), head.path()),
+            }
         }
     }
 

@@ -125,6 +125,15 @@ impl RequestHead {
         &self.buf[self.target.clone()]
     }
 
+    /// `METHOD path` as one run of the request line, when the line holds it so (an
+    /// origin-form target: the path right after the method and its space).
+    pub fn method_and_path(&self) -> Option<&[u8]> {
+        let adjoining = !self.path.is_empty()
+            && self.path.start == self.method.end + 1
+            && self.buf.get(self.method.end) == Some(&b' ');
+        adjoining.then(|| &self.buf[self.method.start..self.path.end])
+    }
+
     /// The raw (still percent-encoded) path; `/` for an absolute-form target without one.
     pub fn path(&self) -> &[u8] {
         if self.path.is_empty() {

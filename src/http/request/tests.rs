@@ -487,3 +487,23 @@ fn mutated_requests_split_anywhere_parse_as_whole() {
         assert_eq!(read_stream([a, b], &Limits::default()), whole);
     }
 }
+
+/// `METHOD path` is one slice of an origin-form request line (what `qiao status` shows);
+/// an absolute-form target, whose path is not next to the method, has none.
+#[test]
+fn method_and_path_is_the_request_lines_start_when_it_holds_them() {
+    let h = parse_with(
+        b"GET /a/b?secret=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+        &Limits::default(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(h.method_and_path(), Some(&b"GET /a/b"[..]));
+    let h = parse_with(
+        b"GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+        &Limits::default(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!((h.method_and_path(), h.path()), (None, &b"/a"[..]));
+}
