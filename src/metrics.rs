@@ -17,7 +17,6 @@
 //! counters and, last, the gauges (which a fold drops: a gone worker has nothing in
 //! flight). After the parts come the request texts of the app threads (`qiao status`).
 
-use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -159,17 +158,21 @@ fn method_index(method: &[u8]) -> usize {
     }
 }
 
-thread_local! {
-    /// Which part of its worker's row this thread writes: 0 for the I/O thread (and the
-    /// app thread that is the I/O thread itself, with one thread), `1 + i` for app thread
-    /// `i` of the pool (see `set_writer`).
-    static WRITER: Cell<usize> = const { Cell::new(0) };
-}
+/// Which part of its worker's row a thread writes, so that every cell has one writer: the
+/// event loop's thread (the connections' work, and the application when it runs there)
+/// writes part 0, app thread `i` of the pool part `1 + i`. A part past the table's room
+/// (more threads after a reload) is the shared one, with atomic additions. Given by the
+/// caller, which knows its thread, rather than read from a thread-local (in a shared
+/// library, a call into the dynamic linker on every read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Writer(usize);
 
-/// Declares the current thread the writer of part `writer` of its worker's row (a pool's
-/// app thread `i`: `1 + i`), for every table it counts in.
-pub(crate) fn set_writer(writer: usize) {
-    WRITER.with(|w| w.set(writer));
+impl Writer {
+    pub(crate) const LOOP: Writer = Writer(0);
+
+    pub(crate) fn pool(thread: usize) -> Writer {
+        Writer(1 + thread)
+    }
 }
 
 /// One finished request, as the metrics count it.
@@ -249,11 +252,10 @@ impl Metrics {
         &self.cells(slot, index, 1)[0]
     }
 
-    /// The part of worker `slot`'s row this thread writes (found once for all of a
-    /// request's additions: one bounds check, one thread-local read).
-    fn part(&self, slot: usize) -> Part<'_> {
-        let writer = WRITER.with(Cell::get);
-        self.part_number(slot, writer.min(self.private))
+    /// The part of worker `slot`'s row `writer` writes (found once for all of a request's
+    /// additions: one bounds check).
+    fn part(&self, slot: usize, writer: Writer) -> Part<'_> {
+        self.part_number(slot, writer.0.min(self.private))
     }
 
     /// Part `n` of worker `slot`'s row (`private`: the shared part, atomic additions).
@@ -265,34 +267,34 @@ impl Metrics {
         }
     }
 
-    fn add(&self, slot: usize, index: usize, n: u64) {
-        self.part(slot).bump(index, n);
+    fn add(&self, slot: usize, writer: Writer, index: usize, n: u64) {
+        self.part(slot, writer).bump(index, n);
     }
 
-    pub(crate) fn count(&self, slot: usize, counter: Counter, n: u64) {
-        self.add(slot, SCALARS + counter as usize, n);
+    pub(crate) fn count(&self, slot: usize, writer: Writer, counter: Counter, n: u64) {
+        self.add(slot, writer, SCALARS + counter as usize, n);
     }
 
     /// Moves gauge `gauge` of worker `slot` up (`up`) or down by one.
     /// (One part may go below zero, as when a request is counted in flight by one
     /// thread and out by another: the sum of the parts stays right, additions wrapping.)
-    pub(crate) fn gauge(&self, slot: usize, gauge: Gauge, up: bool) {
+    pub(crate) fn gauge(&self, slot: usize, writer: Writer, gauge: Gauge, up: bool) {
         let n = if up { 1 } else { u64::MAX };
-        self.add(slot, GAUGES + gauge as usize, n);
+        self.add(slot, writer, GAUGES + gauge as usize, n);
     }
 
     /// A request refused before the application, with `status`.
-    pub(crate) fn refused(&self, slot: usize, status: u16) {
+    pub(crate) fn refused(&self, slot: usize, writer: Writer, status: u16) {
         let i = REFUSED
             .iter()
             .position(|&s| s == status)
             .unwrap_or(REFUSED.len());
-        self.add(slot, REFUSALS + i, 1);
+        self.add(slot, writer, REFUSALS + i, 1);
     }
 
     /// A request's response is over: it is counted, and no longer in flight.
-    pub(crate) fn finished(&self, slot: usize, req: &Finished<'_>) {
-        let part = self.part(slot);
+    pub(crate) fn finished(&self, slot: usize, writer: Writer, req: &Finished<'_>) {
+        let part = self.part(slot, writer);
         let method = method_index(req.method);
         let class = match req.status {
             100..=599 => {
@@ -555,8 +557,8 @@ mod tests {
     #[test]
     fn a_request_lands_in_its_method_class_and_buckets() {
         let m = Metrics::new(2, 1).unwrap();
-        m.finished(1, &request(b"POST", 201, 3));
-        m.finished(1, &request(b"BREW", 418, 0));
+        m.finished(1, Writer::LOOP, &request(b"POST", 201, 3));
+        m.finished(1, Writer::LOOP, &request(b"BREW", 418, 0));
         let row = m.row(1);
         assert_eq!(row[GRID + 2 * CLASSES.len() + 1], 1, "POST 2xx");
         assert_eq!(row[GRID + 7 * CLASSES.len() + 3], 1, "other 4xx");
@@ -588,8 +590,8 @@ mod tests {
     #[test]
     fn bucket_bounds_are_inclusive() {
         let m = Metrics::new(1, 1).unwrap();
-        m.finished(0, &request(b"GET", 200, 1));
-        m.finished(0, &request(b"GET", 200, 60_000));
+        m.finished(0, Writer::LOOP, &request(b"GET", 200, 1));
+        m.finished(0, Writer::LOOP, &request(b"GET", 200, 60_000));
         let row = m.row(0);
         assert_eq!(row[APP_TIME], 1);
         assert_eq!(row[APP_TIME + BUCKETS - 1], 1);
@@ -632,7 +634,7 @@ mod tests {
         m.serving(1, 1, b"POST", &[b'x'; 100]);
         m.serving(1, 2, b"GET", b"/");
         assert_eq!(m.request(1, 2).unwrap(), None);
-        m.finished(1, &request(b"GET", 200, 1));
+        m.finished(1, Writer::LOOP, &request(b"GET", 200, 1));
         assert_eq!(
             m.request(1, 1).unwrap().unwrap().len(),
             64,
@@ -646,12 +648,12 @@ mod tests {
     #[test]
     fn folding_keeps_counters_and_drops_gauges() {
         let m = Metrics::new(2, 1).unwrap();
-        m.finished(0, &request(b"GET", 200, 1));
-        m.gauge(0, Gauge::InFlight, true);
-        m.refused(0, 431);
-        m.refused(0, 505);
-        m.gauge(1, Gauge::InFlight, true);
-        m.finished(1, &request(b"GET", 500, 1));
+        m.finished(0, Writer::LOOP, &request(b"GET", 200, 1));
+        m.gauge(0, Writer::LOOP, Gauge::InFlight, true);
+        m.refused(0, Writer::LOOP, 431);
+        m.refused(0, Writer::LOOP, 505);
+        m.gauge(1, Writer::LOOP, Gauge::InFlight, true);
+        m.finished(1, Writer::LOOP, &request(b"GET", 500, 1));
         m.fold(0).unwrap();
         assert!(m.row(0).iter().all(|&c| c == 0));
         let totals = m.totals(vec![1]).unwrap();
@@ -666,17 +668,17 @@ mod tests {
     /// Threads of one worker add to its row at once: no count is lost.
     #[test]
     fn concurrent_adds_are_all_counted() {
-        // Two app threads with parts of their own, the I/O thread, and three threads past
-        // the table's room sharing the last part (a reload raised --threads).
+        // The event loop's thread and two app threads with parts of their own, and three
+        // threads past the table's room sharing the last part (a reload raised --threads).
         let m = Metrics::new(1, 2).unwrap();
         std::thread::scope(|scope| {
             for writer in 0..6 {
                 let m = &m;
                 scope.spawn(move || {
-                    set_writer(writer);
+                    let writer = Writer(writer);
                     for _ in 0..10_000 {
-                        m.gauge(0, Gauge::InFlight, true);
-                        m.finished(0, &request(b"GET", 200, 0));
+                        m.gauge(0, writer, Gauge::InFlight, true);
+                        m.finished(0, writer, &request(b"GET", 200, 0));
                     }
                 });
             }
@@ -694,10 +696,9 @@ mod tests {
         let m = Python::attach(|py| Py::new(py, Metrics::new(2, 1).unwrap()).unwrap());
         let tally = Python::attach(|py| LogTally::new(py, &m, 1));
         std::thread::scope(|scope| {
-            for writer in 0..3 {
+            for _ in 0..3 {
                 let tally = &tally;
                 scope.spawn(move || {
-                    set_writer(writer);
                     tally.logged(Logged::Warning);
                     tally.logged(Logged::Exception);
                 });
@@ -715,13 +716,10 @@ mod tests {
     fn a_gauge_moved_by_two_threads_sums_right() {
         let m = Metrics::new(1, 1).unwrap();
         std::thread::scope(|scope| {
-            scope.spawn(|| m.gauge(0, Gauge::ConnectionsOpen, true));
+            scope.spawn(|| m.gauge(0, Writer::LOOP, Gauge::ConnectionsOpen, true));
         });
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                set_writer(1);
-                m.gauge(0, Gauge::ConnectionsOpen, false);
-            });
+            scope.spawn(|| m.gauge(0, Writer::pool(0), Gauge::ConnectionsOpen, false));
         });
         assert_eq!(m.row(0)[GAUGES + Gauge::ConnectionsOpen as usize], 0);
     }

@@ -35,7 +35,7 @@ use tokio::task::LocalSet;
 
 use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
-use crate::metrics::{Counter, Finished, Gauge};
+use crate::metrics::{Counter, Finished, Gauge, Writer};
 use crate::server::budget::Budget;
 use crate::server::conn::Connection;
 use crate::server::idle::Idle;
@@ -137,9 +137,9 @@ impl Shared {
         let elapsed = started.elapsed();
         if let Some((metrics, row)) = self.ctx.metrics() {
             let sent = answer.head.lines.len() as u64 + answer.body_bytes;
-            metrics.gauge(row, Gauge::InFlight, true);
-            let status = answer.head.status;
-            metrics.finished(row, &Finished::of(head, status, sent, elapsed, None));
+            metrics.gauge(row, Writer::LOOP, Gauge::InFlight, true);
+            let req = Finished::of(head, answer.head.status, sent, elapsed, None);
+            metrics.finished(row, Writer::LOOP, &req);
         }
         let Some(log) = log else {
             return;

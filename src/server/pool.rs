@@ -34,7 +34,6 @@ impl Pool {
                         // Python thread state made per request (attach on a bare thread)
                         // would cost its creation and lose thread-locals every time.
                         crate::wsgi::on_app_thread(Some((ctx.clone(), i)));
-                        crate::metrics::set_writer(1 + i);
                         Python::attach(|py| {
                             while let Ok((ex, reply)) = py.detach(|| rx.recv()) {
                                 let outcome = handle(py, &ctx, ex, i);

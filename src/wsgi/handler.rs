@@ -12,7 +12,7 @@ use crate::access_log::AccessRecord;
 use crate::http::forwarded::Forwarded;
 use crate::http::RequestHead;
 use crate::log::Level;
-use crate::metrics::{Finished, Gauge, Metrics};
+use crate::metrics::{Finished, Gauge, Metrics, Writer};
 use crate::sys::Mono;
 use crate::wsgi::bodybuf::Body;
 use crate::wsgi::environ::Peer;
@@ -20,7 +20,7 @@ use crate::wsgi::file_wrapper::FileWrapper;
 use crate::wsgi::input::Input;
 use crate::wsgi::response::{type_name, Responder, Response, StartResponse};
 use crate::wsgi::sink::{Flow, ResponseSink};
-use crate::wsgi::{Context, Hooked};
+use crate::wsgi::{AppThread, Context, Hooked};
 
 /// One request, handed from the connection to the thread that runs the app.
 pub(crate) struct Exchange {
@@ -101,7 +101,10 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(req) = self.req.take() {
             if let Some((metrics, row)) = &self.metrics {
-                metrics.get().gauge(*row, Gauge::InFlight, false);
+                // Only the event loop's thread pauses requests.
+                metrics
+                    .get()
+                    .gauge(*row, Writer::LOOP, Gauge::InFlight, false);
             }
             Python::attach(|py| {
                 let _ = close_iterable(req.iterable.bind(py));
@@ -127,8 +130,9 @@ impl Drop for Waiting {
 /// Runs one request to its end on app thread `thread` of the pool: waits for a slow client
 /// on this thread (the GIL released), never pausing.
 pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize) -> Outcome {
-    ctx.serving(thread, &ex.head);
-    match busy(ctx, thread, |at| run(py, ctx, ex, at, false)) {
+    let thread = AppThread::Pool(thread);
+    ctx.started(thread, &ex.head);
+    match busy(ctx, thread, |at| run(py, ctx, ex, at, thread)) {
         Step::Done(outcome) => outcome,
         Step::Wait(_) => unreachable!("a request run without pausing paused"),
     }
@@ -138,8 +142,10 @@ pub(crate) fn handle(py: Python<'_>, ctx: &Context, ex: Exchange, thread: usize)
 /// iteration whose client falls behind pauses (`Step::Wait`) instead of blocking the
 /// loop, so the other connections keep being served.
 pub(crate) fn handle_inline(py: Python<'_>, ctx: &Context, ex: Exchange) -> Step {
-    ctx.serving(0, &ex.head);
-    busy(ctx, 0, |at| run(py, ctx, ex, at, true))
+    ctx.started(AppThread::Loop, &ex.head);
+    busy(ctx, AppThread::Loop, |at| {
+        run(py, ctx, ex, at, AppThread::Loop)
+    })
 }
 
 /// Continues a paused request once its client took what was queued (or is gone: then the
@@ -153,22 +159,24 @@ pub(crate) fn resume(py: Python<'_>, ctx: &Context, mut waiting: Box<Waiting>) -
     if let Some(resp) = req.sr.bind(py).borrow_mut().resp.as_mut() {
         resp.sink = Some(sink);
     }
-    busy(ctx, 0, |_| body(py, ctx, req, true))
+    busy(ctx, AppThread::Loop, |_| {
+        body(py, ctx, req, AppThread::Loop)
+    })
 }
 
 /// Runs `f` with app thread `thread` marked busy on the scoreboard (what `--timeout`
 /// watches): only while the app's code may run, not while a paused request waits. `f` is
 /// given the moment it began, when something times it.
-fn busy<T>(ctx: &Context, thread: usize, f: impl FnOnce(Option<Mono>) -> T) -> T {
-    let at = ctx.set_busy(thread);
+fn busy<T>(ctx: &Context, thread: AppThread, f: impl FnOnce(Option<Mono>) -> T) -> T {
+    let at = ctx.set_busy(thread.index());
     let result = f(at);
-    ctx.set_idle(thread);
+    ctx.set_idle(thread.index());
     result
 }
 
 /// Calls the application for `ex` (at `at`, when timed) and sends its response, or as
-/// much of it as the client takes when `may_pause`.
-fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Mono>, may_pause: bool) -> Step {
+/// much of it as the client takes when `thread` may pause.
+fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Mono>, thread: AppThread) -> Step {
     let Exchange {
         head,
         forwarded,
@@ -186,7 +194,6 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Mono>, may_pause:
     };
     // The application's time, for the metrics, from the same reading as the scoreboard's.
     let called = ctx.metrics().and(at);
-    ctx.gauge(Gauge::InFlight, true);
     let resp = Response::new(sink, head.method() == b"HEAD");
     let responder = StartResponse::for_request(py, &peer.start_response, resp, keep);
     let (input, Responder { sr, start }) = match (input, responder) {
@@ -219,6 +226,7 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Mono>, may_pause:
             fail(py, ctx, &sr, &head, Failure::App(err));
             let client = forwarded.as_deref();
             let ended = Ended {
+                thread,
                 started,
                 called,
                 hooked,
@@ -240,12 +248,13 @@ fn run(py: Python<'_>, ctx: &Context, ex: Exchange, at: Option<Mono>, may_pause:
         hooked,
         environ: kept,
     };
-    body(py, ctx, req, may_pause)
+    body(py, ctx, req, thread)
 }
 
 /// Sends (more of) the response body; at its end, or on failure, closes the iterable and
-/// ends the request.
-fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
+/// ends the request (on `thread`).
+fn body(py: Python<'_>, ctx: &Context, mut req: Live, thread: AppThread) -> Step {
+    let may_pause = thread.may_pause();
     let sr = req.sr.bind(py).clone();
     let iterable = req.iterable.bind(py).clone();
     let sent = match req.iter.take() {
@@ -280,6 +289,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
     drop(req.input);
     let forwarded = req.forwarded.as_deref();
     let ended = Ended {
+        thread,
         started: req.started,
         called: req.called,
         hooked: req.hooked,
@@ -292,6 +302,7 @@ fn body(py: Python<'_>, ctx: &Context, mut req: Live, may_pause: bool) -> Step {
 
 /// What a request carries to its end besides its head and response.
 struct Ended {
+    thread: AppThread,
     started: Mono,
     called: Option<Mono>,
     hooked: Option<Box<Hooked>>,
@@ -310,6 +321,7 @@ fn finalize(
     ended: Ended,
 ) -> Outcome {
     let Ended {
+        thread,
         started,
         called,
         hooked,
@@ -328,7 +340,8 @@ fn finalize(
         let sent = resp.head.lines.len() as u64 + resp.body_bytes;
         let status = resp.head.status;
         let app = Some(now.since(called));
-        metrics.finished(row, &Finished::of(head, status, sent, elapsed, app));
+        let req = Finished::of(head, status, sent, elapsed, app);
+        metrics.finished(row, thread.writer(), &req);
     }
     if let Some(log) = &ctx.access_log {
         log.log(&AccessRecord {

@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use crate::access_log::AccessLog;
 use crate::config::Settings;
 use crate::log::ErrorLog;
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics, Writer};
 use crate::scoreboard::Scoreboard;
 use crate::sys::Mono;
 
@@ -184,34 +184,40 @@ impl Context {
         }
     }
 
-    /// Adds `n` to a counter of this worker's metrics (when a master keeps them).
+    /// Adds `n` to a counter of this worker's metrics (when a master keeps them), from the
+    /// event loop's thread (a connection's work).
     pub(crate) fn count(&self, counter: Counter, n: u64) {
         if let Some((metrics, row)) = self.metrics() {
-            metrics.count(row, counter, n);
+            metrics.count(row, Writer::LOOP, counter, n);
         }
     }
 
-    /// Moves a gauge of this worker's metrics up or down by one.
+    /// Moves a gauge of this worker's metrics up or down by one, from the event loop's
+    /// thread.
     pub(crate) fn gauge(&self, gauge: Gauge, up: bool) {
         if let Some((metrics, row)) = self.metrics() {
-            metrics.gauge(row, gauge, up);
+            metrics.gauge(row, Writer::LOOP, gauge, up);
         }
     }
 
-    /// Notes what app thread `thread` serves now, for `qiao status`.
-    pub(crate) fn serving(&self, thread: usize, head: &crate::http::RequestHead) {
+    /// A request enters the application on `thread`: in flight, and what the thread
+    /// serves now, for `qiao status`.
+    pub(crate) fn started(&self, thread: AppThread, head: &crate::http::RequestHead) {
         if let Some((metrics, row)) = self.metrics() {
+            metrics.gauge(row, thread.writer(), Gauge::InFlight, true);
+            let index = thread.index();
             match head.method_and_path() {
-                Some(text) => metrics.serving_text(row, thread, text),
-                None => metrics.serving(row, thread, head.method(), head.path()),
+                Some(text) => metrics.serving_text(row, index, text),
+                None => metrics.serving(row, index, head.method(), head.path()),
             }
         }
     }
 
-    /// Counts a request refused before the application, with `status`.
+    /// Counts a request refused before the application, with `status` (from the event
+    /// loop's thread).
     pub(crate) fn refused(&self, status: u16) {
         if let Some((metrics, row)) = self.metrics() {
-            metrics.refused(row, status);
+            metrics.refused(row, Writer::LOOP, status);
         }
     }
 
@@ -222,6 +228,39 @@ impl Context {
 
     pub(crate) fn interrupted(&self) -> bool {
         self.interrupt.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+}
+
+/// The thread that runs a request's application: the event loop's own (one app thread; a
+/// response to a slow client then pauses, so that the loop serves the other connections)
+/// or thread `i` of the pool (which waits for the client itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppThread {
+    Loop,
+    Pool(usize),
+}
+
+impl AppThread {
+    /// Its index among the app threads: its cell of the scoreboard, its request text.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            AppThread::Loop => 0,
+            AppThread::Pool(i) => i,
+        }
+    }
+
+    /// The part of the worker's metrics row it writes.
+    pub(crate) fn writer(self) -> Writer {
+        match self {
+            AppThread::Loop => Writer::LOOP,
+            AppThread::Pool(i) => Writer::pool(i),
+        }
+    }
+
+    /// Whether a response whose client falls behind pauses (on the loop) rather than
+    /// waits.
+    pub(crate) fn may_pause(self) -> bool {
+        self == AppThread::Loop
     }
 }
 
