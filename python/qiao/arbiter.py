@@ -116,6 +116,30 @@ class Worker:
         return 0 if self.engine is None else self.engine.requests_served
 
 
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_WRITABLE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _wait(readers: list[int], writers: list[int], timeout: float) -> tuple[list[int], list[int]]:
+    """The descriptors of `readers` ready to read and of `writers` ready to write, within
+    `timeout` seconds. With poll(), not select(): select refuses a descriptor numbered 1024
+    or more, which a master reaches with enough workers (a dump pipe each), listeners and
+    exporter clients. A hang-up or an error counts as ready, as select reports it, so that
+    the owner reads or writes and finds out."""
+    masks: dict[int, int] = {}
+    for fd in readers:
+        masks[fd] = masks.get(fd, 0) | select.POLLIN
+    for fd in writers:
+        masks[fd] = masks.get(fd, 0) | select.POLLOUT
+    poller = select.poll()
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    events = dict(poller.poll(max(0, int(timeout * 1000 + 0.999))))
+    ready = [fd for fd in readers if events.get(fd, 0) & _READABLE]
+    writable = [fd for fd in writers if events.get(fd, 0) & _WRITABLE]
+    return ready, writable
+
+
 class Arbiter:
     def __init__(
         self,
@@ -278,8 +302,7 @@ class Arbiter:
                 return
             dump = self.dumps.wait()
             try:
-                ready, writable, _ = select.select(
-                    readers, writers, [], left if dump is None else min(left, dump))
+                ready, writable = _wait(readers, writers, left if dump is None else min(left, dump))
             except InterruptedError:
                 return
             self.dumps.read(ready)

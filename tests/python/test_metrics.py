@@ -9,6 +9,7 @@ are checked against traffic the test sends, across two workers and a worker repl
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -443,3 +444,52 @@ def test_the_grafana_dashboard_queries_only_exported_metrics():
         served = set(samples(fetch(metrics_url(server) + "/metrics")[2]))
     exported = {name for name, _ in served}
     assert named and named <= exported, sorted(named - exported)
+
+
+HIGH_DESCRIPTORS = """
+import os
+import resource
+
+_held = []
+
+
+def on_starting(server):
+    # Every descriptor the master opens from now on is numbered past select()'s 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    while len(_held) < 1100:
+        _held.append(os.open(os.devnull, os.O_RDONLY))
+"""
+
+
+def test_the_master_watches_descriptors_numbered_past_1024(tmp_path):
+    """A master with enough workers, listeners and exporter clients holds descriptors
+    numbered 1024 and more, which select() refuses: it must still serve scrapes and
+    `qiao status` and watch its workers (their dump pipes) through them."""
+    import resource
+    import sys
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 2048:
+        pytest.skip("the hard RLIMIT_NOFILE is below 2048")
+    conf = tmp_path / "high.conf.py"
+    conf.write_text(HIGH_DESCRIPTORS)
+    with running_server("behaviour:app", "-c", str(conf), "-w", "2",
+                        "--metrics-bind", "127.0.0.1:0") as server:
+        url = metrics_url(server)
+        for _ in range(3):
+            assert request(server.port, get("/pid")).startswith(b"HTTP/1.1 200")
+
+        def counted() -> dict | None:
+            found = samples(fetch(url + "/metrics")[2])
+            done = value(found, "qiao_requests_total", method="GET", status_class="2xx") == 3
+            return found if done else None
+
+        assert wait_for(counted, timeout=10), "the exporter never counted the three requests"
+        status = subprocess.run(
+            [sys.executable, "-m", "qiao", "status", url.split("://", 1)[1], "--json"],
+            capture_output=True, text=True, timeout=30, check=False)
+        assert status.returncode == 0, status.stderr
+        assert len(json.loads(status.stdout)["workers"]) == 2
+        fds = [int(fd) for fd in os.listdir(f"/proc/{server.proc.pid}/fd")]
+        assert max(fds) > 1100, "the master's descriptors did not reach past 1024"
+        assert server.alive(), server.log()
