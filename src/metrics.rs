@@ -19,7 +19,6 @@
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -116,16 +115,23 @@ type Schema = (
     Vec<&'static str>,
 );
 
-/// Where a thread adds in a worker's row: its part, or the shared one (atomic additions).
-struct Part<'a> {
+/// Where a thread adds in a worker's row: its own part (`SHARED` false: it is each cell's
+/// one writer), or the part the threads without one share (atomic additions). A constant,
+/// so that a request's dozen additions are not each a branch.
+struct Part<'a, const SHARED: bool> {
     cells: &'a [AtomicU64; ROW],
-    shared: bool,
 }
 
-impl Part<'_> {
+/// A part, as `Metrics::part` finds it.
+enum AnyPart<'a> {
+    Own(Part<'a, false>),
+    Shared(Part<'a, true>),
+}
+
+impl<const SHARED: bool> Part<'_, SHARED> {
     fn bump(&self, index: usize, n: u64) {
         let cell = &self.cells[index];
-        if self.shared {
+        if SHARED {
             cell.fetch_add(n, Ordering::Relaxed);
         } else {
             // This thread is the cell's one writer: no other can change it in between.
@@ -136,15 +142,36 @@ impl Part<'_> {
         }
     }
 
-    fn observe(&self, histogram: usize, time: Duration) {
-        let us = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+    fn observe(&self, histogram: usize, us: u64) {
         let bucket = BOUNDS_US.partition_point(|&bound| bound < us);
         self.bump(histogram + bucket, 1);
         self.bump(histogram + BUCKETS, us);
     }
+
+    /// `req` counted, and no longer in flight.
+    fn finished(&self, req: &Finished<'_>) {
+        let method = method_index(req.method);
+        let class = match req.status {
+            100..=599 => {
+                let code = usize::from(req.status - FIRST_CODE);
+                self.bump(STATUS_CODES + code, 1);
+                usize::from(req.status / 100 - 1)
+            }
+            _ => CLASSES.len() - 1,
+        };
+        self.bump(GRID + method * CLASSES.len() + class, 1);
+        if let Some(app) = req.app_us {
+            self.observe(APP_TIME, app);
+        }
+        self.observe(TOTAL_TIME, req.total_us);
+        self.bump(SCALARS + Counter::BytesReceived as usize, req.received);
+        self.bump(SCALARS + Counter::BytesSent as usize, req.sent);
+        self.bump(GAUGES + Gauge::InFlight as usize, u64::MAX);
+    }
 }
 
 /// The index of `method` in `METHODS` (`other` for any not named there).
+#[inline]
 fn method_index(method: &[u8]) -> usize {
     match method {
         b"GET" => 0,
@@ -179,25 +206,25 @@ impl Writer {
 pub(crate) struct Finished<'a> {
     pub method: &'a [u8],
     pub status: u16,
-    /// From the application's call to the end of its response (`None`: a static file,
-    /// which no application served).
-    pub app: Option<Duration>,
-    /// From the request's first byte to the end of its response.
-    pub total: Duration,
+    /// Microseconds from the application's call to the end of its response (`None`: a
+    /// static file, which no application served).
+    pub app_us: Option<u64>,
+    /// Microseconds from the request's first byte to the end of its response.
+    pub total_us: u64,
     pub received: u64,
     pub sent: u64,
 }
 
 impl<'a> Finished<'a> {
     /// The request of `head`, answered with `status` and `sent` bytes (head and body),
-    /// `total` after its first byte and, when an application served it, `app` after its
-    /// call.
+    /// `total_us` after its first byte and, when an application served it, `app_us` after
+    /// its call.
     pub(crate) fn of(
         head: &'a RequestHead,
         status: u16,
         sent: u64,
-        total: Duration,
-        app: Option<Duration>,
+        total_us: u64,
+        app_us: Option<u64>,
     ) -> Finished<'a> {
         let body = match head.framing {
             BodyFraming::Length(n) => n,
@@ -206,8 +233,8 @@ impl<'a> Finished<'a> {
         Finished {
             method: head.method(),
             status,
-            app,
-            total,
+            app_us,
+            total_us,
             received: head.buf.len() as u64 + body,
             sent,
         }
@@ -254,21 +281,22 @@ impl Metrics {
 
     /// The part of worker `slot`'s row `writer` writes (found once for all of a request's
     /// additions: one bounds check).
-    fn part(&self, slot: usize, writer: Writer) -> Part<'_> {
-        self.part_number(slot, writer.0.min(self.private))
-    }
-
-    /// Part `n` of worker `slot`'s row (`private`: the shared part, atomic additions).
-    fn part_number(&self, slot: usize, n: usize) -> Part<'_> {
+    fn part(&self, slot: usize, writer: Writer) -> AnyPart<'_> {
+        let n = writer.0.min(self.private);
         let cells = self.cells(slot, n * ROW, ROW);
-        Part {
-            cells: cells.try_into().expect("a part is a row long"),
-            shared: n >= self.private,
+        let cells = cells.try_into().expect("a part is a row long");
+        if n < self.private {
+            AnyPart::Own(Part { cells })
+        } else {
+            AnyPart::Shared(Part { cells })
         }
     }
 
     fn add(&self, slot: usize, writer: Writer, index: usize, n: u64) {
-        self.part(slot, writer).bump(index, n);
+        match self.part(slot, writer) {
+            AnyPart::Own(part) => part.bump(index, n),
+            AnyPart::Shared(part) => part.bump(index, n),
+        }
     }
 
     pub(crate) fn count(&self, slot: usize, writer: Writer, counter: Counter, n: u64) {
@@ -294,24 +322,10 @@ impl Metrics {
 
     /// A request's response is over: it is counted, and no longer in flight.
     pub(crate) fn finished(&self, slot: usize, writer: Writer, req: &Finished<'_>) {
-        let part = self.part(slot, writer);
-        let method = method_index(req.method);
-        let class = match req.status {
-            100..=599 => {
-                let code = usize::from(req.status - FIRST_CODE);
-                part.bump(STATUS_CODES + code, 1);
-                usize::from(req.status / 100 - 1)
-            }
-            _ => CLASSES.len() - 1,
-        };
-        part.bump(GRID + method * CLASSES.len() + class, 1);
-        if let Some(app) = req.app {
-            part.observe(APP_TIME, app);
+        match self.part(slot, writer) {
+            AnyPart::Own(part) => part.finished(req),
+            AnyPart::Shared(part) => part.finished(req),
         }
-        part.observe(TOTAL_TIME, req.total);
-        part.bump(SCALARS + Counter::BytesReceived as usize, req.received);
-        part.bump(SCALARS + Counter::BytesSent as usize, req.sent);
-        part.bump(GAUGES + Gauge::InFlight as usize, u64::MAX);
     }
 
     /// App thread `thread` of worker `slot` starts serving `method` `path` (the path only:
@@ -326,37 +340,47 @@ impl Metrics {
             text[m + 1..m + 1 + p].copy_from_slice(&path[..p]);
         }
         let len = (method.len() + 1 + path.len()).min(TEXT_BYTES);
-        self.serving_text(slot, thread, &text[..len]);
+        self.serving_text(slot, thread, &text, len);
     }
 
-    /// `serving` with its text already joined (`METHOD path`, as the usual request line
-    /// holds it: then nothing is put together first); cut at 64 bytes.
-    pub(crate) fn serving_text(&self, slot: usize, thread: usize, text: &[u8]) {
+    /// `serving` with its text already joined: the first `len` bytes of `line` (`METHOD
+    /// path`, as the usual request line holds it: then nothing is put together first),
+    /// cut at 64 bytes. The text is written a word at a time; where `line` goes on past
+    /// it (the rest of the request line), its last word is read whole and what is past
+    /// the text masked off.
+    pub(crate) fn serving_text(&self, slot: usize, thread: usize, line: &[u8], len: usize) {
         if thread >= self.threads {
             return;
         }
-        let text = &text[..text.len().min(TEXT_BYTES)];
+        let len = len.min(TEXT_BYTES).min(line.len());
         let cells = self.cells(slot, self.texts() + thread * TEXT, TEXT);
         let (seq, room) = cells.split_first().expect("a text has its sequence cell");
         // One writer per text (its thread), so a load then a store is not a race.
         let n = seq.load(Ordering::Relaxed);
         seq.store(n.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        let mut words = text.chunks_exact(8);
-        for (cell, word) in room.iter().zip(&mut words) {
+        let whole = len / 8;
+        for (cell, word) in room.iter().zip(line[..whole * 8].chunks_exact(8)) {
             cell.store(
                 u64::from_le_bytes(word.try_into().expect("8 bytes")),
                 Ordering::Relaxed,
             );
         }
-        // Then the word holding the text's end and its terminating zero, unless the text
-        // fills the room: what follows is never read, and most request lines fill a word
-        // or two of the eight.
-        if let Some(cell) = room.get(text.len() / 8) {
-            let tail = words.remainder();
-            let mut word = [0u8; 8];
-            word[..tail.len()].copy_from_slice(tail);
-            cell.store(u64::from_le_bytes(word), Ordering::Relaxed);
+        // Then the word holding the text's end and its terminating zero (the next word when
+        // the text ends on a word's edge), unless the text fills the room; what follows the
+        // zero is never read.
+        if let Some(cell) = room.get(whole) {
+            let at = whole * 8;
+            let word = match line.get(at..at + 8) {
+                Some(word) => u64::from_le_bytes(word.try_into().expect("8 bytes")),
+                None => {
+                    let mut word = [0u8; 8];
+                    word[..line.len() - at].copy_from_slice(&line[at..]);
+                    u64::from_le_bytes(word)
+                }
+            };
+            let mask = (1u64 << ((len % 8) * 8)) - 1;
+            cell.store(word & mask, Ordering::Relaxed);
         }
         seq.store(n.wrapping_add(2), Ordering::Release);
     }
@@ -523,8 +547,8 @@ impl LogTally {
 impl Tally for LogTally {
     fn logged(&self, kind: Logged) {
         let m = self.table.get();
-        m.part_number(self.slot, m.private)
-            .bump(SCALARS + Counter::LogCritical as usize + kind as usize, 1);
+        let index = SCALARS + Counter::LogCritical as usize + kind as usize;
+        m.add(self.slot, Writer(m.private), index, 1);
     }
 }
 
@@ -547,8 +571,8 @@ mod tests {
         Finished {
             method,
             status,
-            app: Some(Duration::from_millis(ms)),
-            total: Duration::from_millis(ms + 1),
+            app_us: Some(ms * 1_000),
+            total_us: (ms + 1) * 1_000,
             received: 100,
             sent: 1_000,
         }
@@ -618,19 +642,22 @@ mod tests {
         // Read straight from a request line holding both (and then cut at 64 bytes, or
         // ending on a word's edge, its terminating zero in the word after).
         let line = b"GET /from/the/line?q=1 HTTP/1.1";
-        m.serving_text(1, 1, &line[..18]);
+        m.serving_text(1, 1, line, 18);
         assert_eq!(
             m.request(1, 1).unwrap().as_deref(),
             Some("GET /from/the/line")
         );
         let long = [b"PUT ".as_slice(), &[b'y'; 90]].concat();
-        m.serving_text(1, 1, &long);
+        m.serving_text(1, 1, &long, long.len());
         assert_eq!(
             m.request(1, 1).unwrap().unwrap(),
             String::from_utf8_lossy(&long[..64])
         );
-        m.serving_text(1, 1, &line[..8]);
+        m.serving_text(1, 1, line, 8);
         assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("GET /fro"));
+        // A line that ends with the text: its last word is put together, not read whole.
+        m.serving_text(1, 1, &line[..13], 13);
+        assert_eq!(m.request(1, 1).unwrap().as_deref(), Some("GET /from/the"));
         m.serving(1, 1, b"POST", &[b'x'; 100]);
         m.serving(1, 2, b"GET", b"/");
         assert_eq!(m.request(1, 2).unwrap(), None);

@@ -134,11 +134,13 @@ impl Shared {
         if log.is_none() && self.ctx.metrics.is_none() {
             return;
         }
-        let elapsed = started.elapsed();
+        let now = Mono::now();
+        let elapsed = now.since(started);
         if let Some((metrics, row)) = self.ctx.metrics() {
             let sent = answer.head.lines.len() as u64 + answer.body_bytes;
             metrics.gauge(row, Writer::LOOP, Gauge::InFlight, true);
-            let req = Finished::of(head, answer.head.status, sent, elapsed, None);
+            let total = now.micros_since(started);
+            let req = Finished::of(head, answer.head.status, sent, total, None);
             metrics.finished(row, Writer::LOOP, &req);
         }
         let Some(log) = log else {

@@ -207,7 +207,7 @@ impl Context {
             metrics.gauge(row, thread.writer(), Gauge::InFlight, true);
             let index = thread.index();
             match head.method_and_path() {
-                Some(text) => metrics.serving_text(row, index, text),
+                Some((line, len)) => metrics.serving_text(row, index, line, len),
                 None => metrics.serving(row, index, head.method(), head.path()),
             }
         }

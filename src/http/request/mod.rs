@@ -126,12 +126,19 @@ impl RequestHead {
     }
 
     /// `METHOD path` as one run of the request line, when the line holds it so (an
-    /// origin-form target: the path right after the method and its space).
-    pub fn method_and_path(&self) -> Option<&[u8]> {
+    /// origin-form target: the path right after the method and its space): the head from
+    /// the method on, and the run's length at its start (what follows lets a reader take
+    /// whole words).
+    pub fn method_and_path(&self) -> Option<(&[u8], usize)> {
         let adjoining = !self.path.is_empty()
             && self.path.start == self.method.end + 1
             && self.buf.get(self.method.end) == Some(&b' ');
-        adjoining.then(|| &self.buf[self.method.start..self.path.end])
+        adjoining.then(|| {
+            (
+                &self.buf[self.method.start..],
+                self.path.end - self.method.start,
+            )
+        })
     }
 
     /// The raw (still percent-encoded) path; `/` for an absolute-form target without one.

@@ -498,7 +498,9 @@ fn method_and_path_is_the_request_lines_start_when_it_holds_them() {
     )
     .unwrap()
     .unwrap();
-    assert_eq!(h.method_and_path(), Some(&b"GET /a/b"[..]));
+    let (line, len) = h.method_and_path().unwrap();
+    assert_eq!(&line[..len], b"GET /a/b");
+    assert!(line.starts_with(b"GET /a/b?secret=1 HTTP/1.1\r\n"));
     let h = parse_with(
         b"GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
         &Limits::default(),
