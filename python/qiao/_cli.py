@@ -197,6 +197,12 @@ def resolve(argv: Sequence[str] | None, namespace: dict[str, Any] | None = None)
     config.enter_chdir()  # checked here (this process's own); the master changes too
     if app is not None:
         parse_app_spec(app)
+    if config.check_config or config.print_config:
+        # The open-files limit the master sets first (as root, before dropping privileges),
+        # tried here, so that a limit it could not set fails the check as it fails a start.
+        from qiao._process import limit_open_files
+
+        limit_open_files(config)
     # Settings the engine checks itself (log files, access log format), checked once by an
     # engine that never serves, as the user the workers will run as, so that an error is
     # one line, not one per worker.

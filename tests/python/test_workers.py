@@ -692,14 +692,17 @@ def test_rlimit_nofile_raises_or_sets_the_workers_open_files_limit():
 @pytest.mark.skipif(is_gunicorn(), reason="qiao's --rlimit-nofile")
 def test_rlimit_nofile_that_cannot_be_set_is_one_line():
     """A limit past what the process may set (past the kernel's fs.nr_open even for root):
-    a one-line error naming the setting, exit status 2; a malformed value too."""
+    a one-line error naming the setting, exit status 2, at a start and at --check-config
+    alike; a malformed value too."""
     with open("/proc/sys/fs/nr_open") as f:
         too_many = int(f.read()) + 1
-    for value, why in ((str(too_many), "cannot set the open-files limit"),
-                       ("lots", "expected 'auto' or an integer >= 64")):
+    for value, why, check in ((str(too_many), "cannot set the open-files limit", []),
+                              (str(too_many), "cannot set the open-files limit",
+                               ["--check-config"]),
+                              ("lots", "expected 'auto' or an integer >= 64", [])):
         p = subprocess.run(
             [sys.executable, "-m", "qiao", "apps.behaviour:app", "-b", "127.0.0.1:0",
-             "--chdir", str(TESTS_DIR), "--rlimit-nofile", value],
+             "--chdir", str(TESTS_DIR), "--rlimit-nofile", value, *check],
             check=False, capture_output=True, text=True, timeout=60,
         )
         assert p.returncode == 2, p.stderr
