@@ -1267,6 +1267,10 @@ def render_markdown(doc: dict) -> str:
                 note += (f" The baseline's ({base['server']}), the same way: {100 * median(based):.0f} % "
                          f"({100 * min(based):.0f}–{100 * max(based):.0f} %).")
             lines += ["", note]
+        for variant in (c for c in cells if c["server"] in QIAO_VARIANTS):
+            paired = versus_by_round(next((c for c in cells if c["server"] == "qiao"), None), variant)
+            if paired:
+                lines += ["", paired]
         versus = versus_baseline(doc, wname)
         if versus and versus.get("rps"):
             lines += ["", (f"qiao ÷ its baseline {base['server']}: req/s {versus['rps']:.2f} ×, CPU/req "
@@ -1282,6 +1286,44 @@ def label(server: str) -> str:
 
 def fmt_ratio(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
+
+
+def versus_by_round(qiao: dict | None, variant: dict) -> str | None:
+    """A qiao variant against plain qiao, two ways that the machine's changes of speed
+    (which come and go between one run and the next, and only ever slow a run: see
+    README, Conditions) disturb less than the ratio of the medians does:
+    - round by round: the servers take turns, so run k of each came within seconds of the
+      other; the median of the ratios of the two, with their quartiles;
+    - the fastest quarter of each side's runs (the least disturbed): the ratio of their
+      means, req/s, and CPU µs/req of the same runs."""
+    if not qiao:
+        return None
+    pairs = list(zip(qiao["runs"], variant["runs"]))
+    rps = sorted(v["rps"] / q["rps"] for q, v in pairs if q.get("rps") and v.get("rps"))
+    cpu = sorted(v["cpu_us_per_req"] / q["cpu_us_per_req"] for q, v in pairs
+                 if q.get("cpu_us_per_req") and v.get("cpu_us_per_req"))
+    if len(rps) < 4:
+        return None
+
+    def spread(xs: list[float]) -> str:
+        q1, _, q3 = statistics.quantiles(xs, n=4)
+        return f"{median(xs):.3f} (quartiles {q1:.3f}–{q3:.3f})"
+
+    def fastest(runs: list[dict]) -> tuple[float, float | None]:
+        best = sorted((r for r in runs if r.get("rps")), key=lambda r: -r["rps"])
+        best = best[:max(1, len(best) // 4)]
+        cpus = [r["cpu_us_per_req"] for r in best if r.get("cpu_us_per_req")]
+        return (statistics.fmean(r["rps"] for r in best),
+                statistics.fmean(cpus) if len(cpus) == len(best) else None)
+
+    text = (f"{variant['server']} ÷ qiao, round by round ({len(rps)} rounds): "
+            f"req/s {spread(rps)}")
+    if len(cpu) >= 4:
+        text += f", CPU µs/req {spread(cpu)}"
+    (q_rps, q_cpu), (v_rps, v_cpu) = fastest(qiao["runs"]), fastest(variant["runs"])
+    text += (f"; the fastest quarter of each side's runs: req/s {v_rps / q_rps:.3f}"
+             + (f", CPU µs/req {v_cpu / q_cpu:.3f}" if q_cpu and v_cpu else ""))
+    return text + "."
 
 
 def versus_baseline(doc: dict, wname: str) -> dict | None:
